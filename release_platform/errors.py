@@ -1,0 +1,27 @@
+"""One error type for bad input, so every entry point fails with one clear message.
+
+The message always names the session (or other entity), the file and the problem, e.g.::
+
+    ophys_session 1001: /data/movie.h5: dataset 'data' has shape (10, 64), expected T x H x W
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class InputError(ValueError):
+    """Bad input: a missing or corrupt file, a wrong shape, NaNs, an unknown id, a malformed config."""
+
+    def __init__(self, problem: str, *, entity: str | None = None, path: str | os.PathLike | None = None):
+        self.problem = problem
+        self.entity = entity
+        self.path = None if path is None else os.fspath(path)
+        parts = [p for p in (entity, self.path) if p]
+        super().__init__(": ".join(parts + [problem]))
+
+    def with_entity(self, entity: str) -> "InputError":
+        """The same error, naming the entity (session) when the inner code did not know it."""
+        if self.entity:
+            return self
+        return InputError(self.problem, entity=entity, path=self.path)
