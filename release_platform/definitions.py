@@ -1,0 +1,36 @@
+"""The one Definitions object: assets, checks, resources, sensors, jobs and executor."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from release_platform.assets.backfill import experiment_backfill_job
+from release_platform.assets.inputs import INPUT_ASSETS
+from release_platform.assets.partitions import PARTITIONS_BY_KIND
+from release_platform.assets.resources import StorageResource
+from release_platform.assets.sensors import make_session_sensor
+from release_platform.lims.resource import LimsResource
+
+ASSETS = [*INPUT_ASSETS]
+ASSET_CHECKS: list = []
+
+# One job per session kind: every asset of that kind's group, for one partition.
+SESSION_JOBS = {
+    kind: dg.define_asset_job(
+        name=f"{kind}_job",
+        selection=dg.AssetSelection.groups(kind),
+        description=f"Process one {kind} partition end to end.",
+    )
+    for kind in PARTITIONS_BY_KIND
+}
+
+RESOURCES = {"lims": LimsResource(), "storage": StorageResource()}
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=ASSET_CHECKS,
+    resources=RESOURCES,
+    sensors=[make_session_sensor(kind, job) for kind, job in SESSION_JOBS.items()],
+    jobs=[*SESSION_JOBS.values(), experiment_backfill_job],
+    executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
+)
