@@ -66,12 +66,13 @@ def sync_partitions(instance, client: LimsClient) -> dict[str, list[str]]:
     return out
 
 
-def materialize_partition(instance, kind: str, partition_key: str):
+def materialize_partition(instance, kind: str, partition_key: str, log_level: str = "WARNING"):
     """Run the kind's job for one partition in this process; returns the Dagster result."""
     from release_platform.definitions import defs
 
     job = defs.resolve_job_def(f"{kind}_job")
-    return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False)
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False, run_config=run_config)
 
 
 def cmd_materialize(args) -> int:
@@ -92,7 +93,8 @@ def _print_result(kind: str, key: str, result) -> list[str]:
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":
                 error = event.event_specific_data.error
-                print(f"      {event.step_key}: {error.message.strip().splitlines()[-1] if error else 'failed'}")
+                message = error.message.strip().splitlines()[-1] if error else "failed"
+                print(f"      {event.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}")
     return materialized
 
 

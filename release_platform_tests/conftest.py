@@ -38,3 +38,31 @@ def lims(lims_url) -> LimsClient:
     client.upgrade()
     yield client
     client.dispose()
+
+
+@pytest.fixture(scope="session")
+def seeded_demo(tmp_path_factory) -> Path:
+    """The tiny demo set, generated and registered once per test session (do not modify its files).
+
+    Returns the directory holding ``lims.sqlite`` and ``raw/``.
+    """
+    from data_fixtures.seed import seed_demo
+
+    root = tmp_path_factory.mktemp("seeded_demo")
+    client = LimsClient(f"sqlite:///{root / 'lims.sqlite'}")
+    client.upgrade()
+    seed_demo(client, root / "raw", size="tiny")
+    client.dispose()
+    return root
+
+
+@pytest.fixture
+def demo_lims(seeded_demo, home) -> LimsClient:
+    """A private copy of the seeded demo LIMS (raw files shared, read-only) in an isolated home."""
+    import shutil
+
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(seeded_demo / "lims.sqlite", home / "lims.sqlite")
+    client = LimsClient(f"sqlite:///{home / 'lims.sqlite'}")
+    yield client
+    client.dispose()
