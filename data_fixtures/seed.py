@@ -399,7 +399,7 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
             summary.note("ophys_session", sid, False)
             continue
         spec = ophys.generate_ophys_session(
-            data_dir / "ophys_session" / str(sid), ophys_session_id=sid, ophys_experiment_ids=exp_ids, params=params, seed=seed + sid
+            data_dir, ophys_session_id=sid, ophys_experiment_ids=exp_ids, params=params, seed=seed + sid
         )
         added = register_ophys_session(client, spec, specimen_id=ids[donor][1], project=project, equipment=rig,
                                        date_of_acquisition=day + dt.timedelta(days=i))
@@ -411,7 +411,7 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
             summary.note("behavior_session", sid, False)
             continue
         spec = behavior.generate_behavior_session(
-            data_dir / "behavior_session" / str(sid), behavior_session_id=sid, session_type=session_type,
+            data_dir, behavior_session_id=sid, session_type=session_type,
             params=behavior.BehaviorParams.realistic() if real else behavior.BehaviorParams(), seed=seed + sid,
         )
         added = register_behavior_session(client, spec, donor_id=ids["slc"][0], project=PROJECT_VB, equipment="BEH.D-Box1",
@@ -424,7 +424,7 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
         summary.note("ecephys_session", sid, False)
     else:
         spec = ecephys.generate_ecephys_session(
-            data_dir / "ecephys_session" / str(sid), ecephys_session_id=sid, probe_ids=(4101, 4102), channel_id_start=410000,
+            data_dir, ecephys_session_id=sid, probe_ids=(4101, 4102), channel_id_start=410000,
             unit_id_start=420000, params=ecephys.EcephysParams.realistic() if real else ecephys.EcephysParams(), seed=seed + sid,
         )
         added = register_ecephys_session(client, spec, specimen_id=ids["vip"][1], project=PROJECT_ECEPHYS, equipment="NP.1",
@@ -436,7 +436,7 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
         if client.exists("icephys_cells", id=sid):
             summary.note("icephys_cell", sid, False)
             continue
-        spec = icephys.generate_icephys_cell(data_dir / "icephys_cell" / str(sid), cell_specimen_id=sid,
+        spec = icephys.generate_icephys_cell(data_dir, cell_specimen_id=sid,
                                              params=icephys.IcephysParams(), seed=seed + sid)
         added = register_icephys_cell(client, spec, specimen_id=ids["sst"][1], project=PROJECT_IVSCC, structure="VISp")
         summary.note("icephys_cell", sid, added)
