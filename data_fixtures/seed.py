@@ -390,9 +390,13 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
     day = dt.datetime(2026, 9, 1, 9, 30)
 
     # Ophys: one single-plane session (CAM2P) and one two-plane mesoscope session.
+    # Tiny demo planes run 100 s with neuropil that fluctuates enough for r to be identifiable.
+    neuropil = {"neuropil_slow_amplitude": 0.3, "neuropil_event_amplitude": 0.15}
     ophys_plan = [
-        (1001, (1101,), ophys.OphysParams.realistic() if real else ophys.OphysParams(), "slc", PROJECT_VB, "CAM2P.4"),
-        (1002, (1201, 1202), ophys.OphysParams.mesoscope(realistic=real), "sst", PROJECT_MESO, "MESO.1"),
+        (1001, (1101,), ophys.OphysParams.realistic() if real else ophys.OphysParams(n_frames=3000, n_rois=16, **neuropil),
+         "slc", PROJECT_VB, "CAM2P.4"),
+        (1002, (1201, 1202), ophys.OphysParams.mesoscope(realistic=real, **({} if real else {"n_frames": 1100, **neuropil})),
+         "sst", PROJECT_MESO, "MESO.1"),
     ]
     for i, (sid, exp_ids, params, donor, project, rig) in enumerate(ophys_plan):
         if client.exists("ophys_sessions", id=sid):

@@ -88,7 +88,12 @@ def _print_result(kind: str, key: str, result) -> list[str]:
         {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     )
     status = "ok" if result.success else "FAILED"
-    print(f"  {kind:<17} {key:<8} {status:<6} {len(materialized)} assets: {', '.join(materialized)}")
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    failed = sorted(f"{c.check_name} ({c.severity.value})" for c in checks if not c.passed)
+    check_note = f"; checks {len(checks) - len(failed)}/{len(checks)} passed" if checks else ""
+    print(f"  {kind:<17} {key:<8} {status:<6} {len(materialized)} assets{check_note}: {', '.join(materialized)}")
+    for name in failed:
+        print(f"      check did not pass: {name}")
     if not result.success:
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":

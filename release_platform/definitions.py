@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
+
+# Checks on partitioned assets need `partitions_def=` on `@asset_check`, which Dagster marks as preview.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
 
 from release_platform.assets.backfill import experiment_backfill_job
 from release_platform.assets.inputs import INPUT_ASSETS
+from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
 from release_platform.lims.resource import LimsResource
 
-ASSETS = [*INPUT_ASSETS]
-ASSET_CHECKS: list = []
+ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS]
+ASSET_CHECKS = [*OPHYS_CHECKS]
 
 # One job per session kind: every asset of that kind's group, for one partition.
 SESSION_JOBS = {

@@ -1,0 +1,356 @@
+"""Ophys processing benchmark: extraction, demixing, neuropil correction and dF/F on a synthetic session.
+
+Usage::
+
+    python benchmarks/ophys.py                                   # 512 x 512, 18,000 frames, 220 ROIs
+    python benchmarks/ophys.py --size 256 --frames 3000 --rois 60
+    python benchmarks/ophys.py --allensdk-python /path/to/allensdk-env/bin/python
+
+The synthetic movie (uint16, Poisson-like noise, GCaMP-like cells, neuropil mixed into the ROIs with a
+known ratio, ~10% of the ROIs overlapping a neighbour) is written block-wise to a temporary h5 file,
+so the session never sits whole in memory. Every stage of ``release_platform.ophys`` is timed and
+compared with a direct port of the AllenSDK / ophys_etl algorithm (``benchmarks/_allensdk_port.py``)
+run in the same process on the same inputs: speed ratio (port time / our time) and the maximum
+absolute difference of the outputs. The per-frame demixing port and the per-frame ``nanmedian`` loop
+of the ophys_etl dF/F run on a subset (frames / ROIs) and are scaled linearly; the output says so.
+Peak memory per stage is the peak of memory traced by ``tracemalloc`` during our stage.
+With ``--allensdk-python`` the real AllenSDK runs the demixing, neuropil and legacy dF/F stages in a
+separate interpreter on the same files (AllenSDK is not installed by this project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import tracemalloc
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.sparse as sparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _allensdk_port as port  # noqa: E402
+from release_platform.ophys.demixing import demix_traces  # noqa: E402
+from release_platform.ophys.dff import compute_dff  # noqa: E402
+from release_platform.ophys.extraction import extract_traces, roi_mask_matrix, parse_roi_records  # noqa: E402
+from release_platform.ophys.io import choose_block_frames, open_movie  # noqa: E402
+from release_platform.ophys.neuropil import correct_neuropil  # noqa: E402
+
+FRAME_RATE_HZ = 30.0
+MOTION_BORDER = {"x0": 8, "x1": 6, "y0": 7, "y1": 9}
+
+
+# ------------------------------------------------------------------------------- measurement
+
+
+class Stage:
+    """Context manager timing a block and measuring its peak traced memory (``tracemalloc``).
+
+    numpy buffers are traced, so ``peak_mb`` is the largest amount of memory the stage held at once
+    above what existed when it started (HDF5's own small caches are not included). Tracing is only
+    active inside the block: the ports run untraced, so their timings carry no tracing overhead.
+    """
+
+    def __enter__(self):
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        self._base = tracemalloc.get_traced_memory()[0]
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        self.peak_mb = (peak - self._base) / 1024**2
+        return False
+
+
+# ------------------------------------------------------------------------------- synthetic session
+
+
+def gcamp_kernel(rate: float, rise_s: float = 0.05, decay_s: float = 0.3) -> np.ndarray:
+    t = np.arange(int(decay_s * rate * 8) + 1) / rate
+    kernel = np.exp(-t / decay_s) - np.exp(-t / rise_s)
+    return kernel / kernel.max()
+
+
+def make_session(path: Path, frames: int, size: int, n_rois: int, seed: int) -> dict:
+    """Write the movie to ``path`` block-wise; return ROI records, truth and timing."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    margin = 12
+    rows, cols = np.mgrid[:size, :size]
+    records, centers = [], []
+    flat_masks = []
+    radii = rng.uniform(4.5, 8.0, n_rois)
+    for i in range(n_rois):
+        if i % 10 == 9 and centers:  # every tenth ROI overlaps the previous one
+            cy, cx = centers[-1]
+            angle = rng.uniform(0, 2 * np.pi)
+            distance = 0.9 * (radii[i] + radii[i - 1]) * rng.uniform(0.6, 0.9)
+            cy, cx = np.clip([cy + distance * np.sin(angle), cx + distance * np.cos(angle)], margin, size - margin)
+        else:
+            cy, cx = rng.uniform(margin, size - margin, 2)
+        centers.append((cy, cx))
+        r = radii[i]
+        y0, y1 = int(max(0, np.floor(cy - r))), int(min(size, np.ceil(cy + r) + 1))
+        x0, x1 = int(max(0, np.floor(cx - r))), int(min(size, np.ceil(cx + r) + 1))
+        local = ((rows[y0:y1, x0:x1] - cy) / r) ** 2 + ((cols[y0:y1, x0:x1] - cx) / (r * rng.uniform(0.8, 1.2))) ** 2 <= 1
+        records.append({"id": 100000 + i, "x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0,
+                        "mask": local.tolist(), "valid": True, "exclusion_labels": []})
+        flat_masks.append(((rows[y0:y1, x0:x1][local]) * size + cols[y0:y1, x0:x1][local]).ravel())
+    indptr = np.concatenate([[0], np.cumsum([m.size for m in flat_masks])])
+    masks = sparse.csr_matrix((np.ones(indptr[-1]), np.concatenate(flat_masks), indptr), shape=(n_rois, size * size))
+    spikes = rng.poisson(0.5 / FRAME_RATE_HZ, size=(n_rois, frames))
+    kernel = gcamp_kernel(FRAME_RATE_HZ)
+    calcium = np.stack([np.convolve(s, kernel)[:frames] for s in spikes])
+    f0 = rng.uniform(150, 600, n_rois)
+    cells = f0[:, None] * (1 + 0.2 * calcium)
+    t = np.arange(frames)
+    neuropil = 250 + 25 * np.sin(2 * np.pi * t / (120 * FRAME_RATE_HZ)) + 12 * rng.standard_normal(frames)
+    spatial = 1 + 0.1 * np.sin(rows / size * 3 * np.pi) * np.cos(cols / size * 2 * np.pi)
+    r_true = rng.uniform(0.4, 1.0, n_rois)
+    cover = np.asarray(masks.sum(axis=0)).ravel()
+    contamination = np.where(cover > 0, (masks.T @ r_true) / np.maximum(cover, 1), 1.0) * spatial.ravel()
+    chunk = min(16, frames)
+    block = 64
+    with h5py.File(path, "w") as handle:
+        data = handle.create_dataset("data", shape=(frames, size, size), dtype=np.uint16, chunks=(chunk, size, size))
+        for start in range(0, frames, block):
+            stop = min(frames, start + block)
+            expected = contamination[None, :] * neuropil[start:stop, None] + (masks.T @ cells[:, start:stop]).T
+            noisy = expected + np.sqrt(expected) * rng.standard_normal(expected.shape, dtype=np.float32)
+            data[start:stop] = np.clip(np.rint(noisy), 0, 65535).astype(np.uint16).reshape(stop - start, size, size)
+    overlapping = int((np.asarray((masks @ masks.T > 0).sum(axis=1)).ravel() > 1).sum())
+    return {"records": records, "r_true": r_true, "seconds": time.perf_counter() - t0, "overlapping": overlapping}
+
+
+# ------------------------------------------------------------------------------- AllenSDK runner
+
+ALLENSDK_RUNNER = r'''
+import json, sys, time
+import h5py, numpy as np
+from allensdk.brain_observatory import demixer, r_neuropil
+from allensdk.brain_observatory import dff as sdk_dff
+cfg = json.load(open(sys.argv[1]))
+timings = {}
+with h5py.File(cfg["inputs"], "r") as f:
+    raw, masks = f["raw"][()], f["masks"][()]
+    fm, fn, fc = f["demixed"][()], f["neuropil"][()], f["fc"][()]
+with h5py.File(cfg["movie"], "r") as m:
+    t0 = time.perf_counter()
+    demixed, _ = demixer.demix_time_dep_masks(raw[:, : cfg["demix_frames"]], m["data"], masks)
+    timings["demixing"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+r = [r_neuropil.estimate_contamination_ratios(a, b)["r"] if np.isfinite(a).all() and np.isfinite(b).all() else np.nan
+     for a, b in zip(fm, fn)]
+timings["neuropil"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+dff = sdk_dff.compute_dff_windowed_median(fc, median_kernel_long=cfg["long"], median_kernel_short=cfg["short"])
+timings["dff_legacy"] = time.perf_counter() - t0
+with h5py.File(cfg["outputs"], "w") as f:
+    f["demixed"], f["r"], f["dff"] = demixed, np.array(r, float), dff
+json.dump(timings, open(cfg["timings"], "w"))
+'''
+
+
+def run_allensdk(python: str, workdir: Path, movie: Path, raw, masks_dense, demixed, neuropil, fc, demix_frames, kernels):
+    inputs, outputs = workdir / "sdk_inputs.h5", workdir / "sdk_outputs.h5"
+    with h5py.File(inputs, "w") as f:
+        f["raw"], f["masks"], f["demixed"], f["neuropil"], f["fc"] = raw, masks_dense, demixed, neuropil, fc
+    cfg = {"inputs": str(inputs), "outputs": str(outputs), "movie": str(movie), "timings": str(workdir / "sdk_t.json"),
+           "demix_frames": int(demix_frames), "long": int(kernels[0]), "short": int(kernels[1])}
+    (workdir / "sdk_cfg.json").write_text(json.dumps(cfg))
+    (workdir / "sdk_runner.py").write_text(ALLENSDK_RUNNER)
+    done = subprocess.run([python, str(workdir / "sdk_runner.py"), str(workdir / "sdk_cfg.json")],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"AllenSDK run failed ({python}):\n{done.stderr[-2000:]}")
+        return None
+    with h5py.File(outputs, "r") as f:
+        out = {k: f[k][()] for k in ("demixed", "r", "dff")}
+    out["timings"] = json.loads(Path(cfg["timings"]).read_text())
+    return out
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    both = np.isfinite(a) & np.isfinite(b)
+    mismatch = np.isfinite(a) != np.isfinite(b)
+    if mismatch.any():
+        return float("inf")
+    return float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0
+
+
+def odd(n: int) -> int:
+    n = max(1, int(n))
+    return n if n % 2 else n - 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=18000)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rois", type=int, default=220)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--port-demix-frames", type=int, default=1000,
+                        help="frames run through the per-frame demixing port (time scaled to all frames)")
+    parser.add_argument("--port-dff-rois", type=int, default=4,
+                        help="ROIs run through the ophys_etl per-frame nanmedian dF/F port (time scaled)")
+    parser.add_argument("--allensdk-python", help="python interpreter with AllenSDK installed")
+    parser.add_argument("--tmpdir", default=None, help="directory for the temporary movie")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="ophys_bench_", dir=args.tmpdir))
+    rows: list[dict] = []
+    try:
+        movie_path = workdir / "movie.h5"
+        session = make_session(movie_path, args.frames, args.size, args.rois, args.seed)
+        n_frames, n_rois = args.frames, args.rois
+        movie_mb = n_frames * args.size * args.size * 2 / 1024**2
+        print(f"session: {args.size}x{args.size} px, {n_frames} frames ({movie_mb:.0f} MB uint16), {n_rois} ROIs "
+              f"({session['overlapping']} overlapping a neighbour); written in {session['seconds']:.1f} s to {movie_path}")
+
+        with open_movie(movie_path) as movie:
+            # --- read only
+            step = min(n_frames, choose_block_frames(movie, args.size * args.size))
+            with Stage() as m_read:
+                buffer = np.empty((step, args.size, args.size), dtype=np.uint16)
+                for t0 in range(0, n_frames, step):
+                    t1 = min(n_frames, t0 + step)
+                    movie.read_direct(buffer[: t1 - t0], source_sel=np.s_[t0:t1])
+            rows.append({"stage": "read movie only", "ours": m_read.seconds, "unit": n_frames, "peak": m_read.peak_mb})
+
+            # --- extraction
+            with Stage() as m_ext:
+                extraction = extract_traces(movie, session["records"], MOTION_BORDER)
+            records = parse_roi_records(session["records"], (args.size, args.size))
+            border = (MOTION_BORDER["x0"], MOTION_BORDER["x1"], MOTION_BORDER["y0"], MOTION_BORDER["y1"])
+            masks_dense = np.zeros((n_rois, args.size, args.size), bool)
+            for i, rec in enumerate(records):
+                masks_dense[i, rec.y : rec.y + rec.height, rec.x : rec.x + rec.width] = rec.mask
+            t = time.perf_counter()
+            np_masks = port.neuropil_masks(masks_dense, border)
+            port_roi = port.calculate_traces(movie, [(r.x, r.y, r.mask) for r in records] + np_masks)
+            port_ext_s = time.perf_counter() - t
+            keep = ~extraction.excluded
+            diff_ext = max(max_abs_diff(extraction.roi_traces[keep], port_roi[:n_rois][keep]),
+                           max_abs_diff(extraction.neuropil_traces[keep], port_roi[n_rois:][keep]))
+            rows.append({"stage": "extraction (ROI + neuropil)", "ours": m_ext.seconds, "unit": n_frames,
+                         "peak": m_ext.peak_mb, "port": port_ext_s, "diff": diff_ext,
+                         "note": f"read-only pass {m_read.seconds:.2f} s; {int(extraction.excluded.sum())} ROIs excluded"})
+
+            # --- demixing (valid ROIs only, as run_demixing)
+            valid = np.flatnonzero(keep)
+            raw = extraction.roi_traces[valid]
+            masks_valid = roi_mask_matrix([records[i] for i in valid], (args.size, args.size))
+            with Stage() as m_dem:
+                demix = demix_traces(raw, movie, masks_valid)
+            port_frames = min(n_frames, args.port_demix_frames)
+            t = time.perf_counter()
+            port_demixed, port_drop = port.demix_time_dep_masks(raw, movie, masks_dense[valid], n_frames=port_frames)
+            port_dem_s = (time.perf_counter() - t) * n_frames / port_frames
+            ok = ~np.array(port_drop)
+            diff_dem = max_abs_diff(demix.demixed[:, :port_frames][:, ok], port_demixed[:, ok])
+            rows.append({"stage": "demixing", "ours": m_dem.seconds, "unit": n_frames, "peak": m_dem.peak_mb,
+                         "port": port_dem_s, "diff": diff_dem,
+                         "note": f"{len(demix.groups)} overlap groups; port ran {port_frames} frames, time scaled; "
+                                 f"dropped {demix.dropped_frame_count}, lstsq {demix.lstsq_solves}"})
+
+        # --- neuropil correction
+        demixed_all = np.full_like(extraction.roi_traces, np.nan)
+        demixed_all[valid] = demix.demixed
+        with Stage() as m_np:
+            npc = correct_neuropil(demixed_all, extraction.neuropil_traces)
+        t = time.perf_counter()
+        port_r, _, port_fc = port.estimate_contamination_ratios(demixed_all, extraction.neuropil_traces)
+        port_np_s = time.perf_counter() - t
+        fitted = np.isfinite(npc.r)
+        r_error = np.abs(npc.r[fitted] - session["r_true"][fitted])
+        rows.append({"stage": "neuropil r + FC", "ours": m_np.seconds, "unit": n_rois, "unit_name": "ROI",
+                     "peak": m_np.peak_mb, "port": port_np_s, "diff": max_abs_diff(npc.r[fitted], port_r[fitted]),
+                     "note": f"max|FC diff| {max_abs_diff(npc.corrected[fitted], port_fc[fitted]):.2e}; "
+                             f"{np.mean(r_error <= 0.1):.0%} of r within 0.1 of the simulated r; "
+                             f"{int(npc.fallback_used.sum())} fallbacks"})
+
+        # --- dF/F
+        fc = npc.corrected
+        long_k = 5401 if n_frames > 5401 else odd(n_frames // 2)
+        kernels = (long_k, 101, 31)
+        with Stage() as m_leg:
+            legacy = compute_dff(fc, FRAME_RATE_HZ, method="allen_legacy", median_kernel_long=long_k)
+        t = time.perf_counter()
+        port_leg, _, _ = port.compute_dff_windowed_median(fc, long_k, 101, 31)
+        port_leg_s = time.perf_counter() - t
+        rows.append({"stage": "dF/F allen_legacy", "ours": m_leg.seconds, "unit": n_rois, "unit_name": "ROI",
+                     "peak": m_leg.peak_mb, "port": port_leg_s, "diff": max_abs_diff(legacy.dff, port_leg),
+                     "note": f"kernels {long_k}/101/31 frames"})
+
+        long_s = min(600.0, n_frames / FRAME_RATE_HZ / 2)
+        with Stage() as m_ina:
+            inactive = compute_dff(fc, FRAME_RATE_HZ, long_baseline_filter_s=long_s)
+        long_frames = inactive.parameters["long_filter_frames"]
+        short_frames = inactive.parameters["short_filter_frames"]
+        subset = np.flatnonzero(np.isfinite(fc).all(axis=1))[: args.port_dff_rois]
+        t = time.perf_counter()
+        port_ina = [port.compute_dff_trace(fc[i], long_frames, short_frames)[0] for i in subset]
+        per_roi = (time.perf_counter() - t) / max(1, subset.size)
+        rows.append({"stage": "dF/F allen_inactive", "ours": m_ina.seconds, "unit": n_rois, "unit_name": "ROI",
+                     "peak": m_ina.peak_mb, "port": per_roi * n_rois,
+                     "diff": max_abs_diff(inactive.dff[subset], np.array(port_ina)),
+                     "note": f"window {long_s:.0f} s = {long_frames} frames; port ran {subset.size} ROIs, time scaled"})
+
+        with Stage() as m_max:
+            compute_dff(fc, FRAME_RATE_HZ, method="maximin")
+        rows.append({"stage": "dF/F maximin", "ours": m_max.seconds, "unit": n_rois, "unit_name": "ROI",
+                     "peak": m_max.peak_mb, "note": "no legacy counterpart"})
+
+        sdk = None
+        if args.allensdk_python:
+            sdk = run_allensdk(args.allensdk_python, workdir, movie_path, raw, masks_dense[valid], demixed_all,
+                               extraction.neuropil_traces, fc, port_frames, kernels)
+
+        print_table(rows)
+        if sdk is not None:
+            scaled = sdk["timings"]["demixing"] * n_frames / port_frames
+            fitted_sdk = np.isfinite(sdk["r"])
+            print("\nAllenSDK itself (separate interpreter):")
+            print(f"  demixing   {scaled:9.2f} s (scaled from {port_frames} frames)  ratio {scaled / m_dem.seconds:7.1f}x  "
+                  f"max|diff| {max_abs_diff(demix.demixed[:, :port_frames], sdk['demixed']):.2e}")
+            print(f"  neuropil r {sdk['timings']['neuropil']:9.2f} s  ratio {sdk['timings']['neuropil'] / m_np.seconds:7.1f}x  "
+                  f"max|diff r| (raw fit) {max_abs_diff(npc.r_fit[fitted_sdk & fitted], sdk['r'][fitted_sdk & fitted]):.2e}")
+            print(f"  dF/F legacy {sdk['timings']['dff_legacy']:8.2f} s  ratio {sdk['timings']['dff_legacy'] / m_leg.seconds:7.1f}x  "
+                  f"max|diff| {max_abs_diff(legacy.dff, sdk['dff']):.2e}")
+        print(f"\nprocess peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+              f"(includes the ports' full-frame masks and traces)")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    header = f"{'stage':30s} {'ours s':>8s} {'throughput':>16s} {'peak MB':>8s} {'port s':>9s} {'port/ours':>9s} {'max|diff|':>10s}  note"
+    print("\n" + header)
+    print("-" * len(header))
+    for row in rows:
+        unit = row.get("unit_name", "frame")
+        throughput = f"{row['unit'] / row['ours']:,.0f} {unit}/s"
+        port_s = f"{row['port']:9.2f}" if "port" in row else f"{'-':>9s}"
+        ratio = f"{row['port'] / row['ours']:8.1f}x" if "port" in row else f"{'-':>9s}"
+        diff = f"{row['diff']:10.2e}" if "diff" in row else f"{'-':>10s}"
+        print(f"{row['stage']:30s} {row['ours']:8.2f} {throughput:>16s} {row['peak']:8.0f} {port_s} {ratio} {diff}  {row.get('note', '')}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,276 @@
+"""Ophys processing assets per ``ophys_session`` partition (imaging planes inside).
+
+roi_traces + neuropil_traces -> demixed_traces -> neuropil_corrected_traces -> dff_traces. Each step
+calls the same standalone module ``run`` function that ``python -m release_platform.modules.<stage>``
+calls, writes HDF5 under ``<storage>/<asset>/<session>/<ophys_experiment_id>/`` and returns a small
+record per plane (file paths and QC lists) through the IO manager.
+"""
+
+import time
+from typing import Any, Callable, Literal, Optional
+
+import dagster as dg
+import h5py
+import numpy as np
+
+from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
+from release_platform.assets.resources import StorageResource
+from release_platform.errors import InputError
+from release_platform.inputs import OphysPlane, OphysSessionInputs
+from release_platform.modules import demixing, dff, neuropil_correction, trace_extraction
+from release_platform.ophys import qc
+from release_platform.ophys.dff import fit_long_window
+from release_platform.ophys.io import read_traces
+
+OPHYS = PARTITIONS_BY_KIND["ophys_session"]
+GROUP = "ophys_session"
+
+
+def _stage(context, plane: OphysPlane, fn: Callable[[], dict]) -> dict:
+    """Run one plane's stage; bad input becomes one clear Failure naming session, plane and file."""
+    try:
+        return fn()
+    except InputError as exc:
+        entity = f"ophys_session {context.partition_key} (ophys_experiment {plane.ophys_experiment_id})"
+        message = str(exc.with_entity(entity))
+        context.log.error(message)
+        raise dg.Failure(description=message, allow_retries=False) from None
+
+
+def _roi_records(plane: OphysPlane, labels: Optional[dict[str, list[str]]] = None) -> list[dict[str, Any]]:
+    records = []
+    for roi in plane.rois:
+        extra = (labels or {}).get(str(roi.id), [])
+        records.append(
+            {
+                "id": roi.id, "x": roi.x, "y": roi.y, "width": roi.width, "height": roi.height, "mask": roi.mask,
+                "valid": roi.valid, "exclusion_labels": sorted(set(roi.exclusion_labels) | set(extra)),
+            }
+        )
+    return records
+
+
+@dg.multi_asset(
+    outs={
+        "roi_traces": dg.AssetOut(description="Mean fluorescence over each ROI mask per frame (N x T, a.u.).", kinds={"hdf5"}),
+        "neuropil_traces": dg.AssetOut(description="Mean fluorescence over each ROI's neuropil annulus (N x T, a.u.).", kinds={"hdf5"}),
+    },
+    partitions_def=OPHYS,
+    group_name=GROUP,
+    pool=HEAVY_POOL,
+)
+def extracted_traces(context: dg.AssetExecutionContext, ophys_session_inputs: OphysSessionInputs, storage: StorageResource):
+    started = time.monotonic()
+    roi_out, neuropil_out, excluded = {}, {}, {}
+    for plane in ophys_session_inputs.planes:
+        pid = str(plane.ophys_experiment_id)
+        directory = storage.dir_for("roi_traces", context.partition_key) / pid
+        result = _stage(
+            context, plane,
+            lambda: trace_extraction.run(
+                trace_extraction.Inputs(
+                    motion_corrected_stack=plane.movie_path,
+                    motion_border=plane.motion_border,
+                    storage_directory=directory,
+                    rois=_roi_records(plane),
+                )
+            ),
+        )
+        labels = {str(k): list(v) for k, v in result["exclusion_labels_by_roi"].items()}
+        roi_out[pid] = {"file": str(result["roi_trace_file"]), "exclusion_labels": labels}
+        neuropil_out[pid] = {"file": str(result["neuropil_trace_file"]), "mask_file": str(result["neuropil_mask_file"])}
+        excluded[pid] = sorted(k for k, v in labels.items() if v)
+    meta = {
+        "rois": sum(len(p.rois) for p in ophys_session_inputs.planes),
+        "excluded_rois": dg.MetadataValue.json(excluded),
+        "runtime_s": round(time.monotonic() - started, 3),
+    }
+    yield dg.Output(roi_out, output_name="roi_traces", metadata=meta)
+    yield dg.Output(neuropil_out, output_name="neuropil_traces", metadata={"files": dg.MetadataValue.json({k: v["file"] for k, v in neuropil_out.items()})})
+
+
+@dg.asset(partitions_def=OPHYS, group_name=GROUP, pool=HEAVY_POOL, kinds={"hdf5"},
+          description="ROI traces with overlapping ROIs demixed frame by frame; flagged ROIs are NaN rows.")
+def demixed_traces(context: dg.AssetExecutionContext, ophys_session_inputs: OphysSessionInputs, roi_traces: dict,
+                   storage: StorageResource) -> dict:
+    started = time.monotonic()
+    out = {}
+    for plane in ophys_session_inputs.planes:
+        pid = str(plane.ophys_experiment_id)
+        upstream = roi_traces[pid]
+        target = storage.dir_for("demixed_traces", context.partition_key) / pid / "demixed_traces.h5"
+        result = _stage(
+            context, plane,
+            lambda: demixing.run(
+                demixing.Inputs(
+                    movie_h5=plane.movie_path,
+                    traces_h5=upstream["file"],
+                    roi_masks=_roi_records(plane, upstream["exclusion_labels"]),
+                    output_file=target,
+                )
+            ),
+        )
+        out[pid] = {
+            "file": str(result["output_file"]),
+            "negative_transient_roi_ids": [str(i) for i in result["negative_transient_roi_ids"]],
+            "negative_baseline_roi_ids": [str(i) for i in result["negative_baseline_roi_ids"]],
+            "excluded_roi_ids": [str(i) for i in result["excluded_roi_ids"]],
+            "dropped_frame_count": int(result["dropped_frame_count"]),
+        }
+    context.add_output_metadata(
+        {
+            "flagged_rois": dg.MetadataValue.json({k: v["negative_baseline_roi_ids"] for k, v in out.items()}),
+            "negative_transient_rois": dg.MetadataValue.json({k: v["negative_transient_roi_ids"] for k, v in out.items()}),
+            "dropped_frames": sum(v["dropped_frame_count"] for v in out.values()),
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return out
+
+
+class NeuropilConfig(dg.Config):
+    method: Literal["fit", "fixed"] = "fit"
+    fixed_r: float = 0.7
+
+
+@dg.asset(partitions_def=OPHYS, group_name=GROUP, kinds={"hdf5"},
+          description="Neuropil-corrected fluorescence FC = F_demixed - r * F_neuropil, with r and RMSE per ROI.")
+def neuropil_corrected_traces(context: dg.AssetExecutionContext, config: NeuropilConfig, ophys_session_inputs: OphysSessionInputs,
+                              demixed_traces: dict, neuropil_traces: dict, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    out, summaries = {}, {}
+    for plane in ophys_session_inputs.planes:
+        pid = str(plane.ophys_experiment_id)
+        directory = storage.dir_for("neuropil_corrected_traces", context.partition_key) / pid
+        result = _stage(
+            context, plane,
+            lambda: neuropil_correction.run(
+                neuropil_correction.Inputs(
+                    roi_trace_file=demixed_traces[pid]["file"],
+                    neuropil_trace_file=neuropil_traces[pid]["file"],
+                    storage_directory=directory,
+                    method=config.method,
+                    fixed_r=config.fixed_r,
+                )
+            ),
+        )
+        path = str(result["neuropil_correction_trace_file"])
+        with h5py.File(path, "r") as fh:
+            summary = qc.summarize_ratios(fh["r"][()], fh["status"][()].astype(str))
+        out[pid] = {
+            "file": path,
+            "fallback_r": result["fallback_r"],
+            "unconverged_roi_ids": [str(i) for i in result["unconverged_roi_ids"]],
+            "skipped_roi_ids": [str(i) for i in result["skipped_roi_ids"]],
+        }
+        summaries[pid] = summary.__dict__
+    context.add_output_metadata(
+        {
+            "r_summary": dg.MetadataValue.json(summaries),
+            "method": config.method,
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return out
+
+
+class DffConfig(dg.Config):
+    method: str = "allen_inactive"
+    long_baseline_filter_s: Optional[float] = None
+    short_filter_s: Optional[float] = None
+
+
+@dg.asset(partitions_def=OPHYS, group_name=GROUP, kinds={"hdf5"},
+          description="dF/F per ROI with its noise sigma and small-baseline frame count; estimator by name.")
+def dff_traces(context: dg.AssetExecutionContext, config: DffConfig, ophys_session_inputs: OphysSessionInputs,
+               neuropil_corrected_traces: dict, demixed_traces: dict, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    out = {}
+    for plane in ophys_session_inputs.planes:
+        pid = str(plane.ophys_experiment_id)
+        target = storage.dir_for("dff_traces", context.partition_key) / pid / "dff.h5"
+        window_s, clipped = _stage(
+            context, plane,
+            lambda: fit_long_window(config.method, plane.frame_rate_hz, plane.movie_shape[0], config.long_baseline_filter_s),
+        )
+        if clipped:
+            context.log.warning(
+                f"ophys_experiment {pid}: {plane.movie_shape[0]} frames are shorter than the {config.method} baseline "
+                f"window; using {window_s:.3f} s"
+            )
+        result = _stage(
+            context, plane,
+            lambda: dff.run(
+                dff.Inputs(
+                    input_file=neuropil_corrected_traces[pid]["file"],
+                    output_file=target,
+                    movie_frame_rate_hz=plane.frame_rate_hz,
+                    method=config.method,
+                    long_baseline_filter_s=window_s,
+                    short_filter_s=config.short_filter_s,
+                )
+            ),
+        )
+        unusable = set(demixed_traces[pid]["excluded_roi_ids"]) | set(demixed_traces[pid]["negative_baseline_roi_ids"])
+        valid_ids = [str(r.id) for r in plane.rois if r.valid and str(r.id) not in unusable]
+        out[pid] = {
+            "file": str(result["output_file"]),
+            "method": result["method"],
+            "parameters": result["parameters"],
+            "valid_roi_ids": valid_ids,
+            "invalid_roi_ids": [str(i) for i in result["invalid_roi_ids"]],
+            "baseline_window_clipped": clipped,
+        }
+    first = next(iter(out.values()))
+    context.add_output_metadata(
+        {
+            "method": first["method"],
+            "parameters": dg.MetadataValue.json(first["parameters"]),
+            "valid_rois": dg.MetadataValue.json({k: len(v["valid_roi_ids"]) for k, v in out.items()}),
+            "baseline_window_clipped": any(v["baseline_window_clipped"] for v in out.values()),
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return out
+
+
+# -- checks -------------------------------------------------------------------------------------------------
+MAX_UNCONVERGED_FRACTION = 0.10
+
+
+@dg.asset_check(asset=neuropil_corrected_traces, partitions_def=OPHYS, blocking=False,
+                description=f"Warn when more than {MAX_UNCONVERGED_FRACTION:.0%} of a plane's ROIs have an unconverged r.")
+def neuropil_r_distribution(context: dg.AssetCheckExecutionContext, neuropil_corrected_traces: dict) -> dg.AssetCheckResult:
+    per_plane = {}
+    for pid, rec in neuropil_corrected_traces.items():
+        with h5py.File(rec["file"], "r") as fh:
+            per_plane[pid] = qc.summarize_ratios(fh["r"][()], fh["status"][()].astype(str)).__dict__
+    worst = max(p["unconverged_fraction"] for p in per_plane.values())
+    return dg.AssetCheckResult(
+        passed=worst <= MAX_UNCONVERGED_FRACTION,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"worst_unconverged_fraction": worst, "planes": dg.MetadataValue.json(per_plane)},
+    )
+
+
+@dg.asset_check(asset=dff_traces, partitions_def=OPHYS, blocking=True,
+                description="Every valid ROI (valid in LIMS, not excluded or flagged upstream) has finite dF/F at every frame.")
+def dff_finite_for_valid_rois(context: dg.AssetCheckExecutionContext, dff_traces: dict) -> dg.AssetCheckResult:
+    bad: dict[str, list[str]] = {}
+    checked = 0
+    for pid, rec in dff_traces.items():
+        traces = read_traces(rec["file"])
+        ids = [str(i) for i in traces.roi_ids]
+        valid = np.isin(ids, rec["valid_roi_ids"])
+        checked += int(valid.sum())
+        rows = qc.nonfinite_valid_rows(traces.traces, valid)
+        if rows.size:
+            bad[pid] = [ids[i] for i in rows]
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"valid_rois_checked": checked, "rois_with_nonfinite_dff": dg.MetadataValue.json(bad)},
+    )
+
+
+OPHYS_ASSETS = [extracted_traces, demixed_traces, neuropil_corrected_traces, dff_traces]
+OPHYS_CHECKS = [neuropil_r_distribution, dff_finite_for_valid_rois]

@@ -1,0 +1,432 @@
+"""Demixing of overlapping ROI traces and the post-demixing quality control.
+
+Algorithm (AllenSDK ``demix_time_dep_masks``, vectorized)
+---------------------------------------------------------
+For ROI masks M_i (binary, npix_i pixels), raw traces r_i(t) (mean fluorescence over the mask) and
+a movie frame f_t, the frame is modelled as f_t(p) = sum_j x_j(t) W_j(p, t) with weighted masks
+W_j(p, t) = M_j(p) f_t(p) npix_j / w_j(t), w_j(t) = r_j(t) npix_j. Integrating over mask i gives
+the linear system A(t) x(t) = w(t) with
+
+    A_ij(t) = O_ij(t) npix_j / w_j(t),   O_ij(t) = sum of f_t over the pixels of M_i and M_j.
+
+A is block diagonal over the connected components of the mask-overlap graph, so only connected
+overlap groups (two or more ROIs) are solved, one small g x g system per group and frame, batched
+with :func:`numpy.linalg.solve` over blocks of frames. ``O_ij`` needs only the pixel sums over
+pairwise mask intersections, streamed from the movie in blocks. ROIs that overlap nothing are passed
+through bit-identical to their raw trace (for them the solution is x_i = r_i).
+
+A singular system falls back to least squares (``scipy.linalg.lstsq``), as does a solution with
+non-finite values. A group-frame that cannot be solved (some w_j == 0 or non-finite, or no finite
+solution) is NaN for the ROIs of that group and counted in ``dropped_frames``; it is never 0.
+
+Units: demixed traces are in the units of the raw traces (mean fluorescence per mask pixel).
+
+Quality control (AllenSDK ``run_demixing``)
+-------------------------------------------
+* negative transient: a run of >= 10 frames below ``rolling_mean - 3 rolling_std`` over a causal
+  500-frame window (front-padded with the mean of the first 500 frames). Reported only.
+* negative baseline: mean + std over time < 0. Such an ROI, every ROI overlapping it and every ROI
+  overlapping those (two hops; a mask covering the whole frame is ignored) are flagged.
+* zero baseline: mean - std < 0 (mean < std). Flagged too (can be switched off).
+Flagged ROIs get NaN traces in the demixing output. Means and standard deviations ignore NaN frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import bottleneck as bn
+import numpy as np
+import scipy.linalg as linalg
+import scipy.sparse as sparse
+from scipy.sparse.csgraph import connected_components
+
+from release_platform.errors import InputError
+from release_platform.ophys.io import iter_sparse_frame_sums, movie_shape
+
+#: Exclusion labels whose ROIs are not demixed (AllenSDK ``run_demixing`` defaults).
+DEFAULT_EXCLUDE_LABELS: tuple[str, ...] = (
+    "union",
+    "duplicate",
+    "motion_border",
+    "decrosstalk_ghost",
+    "decrosstalk_invalid_raw",
+    "decrosstalk_invalid_raw_active",
+    "decrosstalk_invalid_unmixed",
+    "decrosstalk_invalid_unmixed_active",
+)
+
+NEGATIVE_TRANSIENT_WINDOW = 500
+NEGATIVE_TRANSIENT_LENGTH = 10
+NEGATIVE_TRANSIENT_STD_DEVS = 3.0
+
+
+def as_mask_matrix(masks: Any, frame_shape: tuple[int, int] | None = None) -> sparse.csr_matrix:
+    """N x (H*W) binary CSR matrix from a sparse matrix or an N x H x W boolean array."""
+    if sparse.issparse(masks):
+        matrix = sparse.csr_matrix(masks, dtype=np.float64, copy=True)
+    else:
+        array = np.asarray(masks)
+        if array.ndim != 3:
+            raise InputError(f"masks must be N x H x W or a sparse N x (H*W) matrix, got shape {array.shape}")
+        flat = array.reshape(array.shape[0], array.shape[1] * array.shape[2]).astype(bool)
+        matrix = sparse.csr_matrix(flat, dtype=np.float64)
+        if frame_shape is not None and tuple(array.shape[1:]) != tuple(frame_shape):
+            raise InputError(f"masks are {array.shape[1:]} but movie frames are {tuple(frame_shape)}")
+    matrix.eliminate_zeros()
+    matrix.data[:] = 1.0
+    matrix.sort_indices()
+    return matrix
+
+
+def overlap_groups(masks: Any) -> list[np.ndarray]:
+    """Connected components (>= 2 ROIs) of the graph "masks share at least one pixel", sorted indices.
+
+    ``masks``: N x (H*W) sparse matrix or N x H x W boolean array.
+    """
+    masks = as_mask_matrix(masks)
+    n = masks.shape[0]
+    if n == 0:
+        return []
+    co = sparse.csr_matrix(masks @ masks.T)
+    co.setdiag(0)
+    co.eliminate_zeros()
+    n_comp, labels = connected_components(co, directed=False)
+    counts = np.bincount(labels, minlength=n_comp)
+    return [np.flatnonzero(labels == c) for c in np.flatnonzero(counts >= 2)]
+
+
+@dataclass
+class DemixResult:
+    """Demixed traces and bookkeeping.
+
+    ``demixed``: N x T (input units); ``dropped_frames``: T booleans, True where at least one overlap
+    group could not be solved (its ROIs are NaN at that frame); ``roi_dropped_frames``: per ROI, the
+    number of frames set to NaN by demixing; ``lstsq_solves``: group-frames solved by least squares;
+    ``invalid_rows``: ROIs not demixed (empty mask or no finite raw value) whose rows are NaN;
+    ``groups``: the overlap groups (ROI row indices) that were solved.
+    """
+
+    demixed: np.ndarray
+    dropped_frames: np.ndarray
+    roi_dropped_frames: np.ndarray
+    lstsq_solves: int
+    invalid_rows: np.ndarray
+    groups: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def dropped_frame_count(self) -> int:
+        return int(self.dropped_frames.sum())
+
+
+def _solve_stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """Solve a stack of systems a[k] x = b[k]; singular members fall back to least squares.
+
+    A member counts as singular when LU fails or its reciprocal 1-norm condition number is below
+    g * machine epsilon (the matrix is numerically rank deficient: LU would return an arbitrary
+    solution); those are solved with ``scipy.linalg.lstsq`` (minimum-norm least squares). The stack is
+    bisected on LinAlgError so only the failing members are solved one by one. Returns (x, number of
+    least-squares solves).
+    """
+    if a.shape[0] == 0:
+        return np.zeros(b.shape), 0
+    try:
+        x = np.linalg.solve(a, b[..., None])[..., 0]
+        inverse = np.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        if a.shape[0] == 1:
+            return _lstsq_one(a[0], b[0])[None, :], 1
+        half = a.shape[0] // 2
+        x1, n1 = _solve_stack(a[:half], b[:half])
+        x2, n2 = _solve_stack(a[half:], b[half:])
+        return np.concatenate([x1, x2]), n1 + n2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rcond = 1.0 / (np.abs(a).sum(axis=1).max(axis=1) * np.abs(inverse).sum(axis=1).max(axis=1))
+    singular = ~(rcond > a.shape[1] * np.finfo(np.float64).eps)
+    for k in np.flatnonzero(singular):
+        x[k] = _lstsq_one(a[k], b[k])
+    return x, int(singular.sum())
+
+
+def _lstsq_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return np.full(b.shape, np.nan)
+    try:
+        return linalg.lstsq(a, b)[0]
+    except (linalg.LinAlgError, ValueError):
+        return np.full(b.shape, np.nan)
+
+
+@dataclass
+class _Batch:
+    """All overlap groups of one size g, with scatter indices for their intersection sums."""
+
+    size: int
+    members: np.ndarray  # G x g ROI row indices
+    pair_rows: np.ndarray  # rows of the intersection matrix
+    pair_group: np.ndarray  # group (0..G-1) of each intersection row
+    pos_ab: np.ndarray  # flat position a*g+b in the g x g matrix
+    pos_ba: np.ndarray
+
+
+def _intersection_plan(masks: sparse.csr_matrix, groups: list[np.ndarray]) -> tuple[sparse.csr_matrix, list[_Batch]]:
+    """Intersection indicator rows (one per overlapping pair and per diagonal) and per-size batches."""
+    rows: list[sparse.csr_matrix] = []
+    by_size: dict[int, list[tuple[np.ndarray, list[int], list[int], list[int]]]] = {}
+    n_rows = 0
+    for members in groups:
+        sub = masks[members]
+        co = sparse.triu(sub @ sub.T).tocoo()
+        keep = co.data > 0
+        a_idx, b_idx = co.row[keep], co.col[keep]
+        pair_rows = []
+        for a, b in zip(a_idx, b_idx):
+            rows.append(sub[a].multiply(sub[b]).tocsr() if a != b else sub[a])
+            pair_rows.append(n_rows)
+            n_rows += 1
+        by_size.setdefault(members.size, []).append((members, pair_rows, list(a_idx), list(b_idx)))
+    matrix = sparse.vstack(rows, format="csr") if rows else sparse.csr_matrix((0, masks.shape[1]))
+    batches = []
+    for size, entries in sorted(by_size.items()):
+        members = np.stack([e[0] for e in entries])
+        pair_rows = np.concatenate([np.asarray(e[1], dtype=np.int64) for e in entries])
+        pair_group = np.concatenate([np.full(len(e[1]), k, dtype=np.int64) for k, e in enumerate(entries)])
+        a = np.concatenate([np.asarray(e[2], dtype=np.int64) for e in entries])
+        b = np.concatenate([np.asarray(e[3], dtype=np.int64) for e in entries])
+        batches.append(_Batch(size, members, pair_rows, pair_group, a * size + b, b * size + a))
+    return matrix, batches
+
+
+def demix_traces(
+    raw_traces: np.ndarray,
+    movie: Any,
+    masks: Any,
+    *,
+    block_frames: int | None = None,
+    entity: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> DemixResult:
+    """Demix the raw traces of possibly overlapping ROIs, streaming the movie in blocks of frames.
+
+    Parameters
+    ----------
+    raw_traces
+        N x T raw ROI traces (mean fluorescence over each mask), rows in the order of ``masks``.
+    movie
+        T x H x W h5py dataset (or array), the movie the traces were extracted from.
+    masks
+        N x (H*W) sparse matrix or N x H x W boolean array of ROI masks.
+    block_frames
+        Frames per read; default: as many as fit 64 MiB of movie data (aligned to the h5 chunking).
+
+    Returns
+    -------
+    DemixResult
+        See its docstring. ROIs with an empty mask or an all-NaN raw trace are not demixed (NaN rows,
+        ``invalid_rows``) and are left out of the overlap groups.
+    """
+    n_frames, height, width = movie_shape(movie, entity=entity, path=path)
+    raw = np.asarray(raw_traces, dtype=np.float64)
+    if raw.ndim != 2:
+        raise InputError(f"raw traces must be N x T, got shape {raw.shape}", entity=entity, path=path)
+    mask_matrix = as_mask_matrix(masks, (height, width))
+    if mask_matrix.shape[1] != height * width:
+        raise InputError(
+            f"masks cover {mask_matrix.shape[1]} pixels, movie frames have {height * width}", entity=entity, path=path
+        )
+    if mask_matrix.shape[0] != raw.shape[0]:
+        raise InputError(f"{mask_matrix.shape[0]} masks for {raw.shape[0]} traces", entity=entity, path=path)
+    if raw.shape[1] != n_frames:
+        raise InputError(f"traces have {raw.shape[1]} frames, the movie has {n_frames}", entity=entity, path=path)
+    n_rois = raw.shape[0]
+    npix = np.diff(mask_matrix.indptr).astype(np.float64)
+    invalid = (npix == 0) | ~np.isfinite(raw).any(axis=1)
+    demixed = raw.copy()
+    demixed[invalid] = np.nan
+    active = np.flatnonzero(~invalid)
+    groups_local = overlap_groups(mask_matrix[active])
+    groups = [active[g] for g in groups_local]
+    dropped = np.zeros(n_frames, dtype=bool)
+    roi_dropped = np.zeros(n_rois, dtype=np.int64)
+    lstsq_solves = 0
+    if groups:
+        intersections, batches = _intersection_plan(mask_matrix, groups)
+        for t0, t1, sums in iter_sparse_frame_sums(
+            movie, intersections, block_frames=block_frames, entity=entity, path=path
+        ):
+            n_t = t1 - t0
+            for batch in batches:
+                g, members = batch.size, batch.members
+                n_groups = members.shape[0]
+                overlap = np.zeros((n_groups, g * g, n_t))
+                overlap[batch.pair_group, batch.pos_ab] = sums[batch.pair_rows]
+                overlap[batch.pair_group, batch.pos_ba] = sums[batch.pair_rows]
+                overlap = overlap.reshape(n_groups, g, g, n_t).transpose(0, 3, 1, 2)  # G x B x g x g
+                w = raw[members, t0:t1].transpose(0, 2, 1) * npix[members][:, None, :]  # G x B x g
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    a = overlap * (npix[members][:, None, :] / w)[:, :, None, :]
+                ok = (np.isfinite(w) & (w != 0)).all(axis=2) & np.isfinite(a).all(axis=(2, 3))
+                x = np.full(w.shape, np.nan)
+                if ok.any():
+                    a_ok, w_ok = a[ok], w[ok]
+                    solved, n_lstsq = _solve_stack(a_ok, w_ok)
+                    bad = ~np.isfinite(solved).all(axis=1)
+                    for k in np.flatnonzero(bad):
+                        solved[k] = _lstsq_one(a_ok[k], w_ok[k])
+                    lstsq_solves += n_lstsq + int(bad.sum())
+                    x[ok] = solved
+                failed = ~np.isfinite(x).all(axis=2)  # G x B
+                x[failed] = np.nan
+                demixed[members, t0:t1] = x.transpose(0, 2, 1)
+                if failed.any():
+                    dropped[t0:t1] |= failed.any(axis=0)
+                    np.add.at(roi_dropped, members.ravel(), np.repeat(failed.sum(axis=1), g))
+    return DemixResult(
+        demixed=demixed,
+        dropped_frames=dropped,
+        roi_dropped_frames=roi_dropped,
+        lstsq_solves=lstsq_solves,
+        invalid_rows=invalid,
+        groups=groups,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# quality control
+
+
+def negative_transient_rows(
+    traces: np.ndarray,
+    *,
+    window: int = NEGATIVE_TRANSIENT_WINDOW,
+    length: int = NEGATIVE_TRANSIENT_LENGTH,
+    std_devs: float = NEGATIVE_TRANSIENT_STD_DEVS,
+) -> np.ndarray:
+    """Per row: True if the trace has >= ``length`` consecutive frames below mean - k*std.
+
+    Mean and std (ddof 0) are over the causal window of ``window`` frames ending at each frame; the
+    trace is front-padded with ``window - 1`` copies of the mean of its first ``window`` frames
+    (AllenSDK ``find_negative_transients_threshold``). NaN frames are ignored in the window
+    statistics and never count as "below". All-NaN rows give False.
+    """
+    x = np.atleast_2d(np.asarray(traces, dtype=np.float64))
+    n, t = x.shape
+    if n == 0 or t == 0:
+        return np.zeros(n, dtype=bool)
+    finite_any = np.isfinite(x).any(axis=1)
+    with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+        head = np.nanmean(x[:, :window], axis=1)
+    padded = np.concatenate([np.repeat(head[:, None], window - 1, axis=1), x], axis=1)
+    mean = bn.move_mean(padded, window, min_count=1, axis=1)[:, window - 1 :]
+    std = bn.move_std(padded, window, min_count=1, axis=1, ddof=0)[:, window - 1 :]
+    with np.errstate(invalid="ignore"):
+        below = (x < mean - std_devs * std).astype(np.float64)
+    if t < length:
+        return np.zeros(n, dtype=bool)
+    runs = bn.move_sum(below, length, axis=1)[:, length - 1 :]
+    return finite_any & (runs >= length).any(axis=1)
+
+
+@contextlib.contextmanager
+def _quiet_nan_warnings() -> Iterator[None]:
+    """Silence "mean of empty slice" warnings: all-NaN rows are handled explicitly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _mean_std(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.atleast_2d(np.asarray(traces, dtype=np.float64))
+    with _quiet_nan_warnings():
+        return np.nanmean(x, axis=1), np.nanstd(x, axis=1)
+
+
+def negative_baseline_rows(traces: np.ndarray) -> np.ndarray:
+    """Per row: mean + std over time < 0 (NaN frames ignored; all-NaN rows False)."""
+    mean, std = _mean_std(traces)
+    with np.errstate(invalid="ignore"):
+        return mean + std < 0
+
+
+def zero_baseline_rows(traces: np.ndarray) -> np.ndarray:
+    """Per row: mean - std over time < 0, i.e. mean < std (NaN frames ignored; all-NaN rows False)."""
+    mean, std = _mean_std(traces)
+    with np.errstate(invalid="ignore"):
+        return mean - std < 0
+
+
+def overlap_neighbourhood(masks: Any, seeds: np.ndarray, *, hops: int = 2) -> np.ndarray:
+    """Boolean N: the seed ROIs plus every ROI within ``hops`` overlap steps of a seed.
+
+    ``seeds`` is a boolean N vector or ROI row indices. A mask covering every pixel of the frame (a
+    background mask) does not connect ROIs (AllenSDK ignores it when collecting neighbours).
+    """
+    matrix = as_mask_matrix(masks)
+    n = matrix.shape[0]
+    seeds = np.asarray(seeds)
+    selected = np.zeros(n, dtype=bool)
+    if seeds.dtype == bool:
+        if seeds.shape != (n,):
+            raise ValueError(f"seeds has shape {seeds.shape}, expected ({n},)")
+        selected |= seeds
+    else:
+        selected[seeds.astype(np.int64)] = True
+    npix = np.diff(matrix.indptr)
+    connector = np.flatnonzero((npix > 0) & (npix < matrix.shape[1]))
+    if connector.size == 0:
+        return selected
+    sub = matrix[connector]
+    adjacency = sparse.csr_matrix(sub @ sub.T)  # diagonal > 0: a step keeps the current ROIs
+    reach = selected[connector].astype(np.float64)
+    for _ in range(int(hops)):
+        reach = (np.asarray(adjacency @ reach).ravel() > 0).astype(np.float64)
+    selected[connector[reach > 0]] = True
+    return selected
+
+
+@dataclass
+class DemixQC:
+    """QC outcome as ROI row indices (into the demixed traces).
+
+    ``negative_transient``: rows with a negative transient (reported only);
+    ``negative_baseline``: rows with mean + std < 0; ``zero_baseline``: rows with mean < std;
+    ``flagged``: rows to be set to NaN = negative-baseline rows with their overlap neighbourhood,
+    plus zero-baseline rows when enabled.
+    """
+
+    negative_transient: np.ndarray
+    negative_baseline: np.ndarray
+    zero_baseline: np.ndarray
+    flagged: np.ndarray
+
+
+def demix_qc(
+    demixed: np.ndarray,
+    masks: Any,
+    *,
+    include_zero_baseline: bool = True,
+    neighbourhood_hops: int = 2,
+    transient_window: int = NEGATIVE_TRANSIENT_WINDOW,
+    transient_length: int = NEGATIVE_TRANSIENT_LENGTH,
+    transient_std_devs: float = NEGATIVE_TRANSIENT_STD_DEVS,
+) -> DemixQC:
+    """The post-demixing QC of AllenSDK ``run_demixing`` as data (see module docstring)."""
+    demixed = np.atleast_2d(np.asarray(demixed, dtype=np.float64))
+    transient = negative_transient_rows(
+        demixed, window=transient_window, length=transient_length, std_devs=transient_std_devs
+    )
+    negative = negative_baseline_rows(demixed)
+    zero = zero_baseline_rows(demixed)
+    flagged = overlap_neighbourhood(masks, negative, hops=neighbourhood_hops) if negative.any() else negative.copy()
+    if include_zero_baseline:
+        flagged |= zero
+    return DemixQC(
+        negative_transient=np.flatnonzero(transient),
+        negative_baseline=np.flatnonzero(negative),
+        zero_baseline=np.flatnonzero(zero),
+        flagged=np.flatnonzero(flagged),
+    )

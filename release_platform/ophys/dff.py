@@ -1,0 +1,412 @@
+"""dF/F estimators, selected by name from a registry.
+
+Every estimator takes N x T traces (neuropil-corrected fluorescence, a.u.) and the frame rate in Hz
+and returns a :class:`DffResult`: dF/F (dimensionless, N x T), sigma_dF/F (robust noise standard
+deviation of each dF/F row) and the number of frames per ROI whose baseline is not larger than the
+noise of F ("small baseline" frames, where dF/F is divided by the noise instead of the baseline).
+
+Windows are given in seconds and converted at the session frame rate to odd frame counts:
+``frames = round(rate * seconds)``, plus one if even (ophys_etl ``DffJobSchema``). The legacy
+estimator keeps its kernels in frames, as AllenSDK did.
+
+Estimators
+----------
+``allen_inactive`` (default; ophys_etl ``compute_dff_trace``)
+    sigma_F = noise_std(F, short window); frames with F > P10(F, long window) + 3 sigma_F are
+    "active"; the baseline B is the median of the inactive frames over the long window (600 s;
+    windows with no inactive frame are linearly interpolated); dF/F = (F - B) / max(B, sigma_F);
+    sigma_dF/F = noise_std(dF/F, short window). Filters use reflect padding.
+``allen_legacy`` (AllenSDK 2.16.2 ``compute_dff_windowed_median``)
+    Zero-padded ("constant") median filters with kernels in frames: long 5401, short 101, noise 31.
+    B = median(F, long); D = (F - B) / max(B, sigma_F); sigma_D = noise_std(D); result =
+    D - min(median(D, short), 2.5 sigma_D). Reproduced numerically; a row with any NaN is all NaN.
+``maximin`` (Suite2p-style baseline)
+    B = max_filter(min_filter(gaussian(F, sigma), window), window) with window 60 s and sigma
+    1/3 s; dF/F = (F - B) / max(B, sigma_F).
+
+NaN handling: an all-NaN row gives an all-NaN dF/F row, sigma NaN, 0 small-baseline frames and is
+listed in ``DffResult.invalid_rows``. ``allen_inactive`` and ``maximin`` keep isolated NaN frames NaN
+in the output and ignore them in the statistics; ``allen_legacy`` keeps the legacy rule (any NaN in
+a row makes the whole row NaN, also listed as invalid).
+
+``noise_std(x, k)``: residual = x - median_filter(x, k); drop residuals >= 1.5 |min(residual)|;
+s1 = robust_std (1.4826 MAD); keep |residual| < 2.5 s1; return robust_std of those.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import bottleneck as bn
+import numpy as np
+import scipy.ndimage as ndi
+
+from release_platform.errors import InputError
+from release_platform.ophys._nan import fill_nan_linear
+
+GAUSSIAN_MAD_STD_SCALE = 1.4826
+POSITIVE_PEAK_SCALE = 1.5
+OUTLIER_STD_SCALE = 2.5
+
+DEFAULT_METHOD = "allen_inactive"
+
+
+# ----------------------------------------------------------------------------------------------
+# result, protocol, registry
+
+
+@dataclass(frozen=True)
+class DffResult:
+    """Output of a dF/F estimator.
+
+    ``dff`` N x T (dimensionless), ``sigma_dff`` N, ``num_small_baseline_frames`` N (int),
+    ``invalid_rows`` N booleans (rows whose output is all NaN because the input had no usable
+    values), ``method`` and the resolved ``parameters`` (window lengths in frames included).
+    """
+
+    dff: np.ndarray
+    sigma_dff: np.ndarray
+    num_small_baseline_frames: np.ndarray
+    invalid_rows: np.ndarray
+    method: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+class DffEstimator(Protocol):
+    """A dF/F estimator: ``estimator(traces N x T, frame_rate_hz, **parameters) -> DffResult``.
+
+    ``traces`` arrive as a float64 2-D array and ``frame_rate_hz`` as a positive finite float (both
+    checked by :func:`compute_dff`); parameters are keyword-only with documented defaults.
+    """
+
+    def __call__(self, traces: np.ndarray, frame_rate_hz: float, **parameters: Any) -> DffResult: ...
+
+
+_ESTIMATORS: dict[str, DffEstimator] = {}
+
+
+def register_dff_estimator(name: str) -> Callable[[DffEstimator], DffEstimator]:
+    """Decorator adding an estimator to the registry under ``name`` (names are unique)."""
+
+    def decorate(function: DffEstimator) -> DffEstimator:
+        if name in _ESTIMATORS:
+            raise ValueError(f"a dF/F estimator named {name!r} is already registered")
+        _ESTIMATORS[name] = function
+        return function
+
+    return decorate
+
+
+def dff_estimators() -> tuple[str, ...]:
+    """Names of the registered estimators."""
+    return tuple(sorted(_ESTIMATORS))
+
+
+def get_dff_estimator(name: str) -> DffEstimator:
+    try:
+        return _ESTIMATORS[name]
+    except KeyError:
+        raise InputError(f"unknown dF/F method {name!r}; available: {', '.join(dff_estimators())}") from None
+
+
+def check_frame_rate(frame_rate_hz: Any) -> float:
+    """The frame rate as a float; missing, non-numeric, non-finite or <= 0 -> InputError."""
+    if frame_rate_hz is None:
+        raise InputError("the movie frame rate is missing (movie_frame_rate_hz)")
+    try:
+        rate = float(frame_rate_hz)
+    except (TypeError, ValueError):
+        raise InputError(f"the movie frame rate {frame_rate_hz!r} is not a number") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise InputError(f"the movie frame rate must be positive and finite, got {frame_rate_hz!r}")
+    return rate
+
+
+def frames_from_seconds(seconds: Any, frame_rate_hz: float, *, name: str = "window") -> int:
+    """Window length in frames: round(rate * seconds), made odd by adding 1 (ophys_etl rule)."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={seconds!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{name}={seconds!r} must be a positive number of seconds")
+    frames = int(np.round(frame_rate_hz * value))
+    return frames if frames % 2 else frames + 1
+
+
+def longest_window_s(frame_rate_hz: float, n_frames: int) -> float:
+    """The longest window in seconds whose odd frame count is still shorter than ``n_frames``.
+
+    For recordings shorter than an estimator's default baseline window (e.g. a 600 s window on a
+    20 s test session): callers that choose to clip say so in their output.
+    """
+    if n_frames < 3:
+        raise InputError(f"traces of {n_frames} frames are too short for a baseline window")
+    frames = n_frames - 1 if (n_frames - 1) % 2 else n_frames - 2
+    return frames / float(frame_rate_hz)
+
+
+def fit_long_window(method: str, frame_rate_hz: float, n_frames: int, requested_s: float | None = None) -> tuple[float | None, bool]:
+    """The baseline window (s) to use for ``method`` on ``n_frames`` frames, and whether it was clipped.
+
+    ``requested_s`` defaults to the estimator's own ``long_baseline_filter_s`` default; methods without
+    that parameter (``allen_legacy``, kernels in frames) return ``(requested_s, False)``. A window not
+    shorter than the traces is clipped to :func:`longest_window_s`.
+    """
+    estimator = get_dff_estimator(method)
+    param = inspect.signature(estimator).parameters.get("long_baseline_filter_s")
+    if param is None:
+        return requested_s, False
+    seconds = param.default if requested_s is None else requested_s
+    if frames_from_seconds(seconds, frame_rate_hz, name="long_baseline_filter_s") < n_frames:
+        return float(seconds), False
+    return longest_window_s(frame_rate_hz, n_frames), True
+
+
+def check_kernel(length: Any, n_frames: int, *, name: str, allow_longer: bool = False) -> int:
+    """A filter length in frames: a positive odd integer, shorter than the trace unless allowed."""
+    if isinstance(length, (bool, np.bool_)) or not isinstance(length, (int, np.integer)):
+        raise InputError(f"{name}={length!r} must be an integer number of frames")
+    length = int(length)
+    if length <= 0 or length % 2 == 0:
+        raise InputError(f"{name}={length} frames is invalid: a median kernel must be positive and odd")
+    if not allow_longer and length >= n_frames:
+        raise InputError(f"{name}={length} frames is not shorter than the traces ({n_frames} frames)")
+    return length
+
+
+def compute_dff(
+    traces: np.ndarray, frame_rate_hz: Any, method: str = DEFAULT_METHOD, **parameters: Any
+) -> DffResult:
+    """dF/F of N x T ``traces`` (a 1-D trace is one row) with the estimator ``method``.
+
+    Unknown methods, parameters the method does not take, a bad frame rate, a non-numeric or
+    non-2-D input and impossible windows raise InputError.
+    """
+    estimator = get_dff_estimator(method)
+    rate = check_frame_rate(frame_rate_hz)
+    array = np.asarray(traces)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"traces must be numeric, got dtype {array.dtype}")
+    array = np.atleast_2d(array.astype(np.float64))
+    if array.ndim != 2:
+        raise InputError(f"traces must be N x T, got shape {array.shape}")
+    if array.shape[1] < 1:
+        raise InputError("traces have no frames")
+    accepted = {
+        p.name for p in inspect.signature(estimator).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(parameters) - accepted)
+    if unknown:
+        raise InputError(
+            f"dF/F method {method!r} does not take {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}"
+        )
+    return estimator(array, rate, **parameters)
+
+
+# ----------------------------------------------------------------------------------------------
+# vectorized building blocks (rows = ROIs, axis 1 = frames)
+
+
+def median_filter_rows(traces: np.ndarray, kernel: int, *, mode: str, nan_aware: bool = False) -> np.ndarray:
+    """Centred running median of each row over ``kernel`` (odd) frames.
+
+    ``mode="constant"`` pads with zeros (scipy ``median_filter(mode="constant")``), ``"reflect"``
+    mirrors the edges (scipy ``mode="reflect"``, d c b a | a b c d). With ``nan_aware`` NaN samples are
+    ignored (median of the finite samples of the window; NaN if none), otherwise a window holding a
+    NaN gives NaN.
+    """
+    x = np.atleast_2d(traces)
+    if kernel == 1:
+        return x.astype(np.float64, copy=True)
+    half = kernel // 2
+    if mode == "constant":
+        padded = np.pad(x, ((0, 0), (half, half)), mode="constant", constant_values=0.0)
+    elif mode == "reflect":
+        padded = np.pad(x, ((0, 0), (half, half)), mode="symmetric")
+    else:
+        raise ValueError(f"unknown padding mode {mode!r}")
+    filtered = bn.move_median(padded, kernel, axis=1, min_count=1 if nan_aware else kernel)
+    return filtered[:, kernel - 1 :]
+
+
+def robust_std_rows(values: np.ndarray) -> np.ndarray:
+    """1.4826 x median absolute deviation of each row, ignoring NaN (all-NaN row -> NaN)."""
+    x = np.atleast_2d(values)
+    centre = bn.nanmedian(x, axis=1)
+    return GAUSSIAN_MAD_STD_SCALE * bn.nanmedian(np.abs(x - centre[:, None]), axis=1)
+
+
+def noise_std_rows(traces: np.ndarray, kernel: int, *, mode: str) -> np.ndarray:
+    """Robust noise standard deviation of each row (see module docstring); NaN frames are ignored."""
+    x = np.atleast_2d(traces)
+    residual = x - median_filter_rows(x, kernel, mode=mode, nan_aware=True)
+    with np.errstate(invalid="ignore"):
+        minimum = np.abs(bn.nanmin(residual, axis=1)) if residual.shape[1] else np.full(x.shape[0], np.nan)
+        kept = np.where(residual < POSITIVE_PEAK_SCALE * minimum[:, None], residual, np.nan)
+        first = robust_std_rows(kept)
+        kept = np.where(np.abs(kept) < OUTLIER_STD_SCALE * first[:, None], kept, np.nan)
+    return robust_std_rows(kept)
+
+
+def _finish(
+    traces: np.ndarray,
+    rows: np.ndarray,
+    dff_rows: np.ndarray,
+    sigma_rows: np.ndarray,
+    small_rows: np.ndarray,
+    method: str,
+    parameters: dict[str, Any],
+) -> DffResult:
+    n, t = traces.shape
+    dff = np.full((n, t), np.nan)
+    sigma = np.full(n, np.nan)
+    small = np.zeros(n, dtype=np.int64)
+    dff[rows] = dff_rows
+    sigma[rows] = sigma_rows
+    small[rows] = small_rows
+    invalid = ~np.isfinite(dff).any(axis=1)
+    sigma[invalid] = np.nan
+    small[invalid] = 0
+    return DffResult(dff, sigma, small, invalid, method, parameters)
+
+
+def _scaled(traces: np.ndarray, baseline: np.ndarray, sigma_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F - B) / max(B, sigma_F) and the small-baseline count (B <= sigma_F) per row."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dff = (traces - baseline) / np.maximum(baseline, sigma_f[:, None])
+        small = np.sum(baseline <= sigma_f[:, None], axis=1)
+    return dff, small
+
+
+# ----------------------------------------------------------------------------------------------
+# estimators
+
+
+@register_dff_estimator("allen_inactive")
+def allen_inactive(
+    traces: np.ndarray,
+    frame_rate_hz: float,
+    *,
+    long_baseline_filter_s: float = 600.0,
+    short_filter_s: float = 3.333,
+    inactive_percentile: float = 10.0,
+    active_threshold_sigma: float = 3.0,
+) -> DffResult:
+    """Inactive-frame median baseline (ophys_etl); windows in seconds, see module docstring.
+
+    ``inactive_percentile`` outside (0, 100) switches off the activity masking (plain running
+    median baseline). Both windows must be shorter than the traces (InputError otherwise).
+    """
+    n_frames = traces.shape[1]
+    long_frames = frames_from_seconds(long_baseline_filter_s, frame_rate_hz, name="long_baseline_filter_s")
+    short_frames = frames_from_seconds(short_filter_s, frame_rate_hz, name="short_filter_s")
+    check_kernel(long_frames, n_frames, name=f"long_baseline_filter_s ({long_baseline_filter_s} s at {frame_rate_hz} Hz)")
+    check_kernel(short_frames, n_frames, name=f"short_filter_s ({short_filter_s} s at {frame_rate_hz} Hz)")
+    parameters = {
+        "long_baseline_filter_s": float(long_baseline_filter_s),
+        "short_filter_s": float(short_filter_s),
+        "long_filter_frames": long_frames,
+        "short_filter_frames": short_frames,
+        "inactive_percentile": float(inactive_percentile),
+        "active_threshold_sigma": float(active_threshold_sigma),
+    }
+    rows = np.flatnonzero(np.isfinite(traces).any(axis=1))
+    x = traces[rows]
+    sigma_f = noise_std_rows(x, short_frames, mode="reflect")
+    if 0 < inactive_percentile < 100:
+        filled = fill_nan_linear(x)
+        low = np.empty_like(filled)
+        for k, row in enumerate(filled):  # one call per ROI: scipy's fast 1-D rank filter
+            low[k] = ndi.percentile_filter(row, inactive_percentile, size=long_frames, mode="reflect")
+        with np.errstate(invalid="ignore"):
+            active = x > low + active_threshold_sigma * sigma_f[:, None]
+        inactive = np.where(active, np.nan, x)
+    else:
+        inactive = x
+    baseline = fill_nan_linear(median_filter_rows(inactive, long_frames, mode="reflect", nan_aware=True))
+    dff, small = _scaled(x, baseline, sigma_f)
+    sigma_dff = noise_std_rows(dff, short_frames, mode="reflect")
+    return _finish(traces, rows, dff, sigma_dff, small, "allen_inactive", parameters)
+
+
+@register_dff_estimator("allen_legacy")
+def allen_legacy(
+    traces: np.ndarray,
+    frame_rate_hz: float,
+    *,
+    median_kernel_long: int = 5401,
+    median_kernel_short: int = 101,
+    noise_kernel_length: int = 31,
+    allow_kernel_longer_than_trace: bool = False,
+) -> DffResult:
+    """AllenSDK 2.16.2 ``compute_dff_windowed_median``; kernels in frames (odd, positive).
+
+    As in AllenSDK every kernel must be shorter than the traces; ``allow_kernel_longer_than_trace``
+    lifts that check and applies the same zero-padded formulas to short traces (the windows then
+    always reach into the padding). The frame rate is validated but does not enter the computation.
+    """
+    n_frames = traces.shape[1]
+    long_k = check_kernel(median_kernel_long, n_frames, name="median_kernel_long", allow_longer=allow_kernel_longer_than_trace)
+    short_k = check_kernel(median_kernel_short, n_frames, name="median_kernel_short", allow_longer=allow_kernel_longer_than_trace)
+    noise_k = check_kernel(noise_kernel_length, n_frames, name="noise_kernel_length", allow_longer=allow_kernel_longer_than_trace)
+    parameters = {
+        "median_kernel_long": long_k,
+        "median_kernel_short": short_k,
+        "noise_kernel_length": noise_k,
+        "allow_kernel_longer_than_trace": bool(allow_kernel_longer_than_trace),
+    }
+    rows = np.flatnonzero(np.isfinite(traces).all(axis=1))
+    x = traces[rows]
+    sigma_f = noise_std_rows(x, noise_k, mode="constant")
+    baseline = median_filter_rows(x, long_k, mode="constant")
+    dff, small = _scaled(x, baseline, sigma_f)
+    sigma_dff = noise_std_rows(dff, noise_k, mode="constant")
+    with np.errstate(invalid="ignore"):
+        short = np.minimum(median_filter_rows(dff, short_k, mode="constant"), OUTLIER_STD_SCALE * sigma_dff[:, None])
+        dff = dff - short
+    return _finish(traces, rows, dff, sigma_dff, small, "allen_legacy", parameters)
+
+
+@register_dff_estimator("maximin")
+def maximin(
+    traces: np.ndarray,
+    frame_rate_hz: float,
+    *,
+    long_baseline_filter_s: float = 60.0,
+    short_filter_s: float = 3.333,
+    smoothing_sigma_s: float = 1.0 / 3.0,
+) -> DffResult:
+    """Suite2p-style maximin baseline: gaussian smoothing, then a running minimum and a running
+    maximum over ``long_baseline_filter_s``; the noise window ``short_filter_s`` must be shorter
+    than the traces. ``smoothing_sigma_s`` = 0 disables the smoothing."""
+    n_frames = traces.shape[1]
+    window = frames_from_seconds(long_baseline_filter_s, frame_rate_hz, name="long_baseline_filter_s")
+    short_frames = frames_from_seconds(short_filter_s, frame_rate_hz, name="short_filter_s")
+    check_kernel(short_frames, n_frames, name=f"short_filter_s ({short_filter_s} s at {frame_rate_hz} Hz)")
+    try:
+        sigma_frames = float(smoothing_sigma_s) * frame_rate_hz
+    except (TypeError, ValueError):
+        raise InputError(f"smoothing_sigma_s={smoothing_sigma_s!r} is not a number") from None
+    if not math.isfinite(sigma_frames) or sigma_frames < 0:
+        raise InputError(f"smoothing_sigma_s={smoothing_sigma_s!r} must be >= 0")
+    parameters = {
+        "long_baseline_filter_s": float(long_baseline_filter_s),
+        "short_filter_s": float(short_filter_s),
+        "smoothing_sigma_s": float(smoothing_sigma_s),
+        "baseline_window_frames": window,
+        "short_filter_frames": short_frames,
+        "smoothing_sigma_frames": sigma_frames,
+    }
+    rows = np.flatnonzero(np.isfinite(traces).any(axis=1))
+    x = traces[rows]
+    filled = fill_nan_linear(x)
+    smooth = ndi.gaussian_filter1d(filled, sigma_frames, axis=1, mode="reflect") if sigma_frames > 0 else filled
+    baseline = ndi.maximum_filter1d(ndi.minimum_filter1d(smooth, window, axis=1, mode="reflect"), window, axis=1, mode="reflect")
+    sigma_f = noise_std_rows(x, short_frames, mode="reflect")
+    dff, small = _scaled(x, baseline, sigma_f)
+    sigma_dff = noise_std_rows(dff, short_frames, mode="reflect")
+    return _finish(traces, rows, dff, sigma_dff, small, "maximin", parameters)

@@ -1,0 +1,170 @@
+"""Demixing: recovery on overlapping ROIs, equivalence with the per-frame algorithm, QC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg as linalg
+
+from release_platform.errors import InputError
+from release_platform.ophys.demixing import (
+    demix_qc,
+    demix_traces,
+    negative_transient_rows,
+    overlap_groups,
+    overlap_neighbourhood,
+)
+from release_platform.ophys.io import open_movie
+
+from .conftest import disk, make_session, write_movie
+
+
+def per_frame_reference(raw: np.ndarray, movie: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The AllenSDK per-frame solve over all N ROIs with dense matrices; skipped frames are NaN."""
+    n, t = raw.shape
+    flat = masks.reshape(n, -1).astype(float)
+    npix = flat.sum(axis=1)
+    out = np.full((n, t), np.nan)
+    for k in range(t):
+        frame = movie[k].ravel().astype(float)
+        w = raw[:, k] * npix
+        if (w == 0).any():
+            continue
+        weighted = flat * frame[None, :] * (npix / w)[:, None]
+        overlap = flat @ weighted.T
+        try:
+            out[:, k] = linalg.solve(overlap, w)
+        except linalg.LinAlgError:
+            out[:, k] = linalg.lstsq(overlap, w)[0]
+    return out
+
+
+def mask_means(movie: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    return np.stack([movie[:, m].astype(float).mean(axis=1) for m in masks])
+
+
+OVERLAPPING_CENTERS = [(14, 12), (14, 19), (34, 12), (34, 18), (12, 36)]  # two pairs + one isolated
+
+
+def test_demixing_improves_correlation_with_true_cells(rng, tmp_path, capsys):
+    session = make_session(rng, n_frames=240, centers=OVERLAPPING_CENTERS, radius=5, r=np.zeros(5))
+    raw = mask_means(session.movie, session.masks)
+    path = write_movie(tmp_path / "movie.h5", session.movie, chunks=(16, 48, 48))
+    with open_movie(path) as movie:
+        result = demix_traces(raw, movie, session.masks, block_frames=50)
+    assert sorted(map(list, result.groups)) == [[0, 1], [2, 3]]
+    corr_raw = [np.corrcoef(raw[i], session.cells[i])[0, 1] for i in range(4)]
+    corr_demixed = [np.corrcoef(result.demixed[i], session.cells[i])[0, 1] for i in range(4)]
+    with capsys.disabled():
+        print("\noverlapping ROIs: corr(raw, truth) =", np.round(corr_raw, 4), "corr(demixed, truth) =", np.round(corr_demixed, 4))
+    for before, after in zip(corr_raw, corr_demixed):
+        assert after > before + 0.005
+    # the isolated ROI passes through bit-identical
+    assert np.array_equal(result.demixed[4], raw[4])
+    assert result.dropped_frame_count == 0 and result.lstsq_solves == 0
+
+
+def test_matches_the_per_frame_algorithm(rng):
+    session = make_session(rng, n_frames=25, centers=OVERLAPPING_CENTERS + [(36, 36), (36, 40)], radius=4)
+    raw = mask_means(session.movie, session.masks)
+    expected = per_frame_reference(raw, session.movie, session.masks)
+    result = demix_traces(raw, session.movie, session.masks, block_frames=4)
+    np.testing.assert_allclose(result.demixed, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_unsolvable_frames_are_nan_and_counted_never_zero(rng):
+    session = make_session(rng, n_frames=20, centers=OVERLAPPING_CENTERS, radius=5)
+    raw = mask_means(session.movie, session.masks)
+    raw[0, 3] = 0.0  # w = 0 -> the frame of group (0, 1) cannot be solved
+    raw[2, 7] = np.nan  # a NaN raw value -> group (2, 3) cannot be solved at frame 7
+    raw[4, 9] = 0.0  # isolated ROI: passes through unchanged
+    result = demix_traces(raw, session.movie, session.masks)
+    assert np.isnan(result.demixed[[0, 1], 3]).all() and np.isnan(result.demixed[[2, 3], 7]).all()
+    assert np.isfinite(result.demixed[[2, 3], 3]).all()
+    assert result.demixed[4, 9] == 0.0
+    assert result.dropped_frame_count == 2
+    assert list(np.flatnonzero(result.dropped_frames)) == [3, 7]
+    assert list(result.roi_dropped_frames) == [1, 1, 1, 1, 0]
+
+
+def test_singular_system_falls_back_to_least_squares(rng):
+    shape = (20, 20)
+    mask = disk(shape, (10, 10), 4)
+    masks = np.stack([mask, mask])  # identical masks: A has two equal rows
+    movie = rng.poisson(300, size=(6, *shape)).astype(np.uint16)
+    raw = mask_means(movie, masks)
+    result = demix_traces(raw, movie, masks)
+    assert result.lstsq_solves == 6 and result.dropped_frame_count == 0
+    # the minimum-norm solution splits the shared signal equally (plain LU would return an arbitrary
+    # solution of the rank-deficient system for some frames, with only an ill-conditioning warning)
+    np.testing.assert_allclose(result.demixed[0], raw[0] / 2, rtol=1e-9)
+    np.testing.assert_allclose(result.demixed[1], raw[1] / 2, rtol=1e-9)
+
+
+def test_invalid_rows_and_input_errors(rng):
+    session = make_session(rng, n_frames=10, centers=OVERLAPPING_CENTERS, radius=5)
+    raw = mask_means(session.movie, session.masks)
+    masks = session.masks.copy()
+    masks[4] = False  # zero-pixel mask
+    raw[1] = np.nan  # all-NaN trace: ROI 0 is no longer in a group
+    result = demix_traces(raw, session.movie, masks)
+    assert list(np.flatnonzero(result.invalid_rows)) == [1, 4]
+    assert np.isnan(result.demixed[[1, 4]]).all()
+    assert np.array_equal(result.demixed[0], raw[0])
+    with pytest.raises(InputError, match="5 masks for 4 traces"):
+        demix_traces(raw[:4], session.movie, masks)
+    with pytest.raises(InputError, match="traces have 9 frames, the movie has 10"):
+        demix_traces(raw[:, :9], session.movie, masks)
+    with pytest.raises(InputError, match=r"masks are \(10, 10\)"):
+        demix_traces(raw, session.movie, masks[:, :10, :10])
+
+
+def legacy_negative_transient(trace: np.ndarray, window=500, length=10, std_devs=3.0) -> bool:
+    """Plain loop version of AllenSDK ``find_negative_transients_threshold``."""
+    padded = np.concatenate([np.full(window - 1, trace[:window].mean()), trace])
+    below = []
+    for t in range(trace.size):
+        seg = padded[t : t + window]
+        below.append(trace[t] < seg.mean() - std_devs * seg.std())
+    run = 0
+    for b in below:
+        run = run + 1 if b else 0
+        if run >= length:
+            return True
+    return False
+
+
+def test_negative_transients_match_the_legacy_definition(rng):
+    traces = 100 + rng.standard_normal((6, 900))
+    traces[1, 600:615] -= 20  # 15-frame dip: a transient
+    traces[2, 600:605] -= 20  # 5 frames: too short
+    traces[3, 100:112] -= 20  # inside the padded start
+    traces[4, 890:900] -= 20  # exactly 10 frames at the end
+    got = negative_transient_rows(traces)
+    expected = [legacy_negative_transient(t) for t in traces]
+    assert list(got) == expected
+    assert got[1] and not got[2] and got[4]
+
+
+def test_qc_flags_negative_baselines_with_two_hop_neighbours_and_zero_baselines():
+    shape = (30, 60)
+    centers = [(15, 5), (15, 12), (15, 19), (15, 26), (15, 45)]  # chain 0-1-2-3, isolated 4
+    masks = np.stack([disk(shape, c, 4) for c in centers])
+    assert [list(g) for g in overlap_groups(masks)] == [[0, 1, 2, 3]]
+    t = np.arange(400)
+    traces = np.stack([
+        -50 + np.sin(t / 10.0),  # negative baseline
+        200 + np.sin(t / 7.0),
+        200 + np.sin(t / 5.0),
+        200 + np.sin(t / 3.0),
+        1 + 5 * np.sin(t / 4.0),  # mean < std: zero baseline
+    ])
+    qc = demix_qc(traces, masks)
+    assert list(qc.negative_baseline) == [0]
+    assert list(qc.zero_baseline) == [0, 4]
+    assert list(qc.flagged) == [0, 1, 2, 4]  # ROI 3 is three hops away
+    qc_no_zero = demix_qc(traces, masks, include_zero_baseline=False)
+    assert list(qc_no_zero.flagged) == [0, 1, 2]
+    background = np.ones((1, *shape), bool)  # a full-frame mask does not connect ROIs
+    with_background = np.concatenate([masks, background])
+    assert list(np.flatnonzero(overlap_neighbourhood(with_background, np.array([4]), hops=2))) == [4]
