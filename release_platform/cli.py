@@ -75,6 +75,15 @@ def materialize_partition(instance, kind: str, partition_key: str, log_level: st
     return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False, run_config=run_config)
 
 
+def run_release_metadata(instance, log_level: str = "WARNING"):
+    """Assemble the release-level metadata tables from every materialized session partition."""
+    from release_platform.definitions import defs
+
+    job = defs.resolve_job_def("release_metadata_job")
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    return job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+
+
 def cmd_materialize(args) -> int:
     instance = _instance()
     sync_partitions(instance, _client())
@@ -119,6 +128,10 @@ def cmd_demo(args) -> int:
             result = materialize_partition(instance, kind, key)
             _print_result(kind, key, result)
             failures += 0 if result.success else 1
+    print("\nAssembling the release-level tables:")
+    result = run_release_metadata(instance)
+    _print_result("release", "-", result)
+    failures += 0 if result.success else 1
     print(f"\nArtifacts under {storage_root()}")
     print(f"LIMS at {client.safe_url}")
     print(f"{sum(len(k) for k in partitions.values())} partitions, {failures} failed, {time.monotonic() - started:.1f} s")

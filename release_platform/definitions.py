@@ -11,14 +11,15 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partiti
 
 from release_platform.assets.backfill import experiment_backfill_job
 from release_platform.assets.inputs import INPUT_ASSETS
+from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS, RELEASE_GROUP
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
 from release_platform.lims.resource import LimsResource
 
-ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS]
-ASSET_CHECKS = [*OPHYS_CHECKS]
+ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *METADATA_ASSETS]
+ASSET_CHECKS = [*OPHYS_CHECKS, *METADATA_CHECKS]
 
 # One job per session kind: every asset of that kind's group, for one partition.
 SESSION_JOBS = {
@@ -30,6 +31,13 @@ SESSION_JOBS = {
     for kind in PARTITIONS_BY_KIND
 }
 
+# The release-level tables assemble every materialized session partition.
+release_metadata_job = dg.define_asset_job(
+    name="release_metadata_job",
+    selection=dg.AssetSelection.groups(RELEASE_GROUP),
+    description="Assemble the release metadata tables (CSV + Parquet) from every session partition and check them.",
+)
+
 RESOURCES = {"lims": LimsResource(), "storage": StorageResource()}
 
 defs = dg.Definitions(
@@ -37,6 +45,6 @@ defs = dg.Definitions(
     asset_checks=ASSET_CHECKS,
     resources=RESOURCES,
     sensors=[make_session_sensor(kind, job) for kind, job in SESSION_JOBS.items()],
-    jobs=[*SESSION_JOBS.values(), experiment_backfill_job],
+    jobs=[*SESSION_JOBS.values(), release_metadata_job, experiment_backfill_job],
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
 )

@@ -1,0 +1,57 @@
+"""Release metadata tables (the AllenSDK project metadata writer, re-imagined) and their pandera models.
+
+Science code: no Dagster, no SQL. The pieces:
+
+* :mod:`~release_platform.metadata.derivations` — pure column rules (cre_line, indicator, session_number,
+  image_set, experience_level, prior exposures, ...);
+* :mod:`~release_platform.metadata.builders` — :class:`LimsRows` -> every table (:func:`build_tables`);
+* :mod:`~release_platform.metadata.gather` — fetch the :class:`LimsRows` for some sessions from LIMS;
+* :mod:`~release_platform.metadata.files` — deterministic ``file_id`` and the ``file_path`` columns;
+* :mod:`~release_platform.metadata.schemas` — one pandera ``DataFrameModel`` per table (:data:`TABLES`);
+* :mod:`~release_platform.metadata.validation` — lazy validation with structured failure reports;
+* :mod:`~release_platform.metadata.io` — Parquet / CSV writing and reading;
+* :mod:`~release_platform.metadata.dictionary` — the generated ``docs/data_dictionary.md``.
+"""
+
+from release_platform.metadata.builders import BuildResult, LimsRows, Targets, build_tables
+from release_platform.metadata.files import (
+    FILE_KINDS,
+    FileLinks,
+    MetadataWarning,
+    attach_files,
+    check_file_id_collisions,
+    directory_resolver,
+    file_id,
+    file_ids,
+    storage_resolver,
+)
+from release_platform.metadata.gather import gather, gather_for, read_flash_omissions
+from release_platform.metadata.schemas import ECEPHYS_TABLES, TABLES, VBO_TABLES, columns_of
+from release_platform.metadata.validation import ValidationReport, table_schema, validate_table, validate_tables
+
+__all__ = [
+    "BuildResult",
+    "ECEPHYS_TABLES",
+    "FILE_KINDS",
+    "FileLinks",
+    "LimsRows",
+    "MetadataWarning",
+    "TABLES",
+    "Targets",
+    "VBO_TABLES",
+    "ValidationReport",
+    "attach_files",
+    "build_tables",
+    "check_file_id_collisions",
+    "columns_of",
+    "directory_resolver",
+    "file_id",
+    "file_ids",
+    "gather",
+    "gather_for",
+    "read_flash_omissions",
+    "storage_resolver",
+    "table_schema",
+    "validate_table",
+    "validate_tables",
+]
