@@ -224,6 +224,21 @@ class LimsClient:
 
         return self._run(go)
 
+    def linked_behavior_session(self, kind: str, session_id: int | str) -> int | None:
+        """The behavior session recorded with an ophys or ecephys session (None if there is none).
+
+        More than one linked behavior session is ambiguous and raises InputError.
+        """
+        if kind not in ("ophys_session", "ecephys_session"):
+            raise InputError(f"behavior sessions link only to ophys_session or ecephys_session, not {kind!r}")
+        sid = _parse_id(kind, session_id)
+        b = schema.behavior_sessions
+        column = b.c.ophys_session_id if kind == "ophys_session" else b.c.ecephys_session_id
+        ids = self._run(lambda conn: [int(i) for i in conn.execute(sa.select(b.c.id).where(column == sid).order_by(b.c.id)).scalars()])
+        if len(ids) > 1:
+            raise InputError(f"linked to several behavior sessions {ids}; expected at most one", entity=_entity(kind, sid))
+        return ids[0] if ids else None
+
     def roi_masks(self, ophys_experiment_id: int) -> list[dict[str, Any]]:
         """ROIs of the current segmentation run: id, x, y, width, height, mask (bool array), valid, labels."""
         r, run = schema.cell_rois, schema.ophys_cell_segmentation_runs

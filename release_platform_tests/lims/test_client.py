@@ -152,3 +152,16 @@ def test_outage_raises_a_clear_error(tmp_path):
     missing = LimsClient(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     with pytest.raises(LimsUnavailableError, match="has no schema.*release-platform lims upgrade"):
         missing.new_sessions("ophys_session", 0)
+
+
+def test_linked_behavior_session(lims):
+    _ophys_session(lims, 81)
+    _ophys_session(lims, 82)
+    donor = lims.lookup_id("donors", "external_donor_name", "mouse-1")
+    row = {"stimulus_name": "OPHYS_1_images_A", "date_of_acquisition": DOB, "donor_id": donor}
+    lims.insert("behavior_sessions", [{**row, "id": 91, "ophys_session_id": 81}])
+    assert lims.linked_behavior_session("ophys_session", 81) == 91
+    assert lims.linked_behavior_session("ophys_session", 82) is None
+    lims.insert("behavior_sessions", [{**row, "id": 92, "ophys_session_id": 81}])
+    with pytest.raises(InputError, match=r"ophys_session 81: linked to several behavior sessions \[91, 92\]"):
+        lims.linked_behavior_session("ophys_session", 81)
