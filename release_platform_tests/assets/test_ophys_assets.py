@@ -52,9 +52,10 @@ def test_every_asset_and_check_materializes(processed):
     result, _, storage = processed
     assert result.success
     keys = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-    assert keys == {"ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces", "neuropil_corrected_traces", "dff_traces"}
+    assert keys >= {"ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces", "neuropil_corrected_traces", "dff_traces"}
     checks = {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
-    assert checks == {"neuropil_r_distribution": True, "dff_finite_for_valid_rois": True}
+    assert checks["neuropil_r_distribution"] is True and checks["dff_finite_for_valid_rois"] is True
+    assert all(checks.values()), checks
     for name in ("roi_traces/2001/2101/roi_traces.h5", "demixed_traces/2001/2101/demixed_traces.h5",
                  "neuropil_corrected_traces/2001/2101/neuropil_correction.h5", "dff_traces/2001/2101/dff.h5"):
         assert (storage / name).is_file()
