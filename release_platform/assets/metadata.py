@@ -45,6 +45,11 @@ NWB_ASSET_NAMES = {
     "ecephys_nwb": ("ecephys_session_nwb", "ecephys_nwb"),
 }
 
+# per-session asset -> the NWB assets whose files its rows link to (built first, in the same partition)
+NWB_DEPS = {
+    "ecephys_session_metadata": ("ecephys_session_nwb",),
+}
+
 # per-session asset -> (session kind, tables it holds, the kind's input asset)
 SESSION_ASSETS = {
     "behavior_session_metadata": ("behavior_session", ("behavior_session_table",), behavior_session_inputs),
@@ -124,7 +129,7 @@ def _session_asset(name: str, kind: str, tables: tuple[str, ...], input_asset) -
     @dg.asset(
         name=name,
         partitions_def=partitions,
-        deps=[input_asset],
+        deps=[input_asset, *(dg.AssetKey(k) for k in NWB_DEPS.get(name, ()))],
         group_name=kind,
         kinds={"pandas", "parquet"},
         description=f"This {kind}'s rows of {', '.join(tables)} (Parquet), derived from LIMS.",

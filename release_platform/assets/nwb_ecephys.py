@@ -1,0 +1,167 @@
+"""Ecephys assets per ``ecephys_session`` partition: units, the session NWB and one LFP NWB per probe.
+
+Thin wiring around :mod:`release_platform.nwb.ecephys` (the same code the ``write_ecephys_nwb`` module
+runs). Produced files are registered in LIMS as ``EcephysNwb`` (session) and ``EcephysLfpNwb`` (probe).
+"""
+
+import time
+
+import dagster as dg
+import h5py
+
+from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result
+from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
+from release_platform.assets.resources import StorageResource
+from release_platform.errors import InputError
+from release_platform.inputs import EcephysSessionInputs
+from release_platform.lims.resource import LimsResource
+from release_platform.nwb import ecephys as ecephys_nwb
+from release_platform.storage import atomic_path
+
+ECEPHYS = PARTITIONS_BY_KIND["ecephys_session"]
+GROUP = "ecephys_session"
+
+
+def _failure(context, exc: InputError) -> dg.Failure:
+    message = str(exc.with_entity(f"ecephys_session {context.partition_key}"))
+    context.log.error(message)
+    return dg.Failure(description=message, allow_retries=False)
+
+
+def _nwb_inputs(context, session: EcephysSessionInputs, lims: LimsResource, storage: StorageResource) -> ecephys_nwb.EcephysNwbInputs:
+    key = context.partition_key
+    return ecephys_nwb.EcephysNwbInputs.from_session(
+        session,
+        lims.get_client().ecephys_probes(key),
+        output_path=storage.dir_for("ecephys_session_nwb", key) / f"ecephys_session_{key}.nwb",
+    )
+
+
+@dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"hdf5"},
+          description="Spikes grouped to units per probe (times in s, amplitudes in V); unknown clusters reported.")
+def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
+                  lims: LimsResource, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    try:
+        inputs = _nwb_inputs(context, ecephys_session_inputs, lims, storage)
+        out, unknown = {}, {}
+        for probe in ecephys_nwb.selected_probes(inputs):
+            units = ecephys_nwb.probe_units(inputs, probe)
+            target = storage.dir_for("ecephys_units", context.partition_key) / f"units_{probe.name}.h5"
+            with atomic_path(target) as tmp, h5py.File(tmp, "w", track_order=True) as fh:
+                fh.create_dataset("unit_ids", data=units.grouping.unit_ids)
+                fh.create_dataset("spike_times", data=units.grouping.spike_times, compression="gzip")
+                fh.create_dataset("spike_times_index", data=units.grouping.ends)
+                fh.create_dataset("spike_amplitudes", data=units.grouping.values["spike_amplitudes"], compression="gzip")
+            out[probe.name] = {"file": str(target), "n_units": int(len(units.grouping.unit_ids)),
+                               "n_spikes": int(units.grouping.spike_times.size)}
+            if units.grouping.unknown_clusters:
+                unknown[probe.name] = {str(k): int(v) for k, v in units.grouping.unknown_clusters.items()}
+                context.log.warning(
+                    f"ecephys_session {context.partition_key} ({probe.name}): spikes of clusters with no unit dropped: "
+                    f"{unknown[probe.name]}"
+                )
+    except InputError as exc:
+        raise _failure(context, exc) from None
+    context.add_output_metadata(
+        {
+            "units": sum(v["n_units"] for v in out.values()),
+            "spikes": sum(v["n_spikes"] for v in out.values()),
+            "unknown_clusters": dg.MetadataValue.json(unknown),
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return {"probes": out, "unknown_clusters": unknown}
+
+
+@dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"nwb"}, deps=[ecephys_units],
+          description="Session NWB: subject, probes, electrodes, units with spike trains, amplitudes and waveforms, "
+                      "stimulus, running, optotagging.")
+def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
+                        lims: LimsResource, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    try:
+        inputs = _nwb_inputs(context, ecephys_session_inputs, lims, storage)
+        result, report = ecephys_nwb.write_session_nwb(inputs)
+    except InputError as exc:
+        raise _failure(context, exc) from None
+    lims.get_client().register_file("EcephysSession", int(context.partition_key), "EcephysNwb", result.path)
+    context.add_output_metadata(
+        {
+            "path": str(result.path),
+            "size_bytes": result.n_bytes,
+            "units": report.n_units,
+            "spikes": report.n_spikes,
+            "datasets_verified": result.n_datasets_checked,
+            "warnings": dg.MetadataValue.json(report.warnings),
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return {"path": str(result.path)}
+
+
+@dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"nwb"}, pool=HEAVY_POOL,
+          description="One LFP NWB per probe (lfp_probe_<id>.nwb), streamed so the LFP never sits whole in memory. "
+                      "Probes whose LFP cannot be written are named in the failure after the others are written.")
+def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
+                          lims: LimsResource, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    client = lims.get_client()
+    try:
+        inputs = _nwb_inputs(context, ecephys_session_inputs, lims, storage)
+    except InputError as exc:
+        raise _failure(context, exc) from None
+    written, failed, without_lfp = {}, {}, []
+    for probe in ecephys_nwb.selected_probes(inputs):
+        if probe.lfp is None:
+            without_lfp.append(probe.name)
+            continue
+        target = storage.dir_for("ecephys_probe_lfp_nwb", context.partition_key) / f"lfp_probe_{probe.id}.nwb"
+        probe = probe.model_copy(update={"lfp": probe.lfp.model_copy(update={"output_path": str(target)})})
+        try:
+            result = ecephys_nwb.write_probe_lfp_nwb(inputs, probe)
+        except InputError as exc:
+            failed[probe.name] = str(exc)
+            context.log.error(str(exc))
+            continue
+        client.register_file("EcephysProbe", probe.id, "EcephysLfpNwb", result.path)
+        written[probe.name] = str(result.path)
+    if failed:
+        raise dg.Failure(
+            description=f"ecephys_session {context.partition_key}: LFP NWB failed for {sorted(failed)}: "
+                        + "; ".join(failed.values()),
+            metadata={"written": dg.MetadataValue.json(written), "failed": dg.MetadataValue.json(failed)},
+            allow_retries=False,
+        )
+    context.add_output_metadata(
+        {"files": dg.MetadataValue.json(written), "probes_without_lfp": dg.MetadataValue.json(without_lfp),
+         "runtime_s": round(time.monotonic() - started, 3)}
+    )
+    return {"probes": written}
+
+
+@dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
+def ecephys_session_nwb_pynwb_valid(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
+    return pynwb_validation_result([ecephys_session_nwb["path"]])
+
+
+@dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
+                description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
+def ecephys_session_nwb_inspector(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
+    return inspector_result([ecephys_session_nwb["path"]])
+
+
+@dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
+def ecephys_probe_lfp_nwb_pynwb_valid(ecephys_probe_lfp_nwb: dict) -> dg.AssetCheckResult:
+    return pynwb_validation_result(ecephys_probe_lfp_nwb["probes"].values())
+
+
+@dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True,
+                description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
+def ecephys_probe_lfp_nwb_inspector(ecephys_probe_lfp_nwb: dict) -> dg.AssetCheckResult:
+    return inspector_result(ecephys_probe_lfp_nwb["probes"].values())
+
+
+ECEPHYS_ASSETS = [ecephys_units, ecephys_session_nwb, ecephys_probe_lfp_nwb]
+ECEPHYS_CHECKS = [ecephys_session_nwb_pynwb_valid, ecephys_session_nwb_inspector,
+                  ecephys_probe_lfp_nwb_pynwb_valid, ecephys_probe_lfp_nwb_inspector]

@@ -1,0 +1,1268 @@
+"""Ecephys (Neuropixels) NWB: the session file and one LFP file per probe, plus readers.
+
+Inputs follow the AllenSDK ``write_ecephys_nwb`` input JSON (field names kept for LIMS compatibility):
+:class:`EcephysNwbInputs`. :meth:`EcephysNwbInputs.from_session` builds the same model from the
+validated session description (:class:`release_platform.inputs.EcephysSessionInputs`) and the LIMS probe
+records, so the standalone module and the Dagster assets call the same functions.
+
+Session file (``output_path``), written through :func:`release_platform.nwb.protocol.write_nwb`:
+
+* ``NWBFile`` (deterministic identifier, ``file_create_date`` = session start, provenance JSON in
+  ``source_script``), ``Subject`` (``subject_id`` = donor id, age ``P<days>D``, sex M/F/U, species,
+  genotype, strain; specimen name in ``description``), the session's stimulus name in ``stimulus_notes``.
+* Per probe (sorted by name): a ``Device`` (model "Neuropixels 1.0", imec) and an ``ElectrodeGroup``; the
+  electrodes table with one row per channel: id = channel id, ``x``/``y``/``z`` = anterior-posterior /
+  dorsal-ventral / left-right CCF (µm, NaN when unknown), ``location`` = structure acronym ("root", the
+  CCF term for the whole brain, when no structure is assigned), ``imp``, ``filtering``, ``group``, ``group_name`` and ``probe_vertical_position``,
+  ``probe_horizontal_position`` (µm), ``probe_id``, ``probe_channel_number``, ``valid_data``.
+* ``units``: one row per unit (id = unit id) with ``probe_id``, ``peak_channel_id``, ``local_index``,
+  ``cluster_id``, ``quality`` and every quality metric of the input schema (NaN when not given); ragged
+  ``spike_times`` (s, >= 0, sorted) and ``spike_amplitudes`` (V) from the sorter outputs
+  (:mod:`release_platform.ecephys.units`); ``waveform_mean`` (units x samples x channels, V) with a
+  ragged ``electrodes`` column naming the channels of its last axis (all channels of the unit's probe).
+  Spike clusters that no unit claims are dropped and reported (logged and returned).
+* ``intervals``: one ``TimeIntervals`` per stimulus name, ``<stimulus_name>_presentations``;
+  ``invalid_times`` (tags = type, id, label).
+* processing ``running``: ``TimeSeries`` ``running_speed`` (cm/s); processing ``optotagging``:
+  ``TimeSeries`` ``optotagging`` (data = duration, s) and ``TimeIntervals`` ``optogenetic_stimulation``
+  (condition, level, stimulus_name, duration). Both optional.
+
+LFP file per probe (``lfp.output_path`` or ``<session dir>/lfp_probe_<probe id>.nwb``): session metadata,
+the probe's device, only the LFP channels in the electrodes table, and one acquisition ``LFP`` container
+``probe_<id>_lfp`` holding one ``ElectricalSeries`` ``probe_<id>_lfp_data`` (samples x channels, the
+input's integer samples with ``conversion`` V/bit, explicit timestamps), added once. The samples are
+streamed from the input HDF5 buffer by buffer, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+import pydantic
+
+import release_platform
+from release_platform.ecephys import units as units_mod
+from release_platform.errors import InputError
+from release_platform.nwb.config import BackendConfiguration
+from release_platform.nwb.protocol import (
+    H5DatasetIterator,
+    WriteResult,
+    regular_rate,
+    deterministic_identifier,
+    provenance_json,
+    provenance_record,
+    write_nwb,
+)
+
+__all__ = [
+    "UNIT_METRICS",
+    "Channel",
+    "Unit",
+    "LfpInputs",
+    "ProbeInputs",
+    "InvalidEpoch",
+    "SessionMetadata",
+    "EcephysNwbInputs",
+    "ProbeOutput",
+    "EcephysNwbOutputs",
+    "SessionBuildReport",
+    "selected_probes",
+    "lfp_output_path",
+    "build_session_nwbfile",
+    "write_session_nwb",
+    "build_lfp_nwbfile",
+    "write_probe_lfp_nwb",
+    "write_ecephys_nwb",
+    "read_units",
+    "read_electrodes",
+    "read_intervals",
+    "read_lfp",
+    "open_lfp",
+]
+
+log = logging.getLogger(__name__)
+
+INSTITUTION = "Allen Institute"
+DEFAULT_FILTERING = "AP band: 500 Hz high-pass; LFP band: 1000 Hz low-pass"
+
+#: Quality-metric columns of the units table (input schema order) and their descriptions.
+UNIT_METRICS: dict[str, str] = {
+    "firing_rate": "mean firing rate over the session (Hz)",
+    "snr": "signal-to-noise ratio of the mean waveform on the peak channel",
+    "isi_violations": "rate of refractory-period violations relative to the firing rate",
+    "presence_ratio": "fraction of the session (in bins) in which the unit fired",
+    "amplitude_cutoff": "estimated fraction of spikes missed below the detection threshold",
+    "isolation_distance": "Mahalanobis isolation distance in PC space",
+    "l_ratio": "L-ratio in PC space",
+    "d_prime": "LDA d-prime between this unit and its neighbours",
+    "nn_hit_rate": "nearest-neighbour hit rate",
+    "nn_miss_rate": "nearest-neighbour miss rate",
+    "max_drift": "maximum drift of the unit's position (µm)",
+    "cumulative_drift": "cumulative drift of the unit's position (µm)",
+    "silhouette_score": "silhouette score in PC space",
+    "waveform_duration": "trough-to-peak duration of the mean waveform (ms)",
+    "waveform_halfwidth": "spike width at half maximum amplitude (ms)",
+    "PT_ratio": "peak-to-trough amplitude ratio of the mean waveform",
+    "repolarization_slope": "slope of the repolarization phase of the mean waveform",
+    "recovery_slope": "slope of the recovery phase of the mean waveform",
+    "amplitude": "peak-to-trough amplitude of the mean waveform (µV)",
+    "spread": "spatial extent of the waveform along the probe (µm)",
+    "velocity_above": "propagation velocity above the soma (s/m)",
+    "velocity_below": "propagation velocity below the soma (s/m)",
+}
+
+#: Stimulus-table columns the AllenSDK drops (PsychoPy rendering state, not stimulus parameters).
+DROPPED_STIMULUS_COLUMNS = (
+    "colorSpace", "depth", "interpolate", "pos", "rgbPedestal", "tex", "texRes", "flipHoriz", "flipVert", "rgb", "signalDots",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs (input-JSON schema)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Channel(pydantic.BaseModel):
+    """One recording site. Extra keys (LIMS columns) are ignored. ``local_index`` is accepted for
+    ``probe_channel_number``."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: int
+    probe_id: Optional[int] = None
+    valid_data: bool = True
+    probe_channel_number: int = pydantic.Field(validation_alias=pydantic.AliasChoices("probe_channel_number", "local_index"))
+    probe_vertical_position: float
+    probe_horizontal_position: float
+    structure_id: Optional[int] = None
+    structure_acronym: Optional[str] = ""
+    anterior_posterior_ccf_coordinate: Optional[float] = None
+    dorsal_ventral_ccf_coordinate: Optional[float] = None
+    left_right_ccf_coordinate: Optional[float] = None
+    impedence: Optional[float] = math.nan
+    filtering: str = DEFAULT_FILTERING
+
+
+class Unit(pydantic.BaseModel):
+    """One sorted unit with its quality metrics (missing metrics are NaN). Extra keys are ignored."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    id: int
+    peak_channel_id: int
+    local_index: int
+    cluster_id: int
+    quality: str = "good"
+    firing_rate: Optional[float] = None
+    snr: Optional[float] = None
+    isi_violations: Optional[float] = None
+    presence_ratio: Optional[float] = None
+    amplitude_cutoff: Optional[float] = None
+    isolation_distance: Optional[float] = None
+    l_ratio: Optional[float] = None
+    d_prime: Optional[float] = None
+    nn_hit_rate: Optional[float] = None
+    nn_miss_rate: Optional[float] = None
+    max_drift: Optional[float] = None
+    cumulative_drift: Optional[float] = None
+    silhouette_score: Optional[float] = None
+    waveform_duration: Optional[float] = None
+    waveform_halfwidth: Optional[float] = None
+    PT_ratio: Optional[float] = None
+    repolarization_slope: Optional[float] = None
+    recovery_slope: Optional[float] = None
+    amplitude: Optional[float] = None
+    spread: Optional[float] = None
+    velocity_above: Optional[float] = None
+    velocity_below: Optional[float] = None
+
+
+class LfpInputs(pydantic.BaseModel):
+    """A probe's LFP. ``input_data_path``: HDF5 with ``data`` (samples x LFP channels; attribute
+    ``conversion`` in V/bit for integer samples) and, unless given as separate ``.npy`` files,
+    ``timestamps`` (s) and ``channels`` (probe channel numbers of the columns). ``conversion`` overrides
+    the attribute. Without timestamps the series gets ``starting_time`` 0 and the probe's LFP rate."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    input_data_path: str
+    input_timestamps_path: Optional[str] = None
+    input_channels_path: Optional[str] = None
+    output_path: Optional[str] = None
+    conversion: Optional[float] = None
+
+
+class ProbeInputs(pydantic.BaseModel):
+    """One probe. Sorter outputs come from the ``*_path`` fields, each defaulting to the Kilosort file name
+    in ``sorting_dir``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    id: int
+    name: str
+    sorting_dir: Optional[str] = None
+    spike_times_path: Optional[str] = None
+    spike_clusters_file: Optional[str] = None
+    spike_templates_path: Optional[str] = None
+    spike_amplitudes_path: Optional[str] = None
+    templates_path: Optional[str] = None
+    inverse_whitening_matrix_path: Optional[str] = None
+    mean_waveforms_path: Optional[str] = None
+    csd_path: Optional[str] = None
+    sampling_rate: float = pydantic.Field(default=30000.0, gt=0)
+    lfp_sampling_rate: float = pydantic.Field(default=2500.0, gt=0)
+    temporal_subsampling_factor: float = 2.0
+    amplitude_scale_factor: float = pydantic.Field(default=units_mod.DEFAULT_AMPLITUDE_SCALE_FACTOR, gt=0)
+    scale_mean_waveform_and_csd: float = 1.0
+    channels: list[Channel]
+    units: list[Unit]
+    lfp: Optional[LfpInputs] = None
+
+    @pydantic.model_validator(mode="after")
+    def _sorting_located(self) -> "ProbeInputs":
+        required = ("spike_times_path", "spike_clusters_file", "spike_templates_path", "spike_amplitudes_path",
+                    "templates_path", "inverse_whitening_matrix_path")
+        if self.sorting_dir is None and any(getattr(self, f) is None for f in required):
+            missing = [f for f in required if getattr(self, f) is None]
+            raise ValueError(f"probe {self.name}: give sorting_dir or every sorter output path (missing {missing})")
+        return self
+
+    def sorting_paths(self) -> dict[str, Optional[str]]:
+        """Sorter output paths keyed by :data:`release_platform.ecephys.units.SORTING_FILE_NAMES` field."""
+        explicit = {
+            "spike_times": self.spike_times_path,
+            "spike_clusters": self.spike_clusters_file,
+            "spike_templates": self.spike_templates_path,
+            "amplitudes": self.spike_amplitudes_path,
+            "templates": self.templates_path,
+            "whitening_mat_inv": self.inverse_whitening_matrix_path,
+            "mean_waveforms": self.mean_waveforms_path,
+        }
+        out: dict[str, Optional[str]] = {}
+        for field, name in units_mod.SORTING_FILE_NAMES.items():
+            p = explicit[field]
+            if p is None and self.sorting_dir is not None:
+                cand = Path(self.sorting_dir) / name
+                p = os.fspath(cand) if (field != "mean_waveforms" or cand.exists()) else None
+            out[field] = p
+        return out
+
+
+class InvalidEpoch(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    id: int
+    type: str
+    label: str
+    start_time: float
+    end_time: float
+
+
+class SessionMetadata(pydantic.BaseModel):
+    """Subject and session facts. ``age_in_days`` or ``date_of_birth`` gives the subject's age."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    specimen_name: str
+    age_in_days: Optional[float] = None
+    date_of_birth: Optional[dt.datetime] = None
+    full_genotype: Optional[str] = None
+    strain: Optional[str] = None
+    sex: str = "U"
+    stimulus_name: Optional[str] = None
+    species: str = "Mus musculus"
+    donor_id: Optional[int] = None
+
+
+class EcephysNwbInputs(pydantic.BaseModel):
+    """The ``write_ecephys_nwb`` input JSON. Unknown keys are rejected.
+
+    Accepted for compatibility but unused: ``session_sync_path`` (times are already on the session
+    clock), ``pool_size`` (LFP files are written one after another, streaming, with bounded memory; the
+    platform parallelises over sessions), ``log_level`` (the harness sets logging).
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    output_path: str
+    session_id: int
+    session_start_time: dt.datetime
+    stimulus_table_path: Optional[str] = None
+    invalid_epochs: list[InvalidEpoch] = []
+    session_sync_path: Optional[str] = None
+    running_speed_path: Optional[str] = None
+    optotagging_table_path: Optional[str] = None
+    pool_size: int = 3
+    log_level: Optional[str] = None
+    session_metadata: SessionMetadata
+    probes: list[ProbeInputs]
+    skip_probes: list[str] = []
+    compression: Literal["release", "internal"] = "release"
+    lfp_buffer_gb: float = pydantic.Field(default=0.25, gt=0)
+    lfp_chunk_mb: float = pydantic.Field(default=4.0, gt=0)
+
+    @pydantic.field_validator("session_start_time")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+    @pydantic.model_validator(mode="after")
+    def _unique_probes(self) -> "EcephysNwbInputs":
+        for key in ("id", "name"):
+            values = [getattr(p, key) for p in self.probes]
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"probe {key}s are not unique: {dupes}")
+        return self
+
+    @property
+    def entity(self) -> str:
+        return f"ecephys_session {self.session_id}"
+
+    @classmethod
+    def from_session(
+        cls,
+        session: Any,
+        probe_records: Sequence[Mapping[str, Any]],
+        *,
+        output_path: str | os.PathLike,
+        invalid_epochs: Sequence[Mapping[str, Any]] = (),
+        **overrides: Any,
+    ) -> "EcephysNwbInputs":
+        """Inputs from a validated :class:`~release_platform.inputs.EcephysSessionInputs` and the LIMS probe
+        records (``LimsClient.ecephys_probes``: channels with ``local_index``/``structure_acronym``; units
+        with ``ecephys_channel_id`` and a ``metrics`` dict). LFP files go beside ``output_path``."""
+        entity = f"ecephys_session {session.session_id}"
+        if session.date_of_acquisition is None:
+            raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
+        subject = session.subject
+        if subject is None:
+            raise InputError("session has no subject (donor) in LIMS", entity=entity)
+        start = session.date_of_acquisition
+        start = start if start.tzinfo is not None else start.replace(tzinfo=dt.timezone.utc)
+        age_days = None
+        if subject.date_of_birth is not None:
+            dob = subject.date_of_birth if subject.date_of_birth.tzinfo else subject.date_of_birth.replace(tzinfo=dt.timezone.utc)
+            age_days = (start - dob).days
+        records = {int(r["id"]): r for r in probe_records}
+        out_dir = Path(output_path).parent
+        probes = []
+        for p in session.probes:
+            rec = records.get(int(p.probe_id))
+            if rec is None:
+                raise InputError(f"probe {p.name} ({p.probe_id}) has no LIMS record", entity=entity)
+            channels = [
+                {**c, "probe_id": p.probe_id, "probe_channel_number": c.get("probe_channel_number", c.get("local_index"))}
+                for c in rec.get("channels") or []
+            ]
+            unit_rows = []
+            for u in rec.get("units") or []:
+                metrics = u.get("metrics") or {}
+                unit_rows.append(
+                    {**{k: v for k, v in metrics.items() if k in Unit.model_fields}, "id": u["id"],
+                     "peak_channel_id": u.get("peak_channel_id", u.get("ecephys_channel_id")),
+                     "local_index": u["local_index"], "cluster_id": u["cluster_id"], "quality": u.get("quality") or "good"}
+                )
+            lfp = None
+            if p.lfp_path is not None:
+                lfp = {"input_data_path": p.lfp_path, "output_path": os.fspath(out_dir / f"lfp_probe_{p.probe_id}.nwb")}
+            probes.append(
+                {
+                    "id": p.probe_id,
+                    "name": p.name,
+                    "sorting_dir": p.sorting_dir,
+                    "sampling_rate": p.sampling_rate_hz,
+                    "lfp_sampling_rate": p.lfp_sampling_rate_hz or 2500.0,
+                    "channels": channels,
+                    "units": unit_rows,
+                    "lfp": lfp,
+                }
+            )
+        files = session.files
+        raw = {
+            "output_path": os.fspath(output_path),
+            "session_id": session.session_id,
+            "session_start_time": start,
+            "stimulus_table_path": files.get("StimulusTable"),
+            "running_speed_path": files.get("RunningSpeed"),
+            "optotagging_table_path": files.get("OptotaggingTable"),
+            "invalid_epochs": list(invalid_epochs),
+            "session_metadata": {
+                "specimen_name": str(subject.subject_id),
+                "age_in_days": age_days,
+                "full_genotype": subject.full_genotype or None,
+                "sex": subject.sex,
+                "stimulus_name": session.session_type or None,
+                "species": subject.species or "Mus musculus",
+                "donor_id": int(subject.subject_id) if str(subject.subject_id).isdigit() else None,
+            },
+            "probes": probes,
+            **overrides,
+        }
+        try:
+            return cls.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise InputError(f"cannot build write_ecephys_nwb inputs: {problems}", entity=entity) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ProbeOutput(pydantic.BaseModel):
+    id: int
+    name: str
+    nwb_path: str = ""
+    error: Optional[str] = None
+
+
+class EcephysNwbOutputs(pydantic.BaseModel):
+    """Output JSON: ``nwb_path`` and ``probe_outputs`` (``nwb_path`` "" when the probe has no LFP or its
+    LFP write failed, with the message in ``error``), plus what was dropped and every error."""
+
+    nwb_path: str
+    probe_outputs: list[ProbeOutput]
+    unknown_clusters: dict[str, dict[str, int]] = {}
+    n_units: int = 0
+    n_spikes: int = 0
+    errors: list[str] = []
+    warnings: list[str] = []
+
+
+@dataclasses.dataclass
+class SessionBuildReport:
+    """Facts gathered while building the session file."""
+
+    unknown_clusters: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
+    n_dropped_negative: dict[str, int] = dataclasses.field(default_factory=dict)
+    n_units: int = 0
+    n_spikes: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _probe_entity(inputs: EcephysNwbInputs, probe: ProbeInputs) -> str:
+    return f"{inputs.entity} ({probe.name})"
+
+
+def selected_probes(inputs: EcephysNwbInputs) -> list[ProbeInputs]:
+    """The probes to write, sorted by name, without ``skip_probes`` (an unknown name is an InputError)."""
+    names = {p.name for p in inputs.probes}
+    unknown = sorted(set(inputs.skip_probes) - names)
+    if unknown:
+        raise InputError(f"skip_probes names unknown probes {unknown}; the session has {sorted(names)}", entity=inputs.entity)
+    return sorted((p for p in inputs.probes if p.name not in set(inputs.skip_probes)), key=lambda p: p.name)
+
+
+def lfp_output_path(inputs: EcephysNwbInputs, probe: ProbeInputs) -> Path:
+    if probe.lfp is not None and probe.lfp.output_path:
+        return Path(probe.lfp.output_path)
+    return Path(inputs.output_path).parent / f"lfp_probe_{probe.id}.nwb"
+
+
+def _backend(inputs: EcephysNwbInputs, config: BackendConfiguration | None) -> BackendConfiguration:
+    return config if config is not None else BackendConfiguration.for_tier(inputs.compression)
+
+
+def _sex(value: str) -> str:
+    v = (value or "").strip().lower()
+    return {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O"}.get(v, "U")
+
+
+def _subject(meta: SessionMetadata):
+    from pynwb.file import Subject
+
+    kwargs: dict[str, Any] = dict(
+        subject_id=str(meta.donor_id) if meta.donor_id is not None else meta.specimen_name.replace("/", "_"),
+        description=f"specimen {meta.specimen_name}",
+        genotype=meta.full_genotype or None,
+        sex=_sex(meta.sex),
+        species=meta.species,
+        strain=meta.strain or None,
+    )
+    if meta.age_in_days is not None and np.isfinite(meta.age_in_days):
+        kwargs["age"] = f"P{int(round(meta.age_in_days))}D"
+    elif meta.date_of_birth is not None:
+        dob = meta.date_of_birth
+        kwargs["date_of_birth"] = dob if dob.tzinfo else dob.replace(tzinfo=dt.timezone.utc)
+    return Subject(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _digest_of(record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(provenance_json(record).encode()).hexdigest()[:16]
+
+
+def _new_nwbfile(inputs: EcephysNwbInputs, *, kind: str, ids: Sequence[Any], description: str, provenance: dict, writer: str):
+    from pynwb import NWBFile
+
+    meta = inputs.session_metadata
+    return NWBFile(
+        session_description=description,
+        identifier=deterministic_identifier(kind, *ids, _digest_of(provenance)),
+        session_start_time=inputs.session_start_time,
+        file_create_date=inputs.session_start_time,
+        session_id=str(inputs.session_id),
+        institution=INSTITUTION,
+        experiment_description="Extracellular electrophysiology with Neuropixels probes during visual stimulation",
+        keywords=["ecephys", "Neuropixels", "visual cortex", "mouse"],
+        stimulus_notes=meta.stimulus_name or None,
+        source_script=provenance_json(provenance),
+        source_script_file_name=writer,
+        was_generated_by=[["release_platform", release_platform.__version__]],
+        subject=_subject(meta),
+    )
+
+
+def _add_probe_device(nwbfile, probe: ProbeInputs, *, has_lfp: bool):
+    from pynwb.device import DeviceModel
+
+    model = nwbfile.device_models.get("Neuropixels 1.0") if nwbfile.device_models else None
+    if model is None:
+        model = DeviceModel(name="Neuropixels 1.0", manufacturer="imec", description="Neuropixels 1.0 silicon probe")
+        nwbfile.add_device_model(model)
+    device = nwbfile.create_device(
+        name=probe.name,
+        description=f"Neuropixels 1.0 Probe; probe_id {probe.id}; sampling_rate {probe.sampling_rate} Hz",
+        model=model,
+    )
+    group = nwbfile.create_electrode_group(
+        name=probe.name,
+        description=(
+            f"Channels of {probe.name} (probe_id {probe.id}); lfp_sampling_rate {probe.lfp_sampling_rate} Hz; "
+            f"has_lfp_data {has_lfp}"
+        ),
+        location="See electrode locations",
+        device=device,
+    )
+    return group
+
+
+_ELECTRODE_COLUMNS = {
+    "probe_vertical_position": "distance of the site from the probe tip along the shank (µm)",
+    "probe_horizontal_position": "distance of the site from the shank's left edge (µm)",
+    "probe_id": "LIMS id of the probe",
+    "probe_channel_number": "channel index on the probe (0 = nearest the tip)",
+    "valid_data": "whether the channel records usable data (False for reference and broken channels)",
+}
+
+
+def _add_electrodes(nwbfile, probes_and_channels: Sequence[tuple[ProbeInputs, Sequence[Channel], Any]]) -> dict[int, int]:
+    """Add electrode rows; return channel id -> row index."""
+    for name, desc in _ELECTRODE_COLUMNS.items():
+        nwbfile.add_electrode_column(name=name, description=desc)
+    rows: dict[int, int] = {}
+    nan = float("nan")
+    for probe, channels, group in probes_and_channels:
+        for ch in sorted(channels, key=lambda c: c.probe_channel_number):
+            if ch.id in rows:
+                raise InputError(f"channel id {ch.id} appears twice", entity=f"probe {probe.name}")
+            nwbfile.add_electrode(
+                id=int(ch.id),
+                x=nan if ch.anterior_posterior_ccf_coordinate is None else float(ch.anterior_posterior_ccf_coordinate),
+                y=nan if ch.dorsal_ventral_ccf_coordinate is None else float(ch.dorsal_ventral_ccf_coordinate),
+                z=nan if ch.left_right_ccf_coordinate is None else float(ch.left_right_ccf_coordinate),
+                imp=nan if ch.impedence is None else float(ch.impedence),
+                location=ch.structure_acronym or "root",
+                filtering=ch.filtering,
+                group=group,
+                probe_vertical_position=float(ch.probe_vertical_position),
+                probe_horizontal_position=float(ch.probe_horizontal_position),
+                probe_id=int(probe.id),
+                probe_channel_number=int(ch.probe_channel_number),
+                valid_data=bool(ch.valid_data),
+            )
+            rows[int(ch.id)] = len(rows)
+    return rows
+
+
+def _read_csv(path: str | os.PathLike, entity: str, required: Sequence[str], what: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} is missing", entity=entity, path=path)
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"unreadable {what}: {exc}", entity=entity, path=path) from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(f"{what} lacks required columns {missing}", entity=entity, path=path)
+    return frame
+
+
+def _table_columns(frame: pd.DataFrame, descriptions: Mapping[str, str] | None = None) -> list:
+    """VectorData columns for a TimeIntervals-like table (all-NaN columns dropped, NWB-friendly dtypes)."""
+    from hdmf.common import VectorData
+
+    cols = []
+    for name in frame.columns:
+        s = frame[name]
+        if name not in ("start_time", "stop_time") and s.isna().all():
+            continue
+        if name in ("start_time", "stop_time"):
+            data = s.to_numpy(dtype=np.float64)
+        elif pd.api.types.is_bool_dtype(s):
+            data = s.to_numpy(dtype=np.float64)
+        elif pd.api.types.is_numeric_dtype(s):
+            data = s.to_numpy()
+            if data.dtype.kind not in "iuf":
+                data = data.astype(np.float64)
+        else:
+            values = s.to_numpy(dtype=object)
+            as_bool = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+            if as_bool and all(isinstance(v, (bool, np.bool_)) for v in as_bool):
+                data = np.array([np.nan if (isinstance(v, float) and math.isnan(v)) else float(v) for v in values])
+            else:
+                data = ["N/A" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in values]
+        desc = (descriptions or {}).get(name) or f"{name} of each interval"
+        cols.append(VectorData(name=str(name), description=desc, data=data))
+    return cols
+
+
+def _time_intervals(name: str, description: str, frame: pd.DataFrame, descriptions: Mapping[str, str] | None = None):
+    from pynwb.epoch import TimeIntervals
+
+    frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
+    cols = _table_columns(frame, {"start_time": "start time of the interval (s)", "stop_time": "stop time of the interval (s)",
+                                  **(descriptions or {})})
+    order = {"start_time": 0, "stop_time": 1}
+    cols.sort(key=lambda c: order.get(c.name, 2))
+    return TimeIntervals(name=name, description=description, id=np.arange(len(frame)), columns=cols)
+
+
+def _stimulus_tables(inputs: EcephysNwbInputs) -> list:
+    entity = inputs.entity
+    frame = _read_csv(inputs.stimulus_table_path, entity, [], "stimulus table")
+    frame = frame.rename(columns={"Start": "start_time", "End": "stop_time"})
+    missing = [c for c in ("start_time", "stop_time", "stimulus_name") if c not in frame.columns]
+    if missing:
+        raise InputError(f"stimulus table lacks required columns {missing}", entity=entity, path=inputs.stimulus_table_path)
+    frame = frame.drop(columns=[c for c in DROPPED_STIMULUS_COLUMNS if c in frame.columns])
+    bad = ~(frame["stop_time"] >= frame["start_time"])
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} stimulus presentations stop before they start (or have NaN times)",
+                         entity=entity, path=inputs.stimulus_table_path)
+    frame["stimulus_name"] = frame["stimulus_name"].fillna("N/A").astype(str)
+    tables = []
+    for stim_name, group in frame.groupby("stimulus_name", sort=True):
+        safe = str(stim_name).replace("/", "_").replace(":", "_")
+        tables.append(
+            _time_intervals(
+                f"{safe}_presentations",
+                f"Presentation times and stimuli details for '{stim_name}' stimuli",
+                group,
+                {"stimulus_name": "name of the stimulus"},
+            )
+        )
+    return tables
+
+
+def _add_running(nwbfile, inputs: EcephysNwbInputs) -> None:
+    from pynwb import TimeSeries
+
+    frame = _read_csv(inputs.running_speed_path, inputs.entity, ["timestamps", "speed"], "running speed table")
+    frame = frame.sort_values("timestamps", kind="stable")
+    timestamps = frame["timestamps"].to_numpy(dtype=np.float64)
+    regular = regular_rate(timestamps)
+    timing = dict(starting_time=regular[0], rate=regular[1]) if regular else dict(timestamps=timestamps)
+    module = nwbfile.create_processing_module("running", "Running speed of the mouse on the wheel")
+    module.add(
+        TimeSeries(
+            name="running_speed",
+            description="Running speed of the mouse on the wheel",
+            data=frame["speed"].to_numpy(dtype=np.float64),
+            unit="cm/s",
+            **timing,
+        )
+    )
+
+
+def _add_optotagging(nwbfile, inputs: EcephysNwbInputs) -> None:
+    from pynwb import TimeSeries
+
+    path = inputs.optotagging_table_path
+    frame = _read_csv(path, inputs.entity, ["start_time", "stop_time"], "optotagging table")
+    frame = frame.rename(columns={"name": "stimulus_name"})
+    if "duration" not in frame.columns:
+        frame["duration"] = frame["stop_time"] - frame["start_time"]
+    frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
+    module = nwbfile.create_processing_module("optotagging", "Optogenetic stimulation used to identify (tag) cell types")
+    module.add(
+        TimeSeries(
+            name="optotagging",
+            description="Duration of each light stimulus (data) at its onset (timestamps)",
+            data=frame["duration"].to_numpy(dtype=np.float64),
+            timestamps=frame["start_time"].to_numpy(dtype=np.float64),
+            unit="seconds",
+        )
+    )
+    module.add(
+        _time_intervals(
+            "optogenetic_stimulation",
+            "Optogenetic stimulation: one row per light stimulus",
+            frame,
+            {
+                "condition": "description of the light stimulus waveform",
+                "level": "light level (relative power) of the stimulus",
+                "stimulus_name": "name of the light stimulus waveform",
+                "duration": "duration of the light stimulus (s)",
+            },
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ProbeUnits:
+    probe: ProbeInputs
+    units: list[Unit]
+    grouping: units_mod.SpikeGrouping
+    waveforms: Optional[np.ndarray]  # units x samples x channels (V)
+    n_template_samples: int
+
+
+def probe_units(inputs: EcephysNwbInputs, probe: ProbeInputs) -> ProbeUnits:
+    """One probe's units: spikes grouped by unit with amplitudes (V), unknown clusters reported, mean waveforms."""
+    entity = _probe_entity(inputs, probe)
+    sorting = units_mod.load_sorting(paths=probe.sorting_paths(), entity=entity)
+    units = list(probe.units)
+    channel_ids = {c.id for c in probe.channels}
+    bad_peak = sorted({u.peak_channel_id for u in units} - channel_ids)
+    if bad_peak:
+        raise InputError(f"units name peak channels {bad_peak} that are not channels of the probe", entity=entity)
+    grouping = units_mod.units_from_sorting(
+        sorting,
+        np.array([u.id for u in units], dtype=np.int64),
+        np.array([u.cluster_id for u in units], dtype=np.int64),
+        sampling_rate_hz=probe.sampling_rate,
+        amplitude_scale_factor=probe.amplitude_scale_factor,
+        entity=entity,
+    )
+    waveforms = None
+    if sorting.mean_waveforms is not None:
+        if sorting.mean_waveforms.shape[2] != len(probe.channels):
+            raise InputError(
+                f"mean_waveforms has {sorting.mean_waveforms.shape[2]} channels but the probe has {len(probe.channels)}",
+                entity=entity,
+                path=probe.sorting_paths()["mean_waveforms"],
+            )
+        waveforms = units_mod.unit_mean_waveforms(
+            sorting.mean_waveforms, np.array([u.cluster_id for u in units]), probe.scale_mean_waveform_and_csd, entity=entity
+        )
+    return ProbeUnits(probe, units, grouping, waveforms, int(sorting.templates.shape[1]))
+
+
+def _units_table(per_probe: Sequence[ProbeUnits], electrode_rows: Mapping[int, int], electrodes_table, resolution: float):
+    from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
+    from pynwb.misc import Units
+
+    all_units = [u for pu in per_probe for u in pu.units]
+    ids = np.array([u.id for u in all_units], dtype=np.int64)
+    times, amps, ends = [], [], []
+    offset = 0
+    for pu in per_probe:
+        times.append(pu.grouping.spike_times)
+        amps.append(pu.grouping.values["spike_amplitudes"])
+        ends.append(pu.grouping.ends + offset)
+        offset += len(pu.grouping.spike_times)
+    flat_t = np.concatenate(times) if times else np.zeros(0)
+    flat_a = np.concatenate(amps) if amps else np.zeros(0)
+    flat_e = np.concatenate(ends).astype(np.int64) if ends else np.zeros(0, np.int64)
+
+    st = VectorData(name="spike_times", description="times (s) of the unit's spikes on the session clock", data=flat_t)
+    cols: list = [st, VectorIndex(name="spike_times_index", data=flat_e, target=st)]
+    sa = VectorData(name="spike_amplitudes", description="amplitude (V) of each spike, in step with spike_times", data=flat_a)
+    cols += [sa, VectorIndex(name="spike_amplitudes_index", data=flat_e.copy(), target=sa)]
+
+    def column(name, desc, values, dtype=None):
+        cols.append(VectorData(name=name, description=desc, data=np.asarray(values, dtype=dtype) if dtype else list(values)))
+
+    column("probe_id", "LIMS id of the unit's probe", [pu.probe.id for pu in per_probe for _ in pu.units], np.int64)
+    column("peak_channel_id", "id of the channel (electrode) with the largest waveform", [u.peak_channel_id for u in all_units], np.int64)
+    column("local_index", "index of the unit within its probe", [u.local_index for u in all_units], np.int64)
+    column("cluster_id", "spike-sorter cluster id of the unit within its probe", [u.cluster_id for u in all_units], np.int64)
+    column("quality", "curation label of the unit", [u.quality for u in all_units])
+    for metric, desc in UNIT_METRICS.items():
+        column(metric, desc, [np.nan if getattr(u, metric) is None else float(getattr(u, metric)) for u in all_units], np.float64)
+
+    have_wf = [pu.waveforms is not None for pu in per_probe]
+    if any(have_wf) and len(all_units):
+        n_samples = max(pu.waveforms.shape[1] if pu.waveforms is not None else pu.n_template_samples for pu in per_probe)
+        n_ch = max(len(pu.probe.channels) for pu in per_probe)
+        wf_dtype = np.result_type(*[pu.waveforms.dtype for pu in per_probe if pu.waveforms is not None])
+        wf = np.full((len(all_units), n_samples, n_ch), np.nan, dtype=wf_dtype)
+        el_flat, el_ends = [], []
+        row = 0
+        total = 0
+        for pu in per_probe:
+            n = len(pu.units)
+            if pu.waveforms is not None:
+                wf[row : row + n, : pu.waveforms.shape[1], : pu.waveforms.shape[2]] = pu.waveforms
+            probe_rows = np.array(
+                [electrode_rows[c.id] for c in sorted(pu.probe.channels, key=lambda c: c.probe_channel_number)], dtype=np.int64
+            )
+            el_flat.append(np.tile(probe_rows, n))
+            el_ends.append(total + len(probe_rows) * np.arange(1, n + 1, dtype=np.int64))
+            total += len(probe_rows) * n
+            row += n
+        cols.append(VectorData(name="waveform_mean", description="mean waveform (V) on every channel of the unit's probe "
+                                                                 "(samples x channels; channels as in the electrodes column)", data=wf))
+        el = DynamicTableRegion(name="electrodes", description="the channels of waveform_mean's last axis (all channels of the probe)",
+                                data=np.concatenate(el_flat), table=electrodes_table)
+        cols += [el, VectorIndex(name="electrodes_index", data=np.concatenate(el_ends), target=el)]
+    return Units(
+        name="units",
+        description="Units sorted by Kilosort from the Neuropixels probes, with quality metrics",
+        id=ids,
+        columns=cols,
+        resolution=resolution,
+        waveform_rate=float(per_probe[0].probe.sampling_rate) if per_probe else None,
+        waveform_unit="volts",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Session file
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _session_provenance(inputs: EcephysNwbInputs, probes: Sequence[ProbeInputs], config: BackendConfiguration) -> dict:
+    files: dict[str, Optional[str]] = {
+        "stimulus_table": inputs.stimulus_table_path,
+        "running_speed": inputs.running_speed_path,
+        "optotagging_table": inputs.optotagging_table_path,
+    }
+    for p in probes:
+        for field, path in p.sorting_paths().items():
+            files[f"{p.name}/{field}"] = path
+    params = {
+        "session_id": inputs.session_id,
+        "session_start_time": inputs.session_start_time,
+        "skip_probes": sorted(inputs.skip_probes),
+        "compression": config.tier,
+        "invalid_epochs": [e.model_dump() for e in inputs.invalid_epochs],
+        "session_metadata": inputs.session_metadata.model_dump(mode="json"),
+        "probes": [
+            {
+                "id": p.id, "name": p.name, "sampling_rate": p.sampling_rate, "amplitude_scale_factor": p.amplitude_scale_factor,
+                "scale_mean_waveform_and_csd": p.scale_mean_waveform_and_csd, "n_channels": len(p.channels), "n_units": len(p.units),
+                "records_sha256": hashlib.sha256(
+                    provenance_json({"channels": [c.model_dump(mode="json") for c in p.channels],
+                                     "units": [u.model_dump(mode="json") for u in p.units]}).encode()
+                ).hexdigest(),
+            }
+            for p in probes
+        ],
+    }
+    return provenance_record(writer="release_platform.nwb.ecephys.write_session_nwb", parameters=params, inputs=files)
+
+
+def _quiet_region_warnings(fn):
+    """Tables are built before they join the file, which makes hdmf warn that a region's target table
+    "does not share an ancestor"; it does once the file is assembled."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not share an ancestor.*")
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet_region_warnings
+def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfiguration | None = None,
+                          report: SessionBuildReport | None = None):
+    """The in-memory session ``NWBFile`` (see the module docstring); facts go into ``report``."""
+    report = report if report is not None else SessionBuildReport()
+    config = _backend(inputs, config)
+    probes = selected_probes(inputs)
+    provenance = _session_provenance(inputs, probes, config)
+    nwbfile = _new_nwbfile(
+        inputs,
+        kind="ecephys_session",
+        ids=[inputs.session_id],
+        description="Data and metadata for an Ecephys session",
+        provenance=provenance,
+        writer="release_platform.nwb.ecephys",
+    )
+    groups = [(p, p.channels, _add_probe_device(nwbfile, p, has_lfp=p.lfp is not None)) for p in probes]
+    electrode_rows = _add_electrodes(nwbfile, groups) if probes else {}
+
+    per_probe = [probe_units(inputs, p) for p in probes]
+    for pu in per_probe:
+        report.unknown_clusters[pu.probe.name] = dict(pu.grouping.unknown_clusters)
+        report.n_dropped_negative[pu.probe.name] = pu.grouping.n_dropped_negative
+        if pu.grouping.unknown_clusters:
+            msg = (f"{_probe_entity(inputs, pu.probe)}: {pu.grouping.n_unknown_spikes} spikes of clusters "
+                   f"{sorted(pu.grouping.unknown_clusters)} that no unit claims were dropped")
+            log.warning(msg)
+            report.warnings.append(msg)
+        if pu.grouping.n_dropped_negative:
+            msg = f"{_probe_entity(inputs, pu.probe)}: {pu.grouping.n_dropped_negative} spikes with negative times were dropped"
+            log.warning(msg)
+            report.warnings.append(msg)
+        if pu.probe.csd_path:
+            report.warnings.append(f"{_probe_entity(inputs, pu.probe)}: csd_path given but current source density is not written")
+    if per_probe and any(pu.units for pu in per_probe):
+        resolution = 1.0 / max(p.sampling_rate for p in probes)
+        nwbfile.units = _units_table(per_probe, electrode_rows, nwbfile.electrodes, resolution)
+        report.n_units = len(nwbfile.units.id)
+        report.n_spikes = int(sum(len(pu.grouping.spike_times) for pu in per_probe))
+
+    if inputs.stimulus_table_path:
+        for table in _stimulus_tables(inputs):
+            nwbfile.add_time_intervals(table)
+    for epoch in inputs.invalid_epochs:
+        if not epoch.end_time >= epoch.start_time:
+            raise InputError(f"invalid epoch {epoch.id} ends before it starts", entity=inputs.entity)
+        nwbfile.add_invalid_time_interval(start_time=epoch.start_time, stop_time=epoch.end_time,
+                                          tags=[epoch.type, str(epoch.id), epoch.label])
+    if inputs.running_speed_path:
+        _add_running(nwbfile, inputs)
+    if inputs.optotagging_table_path:
+        _add_optotagging(nwbfile, inputs)
+    return nwbfile
+
+
+def write_session_nwb(
+    inputs: EcephysNwbInputs, *, config: BackendConfiguration | None = None
+) -> tuple[WriteResult, SessionBuildReport]:
+    """Write the session file at ``inputs.output_path`` through the write protocol."""
+    config = _backend(inputs, config)
+    report = SessionBuildReport()
+    result = write_nwb(
+        inputs.output_path,
+        lambda: build_session_nwbfile(inputs, config=config, report=report),
+        entity=inputs.entity,
+        config=config,
+    )
+    return result, report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LFP files
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _read_index_array(path: str, entity: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if p.suffix == ".npy":
+        return np.asarray(units_mod.load_npy(p, entity=entity, mmap=False))
+    raise InputError(f"{what} must be a .npy file", entity=entity, path=p)
+
+
+def _lfp_parts(inputs: EcephysNwbInputs, probe: ProbeInputs, config: BackendConfiguration):
+    """Open the LFP source: data iterator, timestamps (iterator/array/None), channels, conversion."""
+    entity = _probe_entity(inputs, probe)
+    lfp = probe.lfp
+    if lfp is None:
+        raise InputError("the probe has no LFP input", entity=entity)
+    data_path = Path(lfp.input_data_path)
+    if not data_path.exists():
+        raise InputError("LFP data file is missing", entity=entity, path=data_path)
+    try:
+        with h5py.File(data_path, "r") as fh:
+            if "data" not in fh or not isinstance(fh["data"], h5py.Dataset):
+                raise InputError("LFP file has no dataset 'data'", entity=entity, path=data_path)
+            shape, dtype = fh["data"].shape, fh["data"].dtype
+            conversion_attr = fh["data"].attrs.get("conversion")
+            channels = fh["channels"][()] if (lfp.input_channels_path is None and "channels" in fh) else None
+            has_ts = "timestamps" in fh
+            ts_len = fh["timestamps"].shape[0] if has_ts else None
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot open LFP file (corrupt or truncated?): {exc}", entity=entity, path=data_path) from None
+    if len(shape) != 2:
+        raise InputError(f"LFP dataset 'data' has shape {shape}, expected samples x channels", entity=entity, path=data_path)
+    if lfp.input_channels_path is not None:
+        channels = _read_index_array(lfp.input_channels_path, entity, "LFP channels")
+    if channels is None:
+        raise InputError("no LFP channel list (dataset 'channels' or input_channels_path)", entity=entity, path=data_path)
+    channels = np.asarray(channels, dtype=np.int64).reshape(-1)
+    if len(channels) != shape[1]:
+        raise InputError(f"LFP has {shape[1]} columns but {len(channels)} channel numbers", entity=entity, path=data_path)
+    by_number = {c.probe_channel_number: c for c in probe.channels}
+    unknown = sorted(set(channels.tolist()) - set(by_number))
+    if unknown:
+        raise InputError(f"LFP channels {unknown} are not channels of the probe", entity=entity, path=data_path)
+    conversion = lfp.conversion if lfp.conversion is not None else (None if conversion_attr is None else float(conversion_attr))
+    if conversion is None:
+        if np.issubdtype(dtype, np.integer):
+            raise InputError("LFP samples are integers but no conversion (V/bit) is given (attribute or lfp.conversion)",
+                             entity=entity, path=data_path)
+        conversion = 1.0
+
+    timestamps = None
+    if lfp.input_timestamps_path is not None:
+        timestamps = _read_index_array(lfp.input_timestamps_path, entity, "LFP timestamps").astype(np.float64)
+        if len(timestamps) != shape[0]:
+            raise InputError(f"{len(timestamps)} LFP timestamps for {shape[0]} samples", entity=entity, path=lfp.input_timestamps_path)
+        regular = regular_rate(timestamps)
+        if regular:
+            timestamps = regular
+    elif has_ts:
+        if ts_len != shape[0]:
+            raise InputError(f"{ts_len} LFP timestamps for {shape[0]} samples", entity=entity, path=data_path)
+        if shape[0]:
+            try:
+                with h5py.File(data_path, "r") as fh:
+                    regular = regular_rate(fh["timestamps"])
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read LFP timestamps (corrupt?): {exc}", entity=entity, path=data_path) from None
+            timestamps = regular if regular else "h5"
+    data_cfg = config.for_location(f"acquisition/probe_{probe.id}_lfp/probe_{probe.id}_lfp_data/data")
+    row_bytes = max(shape[1] * np.dtype(dtype).itemsize, 1)
+    rows = max(1, min(int(shape[0]) or 1, int(inputs.lfp_chunk_mb * (1 << 20) // row_bytes)))
+    chunk = tuple(min(c, max(s, 1)) for c, s in zip(data_cfg.chunk_shape, shape)) if data_cfg.chunk_shape else (rows, max(shape[1], 1))
+    data_it = H5DatasetIterator(data_path, "data", entity=entity, chunk_shape=chunk, buffer_gb=inputs.lfp_buffer_gb)
+
+    if isinstance(timestamps, str):
+        ts_rows = max(1, min(int(shape[0]), 1 << 20))
+        try:
+            timestamps = H5DatasetIterator(data_path, "timestamps", entity=entity, chunk_shape=(ts_rows,), buffer_gb=inputs.lfp_buffer_gb)
+        except BaseException:
+            data_it.close()
+            raise
+    return data_it, timestamps, [by_number[int(n)] for n in channels], conversion, shape
+
+
+@_quiet_region_warnings
+def build_lfp_nwbfile(inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None):
+    """The in-memory LFP ``NWBFile`` of one probe; the samples stay on disk until written (streamed)."""
+    from pynwb.ecephys import LFP, ElectricalSeries
+
+    config = _backend(inputs, config)
+    lfp = probe.lfp
+    files = {"lfp_data": lfp.input_data_path if lfp else None,
+             "lfp_timestamps": lfp.input_timestamps_path if lfp else None,
+             "lfp_channels": lfp.input_channels_path if lfp else None}
+    params = {"session_id": inputs.session_id, "probe_id": probe.id, "probe_name": probe.name,
+              "lfp_sampling_rate": probe.lfp_sampling_rate, "temporal_subsampling_factor": probe.temporal_subsampling_factor,
+              "conversion": lfp.conversion if lfp else None, "compression": config.tier,
+              "session_metadata": inputs.session_metadata.model_dump(mode="json")}
+    data_it, timestamps, channels, conversion, shape = _lfp_parts(inputs, probe, config)
+    try:
+        provenance = provenance_record(writer="release_platform.nwb.ecephys.write_probe_lfp_nwb", parameters=params, inputs=files)
+        nwbfile = _new_nwbfile(
+            inputs,
+            kind="ecephys_probe_lfp",
+            ids=[inputs.session_id, probe.id],
+            description=f"LFP data and timestamps for probe {probe.name} (probe_id {probe.id}) of an Ecephys session",
+            provenance=provenance,
+            writer="release_platform.nwb.ecephys",
+        )
+        group = _add_probe_device(nwbfile, probe, has_lfp=True)
+        _add_electrodes(nwbfile, [(probe, channels, group)])
+        region = nwbfile.create_electrode_table_region(
+            region=list(range(len(channels))), description=f"LFP channels of {probe.name}"
+        )
+        kwargs: dict[str, Any] = {}
+        if timestamps is None:
+            kwargs.update(starting_time=0.0, rate=float(probe.lfp_sampling_rate))
+        elif isinstance(timestamps, tuple):  # regular: (starting_time, rate)
+            kwargs.update(starting_time=float(timestamps[0]), rate=float(timestamps[1]))
+        else:
+            kwargs["timestamps"] = timestamps
+        series = ElectricalSeries(
+            name=f"probe_{probe.id}_lfp_data",
+            description=f"Local field potential of {probe.name}, low-pass filtered and down-sampled",
+            data=data_it,
+            electrodes=region,
+            conversion=float(conversion),
+            filtering=DEFAULT_FILTERING,
+            **kwargs,
+        )
+        nwbfile.add_acquisition(LFP(name=f"probe_{probe.id}_lfp", electrical_series=series))
+    except BaseException:
+        data_it.close()
+        if isinstance(timestamps, H5DatasetIterator):
+            timestamps.close()
+        raise
+    return nwbfile
+
+
+def write_probe_lfp_nwb(
+    inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None
+) -> WriteResult:
+    """Write one probe's LFP file (streaming) through the write protocol."""
+    config = _backend(inputs, config)
+    return write_nwb(
+        lfp_output_path(inputs, probe),
+        lambda: build_lfp_nwbfile(inputs, probe, config=config),
+        entity=_probe_entity(inputs, probe),
+        config=config,
+    )
+
+
+def write_ecephys_nwb(inputs: EcephysNwbInputs, *, config: BackendConfiguration | None = None) -> EcephysNwbOutputs:
+    """Write the session file, then each selected probe's LFP file.
+
+    A failure of the session file raises (:class:`~release_platform.nwb.protocol.NwbWriteError`). A
+    failed LFP file does not stop the others: its message is in ``probe_outputs[i].error`` and ``errors``.
+    """
+    config = _backend(inputs, config)
+    probes = selected_probes(inputs)
+    session_result, report = write_session_nwb(inputs, config=config)
+    outputs, errors = [], []
+    for probe in probes:
+        out = ProbeOutput(id=probe.id, name=probe.name)
+        if probe.lfp is not None:
+            try:
+                out.nwb_path = os.fspath(write_probe_lfp_nwb(inputs, probe, config=config).path)
+            except InputError as exc:
+                out.error = str(exc)
+                errors.append(str(exc))
+                log.error("%s", exc)
+        outputs.append(out)
+    return EcephysNwbOutputs(
+        nwb_path=os.fspath(session_result.path),
+        probe_outputs=outputs,
+        unknown_clusters={name: {str(k): v for k, v in d.items()} for name, d in report.unknown_clusters.items()},
+        n_units=report.n_units,
+        n_spikes=report.n_spikes,
+        errors=errors,
+        warnings=report.warnings,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _open(path: str | os.PathLike) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("NWB file is missing", path=path)
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot open NWB file (corrupt or truncated?): {exc}", path=path) from None
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "O" and len(values) and isinstance(values.flat[0], bytes):
+        return np.array([v.decode() for v in values.flat], dtype=object).reshape(values.shape)
+    if values.dtype.kind == "S":
+        return np.char.decode(values, "utf-8").astype(object)
+    return values
+
+
+def _read_table(group: h5py.Group, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    ids = group["id"][()]
+    colnames = [c.decode() if isinstance(c, bytes) else str(c) for c in group.attrs.get("colnames", [])]
+    out: dict[str, Any] = {}
+    for name in colnames:
+        if columns is not None and name not in columns:
+            continue
+        ds = group[name]
+        if ds.dtype.kind == "O" and h5py.check_dtype(ref=ds.dtype) is not None:
+            continue  # object references (e.g. electrode group): use group_name / probe_id instead
+        if f"{name}_index" in group:
+            ends = group[f"{name}_index"][()].astype(np.int64)
+            flat = _decode(ds[()])
+            out[name] = np.split(flat, ends[:-1]) if len(ends) else []
+        else:
+            values = _decode(ds[()])
+            out[name] = list(values) if values.ndim > 1 else values
+    return pd.DataFrame(out, index=pd.Index(ids, name="id"))
+
+
+def read_units(path: str | os.PathLike, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The units table of a session file: one row per unit (index = unit id); ragged columns
+    (``spike_times``, ``spike_amplitudes``, ``electrodes``) as one array per row; ``waveform_mean`` as one
+    samples x channels array per row."""
+    with _open(path) as fh:
+        if "units" not in fh:
+            return pd.DataFrame(index=pd.Index([], name="id"))
+        return _read_table(fh["units"], columns)
+
+
+def read_electrodes(path: str | os.PathLike) -> pd.DataFrame:
+    """The electrodes table (index = channel id), without the object-reference ``group`` column."""
+    with _open(path) as fh:
+        return _read_table(fh["general/extracellular_ephys/electrodes"])
+
+
+def read_intervals(path: str | os.PathLike, name: str) -> pd.DataFrame:
+    """A ``TimeIntervals`` table under ``intervals/<name>`` (or a processing-module path such as
+    ``processing/optotagging/optogenetic_stimulation``)."""
+    with _open(path) as fh:
+        key = name if "/" in name else f"intervals/{name}"
+        if key not in fh:
+            raise InputError(f"no table {key!r} in the file", path=path)
+        return _read_table(fh[key])
+
+
+@dataclasses.dataclass
+class LfpData:
+    """LFP read back from a probe file: raw ``data`` (samples x channels), ``conversion`` (V per unit of
+    data), ``timestamps`` (s) and ``electrode_ids`` (channel ids of the columns)."""
+
+    data: Any
+    conversion: float
+    timestamps: Any
+    electrode_ids: np.ndarray
+
+    def volts(self, rows: slice = slice(None)) -> np.ndarray:
+        return np.asarray(self.data[rows], dtype=np.float64) * self.conversion
+
+
+@contextlib.contextmanager
+def open_lfp(path: str | os.PathLike) -> Iterator[LfpData]:
+    """The LFP of a probe file with ``data`` and ``timestamps`` as lazy h5py datasets (read slices)."""
+    fh = _open(path)
+    try:
+        acq = fh["acquisition"]
+        lfp_names = [k for k in acq if k.endswith("_lfp")]
+        if len(lfp_names) != 1:
+            raise InputError(f"expected one LFP container in acquisition, found {lfp_names}", path=path)
+        container = acq[lfp_names[0]]
+        series_names = list(container)
+        if len(series_names) != 1:
+            raise InputError(f"expected one ElectricalSeries in {lfp_names[0]}, found {series_names}", path=path)
+        es = container[series_names[0]]
+        data = es["data"]
+        if "timestamps" in es:
+            timestamps = es["timestamps"]
+        else:
+            start = float(es["starting_time"][()])
+            rate = float(es["starting_time"].attrs["rate"])
+            timestamps = start + np.arange(data.shape[0]) / rate
+        rows = es["electrodes"][()]
+        table_ids = fh["general/extracellular_ephys/electrodes/id"][()]
+        yield LfpData(data=data, conversion=float(data.attrs.get("conversion", 1.0)), timestamps=timestamps,
+                      electrode_ids=np.asarray(table_ids)[rows])
+    finally:
+        fh.close()
+
+
+def read_lfp(path: str | os.PathLike) -> LfpData:
+    """The LFP of a probe file loaded into memory (for tests and small files; use :func:`open_lfp` otherwise)."""
+    with open_lfp(path) as lfp:
+        return LfpData(data=lfp.data[()], conversion=lfp.conversion, timestamps=np.asarray(lfp.timestamps[()]),
+                       electrode_ids=lfp.electrode_ids)

@@ -1,0 +1,74 @@
+"""Ecephys assets on the demo session: units, session NWB, per-probe LFP NWB and their blocking checks."""
+
+from __future__ import annotations
+
+import dagster as dg
+import h5py
+import numpy as np
+import pytest
+
+from release_platform.nwb.ecephys import read_units
+
+
+def _run(demo_lims, instance, key="4001"):
+    from release_platform.definitions import defs
+
+    instance.add_dynamic_partitions("ecephys_session", [key])
+    return defs.resolve_job_def("ecephys_session_job").execute_in_process(
+        partition_key=key, instance=instance, raise_on_error=False
+    )
+
+
+@pytest.fixture
+def instance(monkeypatch, demo_lims):
+    monkeypatch.setenv("RELEASE_PLATFORM_LIMS_URL", demo_lims.url)
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _checks(result):
+    return {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+
+
+def test_session_and_lfp_nwb_pass_validation_and_inspector(demo_lims, instance, home):
+    result = _run(demo_lims, instance)
+    assert result.success
+    checks = _checks(result)
+    for name in ("ecephys_session_nwb_pynwb_valid", "ecephys_session_nwb_inspector",
+                 "ecephys_probe_lfp_nwb_pynwb_valid", "ecephys_probe_lfp_nwb_inspector"):
+        assert checks[name] is True, name
+    nwb = result.output_for_node("ecephys_session_nwb")["path"]
+    assert demo_lims.well_known_file("EcephysSession", 4001, "EcephysNwb") == home / "storage/ecephys_session_nwb/4001/ecephys_session_4001.nwb"
+    assert str(demo_lims.well_known_file("EcephysSession", 4001, "EcephysNwb")) == nwb
+
+    # every unit's spike train equals the generated one (grouped from the sorter output by cluster)
+    units = read_units(nwb)
+    for probe in demo_lims.ecephys_probes(4001):
+        sorting = probe["well_known_files"]["EcephysSortingDirectory"]
+        times = np.load(sorting / "spike_times.npy") / probe["sampling_rate_hz"]
+        clusters = np.load(sorting / "spike_clusters.npy")
+        for unit in probe["units"]:
+            expected = np.sort(times[clusters == unit["cluster_id"]])
+            got = np.asarray(units.loc[units.index == unit["id"], "spike_times"].iloc[0])
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+    # the orphan cluster of each probe is reported, not silently lost
+    unknown = result.output_for_node("ecephys_units")["unknown_clusters"]
+    with h5py.File(demo_lims.ecephys_probes(4001)[0]["well_known_files"]["GroundTruth"], "r") as truth:
+        orphans = {str(int(c)) for c in truth["orphan_cluster_ids"][()]}
+    assert set(unknown["probeA"]) == orphans
+
+
+def test_missing_lfp_fails_only_the_lfp_asset(demo_lims, instance, home, tmp_path):
+    probe = demo_lims.ecephys_probes(4001)[1]
+    demo_lims.register_file("EcephysProbe", probe["id"], "EcephysLfp", tmp_path / "absent_lfp.h5")
+    result = _run(demo_lims, instance)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [f.step_key for f in failures] == ["ecephys_probe_lfp_nwb"]
+    message = failures[0].event_specific_data.error.message
+    assert "ecephys_session 4001: LFP NWB failed for ['probeB']" in message and "absent_lfp.h5" in message
+    materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert {"ecephys_session_nwb", "ecephys_units", "ecephys_session_metadata"} <= materialized
+    assert (home / "storage/ecephys_probe_lfp_nwb/4001/lfp_probe_4101.nwb").exists()
+    assert not (home / "storage/ecephys_probe_lfp_nwb/4001/lfp_probe_4102.nwb").exists()

@@ -1,0 +1,224 @@
+"""The shared NWB write protocol, the backend configuration and the inspection helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import h5py
+import numpy as np
+import pytest
+from pynwb import NWBFile, TimeSeries
+
+import release_platform
+from data_fixtures.spec import corrupt_file
+from release_platform.errors import InputError
+from release_platform.nwb import config as C
+from release_platform.nwb import protocol as P
+from release_platform.nwb.inspection import inspect_nwb, validate_nwb
+
+START = dt.datetime(2022, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+
+
+def _source(path, n=1000, ch=3):
+    data = (np.arange(n * ch, dtype=np.int16) % 977).reshape(n, ch)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data)
+    return data
+
+
+def _builder(source, *, identifier="abc", columns=None):
+    def build():
+        nwb = NWBFile(
+            session_description="protocol test",
+            identifier=identifier,
+            session_start_time=START,
+            file_create_date=START,
+            source_script=P.provenance_json(P.provenance_record(writer="test", parameters={"x": 1}, inputs={"src": source})),
+            source_script_file_name="test",
+        )
+        it = P.H5DatasetIterator(source, "data", columns=columns, chunk_shape=(100, 1), buffer_gb=0.001)
+        nwb.add_acquisition(TimeSeries(name="streamed", data=it, unit="a.u.", rate=10.0, description="streamed from HDF5"))
+        nwb.add_acquisition(
+            TimeSeries(name="in_memory", data=np.linspace(0, 1, 50), timestamps=np.arange(50) * 0.1 + np.r_[0, np.zeros(49)],
+                       unit="a.u.", description="in memory")
+        )
+        nwb.add_trial(start_time=0.0, stop_time=1.0)
+        nwb.add_trial(start_time=2.0, stop_time=3.5)
+        return nwb
+
+    return build
+
+
+def test_write_validates_renames_and_records_provenance(tmp_path):
+    src = tmp_path / "src.h5"
+    data = _source(src)
+    out = tmp_path / "out" / "file.nwb"
+    result = P.write_nwb(out, _builder(src), entity="test_session 1")
+    assert out.exists() and not (tmp_path / "out" / "file.nwb.inprogress").exists()
+    assert not (tmp_path / "out" / "file.nwb.error").exists()
+    assert result.n_datasets_checked >= 6
+    assert validate_nwb(out) == []
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["acquisition/streamed/data"][()], data)
+        assert f["acquisition/streamed/data"].chunks == (100, 1)
+        assert f["acquisition/streamed/data"].compression == "gzip"
+        assert f["acquisition/streamed/data"].compression_opts == 4
+        assert f["acquisition/streamed/data"].shuffle
+    prov = P.read_provenance(out)
+    assert prov["version"] == release_platform.__version__
+    assert prov["parameters"] == {"x": 1}
+    assert prov["inputs"]["src"]["sha256"] == P.sha256_file(src)
+    assert prov["inputs"]["src"]["file"] == "src.h5"  # no directories: location-independent
+
+
+def test_two_writes_of_the_same_inputs_are_identical(tmp_path):
+    src = tmp_path / "src.h5"
+    _source(src)
+    a = P.write_nwb(tmp_path / "a.nwb", _builder(src), entity="e").path
+    b = P.write_nwb(tmp_path / "b.nwb", _builder(src), entity="e").path
+    assert P.sha256_file(a) == P.sha256_file(b)
+
+
+def test_corrupt_input_leaves_only_the_error_file(tmp_path):
+    src = tmp_path / "src.h5"
+    _source(src, n=20000)
+    corrupt_file(src)
+    out = tmp_path / "file.nwb"
+    with pytest.raises(P.NwbWriteError) as exc:
+        P.write_nwb(out, _builder(src), entity="test_session 7")
+    msg = str(exc.value)
+    assert "test_session 7" in msg and str(out) in msg and "src.h5" in msg
+    assert isinstance(exc.value, InputError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.nwb.error", "src.h5"]
+
+
+def test_failure_keeps_the_previous_good_file(tmp_path):
+    src = tmp_path / "src.h5"
+    _source(src)
+    out = tmp_path / "file.nwb"
+    P.write_nwb(out, _builder(src), entity="e")
+    good = P.sha256_file(out)
+
+    def boom():
+        raise InputError("the stimulus table is unreadable", path=tmp_path / "stim.csv")
+
+    with pytest.raises(P.NwbWriteError, match="stimulus table is unreadable"):
+        P.write_nwb(out, boom, entity="e")
+    assert P.sha256_file(out) == good
+    assert (tmp_path / "file.nwb.error").read_text().startswith("e: ")
+    # a later success clears the stale error file
+    P.write_nwb(out, _builder(src), entity="e")
+    assert not (tmp_path / "file.nwb.error").exists()
+
+
+class _Lying(P.H5DatasetIterator):
+    """Writes the source, then claims different values when re-read: the round trip must catch it."""
+
+    def __init__(self, *a, **k):
+        self.written = False
+        super().__init__(*a, **k)
+
+    def _get_data(self, selection):
+        block = super()._get_data(selection)
+        return block + 1 if self.written else block
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except StopIteration:
+            self.written = True
+            raise
+
+
+def test_round_trip_mismatch_is_an_error(tmp_path):
+    src = tmp_path / "src.h5"
+    _source(src)
+
+    def build():
+        nwb = _builder(src)()
+        nwb.add_acquisition(TimeSeries(name="lying", data=_Lying(src, "data", chunk_shape=(100, 3)), unit="a.u.", rate=1.0,
+                                       description="changes after writing"))
+        return nwb
+
+    with pytest.raises(P.NwbWriteError, match="round-trip.*lying"):
+        P.write_nwb(tmp_path / "f.nwb", build, entity="e")
+    assert (tmp_path / "f.nwb.error").exists() and not (tmp_path / "f.nwb").exists()
+
+
+def test_iterator_column_selection_and_missing_file(tmp_path):
+    src = tmp_path / "src.h5"
+    data = _source(src, n=300, ch=5)
+    P.write_nwb(tmp_path / "c.nwb", _builder(src, columns=[0, 2, 4]), entity="e")
+    with h5py.File(tmp_path / "c.nwb", "r") as f:
+        np.testing.assert_array_equal(f["acquisition/streamed/data"][()], data[:, [0, 2, 4]])
+    with pytest.raises(InputError, match="missing") as exc:
+        P.H5DatasetIterator(tmp_path / "nope.h5", "data", entity="probe Z")
+    assert "probe Z" in str(exc.value)
+
+
+def test_deterministic_identifier_and_regular_rate():
+    assert P.deterministic_identifier("ecephys_session", 5) == P.deterministic_identifier("ecephys_session", 5)
+    assert P.deterministic_identifier("ecephys_session", 5) != P.deterministic_identifier("ecephys_session", 6)
+    assert P.regular_rate(np.arange(10) / 2500.0) == pytest.approx((0.0, 2500.0))
+    assert P.regular_rate(np.array([0.0, 0.1, 0.3])) is None
+    ts = np.arange(1000) / 100.0 + 5.0
+    assert P.regular_rate(ts, block_rows=7) == pytest.approx((5.0, 100.0))
+    ts[500] += 1e-6
+    assert P.regular_rate(ts, block_rows=7) is None
+
+
+def test_configuration_is_keyed_by_location():
+    cfg = C.BackendConfiguration(
+        datasets={
+            "units/*": C.DatasetIOConfiguration(compression="lzf"),
+            "units/spike_times": C.DatasetIOConfiguration(compression_level=9),
+            "acquisition/*/data": C.DatasetIOConfiguration(chunk_shape=(1000, 8)),
+        }
+    )
+    assert cfg.for_location("units/spike_times").compression_level == 9
+    assert cfg.for_location("units/spike_amplitudes").compression == "lzf"
+    assert cfg.for_location("acquisition/lfp/lfp_data/data").chunk_shape == (1000, 8)
+    assert cfg.for_location("intervals/trials/start_time") == cfg.default
+    assert cfg.default.compression == "gzip" and cfg.default.compression_level == 4 and cfg.default.shuffle
+    kwargs = cfg.for_location("acquisition/x/data").h5_kwargs((500, 4))
+    assert kwargs["chunks"] == (500, 4)
+    with pytest.raises(InputError, match="dimensions"):
+        cfg.for_location("acquisition/x/data").h5_kwargs((500,))
+
+
+def test_internal_tier_needs_hdf5plugin(tmp_path):
+    if C.codec_available("blosc_zstd"):
+        cfg = C.BackendConfiguration.for_tier("internal")
+        assert cfg.default.compression == "blosc_zstd"
+        return
+    with pytest.raises(C.CodecUnavailableError, match="hdf5plugin"):
+        C.BackendConfiguration.for_tier("internal")
+    cfg = C.BackendConfiguration(default=C.DatasetIOConfiguration(compression="blosc_zstd"))
+    with pytest.raises(C.CodecUnavailableError, match="hdf5plugin"):
+        P.write_nwb(tmp_path / "x.nwb", lambda: None, entity="e", config=cfg)
+    assert list(tmp_path.iterdir()) == []  # failed before touching any file
+
+
+def test_configuration_applies_per_location(tmp_path):
+    src = tmp_path / "src.h5"
+    _source(src)
+    cfg = C.BackendConfiguration(datasets={"acquisition/in_memory/*": C.DatasetIOConfiguration(compression="none")})
+    result = P.write_nwb(tmp_path / "f.nwb", _builder(src), entity="e", config=cfg)
+    assert "acquisition/streamed/data" in result.locations
+    with h5py.File(tmp_path / "f.nwb", "r") as f:
+        assert f["acquisition/in_memory/data"].compression is None
+        assert f["intervals/trials/start_time"].compression == "gzip"
+
+
+def test_inspection_reports_counts_and_plain_messages(tmp_path):
+    src = tmp_path / "src.h5"
+    _source(src)
+    P.write_nwb(tmp_path / "f.nwb", _builder(src), entity="e")
+    report = inspect_nwb(tmp_path / "f.nwb")
+    assert set(report.counts) == {"ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION", "BEST_PRACTICE_SUGGESTION"}
+    # no Subject: the dandi config makes that CRITICAL
+    assert report.counts["CRITICAL"] >= 1
+    assert any(m["check_function_name"] == "check_subject_exists" for m in report.at("CRITICAL"))
+    json.dumps(report.as_dict())  # plain data
+    assert sum(report.counts.values()) == len(report.messages)
