@@ -22,14 +22,14 @@ from release_platform.lims.resource import LimsResource
 ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS]
 ASSET_CHECKS = [*OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS]
 
-# One job per session kind: every asset of that kind's group, for one partition.
+# One job per session kind: every asset partitioned by that kind (the same set a backfill targets).
 SESSION_JOBS = {
     kind: dg.define_asset_job(
         name=f"{kind}_job",
-        selection=dg.AssetSelection.groups(kind),
+        selection=dg.AssetSelection.assets(*[key for a in ASSETS if a.partitions_def == pdef for key in a.keys]),
         description=f"Process one {kind} partition end to end.",
     )
-    for kind in PARTITIONS_BY_KIND
+    for kind, pdef in PARTITIONS_BY_KIND.items()
 }
 
 # The release-level tables assemble every materialized session partition.

@@ -1,0 +1,152 @@
+"""Backfill per experiment container: the backfill objects target exactly the container's partitions, the
+CLI rejects an unknown container with exit status 2, and the Dagster daemon of a running ``dagster dev``
+executes the backfills over exactly those partitions and no other."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+
+import dagster as dg
+import pytest
+from dagster._core.execution.backfill import BulkActionStatus
+
+from data_fixtures.seed import Donor, register_container, register_donor
+from release_platform.assets.backfill import launch_experiment_backfill
+from release_platform.assets.partitions import PARTITIONS_BY_KIND
+from release_platform.definitions import defs
+from release_platform.lims import LimsClient
+from release_platform_tests.e2e.conftest import describe, platform_env, run_cli
+
+DOB = dt.datetime(2026, 1, 1)
+BACKFILL_WAIT_S = 300
+BACKFILL_LINE = re.compile(r"^backfill (\S+): 1 (\w+) partitions: (\S+)$", re.M)
+
+
+def _session_assets(asset_graph, kind: str) -> set[dg.AssetKey]:
+    """The assets a backfill of ``kind`` partitions must target: every asset partitioned by that kind."""
+    pdef = PARTITIONS_BY_KIND[kind]
+    keys = {k for k in asset_graph.materializable_asset_keys if asset_graph.get(k).partitions_def == pdef}
+    assert dg.AssetKey(f"{kind}_inputs") in keys
+    return keys
+
+
+def _targets(backfill) -> set[tuple[str, str]]:
+    """(asset, partition key) pairs a backfill targets."""
+    subset = backfill.asset_backfill_data.target_subset
+    assert not subset.non_partitioned_asset_keys
+    return {(ak.asset_key.to_user_string(), ak.partition_key) for ak in subset.iterate_asset_partitions()}
+
+
+def _add_minimal_sessions(lims: LimsClient) -> None:
+    """Just the rows container resolution needs: ophys sessions with planes, behavior sessions, containers."""
+    _, specimen = register_donor(lims, Donor("m1", "F", DOB))
+    donor = lims.lookup_id("donors", "external_donor_name", "m1")
+    lims.insert("ophys_sessions", [
+        {"id": i, "name": f"s{i}", "stimulus_name": "OPHYS_1_images_A", "date_of_acquisition": DOB, "specimen_id": specimen}
+        for i in (1001, 1002)
+    ])
+    lims.insert("ophys_experiments", [{"id": 1101, "ophys_session_id": 1001}, {"id": 1201, "ophys_session_id": 1002},
+                                      {"id": 1202, "ophys_session_id": 1002}])
+    lims.insert("behavior_sessions", [
+        {"id": i, "stimulus_name": "TRAINING_1_gratings", "date_of_acquisition": DOB, "donor_id": donor}
+        for i in (3001, 3002, 3003, 3101, 3102, 3103, 3104, 3105)
+    ])
+    register_container(lims, 901, "c901", "VisualBehavior", [("OphysExperiment", 1101), ("BehaviorSession", 3001),
+                                                              ("BehaviorSession", 3002)])
+    register_container(lims, 902, "c902", "VisualBehaviorMultiscope", [("OphysExperiment", 1201), ("OphysExperiment", 1202)])
+    register_container(lims, 903, "c903", "VisualBehavior", [("BehaviorSession", i) for i in (3101, 3102, 3103, 3104, 3105)])
+
+
+def test_launch_experiment_backfill_targets_exactly_the_container(lims):
+    _add_minimal_sessions(lims)
+    asset_graph = defs.resolve_asset_graph()
+    with dg.instance_for_test() as instance:
+        launched = launch_experiment_backfill(instance, asset_graph, lims, 901, batch_size=1)
+
+        assert sorted((b.kind, b.partition_keys) for b in launched) == [
+            ("behavior_session", ("3001",)), ("behavior_session", ("3002",)), ("ophys_session", ("1001",))
+        ]
+        stored = {b.backfill_id: instance.get_backfill(b.backfill_id) for b in launched}
+        assert set(stored) == {b.backfill_id for b in instance.get_backfills()}, "a backfill outside the launched ones"
+        for b in launched:
+            backfill = stored[b.backfill_id]
+            assert backfill.is_asset_backfill and backfill.status == BulkActionStatus.REQUESTED
+            expected = {(k.to_user_string(), key) for k in _session_assets(asset_graph, b.kind) for key in b.partition_keys}
+            assert _targets(backfill) == expected
+            assert backfill.tags["release_platform/experiment_container"] == "901"
+            assert backfill.tags["release_platform/kind"] == b.kind
+        # Only the container's sessions became partitions: not 1002 (container 902) nor 3003 (no container).
+        assert instance.get_dynamic_partitions("ophys_session") == ["1001"]
+        assert sorted(instance.get_dynamic_partitions("behavior_session")) == ["3001", "3002"]
+
+        # Batches: five sessions, at most two per backfill -> 2 + 2 + 1, covering each key exactly once.
+        batched = launch_experiment_backfill(instance, asset_graph, lims, 903, batch_size=2)
+        assert [len(b.partition_keys) for b in batched] == [2, 2, 1]
+        keys = [k for b in batched for k in b.partition_keys]
+        assert sorted(keys) == ["3101", "3102", "3103", "3104", "3105"]
+        for b in batched:
+            assert {key for _, key in _targets(instance.get_backfill(b.backfill_id))} == set(b.partition_keys)
+
+        # A two-plane container is one ophys session: one partition, not one per plane.
+        (meso,) = launch_experiment_backfill(instance, asset_graph, lims, 902, batch_size=1)
+        assert (meso.kind, meso.partition_keys) == ("ophys_session", ("1002",))
+
+
+def test_unknown_container_is_a_clear_error_with_exit_status_2(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = platform_env(home)
+    result = run_cli(env, "backfill", "--experiment", "999", timeout=120)
+    assert result.returncode == 2, describe(result)
+    assert "backfill" not in result.stdout, describe(result)
+    last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    assert last.startswith("error: ") and "experiment_container 999" in last and "unknown experiment container" in last, describe(result)
+    assert "Traceback" not in result.stderr, describe(result)
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert instance.get_backfills() == []
+
+
+@pytest.mark.slow
+def test_daemon_executes_the_container_backfills_over_exactly_its_partitions(platform):
+    with platform.instance() as instance:
+        assert instance.get_runs() == [] and instance.get_backfills() == []
+
+    result = run_cli(platform.env, "backfill", "--experiment", "901", "--batch-size", "1", "--wait", str(BACKFILL_WAIT_S),
+                     timeout=BACKFILL_WAIT_S + 60)
+    assert result.returncode == 0, f"{describe(result)}\n--- dagster dev log (tail)\n{platform.log_tail()}"
+    announced = {m.group(1): (m.group(2), m.group(3)) for m in BACKFILL_LINE.finditer(result.stdout)}
+    assert sorted(announced.values()) == [("behavior_session", "3001"), ("behavior_session", "3002"), ("ophys_session", "1001")], describe(result)
+
+    expected_pairs = {("ophys_session", "1001"), ("behavior_session", "3001"), ("behavior_session", "3002")}
+    asset_graph = defs.resolve_asset_graph()
+    with platform.instance() as instance:
+        backfills = {b.backfill_id: b for b in instance.get_backfills()}
+        assert set(backfills) == set(announced), "backfills besides the announced ones"
+        for backfill_id, (kind, key) in announced.items():
+            backfill = backfills[backfill_id]
+            assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, f"{backfill_id}: {backfill.status}"
+            assert _targets(backfill) == {(k.to_user_string(), key) for k in _session_assets(asset_graph, kind)}
+            assert backfill.tags["release_platform/experiment_container"] == "901"
+
+        # Every run belongs to one of these backfills, succeeded, and carries exactly its backfill's key.
+        runs = instance.get_runs()
+        assert runs, "the daemon launched no run"
+        runs_by_backfill = defaultdict(set)
+        for run in runs:
+            backfill_id = run.tags.get("dagster/backfill")
+            assert backfill_id in announced, f"run {run.run_id} is not from the experiment backfills: {run.tags}"
+            assert run.status == dg.DagsterRunStatus.SUCCESS, f"run {run.run_id}: {run.status}"
+            kind, key = announced[backfill_id]
+            assert run.tags.get("dagster/partition") == key, f"run {run.run_id} of backfill {backfill_id}: {run.tags}"
+            assert run.asset_selection and run.asset_selection <= _session_assets(asset_graph, kind)
+            runs_by_backfill[backfill_id].add(key)
+        assert {announced[b] for b in runs_by_backfill} == expected_pairs
+
+        # Materialized: exactly the container's partitions (not 1002, nor any other session).
+        for kind in PARTITIONS_BY_KIND:
+            expected = {key for k, key in expected_pairs if k == kind}
+            assert instance.get_materialized_partitions(dg.AssetKey(f"{kind}_inputs")) == expected, kind
+        assert instance.get_dynamic_partitions("ophys_session") == ["1001"]
+        assert sorted(instance.get_dynamic_partitions("behavior_session")) == ["3001", "3002"]
