@@ -20,7 +20,7 @@ from release_platform.lims import LimsClient
 from release_platform_tests.e2e.conftest import describe, platform_env, run_cli
 
 DOB = dt.datetime(2026, 1, 1)
-BACKFILL_WAIT_S = 300
+BACKFILL_WAIT_S = 600
 BACKFILL_LINE = re.compile(r"^backfill (\S+): 1 (\w+) partitions: (\S+)$", re.M)
 
 
