@@ -1,4 +1,4 @@
-"""``release-platform``: seed, demo, backfill, materialize and LIMS schema commands.
+"""``release-platform``: seed, demo, materialize, backfill, release, verify and LIMS schema commands.
 
 Everything runs on the embedded default (SQLite LIMS and Dagster instance under ``.release_platform/``)
 unless ``RELEASE_PLATFORM_LIMS_URL`` / ``RELEASE_PLATFORM_DAGSTER_PG_URL`` point elsewhere.
@@ -84,6 +84,20 @@ def run_release_metadata(instance, log_level: str = "WARNING"):
     return job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
 
 
+DEMO_RELEASE_VERSION = "1.0.0"
+
+
+def run_release(instance, version: str, log_level: str = "WARNING"):
+    """Assemble, stage and verify one release version (a ``release_version`` partition)."""
+    from release_platform.definitions import defs
+
+    if version not in instance.get_dynamic_partitions("release_version"):
+        instance.add_dynamic_partitions("release_version", [version])
+    job = defs.resolve_job_def("release_job")
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    return job.execute_in_process(partition_key=version, instance=instance, raise_on_error=False, run_config=run_config)
+
+
 def cmd_materialize(args) -> int:
     instance = _instance()
     sync_partitions(instance, _client())
@@ -132,7 +146,12 @@ def cmd_demo(args) -> int:
     result = run_release_metadata(instance)
     _print_result("release", "-", result)
     failures += 0 if result.success else 1
+    print(f"\nAssembling and verifying release {DEMO_RELEASE_VERSION}:")
+    result = run_release(instance, DEMO_RELEASE_VERSION)
+    _print_result("release_version", DEMO_RELEASE_VERSION, result)
+    failures += 0 if result.success else 1
     print(f"\nArtifacts under {storage_root()}")
+    print(f"Release tree under {storage_root() / 'release_manifest' / DEMO_RELEASE_VERSION}")
     print(f"LIMS at {client.safe_url}")
     print(f"{sum(len(k) for k in partitions.values())} partitions, {failures} failed, {time.monotonic() - started:.1f} s")
     print("Browse them with: make ui  (http://127.0.0.1:3000)")
@@ -214,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50, help="at most this many partitions per backfill")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait up to SECONDS for the backfills to finish")
     p.set_defaults(func=cmd_backfill)
+
+    from release_platform.release.commands import add_release_commands
+
+    add_release_commands(sub)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and daemon on 127.0.0.1 over the platform's instance")
     p.add_argument("--port", type=int, default=3000)

@@ -15,12 +15,13 @@ from release_platform.assets.nwb_ecephys import ECEPHYS_ASSETS, ECEPHYS_CHECKS
 from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS, RELEASE_GROUP
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
+from release_platform.assets.release import RELEASE_ASSETS, RELEASE_CHECKS, RELEASE_JOBS
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
 from release_platform.lims.resource import LimsResource
 
-ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS]
-ASSET_CHECKS = [*OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS]
+ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS]
+ASSET_CHECKS = [*OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS]
 
 # One job per session kind: every asset partitioned by that kind (the same set a backfill targets).
 SESSION_JOBS = {
@@ -46,6 +47,6 @@ defs = dg.Definitions(
     asset_checks=ASSET_CHECKS,
     resources=RESOURCES,
     sensors=[make_session_sensor(kind, job) for kind, job in SESSION_JOBS.items()],
-    jobs=[*SESSION_JOBS.values(), release_metadata_job, experiment_backfill_job],
+    jobs=[*SESSION_JOBS.values(), release_metadata_job, *RELEASE_JOBS, experiment_backfill_job],
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
 )

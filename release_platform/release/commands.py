@@ -1,0 +1,128 @@
+"""The ``release``, ``verify`` and ``changelog`` subcommands of ``release-platform``.
+
+``cli.py`` calls :func:`add_release_commands` with its subparsers; each subcommand sets ``func`` (returns the
+exit status). :class:`~release_platform.errors.InputError` propagates to the CLI's handler (exit 2, one message).
+
+::
+
+    release-platform release --project NAME --version X.Y.Z --layout allen|dandi --dest DIR
+    release-platform verify DIR [--manifest NAME]          # exit 1 if anything is missing, extra or mismatched
+    release-platform changelog OLD_MANIFEST NEW_MANIFEST
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from release_platform.release.layouts import LAYOUTS
+from release_platform.release.copy import VERIFY_MODES
+
+
+def _octal(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode (e.g. 644)") from None
+    if not 0 <= value <= 0o7777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode")
+    return value
+
+
+def _progress_printer(stream):
+    state = {"last": 0.0, "bytes": {}}
+
+    def progress(destination: str, done: int, size: int) -> None:
+        state["bytes"][destination] = done
+        now = time.monotonic()
+        if now - state["last"] >= 2.0:
+            state["last"] = now
+            print(f"  ... {sum(state['bytes'].values()) / 1e6:,.0f} MB copied", file=stream, flush=True)
+
+    return progress
+
+
+def cmd_release(args) -> int:
+    from release_platform.release.build import make_release
+
+    result = make_release(
+        args.dest,
+        args.project,
+        args.version,
+        layout=args.layout,
+        storage_root=args.storage_root,
+        tables=args.tables or None,
+        source_roots=args.source_root or None,
+        base_url=args.base_url,
+        max_workers=args.workers,
+        mode=args.mode,
+        verify=args.verify,
+        rehash=args.rehash,
+        prune=not args.keep_stale,
+        progress=_progress_printer(sys.stderr) if args.progress else None,
+    )
+    print(result.describe())
+    if args.check:
+        from release_platform.release.verify import verify_release
+
+        report = verify_release(result.project_dir, manifest=result.manifest_path, max_workers=args.workers)
+        print(report.describe())
+        return 0 if report.ok else 1
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from release_platform.release.verify import verify_release
+
+    report = verify_release(args.directory, manifest=args.manifest, max_workers=args.workers)
+    print(report.describe())
+    return 0 if report.ok else 1
+
+
+def cmd_changelog(args) -> int:
+    from release_platform.release.changelog import compare_manifests
+    from release_platform.release.manifest import load_manifest
+
+    print(compare_manifests(load_manifest(args.old), load_manifest(args.new)).summary())
+    return 0
+
+
+def add_release_commands(subparsers) -> None:
+    """Register ``release``, ``verify`` and ``changelog`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "release", help="copy the release tables' data files and the tables into a layout, with a manifest",
+        description="Discover the data files through the release-level metadata tables under the storage root, "
+                    "copy them (verified; unchanged files skipped; an interrupted release resumes) and the tables "
+                    "into DEST/<project>/ and write DEST/<project>/manifests/<project>_manifest_v<version>.json.")
+    p.add_argument("--project", required=True, help="project name (one path segment), e.g. visual-behavior-ophys")
+    p.add_argument("--version", required=True, help="semantic version of this release, e.g. 1.0.0")
+    p.add_argument("--layout", choices=sorted(LAYOUTS), default="allen")
+    p.add_argument("--dest", required=True, help="release root; the release goes to DEST/<project>/")
+    p.add_argument("--storage-root", help="where the metadata tables are (default: the platform storage root)")
+    p.add_argument("--tables", nargs="+", metavar="TABLE", help="release only these tables (default: every one found)")
+    p.add_argument("--source-root", action="append", metavar="DIR",
+                   help="directory data files may come from (repeatable; default: the storage root)")
+    p.add_argument("--base-url", help="URL the project directory is published under (default https://<project>-data.s3.amazonaws.com)")
+    p.add_argument("--workers", type=int, default=2, help="files copied in parallel (default 2)")
+    p.add_argument("--mode", type=_octal, default=0o644, help="octal mode of released files (default 644)")
+    p.add_argument("--verify", choices=VERIFY_MODES, default="sha256",
+                   help="check of each written file before it is renamed into place (default sha256: re-read it)")
+    p.add_argument("--rehash", action="store_true", help="re-digest sources instead of trusting unchanged size/mtime")
+    p.add_argument("--keep-stale", action="store_true", help="keep files of earlier versions that this one drops")
+    p.add_argument("--check", action="store_true", help="verify the release against its manifest afterwards")
+    p.add_argument("--progress", action="store_true", help="print progress to stderr")
+    p.set_defaults(func=cmd_release)
+
+    p = subparsers.add_parser("verify", help="re-hash a release against its manifest; exit 1 on any problem",
+                              description="Re-hash every file of a release against its manifest and report missing, "
+                                          "extra and mismatched files with their paths.")
+    p.add_argument("directory", help="release root (DEST) or project directory (DEST/<project>)")
+    p.add_argument("--manifest", help="manifest file name or path (default: the highest version)")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_verify)
+
+    p = subparsers.add_parser("changelog", help="what changed between two release manifests")
+    p.add_argument("old", help="older manifest JSON")
+    p.add_argument("new", help="newer manifest JSON")
+    p.set_defaults(func=cmd_changelog)

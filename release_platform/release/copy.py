@@ -1,0 +1,533 @@
+"""Verified, resumable, parallel copy of files into a release root.
+
+Per file (:func:`copy_files`):
+
+1. **skip if unchanged** — the ledger (:class:`Ledger`) remembers, per destination, the source's and the
+   destination's (size, mtime_ns, inode) and the digests. If both still match, the file is skipped and its
+   recorded digests reused: re-running a release on unchanged inputs reads and writes 0 bytes. With
+   ``rehash=True`` the source is re-digested instead of trusting its stat, and the file is skipped when the
+   destination has the same size and the recorded digest (this also adopts a destination left without a ledger
+   entry, after hashing it once).
+2. **one read** of the source feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`) and
+   the write of ``<name>.inprogress`` (created ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the
+   release root; see :class:`~.paths.SafeRoot`);
+3. ``fchmod`` to the configured mode, ``fsync``;
+4. **verify** the temporary file: ``verify="sha256"`` (default) re-reads it and compares its SHA-256 with the
+   source's; ``"size"`` only compares sizes;
+5. **rename** onto the final name, fsync the directory, then append the ledger entry (fsynced).
+
+A failure (or an interruption) at any point removes the temporary file, so no partial file is ever left under
+a final name; files completed before it are in the ledger, so a re-run resumes with the rest. A temporary
+file left behind by a hard kill is replaced on the next run (and reported as extra by ``verify``).
+
+Files are copied in parallel by a bounded thread pool; the digests of one block also run in parallel
+(hashlib and file I/O release the GIL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Optional, Sequence
+
+from release_platform.errors import InputError
+from release_platform.release.digests import RELEASE_DIGESTS, Digests, MultiDigest, block_sizes, digest_file, read_blocks
+from release_platform.release.paths import SafeRoot, commit, open_temp, release_parts, temp_name
+
+Verify = Literal["sha256", "size"]
+VERIFY_MODES = ("sha256", "size")
+Progress = Callable[[str, int, int], None]  # (destination, bytes done in this file, file size)
+
+
+class CopyMismatch(InputError):
+    """The written file does not match what was read from the source."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    size: int
+    mtime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "Fingerprint":
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class CopyEntry:
+    """Copy ``source`` (an absolute, already checked path) to ``destination`` (relative to the release root).
+
+    ``digests``: the source's digests when already known (e.g. from a staging record); required for
+    ``link=True``, where the file is hard-linked instead of copied.
+    """
+
+    source: str
+    destination: str
+    key: Optional[str] = None
+    digests: Optional[Digests] = None
+
+
+@dataclass
+class CopyRecord:
+    source: str
+    destination: str
+    key: Optional[str]
+    digests: Digests
+    copied: bool  # False: skipped as unchanged
+    bytes_copied: int
+    linked: bool = False
+    destination_digest: Optional[str] = None  # the verification digest of the written file (hex)
+    comparison_passed: bool = True
+
+
+@dataclass
+class CopyReport:
+    records: list[CopyRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def bytes_copied(self) -> int:
+        return sum(r.bytes_copied for r in self.records)
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(r.digests.size for r in self.records)
+
+    @property
+    def files_copied(self) -> int:
+        return sum(1 for r in self.records if r.copied)
+
+    @property
+    def files_skipped(self) -> int:
+        return sum(1 for r in self.records if not r.copied)
+
+    def describe(self) -> str:
+        rate = self.bytes_copied / self.seconds / 1e6 if self.seconds > 0 else 0.0
+        return (f"{len(self.records)} files ({self.bytes_total:,} bytes): {self.files_copied} copied "
+                f"({self.bytes_copied:,} bytes, {rate:.0f} MB/s), {self.files_skipped} unchanged; {self.seconds:.2f} s")
+
+
+# --- ledger ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    destination: str
+    source: str
+    source_fp: Fingerprint
+    dest_fp: Fingerprint
+    digests: Digests
+
+    def to_json(self) -> dict:
+        return {"destination": self.destination, "source": self.source, "source_fp": list(vars(self.source_fp).values()),
+                "dest_fp": list(vars(self.dest_fp).values()), "digests": self.digests.as_dict()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LedgerEntry":
+        return cls(data["destination"], data["source"], Fingerprint(*data["source_fp"]), Fingerprint(*data["dest_fp"]),
+                   Digests.from_dict(data["digests"]))
+
+
+class Ledger:
+    """What was copied where, with which digests: an append-only JSON-lines journal under a release root.
+
+    Each completed file appends one line and fsyncs, so an interrupted run keeps every completed file; a torn
+    last line (a crash mid-append) is ignored. :meth:`compact` rewrites it atomically with one line per file.
+    """
+
+    def __init__(self, root: SafeRoot, relpath: str):
+        self.root = root
+        self.relpath = relpath
+        self._lock = threading.Lock()
+        self._entries: dict[str, LedgerEntry] = {}
+        raw = root.read_bytes(relpath)
+        for line in (raw or b"").splitlines():
+            try:
+                entry = LedgerEntry.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue  # torn or foreign line: that file is simply copied again
+            self._entries[entry.destination] = entry
+        self._fd: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, destination: str) -> Optional[LedgerEntry]:
+        return self._entries.get(destination)
+
+    def destinations(self) -> set[str]:
+        return set(self._entries)
+
+    def _open(self) -> int:
+        if self._fd is None:
+            parts = release_parts(self.relpath)
+            with self.root.directory(parts[:-1]) as dfd:
+                self._fd = os.open(parts[-1], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                                   | getattr(os, "O_CLOEXEC", 0), 0o644, dir_fd=dfd)
+        return self._fd
+
+    def record(self, entry: LedgerEntry) -> None:
+        line = (json.dumps(entry.to_json(), sort_keys=True) + "\n").encode()
+        with self._lock:
+            fd = self._open()
+            os.write(fd, line)
+            os.fsync(fd)
+            self._entries[entry.destination] = entry
+
+    def forget(self, destinations: Iterable[str]) -> None:
+        with self._lock:
+            for d in destinations:
+                self._entries.pop(d, None)
+
+    def compact(self) -> None:
+        with self._lock:
+            self.close()
+            data = "".join(json.dumps(self._entries[d].to_json(), sort_keys=True) + "\n" for d in sorted(self._entries))
+            self.root.write_bytes(self.relpath, data.encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# --- copying --------------------------------------------------------------------------------------------------
+
+_buffers = threading.local()
+
+
+def _buffer(size: int) -> bytearray:
+    """This thread's reusable read buffer, grown to at least ``size`` bytes (the largest block of a file)."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _buffers.buf = bytearray(size)
+    return buf
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    done = 0
+    while done < len(view):
+        done += os.write(fd, view[done:])
+
+
+def _verify_digest_name(algorithms: Sequence[str]) -> str:
+    """The digest the written file is re-checked with: the first (primary) algorithm."""
+    return algorithms[0] if algorithms else "sha256"
+
+
+def _digest_fd(fd: int, size: int, algorithm: str) -> Digests:
+    """Digest an open file by positioned reads (the descriptor's offset is left alone)."""
+    md = MultiDigest(size, (algorithm,))
+    buf = memoryview(_buffer(max(block_sizes(size), default=0)))
+    offset = 0
+    for n in block_sizes(size):
+        got = 0
+        while got < n:
+            r = os.preadv(fd, [buf[got:n]], offset + got)
+            if not r:
+                raise CopyMismatch(f"written file is shorter than {size} bytes")
+            got += r
+        md.update(buf[:n])
+        offset += n
+    return md.finalize()
+
+
+@dataclass
+class _Options:
+    mode: int
+    verify: Verify
+    algorithms: tuple[str, ...]
+    rehash: bool
+    link: bool
+    on_mismatch: Literal["raise", "keep"]
+    progress: Optional[Progress]
+    executor: Optional[ThreadPoolExecutor]
+    stop: threading.Event
+
+
+def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digests, os.stat_result, Optional[str], bool]:
+    """Copy one file through a temporary name; returns (source digests, final stat, verify digest, passed)."""
+    parts = release_parts(entry.destination)
+    where = root.path.joinpath(*parts)
+    with root.directory(parts[:-1]) as dfd, open(entry.source, "rb", buffering=0) as src:
+        size = os.fstat(src.fileno()).st_size
+        tmp = temp_name(parts[-1])
+        out = open_temp(dfd, tmp, 0o600)
+        try:
+            md = MultiDigest(size, opts.algorithms, opts.executor)
+            done = 0
+            for block in read_blocks(src, size, _buffer(max(block_sizes(size), default=0))):
+                if opts.stop.is_set():
+                    raise InputError("copy cancelled because another file failed", path=entry.source)
+                if opts.executor is not None:
+                    writer = opts.executor.submit(_write_all, out, block)
+                    md.update(block)
+                    writer.result()
+                else:
+                    md.update(block)
+                    _write_all(out, block)
+                done += len(block)
+                if opts.progress is not None:
+                    opts.progress(entry.destination, done, size)
+            if src.read(1):
+                raise InputError("source grew while being copied", path=entry.source)
+            digests = md.finalize()
+            os.fchmod(out, opts.mode)
+            os.fsync(out)
+            written = os.fstat(out).st_size
+            if written != size:
+                raise CopyMismatch(f"wrote {written} bytes, read {size}", path=where)
+            check_digest, passed = None, True
+            if opts.verify == "sha256" and opts.algorithms:
+                name = _verify_digest_name(opts.algorithms)
+                check_digest = _digest_fd(out, size, name).get(name)
+                passed = check_digest == digests.get(name)
+                if not passed and opts.on_mismatch == "raise":
+                    raise CopyMismatch(f"{name} of the written file {check_digest} differs from the source's "
+                                       f"{digests.get(name)}", path=where)
+        except BaseException:
+            os.close(out)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.close(out)
+        commit(dfd, tmp, parts[-1], where=where)
+        final = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+    return digests, final, check_digest, passed
+
+
+def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.stat_result]:
+    """Hard-link the source into place (same filesystem); None if linking is not possible here."""
+    parts = release_parts(entry.destination)
+    where = root.path.joinpath(*parts)
+    with root.directory(parts[:-1]) as dfd:
+        tmp = temp_name(parts[-1])
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dfd)
+        try:
+            os.link(entry.source, tmp, dst_dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                return None
+            raise
+        try:
+            st = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+            if entry.digests is not None and st.st_size != entry.digests.size:
+                raise CopyMismatch(f"has {st.st_size} bytes, its record says {entry.digests.size}", path=entry.source)
+            if stat.S_IMODE(st.st_mode) != opts.mode:
+                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+                try:
+                    os.fchmod(fd, opts.mode)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        commit(dfd, tmp, parts[-1], where=where)
+        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+
+
+def _fix_mode(root: SafeRoot, destination: str, st: os.stat_result, mode: int) -> None:
+    if stat.S_IMODE(st.st_mode) == mode:
+        return
+    parts = release_parts(destination)
+    with root.directory(parts[:-1], create=False) as dfd:
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+
+def _same_digests(a: Digests, b: Digests) -> bool:
+    return a.size == b.size and not a.differences(b) and any(
+        getattr(a, n) is not None and getattr(b, n) is not None for n in RELEASE_DIGESTS)
+
+
+def _copy_one(entry: CopyEntry, root: SafeRoot, ledger: Optional[Ledger], opts: _Options) -> CopyRecord:
+    try:
+        src_st = os.stat(entry.source)
+    except FileNotFoundError:
+        raise InputError("source file is missing", path=entry.source) from None
+    if not stat.S_ISREG(src_st.st_mode):
+        raise InputError("source is not a regular file", path=entry.source)
+    dst_st = root.lstat(entry.destination)
+    if dst_st is not None and not stat.S_ISREG(dst_st.st_mode) and not stat.S_ISLNK(dst_st.st_mode):
+        raise InputError("destination exists and is not a regular file", path=root.file_path(entry.destination))
+    prev = ledger.get(entry.destination) if ledger is not None else None
+    dst_known = (prev is not None and dst_st is not None and stat.S_ISREG(dst_st.st_mode)
+                 and Fingerprint.of(dst_st) == prev.dest_fp)
+    src_fp = Fingerprint.of(src_st)
+
+    def skipped(digests: Digests) -> CopyRecord:
+        _fix_mode(root, entry.destination, dst_st, opts.mode)
+        if ledger is not None and (prev is None or prev.source != entry.source or prev.source_fp != src_fp
+                                   or prev.digests != digests):
+            ledger.record(LedgerEntry(entry.destination, entry.source, src_fp, Fingerprint.of(dst_st), digests))
+        return CopyRecord(entry.source, entry.destination, entry.key, digests, False, 0)
+
+    if not opts.rehash and dst_known and prev.source == entry.source and prev.source_fp == src_fp and (
+            entry.digests is None or _same_digests(entry.digests, prev.digests)):
+        return skipped(prev.digests)
+    if opts.rehash and dst_st is not None and stat.S_ISREG(dst_st.st_mode) and dst_st.st_size == src_st.st_size:
+        source_digests = entry.digests or digest_file(entry.source, opts.algorithms, opts.executor)
+        recorded = prev.digests if dst_known else digest_file(
+            root.file_path(entry.destination), opts.algorithms, opts.executor)
+        if _same_digests(source_digests, recorded):
+            return skipped(source_digests)
+
+    linked, check_digest, passed = False, None, True
+    final = None
+    if opts.link and entry.digests is not None:
+        final = _link_data(entry, root, opts)
+        linked = final is not None
+    if final is not None:
+        digests = entry.digests
+    else:
+        digests, final, check_digest, passed = _copy_data(entry, root, opts)
+        if entry.digests is not None and not _same_digests(entry.digests, digests):
+            raise CopyMismatch(f"content differs from its record ({', '.join(entry.digests.differences(digests))}); "
+                               "the source changed after it was digested", path=entry.source)
+    if ledger is not None:
+        ledger.record(LedgerEntry(entry.destination, entry.source, src_fp, Fingerprint.of(final), digests))
+    return CopyRecord(entry.source, entry.destination, entry.key, digests, True, 0 if linked else digests.size,
+                      linked=linked, destination_digest=check_digest, comparison_passed=passed)
+
+
+def copy_files(
+    entries: Sequence[CopyEntry],
+    root: SafeRoot | str | os.PathLike,
+    *,
+    ledger: Optional[Ledger] = None,
+    mode: int = 0o644,
+    max_workers: int = 2,
+    digest_threads: int = 2,
+    verify: Verify = "sha256",
+    rehash: bool = False,
+    link: bool = False,
+    algorithms: Sequence[str] = RELEASE_DIGESTS,
+    on_mismatch: Literal["raise", "keep"] = "raise",
+    progress: Optional[Progress] = None,
+) -> CopyReport:
+    """Copy ``entries`` under ``root`` (see the module docstring); records come back in entry order.
+
+    On the first failure no new file is started, files in flight stop at their next block, and the first error
+    is raised (an :class:`InputError` naming the file); completed files stay recorded in ``ledger``.
+    """
+    if verify not in VERIFY_MODES:
+        raise InputError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+    root = root if isinstance(root, SafeRoot) else SafeRoot(root)
+    seen: dict[str, str] = {}
+    for e in entries:
+        release_parts(e.destination)
+        if e.destination in seen and seen[e.destination] != e.source:
+            raise InputError(f"two sources for one destination: {seen[e.destination]} and {e.source}",
+                             path=root.file_path(e.destination))
+        seen[e.destination] = e.source
+    unique = list({e.destination: e for e in entries}.values())
+    started = time.perf_counter()
+    stop = threading.Event()
+    results: dict[str, CopyRecord] = {}
+    executor = ThreadPoolExecutor(max_workers=digest_threads, thread_name_prefix="digest") if digest_threads > 1 else None
+    opts = _Options(mode, verify, tuple(algorithms), rehash, link, on_mismatch, progress, executor, stop)
+
+    def run(entry: CopyEntry) -> CopyRecord:
+        if stop.is_set():
+            raise InputError("not started because another file failed", path=entry.source)
+        try:
+            return _copy_one(entry, root, ledger, opts)
+        except InputError:
+            raise
+        except OSError as exc:
+            raise InputError(f"copy to {root.file_path(entry.destination)} failed: {exc.strerror or exc}",
+                             path=entry.source) from exc
+
+    first_error: Optional[BaseException] = None
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="copy") as pool:
+            futures = {pool.submit(run, e): e for e in unique}
+            try:
+                for future in as_completed(futures):
+                    try:
+                        results[futures[future].destination] = future.result()
+                    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the pool drains
+                        if first_error is None:
+                            first_error = exc
+                            stop.set()
+                            for f in futures:
+                                f.cancel()
+            except BaseException:  # Ctrl-C in this thread: files in flight stop at their next block
+                stop.set()
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+    if first_error is not None:
+        raise first_error
+    return CopyReport([results[e.destination] for e in unique], time.perf_counter() - started)
+
+
+# --- directories ------------------------------------------------------------------------------------------------
+
+
+def tree_entries(source_dir: str | os.PathLike, destination: str, *, key: Optional[str] = None) -> list[CopyEntry]:
+    """One :class:`CopyEntry` per file under ``source_dir`` (recursively), mirrored under ``destination``.
+
+    A symlink inside the tree is copied as the file it points to if that file is inside the tree; a symlink
+    pointing out of the tree (or to a directory) is refused.
+    """
+    base = Path(os.path.realpath(source_dir))
+    if not base.is_dir():
+        raise InputError("not a directory", path=source_dir)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        for d in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):
+                raise InputError("symlinked directory inside a copied tree; refused", path=os.path.join(dirpath, d))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            real = Path(os.path.realpath(path))
+            if os.path.commonpath([real, base]) != str(base):
+                raise InputError(f"symlink points out of the copied tree (to {real}); refused", path=path)
+            if not real.is_file():
+                raise InputError("not a regular file", path=path)
+            rel = path.relative_to(base).as_posix()
+            out.append(CopyEntry(str(real), f"{destination}/{rel}", key))
+    return out
+
+
+def compare_trees(source_dir: str | os.PathLike, dest_dir: str | os.PathLike, algorithm: str = "sha256") -> list[str]:
+    """Differences between two directory trees, compared recursively by relative path and content digest.
+
+    (The AllenSDK copy utility paired absolute paths from the two trees, so every pair 'differed', and only
+    reached the content comparison inside that branch.) Returns human-readable problems; empty if equal.
+    """
+    def listing(top: Path) -> dict[str, Path]:
+        out = {}
+        for dirpath, _, filenames in os.walk(top, followlinks=False):
+            for name in filenames:
+                p = Path(dirpath) / name
+                out[p.relative_to(top).as_posix()] = p
+        return out
+
+    src, dst = listing(Path(source_dir)), listing(Path(dest_dir))
+    problems = [f"{rel}: only in the source" for rel in sorted(set(src) - set(dst))]
+    problems += [f"{rel}: only in the destination" for rel in sorted(set(dst) - set(src))]
+    for rel in sorted(set(src) & set(dst)):
+        a = digest_file(src[rel], (algorithm,))
+        b = digest_file(dst[rel], (algorithm,))
+        if a.size != b.size or a.get(algorithm) != b.get(algorithm):
+            problems.append(f"{rel}: content differs ({algorithm} {a.get(algorithm)} vs {b.get(algorithm)})")
+    return problems
