@@ -12,6 +12,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partiti
 from release_platform.assets.backfill import experiment_backfill_job
 from release_platform.assets.inputs import INPUT_ASSETS
 from release_platform.assets.nwb_ecephys import ECEPHYS_ASSETS, ECEPHYS_CHECKS
+from release_platform.assets.nwb_ophys import NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS
 from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS, RELEASE_GROUP
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
@@ -20,8 +21,8 @@ from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
 from release_platform.lims.resource import LimsResource
 
-ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS]
-ASSET_CHECKS = [*OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS]
+ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS]
+ASSET_CHECKS = [*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS]
 
 # One job per session kind: every asset partitioned by that kind (the same set a backfill targets).
 SESSION_JOBS = {

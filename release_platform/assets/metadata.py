@@ -47,6 +47,8 @@ NWB_ASSET_NAMES = {
 
 # per-session asset -> the NWB assets whose files its rows link to (built first, in the same partition)
 NWB_DEPS = {
+    "behavior_session_metadata": ("behavior_nwb",),
+    "ophys_experiment_metadata": ("behavior_ophys_nwb",),
     "ecephys_session_metadata": ("ecephys_session_nwb",),
 }
 

@@ -1,0 +1,163 @@
+"""Behavior-ophys and behavior NWB assets (thin wiring around :mod:`release_platform.nwb.ophys` and
+:mod:`release_platform.nwb.behavior`, the same writers the ``write_ophys_nwb`` module runs).
+
+* ``behavior_ophys_nwb`` (``ophys_session`` partition): one ``behavior_ophys_experiment_<id>.nwb`` per imaging
+  plane under ``<storage>/behavior_ophys_nwb/<session>/``, from the validated inputs, the trace assets and,
+  when LIMS links one, the behavior session recorded with it (trials, licks, rewards).
+* ``behavior_nwb`` (``behavior_session`` partition): ``behavior_session_<id>.nwb`` under
+  ``<storage>/behavior_nwb/<session>/``.
+
+Each produced file is registered in LIMS (``BehaviorOphysNwb`` on the ophys experiment, ``BehaviorNwb`` on the
+behavior session) once every file of the partition is written and verified by the write protocol; this is the
+one LIMS write-back place for these files. Blocking, partitioned checks per asset: PyNWB validation, and NWB
+Inspector with the dandi config (zero CRITICAL, zero BEST_PRACTICE_VIOLATION; suggestions counted in metadata).
+"""
+
+import time
+import warnings
+from typing import Literal
+
+import dagster as dg
+
+from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result
+from release_platform.assets.partitions import PARTITIONS_BY_KIND
+from release_platform.assets.resources import StorageResource
+from release_platform.errors import InputError
+from release_platform.inputs import BehaviorSessionInputs, OphysSessionInputs, resolve_session
+from release_platform.lims.resource import LimsResource
+from release_platform.nwb import behavior as behavior_nwb_writer
+from release_platform.nwb import ophys as ophys_nwb_writer
+
+OPHYS = PARTITIONS_BY_KIND["ophys_session"]
+BEHAVIOR = PARTITIONS_BY_KIND["behavior_session"]
+
+
+class NwbConfig(dg.Config):
+    """``compression``: ``release`` (gzip, default), ``fast`` (LZF) or ``internal`` (Blosc-zstd; needs hdf5plugin)."""
+
+    compression: Literal["release", "internal", "fast"] = "release"
+
+
+def _failure(context, exc: InputError, kind: str) -> dg.Failure:
+    message = str(exc.with_entity(f"{kind} {context.partition_key}"))
+    context.log.error(message)
+    return dg.Failure(description=message, allow_retries=False)
+
+
+@dg.asset(
+    partitions_def=OPHYS,
+    group_name="ophys_session",
+    kinds={"nwb"},
+    description="One NWB file per imaging plane (behavior_ophys_experiment_<id>.nwb): ROIs, all trace sets, dF/F, "
+                "projections, motion correction, stimulus, running and the linked behavior session's trials, licks, rewards.",
+)
+def behavior_ophys_nwb(
+    context: dg.AssetExecutionContext,
+    config: NwbConfig,
+    ophys_session_inputs: OphysSessionInputs,
+    roi_traces: dict,
+    neuropil_traces: dict,
+    demixed_traces: dict,
+    neuropil_corrected_traces: dict,
+    dff_traces: dict,
+    lims: LimsResource,
+    storage: StorageResource,
+) -> dict:
+    started = time.monotonic()
+    key = context.partition_key
+    client = lims.get_client()
+    out_dir = storage.dir_for("behavior_ophys_nwb", key)
+    written: dict[str, dict] = {}
+    try:
+        behavior_id = client.linked_behavior_session("ophys_session", key)
+        behavior = resolve_session(client, "behavior_session", behavior_id) if behavior_id is not None else None
+        for plane in ophys_session_inputs.planes:
+            pid = str(plane.ophys_experiment_id)
+            inputs = ophys_nwb_writer.OphysNwbInputs.from_session(
+                ophys_session_inputs, plane, output_dir=out_dir,
+                roi_traces=roi_traces[pid], neuropil_traces=neuropil_traces[pid], demixed_traces=demixed_traces[pid],
+                neuropil_corrected_traces=neuropil_corrected_traces[pid], dff_traces=dff_traces[pid],
+                behavior_session=behavior, compression=config.compression,
+            )
+            result = ophys_nwb_writer.write_behavior_ophys_nwb(inputs)
+            written[pid] = {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes,
+                            "n_datasets_checked": result.n_datasets_checked}
+    except InputError as exc:
+        raise _failure(context, exc, "ophys_session") from None
+    for pid, rec in written.items():
+        client.register_file("OphysExperiment", int(pid), "BehaviorOphysNwb", rec["path"])
+    context.add_output_metadata(
+        {
+            "files": dg.MetadataValue.json({pid: rec["path"] for pid, rec in written.items()}),
+            "size_bytes": sum(rec["n_bytes"] for rec in written.values()),
+            "datasets_verified": sum(rec["n_datasets_checked"] for rec in written.values()),
+            "behavior_session_id": -1 if behavior_id is None else int(behavior_id),
+            "compression": config.compression,
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return {"planes": written, "behavior_session_id": behavior_id}
+
+
+@dg.asset(
+    partitions_def=BEHAVIOR,
+    group_name="behavior_session",
+    kinds={"nwb"},
+    description="The behavior session's NWB file (behavior_session_<id>.nwb): trials, licks, rewards, running, "
+                "stimulus presentations.",
+)
+def behavior_nwb(
+    context: dg.AssetExecutionContext,
+    config: NwbConfig,
+    behavior_session_inputs: BehaviorSessionInputs,
+    lims: LimsResource,
+    storage: StorageResource,
+) -> dict:
+    started = time.monotonic()
+    key = context.partition_key
+    try:
+        inputs = behavior_nwb_writer.BehaviorNwbInputs.from_session(
+            behavior_session_inputs, output_dir=storage.dir_for("behavior_nwb", key), compression=config.compression
+        )
+        result = behavior_nwb_writer.write_behavior_nwb(inputs)
+    except InputError as exc:
+        raise _failure(context, exc, "behavior_session") from None
+    lims.get_client().register_file("BehaviorSession", int(key), "BehaviorNwb", result.output_path)
+    context.add_output_metadata(
+        {
+            "path": result.output_path,
+            "size_bytes": result.n_bytes,
+            "datasets_verified": result.n_datasets_checked,
+            "compression": config.compression,
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes}
+
+
+# Checks on partitioned assets need partitions_def (Dagster marks it "preview"; accepted knowingly).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+
+    @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
+                    description="PyNWB validation reports no problem in any plane's file.")
+    def behavior_ophys_nwb_pynwb_valid(behavior_ophys_nwb: dict) -> dg.AssetCheckResult:
+        return pynwb_validation_result(rec["path"] for rec in behavior_ophys_nwb["planes"].values())
+
+    @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
+                    description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION in every plane's file.")
+    def behavior_ophys_nwb_inspector(behavior_ophys_nwb: dict) -> dg.AssetCheckResult:
+        return inspector_result(rec["path"] for rec in behavior_ophys_nwb["planes"].values())
+
+    @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True, description="PyNWB validation reports no problem.")
+    def behavior_nwb_pynwb_valid(behavior_nwb: dict) -> dg.AssetCheckResult:
+        return pynwb_validation_result([behavior_nwb["path"]])
+
+    @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True,
+                    description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
+    def behavior_nwb_inspector(behavior_nwb: dict) -> dg.AssetCheckResult:
+        return inspector_result([behavior_nwb["path"]])
+
+
+NWB_OPHYS_ASSETS = [behavior_ophys_nwb, behavior_nwb]
+NWB_OPHYS_CHECKS = [behavior_ophys_nwb_pynwb_valid, behavior_ophys_nwb_inspector, behavior_nwb_pynwb_valid, behavior_nwb_inspector]

@@ -1,0 +1,834 @@
+"""Behavior-ophys NWB: one file per imaging plane (``behavior_ophys_experiment_<ophys_experiment_id>.nwb``).
+
+Inputs: :class:`OphysNwbInputs` (JSON-friendly, the input JSON of
+``python -m release_platform.modules.write_ophys_nwb``). :meth:`OphysNwbInputs.from_session` builds it from
+the validated session (:class:`release_platform.inputs.OphysSessionInputs`), one of its planes, the
+per-plane records of the trace assets and, when the ophys session has one, the linked behavior session,
+so the module and the Dagster asset call the same writer, :func:`write_behavior_ophys_nwb`.
+
+Layout (written through :func:`release_platform.nwb.protocol.write_nwb`):
+
+* ``NWBFile``: as for behavior files (:mod:`release_platform.nwb.behavior`): deterministic identifier,
+  ``session_id`` = ophys session id, provenance JSON (package version, git revision, dF/F estimator and
+  its parameters, SHA-256 of every input file) in ``source_script``, ``notes`` = JSON of the LIMS facts
+  (``ophys_experiment_id``, ``ophys_session_id``, ``behavior_session_id``, ``imaging_depth_um``,
+  ``imaging_plane_group``, ``targeted_structure``, ``equipment_name``, ``project_code``,
+  ``session_type``), ``Subject`` with age ``P<days>D``.
+* ``general/devices``: the rig (``equipment_name``, e.g. ``CAM2P.4`` or ``MESO.1``) with a ``DeviceModel``
+  (Scientifica two-photon rig, or the mesoscope); ``general/optophysiology/imaging_plane_1``: location =
+  targeted structure (an Allen CCF acronym), indicator (from the reporter line, e.g. GCaMP6f), imaging
+  rate = the plane's frame rate, excitation 910 nm, ``OpticalChannel`` ``channel_1`` (emission 520 nm),
+  grid spacing = pixel size (m).
+* processing ``ophys``:
+
+  - ``image_segmentation/cell_specimen_table`` (``PlaneSegmentation``): one row per ROI, id = cell ROI
+    id; ``image_mask`` (full-frame booleans), ``cell_specimen_id`` (-1 = none), ``x``, ``y``, ``width``,
+    ``height`` (px), ``valid_roi`` (usable: valid in LIMS and not excluded by the pipeline),
+    ``exclusion_labels`` (ragged), ``r`` and ``RMSE`` (neuropil contamination ratio and fit error),
+    ``neuropil_correction_status``, ``sigma_dff`` (dF/F noise) and ``num_small_baseline_frames``. Per-ROI
+    scalars are columns here, not series with fake timestamps.
+  - ``fluorescence`` (``Fluorescence``) with the ``RoiResponseSeries`` ``roi``, ``neuropil``, ``demixed``
+    and ``neuropil_corrected`` (frames x ROIs, a.u.); ``dff`` (``DfOverF``) with ``dff`` (dimensionless;
+    the estimator's name and parameters in the description). One time base for all: the ophys frame
+    times (``starting_time`` + ``rate`` when regular, else ``timestamps`` stored once and linked). Traces
+    are streamed from the pipeline's HDF5 files (N x T) into the NWB layout (T x N) buffer by buffer
+    (:class:`TraceIterator`), never copied whole, unless ``stream_traces`` is False.
+  - ``images`` (``Images``): ``max_projection`` and ``average_projection`` (``GrayscaleImage``, resolution
+    in pixels/cm).
+  - ``ophys_motion_correction_x`` / ``_y``: rigid registration offsets (pixels) per frame.
+
+* ``intervals/<stimulus>_presentations``: one ``TimeIntervals`` per stimulus of the session's stimulus
+  table; ``processing/running/running_speed``.
+* With a linked behavior session: ``intervals/trials``, ``processing/licking/licks``,
+  ``processing/rewards`` (:func:`release_platform.nwb.behavior.add_behavior_content`).
+
+Before anything is written the inputs are cross-checked (one :class:`InputError` naming the file): every
+trace file holds exactly the ROI table's ids (rows are reordered to the table's order), has one column
+per ophys frame time, and the motion offsets have one row per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+import pydantic
+from hdmf.data_utils import GenericDataChunkIterator
+
+from release_platform.errors import InputError
+from release_platform.inputs import Roi, Subject
+from release_platform.nwb.behavior import (
+    BehaviorTables,
+    Compression,
+    NwbOutput,
+    add_behavior_content,
+    add_running_speed,
+    add_stimulus_presentations,
+    aware_datetime,
+    backend_configuration,
+    load_licks,
+    load_rewards,
+    load_running_speed,
+    load_stimulus_presentations,
+    load_table,
+    load_trials,
+    new_nwbfile,
+    quiet_codec_warnings,
+    validate_model,
+)
+from release_platform.nwb.config import BackendConfiguration
+from release_platform.nwb.protocol import WriteResult, provenance_record, regular_rate, write_nwb
+from release_platform.ophys.io import decode_roi_ids, open_h5, require_dataset
+
+__all__ = [
+    "TRACE_SETS",
+    "TraceFiles",
+    "LinkedBehavior",
+    "OphysNwbInputs",
+    "TraceIterator",
+    "behavior_ophys_nwb_path",
+    "indicator_for",
+    "plane_rois",
+    "rois_digest",
+    "load_motion_offsets",
+    "load_ophys_timestamps",
+    "load_projection",
+    "build_behavior_ophys_nwbfile",
+    "write_behavior_ophys_nwb",
+]
+
+#: Trace set -> (dataset in the pipeline file, series description).
+TRACE_SETS: dict[str, tuple[str, str]] = {
+    "roi": ("data", "Mean fluorescence over each ROI mask per frame (a.u.), before demixing and neuropil correction"),
+    "neuropil": ("data", "Mean fluorescence over each ROI's neuropil annulus per frame (a.u.)"),
+    "demixed": ("data", "ROI fluorescence with the signal of overlapping ROIs demixed frame by frame (a.u.)"),
+    "neuropil_corrected": ("FC", "Neuropil-corrected fluorescence FC = F_demixed - r * F_neuropil (a.u.); r per ROI in "
+                                 "the cell_specimen_table column r"),
+    "dff": ("data", "dF/F"),
+}
+EXCITATION_LAMBDA_NM = 910.0
+EMISSION_LAMBDA_NM = 520.0
+#: Frames x ROIs chunk budget of the streamed trace series (bytes).
+TRACE_CHUNK_BYTES = 1 << 20
+
+
+class TraceFiles(pydantic.BaseModel):
+    """The pipeline's per-plane trace files (N x T, ``roi_names``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    roi: str
+    neuropil: str
+    demixed: str
+    neuropil_corrected: str  # FC, r, RMSE, status
+    dff: str  # data, sigma_dff, num_small_baseline_frames
+
+
+class LinkedBehavior(pydantic.BaseModel):
+    """The behavior session recorded with the ophys session: its trials, licks and rewards."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    behavior_session_id: int
+    trials_path: str
+    licks_path: str
+    rewards_path: str
+
+
+def behavior_ophys_nwb_path(output_dir: str | os.PathLike, ophys_experiment_id: int) -> Path:
+    return Path(output_dir) / f"behavior_ophys_experiment_{int(ophys_experiment_id)}.nwb"
+
+
+_INDICATORS = {"Ai93": "GCaMP6f", "Ai148": "GCaMP6f", "Ai94": "GCaMP6s", "Ai162": "GCaMP6s", "Ai195": "GCaMP7s",
+               "Ai210": "GCaMP7f"}
+
+
+def indicator_for(reporter_lines: Sequence[str], full_genotype: str = "") -> str:
+    """The calcium indicator named by the reporter line (e.g. ``Ai93(TITL-GCaMP6f)`` -> ``GCaMP6f``)."""
+    text = " ".join(list(reporter_lines) + [full_genotype or ""])
+    m = re.search(r"G(?:CaMP|C)(\d+[a-z]?)", text)
+    if m:
+        return f"GCaMP{m.group(1)}"
+    for line in reporter_lines:
+        key = re.match(r"(Ai\d+)", line or "")
+        if key and key.group(1) in _INDICATORS:
+            return _INDICATORS[key.group(1)]
+    return "unknown"
+
+
+class OphysNwbInputs(pydantic.BaseModel):
+    """Everything the per-plane writer needs (the module's input JSON). Unknown keys are rejected.
+
+    ``rois`` is the final ROI table (validity and exclusion labels already merged, see
+    :func:`plane_rois`); the writer stores it as given and :func:`release_platform.nwb.readers.read_rois`
+    gives it back.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    ophys_experiment_id: int
+    ophys_session_id: int
+    output_dir: str
+    session_start_time: dt.datetime
+    session_type: str = ""
+    equipment_name: Optional[str] = None
+    project_code: Optional[str] = None
+    subject: Subject
+    frame_rate_hz: float = pydantic.Field(gt=0, allow_inf_nan=False)
+    movie_shape: tuple[int, int, int]
+    targeted_structure: str = "root"
+    imaging_depth_um: Optional[int] = None
+    plane_group: Optional[int] = None
+    pixel_size_um: float = pydantic.Field(default=0.78, gt=0)
+    indicator: Optional[str] = None
+    excitation_lambda_nm: float = pydantic.Field(default=EXCITATION_LAMBDA_NM, gt=0)
+    emission_lambda_nm: float = pydantic.Field(default=EMISSION_LAMBDA_NM, gt=0)
+    rois: list[Roi]
+    traces: TraceFiles
+    dff_method: str
+    dff_parameters: dict[str, Any] = {}
+    ophys_timestamps_path: str
+    max_projection_path: str
+    average_projection_path: str
+    motion_offsets_path: Optional[str] = None
+    stimulus_table_path: Optional[str] = None
+    running_speed_path: Optional[str] = None
+    behavior: Optional[LinkedBehavior] = None
+    compression: Compression = "release"
+    stream_traces: bool = True
+
+    @pydantic.field_validator("session_start_time")
+    @classmethod
+    def _aware_start(cls, value: dt.datetime) -> dt.datetime:
+        return aware_datetime(value)
+
+    @pydantic.model_validator(mode="after")
+    def _unique_rois(self) -> "OphysNwbInputs":
+        ids = [r.id for r in self.rois]
+        if not ids:
+            raise ValueError("the plane has no ROIs")
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"ROI ids are not unique: {dupes}")
+        return self
+
+    @property
+    def entity(self) -> str:
+        return f"ophys_session {self.ophys_session_id} (ophys_experiment {self.ophys_experiment_id})"
+
+    @property
+    def output_path(self) -> Path:
+        return behavior_ophys_nwb_path(self.output_dir, self.ophys_experiment_id)
+
+    @classmethod
+    def from_session(
+        cls,
+        session: Any,
+        plane: Any,
+        *,
+        output_dir: str | os.PathLike,
+        roi_traces: Mapping[str, Any],
+        neuropil_traces: Mapping[str, Any],
+        demixed_traces: Mapping[str, Any],
+        neuropil_corrected_traces: Mapping[str, Any],
+        dff_traces: Mapping[str, Any],
+        behavior_session: Any = None,
+        **overrides: Any,
+    ) -> "OphysNwbInputs":
+        """Inputs for one plane from the validated session, the plane and the trace assets' records for it
+        (``{"file": ..., ...}`` as the ophys assets return per plane) and the linked behavior session
+        (:class:`~release_platform.inputs.BehaviorSessionInputs` or None)."""
+        entity = f"ophys_session {session.session_id} (ophys_experiment {plane.ophys_experiment_id})"
+        if session.date_of_acquisition is None:
+            raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
+        if session.subject is None:
+            raise InputError("session has no subject (donor) in LIMS", entity=entity)
+        files, pfiles = session.files, plane.files
+        for key, where in (("OphysTimestamps", files), ("OphysMaxIntImage", pfiles), ("OphysAverageIntensityProjectionImage", pfiles)):
+            if key not in where:
+                raise InputError(f"no {key} file registered in LIMS", entity=entity)
+        behavior = None
+        if behavior_session is not None:
+            bfiles = behavior_session.files
+            missing = [k for k in ("BehaviorTrials", "BehaviorLicks", "BehaviorRewards") if k not in bfiles]
+            if missing:
+                raise InputError(f"linked behavior_session {behavior_session.session_id} has no {missing} file in LIMS", entity=entity)
+            behavior = dict(behavior_session_id=behavior_session.session_id, trials_path=bfiles["BehaviorTrials"],
+                            licks_path=bfiles["BehaviorLicks"], rewards_path=bfiles["BehaviorRewards"])
+        raw = dict(
+            ophys_experiment_id=plane.ophys_experiment_id,
+            ophys_session_id=session.session_id,
+            output_dir=os.fspath(output_dir),
+            session_start_time=session.date_of_acquisition,
+            session_type=session.session_type or "",
+            equipment_name=session.equipment_name,
+            project_code=session.project_code,
+            subject=session.subject.model_dump(),
+            frame_rate_hz=plane.frame_rate_hz,
+            movie_shape=plane.movie_shape,
+            targeted_structure=plane.targeted_structure or "root",
+            imaging_depth_um=plane.imaging_depth_um,
+            plane_group=plane.plane_group,
+            rois=[r.model_dump() for r in plane_rois(plane, roi_traces=roi_traces, demixed_traces=demixed_traces,
+                                                      dff_traces=dff_traces)],
+            traces=dict(roi=roi_traces["file"], neuropil=neuropil_traces["file"], demixed=demixed_traces["file"],
+                        neuropil_corrected=neuropil_corrected_traces["file"], dff=dff_traces["file"]),
+            dff_method=dff_traces.get("method", "unknown"),
+            dff_parameters=dict(dff_traces.get("parameters") or {}),
+            ophys_timestamps_path=files["OphysTimestamps"],
+            max_projection_path=pfiles["OphysMaxIntImage"],
+            average_projection_path=pfiles["OphysAverageIntensityProjectionImage"],
+            motion_offsets_path=pfiles.get("OphysMotionXyOffsetData"),
+            stimulus_table_path=files.get("StimulusTable"),
+            running_speed_path=files.get("RunningSpeed"),
+            behavior=behavior,
+            **overrides,
+        )
+        return validate_model(cls, raw, entity)
+
+
+def plane_rois(
+    plane: Any,
+    *,
+    roi_traces: Mapping[str, Any] | None = None,
+    demixed_traces: Mapping[str, Any] | None = None,
+    dff_traces: Mapping[str, Any] | None = None,
+) -> list[Roi]:
+    """The plane's ROIs with the pipeline's verdicts merged in.
+
+    ``exclusion_labels``: LIMS labels + trace extraction's labels (``roi_traces["exclusion_labels"]``) +
+    ``demix_excluded`` / ``negative_baseline`` (demixing) + ``dff_invalid`` (no finite dF/F).
+    ``valid``: valid in LIMS and, when the dF/F record lists them, among its ``valid_roi_ids``.
+    """
+    extraction = {str(k): list(v) for k, v in ((roi_traces or {}).get("exclusion_labels") or {}).items()}
+    demix = demixed_traces or {}
+    excluded = {str(i) for i in demix.get("excluded_roi_ids") or []}
+    negative = {str(i) for i in demix.get("negative_baseline_roi_ids") or []}
+    dff_invalid = {str(i) for i in (dff_traces or {}).get("invalid_roi_ids") or []}
+    valid_ids = (dff_traces or {}).get("valid_roi_ids")
+    valid_ids = None if valid_ids is None else {str(i) for i in valid_ids}
+    out = []
+    for roi in plane.rois:
+        key = str(roi.id)
+        labels = set(roi.exclusion_labels) | set(extraction.get(key, []))
+        if key in excluded:
+            labels.add("demix_excluded")
+        if key in negative:
+            labels.add("negative_baseline")
+        if key in dff_invalid:
+            labels.add("dff_invalid")
+        valid = bool(roi.valid) and (valid_ids is None or key in valid_ids)
+        out.append(roi.model_copy(update={"valid": valid, "exclusion_labels": sorted(labels)}))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TraceIterator(GenericDataChunkIterator):
+    """Stream an N x T trace dataset into an NWB T x N dataset, buffer by buffer.
+
+    ``rows`` (optional) picks and orders the source rows (ROIs), so the columns of the written series
+    follow the ROI table. Re-readable (``_get_data``), which the write protocol's round-trip check uses.
+    """
+
+    def __init__(self, path: str | os.PathLike, dataset: str, *, rows: Optional[np.ndarray] = None,
+                 entity: Optional[str] = None, **kwargs: Any):
+        self.path = Path(path)
+        self.dataset_name = dataset
+        self.entity = entity
+        self._file: Optional[h5py.File] = None
+        ds = self._open()
+        if ds.ndim != 2:
+            raise InputError(f"dataset {dataset!r} has shape {ds.shape}, expected ROIs x frames", entity=entity, path=self.path)
+        self._rows = None if rows is None else np.asarray(rows, dtype=np.intp)
+        if self._rows is not None and np.array_equal(self._rows, np.arange(ds.shape[0])):
+            self._rows = None
+        super().__init__(**kwargs)
+
+    def _open(self) -> h5py.Dataset:
+        if self._file is None or not self._file.id.valid:
+            try:
+                self._file = h5py.File(self.path, "r")
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot open HDF5 file (corrupt or truncated?): {exc}", entity=self.entity, path=self.path) from None
+        return self._file[self.dataset_name]
+
+    def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+        ds = self._open()
+        frames = selection[0]
+        rois = selection[1] if len(selection) > 1 else slice(None)
+        try:
+            if self._rows is None:
+                block = ds[rois, frames]
+            else:
+                block = ds[:, frames][self._rows[rois]]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read dataset {self.dataset_name!r} (corrupt?): {exc}", entity=self.entity, path=self.path) from None
+        return np.ascontiguousarray(block.T)
+
+    def _get_maxshape(self) -> tuple[int, int]:
+        n, t = self._open().shape
+        return (int(t), int(n) if self._rows is None else len(self._rows))
+
+    def _get_dtype(self) -> np.dtype:
+        return self._open().dtype
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # pragma: no cover
+                pass
+            self._file = None
+
+    def _to_dict(self) -> dict:  # pragma: no cover - parallel writes are not supported
+        raise NotImplementedError
+
+
+def load_ophys_timestamps(path: str | os.PathLike, *, entity: str) -> np.ndarray:
+    """``ophys_timestamps`` (s, one per imaging frame) of the session's timestamps file."""
+    with open_h5(path, entity=entity) as fh:
+        ds = require_dataset(fh, "ophys_timestamps", ndim=1, entity=entity)
+        try:
+            ts = np.asarray(ds[()], dtype=np.float64)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read 'ophys_timestamps' (corrupt?): {exc}", entity=entity, path=path) from None
+    if not np.isfinite(ts).all() or (len(ts) > 1 and not np.all(np.diff(ts) > 0)):
+        raise InputError("ophys_timestamps are not finite and strictly increasing", entity=entity, path=path)
+    return ts
+
+
+def load_projection(path: str | os.PathLike, *, entity: str, shape: tuple[int, int]) -> np.ndarray:
+    """A projection image (``data``, H x W) checked against the movie's frame shape."""
+    with open_h5(path, entity=entity) as fh:
+        ds = require_dataset(fh, "data", ndim=2, entity=entity)
+        try:
+            image = ds[()]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read projection 'data' (corrupt?): {exc}", entity=entity, path=path) from None
+    if image.shape != tuple(shape):
+        raise InputError(f"projection has shape {image.shape} but the movie frames are {tuple(shape)}", entity=entity, path=path)
+    return image
+
+
+def load_motion_offsets(path: str | os.PathLike, *, entity: str, n_frames: int) -> pd.DataFrame:
+    """``frame_index, x, y`` (integer pixels), one row per frame, ordered by frame."""
+    frame = load_table(path, entity=entity, what="motion offsets table", required=("frame_index", "x", "y"))
+    frame = frame.sort_values("frame_index", kind="stable").reset_index(drop=True)
+    if len(frame) != n_frames or not np.array_equal(frame["frame_index"].to_numpy(), np.arange(n_frames)):
+        raise InputError(f"motion offsets have {len(frame)} rows but the movie has {n_frames} frames (one row per frame expected)",
+                         entity=entity, path=path)
+    if frame[["x", "y"]].isna().any().any():
+        raise InputError("motion offsets have missing values", entity=entity, path=path)
+    return frame[["frame_index", "x", "y"]]
+
+
+@dataclasses.dataclass
+class _TraceSource:
+    path: Path
+    dataset: str
+    rows: np.ndarray  # source row of each table ROI
+    shape: tuple[int, int]  # N x T in the source
+
+
+def _trace_source(path: str, dataset: str, table_ids: list[str], n_frames: int, *, entity: str, what: str) -> _TraceSource:
+    with open_h5(path, entity=entity) as fh:
+        ds = require_dataset(fh, dataset, ndim=2, entity=entity)
+        names = require_dataset(fh, "roi_names", numeric=False, entity=entity)
+        try:
+            ids = decode_roi_ids(names[()], entity=entity, path=path)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"cannot read 'roi_names' (corrupt?): {exc}", entity=entity, path=path) from None
+        shape = tuple(int(s) for s in ds.shape)
+    if len(ids) != shape[0]:
+        raise InputError(f"{what}: 'roi_names' holds {len(ids)} ids but {dataset!r} has {shape[0]} rows", entity=entity, path=path)
+    missing = [i for i in table_ids if i not in set(ids)]
+    extra = [i for i in ids if i not in set(table_ids)]
+    if missing or extra:
+        parts = ([f"ROIs of the plane missing from the file: {missing[:10]}"] if missing else []) + (
+            [f"ROIs in the file that the plane does not have: {extra[:10]}"] if extra else [])
+        raise InputError(f"{what}: ROI ids disagree with the plane's ROI table; " + "; ".join(parts), entity=entity, path=path)
+    if shape[1] != n_frames:
+        raise InputError(f"{what}: {shape[1]} frames but the session has {n_frames} ophys timestamps", entity=entity, path=path)
+    where = {v: k for k, v in enumerate(ids)}
+    return _TraceSource(Path(path), dataset, np.array([where[i] for i in table_ids], dtype=np.intp), shape)
+
+
+def _roi_vectors(path: str, names: Sequence[str], rows: np.ndarray, *, entity: str) -> dict[str, np.ndarray]:
+    out = {}
+    with open_h5(path, entity=entity) as fh:
+        for name in names:
+            ds = require_dataset(fh, name, ndim=1, numeric=name != "status", entity=entity)
+            try:
+                values = ds[()]
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read {name!r} (corrupt?): {exc}", entity=entity, path=path) from None
+            if len(values) <= int(rows.max(initial=0)):
+                raise InputError(f"{name!r} has {len(values)} values for {len(rows)} ROIs", entity=entity, path=path)
+            out[name] = values[rows]
+    return out
+
+
+@dataclasses.dataclass
+class _PlaneSources:
+    timestamps: np.ndarray
+    traces: dict[str, _TraceSource]
+    per_roi: dict[str, np.ndarray]
+    max_projection: np.ndarray
+    average_projection: np.ndarray
+    motion: Optional[pd.DataFrame]
+    stimulus: Optional[pd.DataFrame]
+    running: Optional[pd.DataFrame]
+    behavior: Optional[BehaviorTables]
+
+
+def _load_sources(inputs: OphysNwbInputs) -> _PlaneSources:
+    entity = inputs.entity
+    n_frames_movie, height, width = inputs.movie_shape
+    timestamps = load_ophys_timestamps(inputs.ophys_timestamps_path, entity=entity)
+    if len(timestamps) != n_frames_movie:
+        raise InputError(f"{len(timestamps)} ophys timestamps but the movie has {n_frames_movie} frames", entity=entity,
+                         path=inputs.ophys_timestamps_path)
+    for roi in inputs.rois:
+        if roi.x < 0 or roi.y < 0 or roi.x + roi.width > width or roi.y + roi.height > height:
+            raise InputError(f"ROI {roi.id} bounding box lies outside the {height}x{width} frame", entity=entity)
+    table_ids = [str(r.id) for r in inputs.rois]
+    traces = {
+        name: _trace_source(getattr(inputs.traces, name), dataset, table_ids, len(timestamps), entity=entity, what=f"{name} traces")
+        for name, (dataset, _) in TRACE_SETS.items()
+    }
+    per_roi = _roi_vectors(inputs.traces.neuropil_corrected, ("r", "RMSE", "status"), traces["neuropil_corrected"].rows, entity=entity)
+    per_roi.update(_roi_vectors(inputs.traces.dff, ("sigma_dff", "num_small_baseline_frames"), traces["dff"].rows, entity=entity))
+    behavior = None
+    if inputs.behavior is not None:
+        bentity = f"{entity}: linked behavior_session {inputs.behavior.behavior_session_id}"
+        behavior = BehaviorTables(
+            trials=load_trials(inputs.behavior.trials_path, entity=bentity),
+            licks=load_licks(inputs.behavior.licks_path, entity=bentity),
+            rewards=load_rewards(inputs.behavior.rewards_path, entity=bentity),
+            running=None,
+            stimulus_presentations=None,
+        )
+    return _PlaneSources(
+        timestamps=timestamps,
+        traces=traces,
+        per_roi=per_roi,
+        max_projection=load_projection(inputs.max_projection_path, entity=entity, shape=(height, width)),
+        average_projection=load_projection(inputs.average_projection_path, entity=entity, shape=(height, width)),
+        motion=None if not inputs.motion_offsets_path else load_motion_offsets(inputs.motion_offsets_path, entity=entity,
+                                                                                n_frames=len(timestamps)),
+        stimulus=None if not inputs.stimulus_table_path else load_stimulus_presentations(inputs.stimulus_table_path, entity=entity),
+        running=None if not inputs.running_speed_path else load_running_speed(inputs.running_speed_path, entity=entity),
+        behavior=behavior,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building the file
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _device(nwbfile, inputs: OphysNwbInputs):
+    from pynwb.device import DeviceModel
+
+    name = inputs.equipment_name or "two_photon_rig"
+    if name.upper().startswith("MESO"):
+        model = DeviceModel(name="Allen Brain Observatory Mesoscope", manufacturer="Thorlabs",
+                            description="Two-photon random-access mesoscope imaging several planes at once")
+    else:
+        model = DeviceModel(name="Scientifica 2P Rig", manufacturer="Scientifica",
+                            description="Two-photon laser-scanning microscope")
+    nwbfile.add_device_model(model)
+    return nwbfile.create_device(name=name.replace("/", "_"), description=f"Two-photon imaging rig {name}", model=model)
+
+
+def _imaging_plane(nwbfile, inputs: OphysNwbInputs, device):
+    from pynwb.ophys import OpticalChannel
+
+    _, height, width = inputs.movie_shape
+    depth = "unknown depth" if inputs.imaging_depth_um is None else f"depth {inputs.imaging_depth_um} um"
+    channel = OpticalChannel(name="channel_1", description="Green emission channel (GCaMP fluorescence)",
+                             emission_lambda=float(inputs.emission_lambda_nm))
+    pixel_m = inputs.pixel_size_um * 1e-6
+    return nwbfile.create_imaging_plane(
+        name="imaging_plane_1",
+        optical_channel=channel,
+        description=f"({width}, {height}) field of view in {inputs.targeted_structure} at {depth}",
+        device=device,
+        excitation_lambda=float(inputs.excitation_lambda_nm),
+        imaging_rate=float(inputs.frame_rate_hz),
+        indicator=inputs.indicator or indicator_for(inputs.subject.reporter_line, inputs.subject.full_genotype),
+        location=inputs.targeted_structure,
+        grid_spacing=[pixel_m, pixel_m],
+        grid_spacing_unit="meters",
+    )
+
+
+_ROI_COLUMNS = {
+    "cell_specimen_id": "id of the cell across sessions (-1: not matched to a cell)",
+    "x": "column of the left edge of the ROI's bounding box (px)",
+    "y": "row of the top edge of the ROI's bounding box (px)",
+    "width": "width of the ROI's bounding box (px)",
+    "height": "height of the ROI's bounding box (px)",
+    "valid_roi": "whether the ROI is usable: valid in LIMS and not excluded by trace extraction, demixing or dF/F",
+    "r": "neuropil contamination ratio of the ROI (FC = F_demixed - r * F_neuropil)",
+    "RMSE": "root-mean-square error of the neuropil contamination fit",
+    "neuropil_correction_status": "how r was found: fit, fixed, unconverged, negative_baseline or skipped",
+    "sigma_dff": "noise standard deviation of the ROI's dF/F trace",
+    "num_small_baseline_frames": "frames whose dF/F baseline was below the noise floor",
+}
+
+
+def _plane_segmentation(inputs: OphysNwbInputs, imaging_plane, per_roi: Mapping[str, np.ndarray]):
+    from hdmf.common import VectorData, VectorIndex
+    from pynwb.ophys import PlaneSegmentation
+
+    _, height, width = inputs.movie_shape
+    rois = inputs.rois
+    masks = np.zeros((len(rois), height, width), dtype=bool)
+    for k, roi in enumerate(rois):
+        masks[k, roi.y : roi.y + roi.height, roi.x : roi.x + roi.width] = roi.mask_array()
+
+    def col(name, data):
+        return VectorData(name=name, description=_ROI_COLUMNS[name], data=data)
+
+    labels_flat = [label for roi in rois for label in roi.exclusion_labels]
+    labels_end = np.cumsum([len(roi.exclusion_labels) for roi in rois]).astype(np.int64)
+    labels = VectorData(name="exclusion_labels", description="why the ROI is not usable (empty: usable)",
+                        data=labels_flat if labels_flat else np.array([], dtype=object))  # hdmf cannot type an empty list
+    status = per_roi["status"]
+    status = [s.decode() if isinstance(s, bytes) else str(s) for s in status]
+    columns = [
+        VectorData(name="image_mask", description="full-frame boolean mask of the ROI (rows x columns)", data=masks),
+        col("cell_specimen_id", np.array([-1 if r.cell_specimen_id is None else r.cell_specimen_id for r in rois], dtype=np.int64)),
+        col("x", np.array([r.x for r in rois], dtype=np.int64)),
+        col("y", np.array([r.y for r in rois], dtype=np.int64)),
+        col("width", np.array([r.width for r in rois], dtype=np.int64)),
+        col("height", np.array([r.height for r in rois], dtype=np.int64)),
+        col("valid_roi", np.array([bool(r.valid) for r in rois], dtype=bool)),
+        labels,
+        VectorIndex(name="exclusion_labels_index", data=labels_end, target=labels),
+        col("r", np.asarray(per_roi["r"], dtype=np.float64)),
+        col("RMSE", np.asarray(per_roi["RMSE"], dtype=np.float64)),
+        col("neuropil_correction_status", status),
+        col("sigma_dff", np.asarray(per_roi["sigma_dff"], dtype=np.float64)),
+        col("num_small_baseline_frames", np.asarray(per_roi["num_small_baseline_frames"], dtype=np.int64)),
+    ]
+    return PlaneSegmentation(
+        name="cell_specimen_table",
+        description=f"Segmented ROIs of ophys_experiment {inputs.ophys_experiment_id} (id = cell ROI id)",
+        imaging_plane=imaging_plane,
+        id=np.array([r.id for r in rois], dtype=np.int64),
+        columns=columns,
+    )
+
+
+def _dff_description(inputs: OphysNwbInputs) -> str:
+    params = ", ".join(f"{k}={inputs.dff_parameters[k]}" for k in sorted(inputs.dff_parameters))
+    return (f"dF/F = (F - F0) / F0 of the neuropil-corrected fluorescence; estimator {inputs.dff_method}"
+            f" with parameters ({params}); the same in the provenance record (source_script)")
+
+
+def _trace_data(src: _TraceSource, inputs: OphysNwbInputs, *, entity: str):
+    """An iterator (streaming) or the T x N array (in memory) of one trace set."""
+    n, t = src.shape
+    if not inputs.stream_traces:
+        with open_h5(src.path, entity=entity) as fh:
+            try:
+                data = fh[src.dataset][()]
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read dataset {src.dataset!r} (corrupt?): {exc}", entity=entity, path=src.path) from None
+        return np.ascontiguousarray(data[src.rows].T)
+    cols = max(1, min(n, 64))
+    rows = max(1, min(t, TRACE_CHUNK_BYTES // (8 * cols)))
+    return TraceIterator(src.path, src.dataset, rows=src.rows, entity=entity, chunk_shape=(rows, cols), buffer_gb=0.25)
+
+
+def rois_digest(rois: Sequence[Roi]) -> str:
+    """SHA-256 of the ROI table as written (ids, boxes, masks, validity, labels), cheap for big masks."""
+    h = hashlib.sha256()
+    for roi in rois:
+        h.update(json.dumps([roi.id, roi.cell_specimen_id, roi.x, roi.y, roi.width, roi.height, roi.valid,
+                             roi.exclusion_labels]).encode())
+        h.update(np.packbits(roi.mask_array()).tobytes())
+    return h.hexdigest()
+
+
+def _provenance(inputs: OphysNwbInputs, config: BackendConfiguration) -> dict:
+    files: dict[str, Optional[str]] = {f"{name}_traces": getattr(inputs.traces, name) for name in TRACE_SETS}
+    files.update(
+        ophys_timestamps=inputs.ophys_timestamps_path,
+        max_projection=inputs.max_projection_path,
+        average_projection=inputs.average_projection_path,
+        motion_offsets=inputs.motion_offsets_path,
+        stimulus_table=inputs.stimulus_table_path,
+        running_speed=inputs.running_speed_path,
+    )
+    if inputs.behavior is not None:
+        files.update(trials=inputs.behavior.trials_path, licks=inputs.behavior.licks_path, rewards=inputs.behavior.rewards_path)
+    params = inputs.model_dump(mode="json", exclude={"output_dir", "traces", "rois", "ophys_timestamps_path", "max_projection_path",
+                                                     "average_projection_path", "motion_offsets_path", "stimulus_table_path",
+                                                     "running_speed_path", "stream_traces"})
+    params["behavior"] = None if inputs.behavior is None else {"behavior_session_id": inputs.behavior.behavior_session_id}
+    params["dff"] = {"method": inputs.dff_method, "parameters": inputs.dff_parameters}
+    params["rois"] = {"n": len(inputs.rois), "valid": sum(r.valid for r in inputs.rois), "sha256": rois_digest(inputs.rois)}
+    params["backend"] = config.model_dump(mode="json")
+    return provenance_record(writer="release_platform.nwb.ophys.write_behavior_ophys_nwb", parameters=params, inputs=files)
+
+
+def _notes(inputs: OphysNwbInputs) -> dict[str, Any]:
+    return {
+        "ophys_experiment_id": inputs.ophys_experiment_id,
+        "ophys_session_id": inputs.ophys_session_id,
+        "behavior_session_id": None if inputs.behavior is None else inputs.behavior.behavior_session_id,
+        "imaging_depth_um": inputs.imaging_depth_um,
+        "imaging_plane_group": inputs.plane_group,
+        "targeted_structure": inputs.targeted_structure,
+        "equipment_name": inputs.equipment_name,
+        "project_code": inputs.project_code,
+        "session_type": inputs.session_type,
+    }
+
+
+def build_behavior_ophys_nwbfile(inputs: OphysNwbInputs, *, config: BackendConfiguration | None = None):
+    """The in-memory ``NWBFile`` of one imaging plane (see the module docstring); traces stay on disk
+    (streamed) until written when ``inputs.stream_traces``."""
+    # Series are built before they join the file, which makes hdmf warn that their ROI region "does not
+    # share an ancestor" with the ROI table; it does once the file is assembled.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not share an ancestor.*")
+        return _build(inputs, config)
+
+
+def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
+    from pynwb import TimeSeries
+    from pynwb.base import Images
+    from pynwb.image import GrayscaleImage
+    from pynwb.ophys import DfOverF, Fluorescence, ImageSegmentation, RoiResponseSeries
+
+    config = config or backend_configuration(inputs.compression)
+    entity = inputs.entity
+    src = _load_sources(inputs)
+    nwbfile = new_nwbfile(
+        kind="behavior_ophys_experiment",
+        ids=[inputs.ophys_experiment_id],
+        session_id=inputs.ophys_session_id,
+        session_start_time=inputs.session_start_time,
+        description=(f"Two-photon calcium imaging of ophys_experiment {inputs.ophys_experiment_id} (ophys_session "
+                     f"{inputs.ophys_session_id}) in {inputs.targeted_structure}"
+                     + ("" if inputs.behavior is None else f", with behavior_session {inputs.behavior.behavior_session_id}")),
+        experiment_description="Two-photon calcium imaging of mouse visual cortex during visual stimulation"
+                               + ("" if inputs.behavior is None else " and a change-detection task"),
+        keywords=["ophys", "two-photon calcium imaging", "visual cortex", "mouse"] + ([] if inputs.behavior is None else ["behavior"]),
+        subject=inputs.subject,
+        provenance=_provenance(inputs, config),
+        writer="release_platform.nwb.ophys",
+        notes=_notes(inputs),
+        stimulus_notes=inputs.session_type,
+        entity=entity,
+    )
+    iterators: list[TraceIterator] = []
+    try:
+        device = _device(nwbfile, inputs)
+        plane = _imaging_plane(nwbfile, inputs, device)
+        ophys = nwbfile.create_processing_module("ophys", "Two-photon imaging: segmentation, traces, projections, motion correction")
+        segmentation = ImageSegmentation(name="image_segmentation")
+        table = _plane_segmentation(inputs, plane, src.per_roi)
+        segmentation.add_plane_segmentation(table)
+        ophys.add(segmentation)
+
+        regular = regular_rate(src.timestamps)
+        first_series = None
+
+        def timing():
+            if regular:
+                return dict(starting_time=float(regular[0]), rate=float(regular[1]))
+            return dict(timestamps=first_series if first_series is not None else src.timestamps)
+
+        region = list(range(len(inputs.rois)))
+        fluorescence = Fluorescence(name="fluorescence")
+        series = {}
+        for name, (_, description) in TRACE_SETS.items():
+            data = _trace_data(src.traces[name], inputs, entity=entity)
+            if isinstance(data, TraceIterator):
+                iterators.append(data)
+            is_dff = name == "dff"
+            s = RoiResponseSeries(
+                name=name,
+                data=data,
+                unit="dimensionless" if is_dff else "a.u.",
+                rois=table.create_roi_table_region(description=f"the ROIs of the {name} traces (all rows of cell_specimen_table)",
+                                                   region=region),
+                description=_dff_description(inputs) if is_dff else description,
+                **timing(),
+            )
+            if first_series is None:
+                first_series = s
+            series[name] = s
+        for name in ("roi", "neuropil", "demixed", "neuropil_corrected"):
+            fluorescence.add_roi_response_series(series[name])
+        ophys.add(fluorescence)
+        ophys.add(DfOverF(name="dff", roi_response_series=series["dff"]))
+
+        resolution = 1e4 / inputs.pixel_size_um  # pixels per cm
+        ophys.add(Images(
+            name="images",
+            description="Projections of the motion-corrected movie over time",
+            images=[
+                GrayscaleImage(name="max_projection", data=src.max_projection, resolution=resolution,
+                               description="maximum over frames of the motion-corrected movie"),
+                GrayscaleImage(name="average_projection", data=src.average_projection, resolution=resolution,
+                               description="mean over frames of the motion-corrected movie"),
+            ],
+        ))
+        if src.motion is not None:
+            for axis in ("x", "y"):
+                ophys.add(TimeSeries(
+                    name=f"ophys_motion_correction_{axis}",
+                    description=f"rigid registration offset along {axis} applied to each frame (pixels)",
+                    data=src.motion[axis].to_numpy(np.int64),
+                    unit="pixels",
+                    **timing(),
+                ))
+        if src.stimulus is not None:
+            add_stimulus_presentations(nwbfile, src.stimulus)
+        if src.running is not None:
+            add_running_speed(nwbfile, src.running)
+        if src.behavior is not None:
+            add_behavior_content(nwbfile, src.behavior)
+    except BaseException:
+        for it in iterators:
+            it.close()
+        raise
+    return nwbfile
+
+
+def write_behavior_ophys_nwb(inputs: OphysNwbInputs, *, config: BackendConfiguration | None = None,
+                             round_trip: bool = True) -> NwbOutput:
+    """Write ``behavior_ophys_experiment_<id>.nwb`` through the write protocol; ``NwbWriteError`` on failure."""
+    config = config or backend_configuration(inputs.compression)
+    with quiet_codec_warnings():
+        result: WriteResult = write_nwb(
+            inputs.output_path,
+            lambda: build_behavior_ophys_nwbfile(inputs, config=config),
+            entity=inputs.entity,
+            config=config,
+            round_trip=round_trip,
+        )
+    return NwbOutput(output_path=os.fspath(result.path), identifier=result.identifier, n_bytes=result.n_bytes,
+                     n_datasets_checked=result.n_datasets_checked, compression=inputs.compression)

@@ -1,0 +1,136 @@
+"""The behavior-ophys and behavior NWB assets materialize in-process on the demo set and their checks pass."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from data_fixtures.spec import corrupt_file
+from release_platform.assets.inputs import INPUT_ASSETS
+from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS
+from release_platform.assets.nwb_ophys import NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS, behavior_ophys_nwb
+from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
+from release_platform.assets.resources import StorageResource
+from release_platform.lims import LimsClient
+from release_platform.lims.resource import LimsResource
+from release_platform.nwb import readers as R
+
+NWB_CHECK_NAMES = {"behavior_ophys_nwb_pynwb_valid", "behavior_ophys_nwb_inspector", "behavior_nwb_pynwb_valid", "behavior_nwb_inspector"}
+
+
+def _defs() -> dg.Definitions:
+    jobs = [
+        dg.define_asset_job("ophys_session_job", selection=dg.AssetSelection.groups("ophys_session")),
+        dg.define_asset_job("behavior_session_job", selection=dg.AssetSelection.groups("behavior_session")),
+        dg.define_asset_job("ophys_nwb_only", selection=dg.AssetSelection.assets(behavior_ophys_nwb)),
+    ]
+    return dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS], asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS],
+                          resources={"lims": LimsResource(), "storage": StorageResource()}, jobs=jobs)
+
+
+def _checks(result) -> dict[str, bool]:
+    return {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events
+                                             if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+
+
+@pytest.fixture(scope="module")
+def runs(seeded_demo, tmp_path_factory):
+    """The demo sessions through their session jobs: ophys 1001 and 1002, behavior 3001 and 3002."""
+    root = tmp_path_factory.mktemp("nwb_assets")
+    shutil.copyfile(seeded_demo / "lims.sqlite", root / "lims.sqlite")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RELEASE_PLATFORM_HOME", str(root))
+    mp.setenv("RELEASE_PLATFORM_LIMS_URL", f"sqlite:///{root / 'lims.sqlite'}")
+    mp.setenv("RELEASE_PLATFORM_STORAGE", str(root / "storage"))
+    defs = _defs()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("ophys_session", ["1001", "1002"])
+        instance.add_dynamic_partitions("behavior_session", ["3001", "3002"])
+        results = {}
+        for job, keys in (("ophys_session_job", ("1001", "1002")), ("behavior_session_job", ("3001", "3002"))):
+            for key in keys:
+                results[key] = defs.resolve_job_def(job).execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        yield defs, instance, results, root
+    mp.undo()
+
+
+def test_every_partition_materializes_and_its_nwb_checks_pass(runs):
+    _, _, results, _ = runs
+    for key, result in results.items():
+        assert result.success, key
+        checks = _checks(result)
+        kind = "behavior_ophys_nwb" if key.startswith("100") else "behavior_nwb"
+        assert {name: passed for name, passed in checks.items() if name in NWB_CHECK_NAMES} == {
+            f"{kind}_pynwb_valid": True, f"{kind}_inspector": True}, key
+        assert checks.get("dff_finite_for_valid_rois", True), checks  # (the non-blocking r check may warn on tiny planes)
+
+
+def test_files_sit_in_the_storage_layout_and_are_registered_in_lims(runs):
+    _, _, results, root = runs
+    storage = root / "storage"
+    expected = {
+        ("OphysExperiment", 1101, "BehaviorOphysNwb"): storage / "behavior_ophys_nwb/1001/behavior_ophys_experiment_1101.nwb",
+        ("OphysExperiment", 1201, "BehaviorOphysNwb"): storage / "behavior_ophys_nwb/1002/behavior_ophys_experiment_1201.nwb",
+        ("OphysExperiment", 1202, "BehaviorOphysNwb"): storage / "behavior_ophys_nwb/1002/behavior_ophys_experiment_1202.nwb",
+        ("BehaviorSession", 3001, "BehaviorNwb"): storage / "behavior_nwb/3001/behavior_session_3001.nwb",
+        ("BehaviorSession", 3002, "BehaviorNwb"): storage / "behavior_nwb/3002/behavior_session_3002.nwb",
+    }
+    client = LimsClient(f"sqlite:///{root / 'lims.sqlite'}")
+    try:
+        for (kind, entity_id, type_name), path in expected.items():
+            assert path.is_file()
+            assert client.well_known_file(kind, entity_id, type_name) == path
+    finally:
+        client.dispose()
+    assert not list(storage.rglob("*.inprogress")) and not list(storage.rglob("*.error"))
+    record = results["1001"].output_for_node("behavior_ophys_nwb")
+    assert record["behavior_session_id"] == 3002 and set(record["planes"]) == {"1101"}
+    assert not R.read_trials(expected[("OphysExperiment", 1101, "BehaviorOphysNwb")]).empty
+    assert R.read_trials(expected[("OphysExperiment", 1201, "BehaviorOphysNwb")]).empty
+    dff = results["1001"].output_for_node("dff_traces")["1101"]
+    assert R.read_session_metadata(expected[("OphysExperiment", 1101, "BehaviorOphysNwb")])["ophys_experiment_id"] == 1101
+    with R.open_nwb_traces(expected[("OphysExperiment", 1101, "BehaviorOphysNwb")], "dff") as traces:
+        assert dff["method"] in traces.description
+        assert all(f"{k}=" in traces.description for k in dff["parameters"])
+
+
+def test_inspector_check_reports_counts_and_suggestions(runs):
+    _, _, results, _ = runs
+    for key in ("1002", "3001"):
+        evaluation = next(e.event_specific_data for e in results[key].all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                          and e.event_specific_data.check_name.endswith("_inspector"))
+        meta = {k: v.value for k, v in evaluation.metadata.items()}
+        assert meta["blocking_messages"] == {}
+        assert all(c["CRITICAL"] == 0 and c["BEST_PRACTICE_VIOLATION"] == 0 for c in meta["counts"].values())
+        assert meta["best_practice_suggestions"] >= 0
+
+
+def test_a_corrupt_upstream_file_fails_the_partition_with_one_clear_message(runs):
+    defs, instance, results, root = runs
+    dff_file = results["1002"].output_for_node("dff_traces")["1202"]["file"]
+    corrupt_file(dff_file)
+    final = root / "storage/behavior_ophys_nwb/1002/behavior_ophys_experiment_1202.nwb"
+    before = final.read_bytes()
+    result = defs.resolve_job_def("ophys_nwb_only").execute_in_process(partition_key="1002", instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "ophys_session 1002 (ophys_experiment 1202)" in message and dff_file in message
+    assert final.read_bytes() == before  # the previous good file is untouched
+    assert (final.parent / (final.name + ".error")).exists()
+    assert not [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
+def test_wires_with_the_rest_of_the_code_location():
+    defs = dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *METADATA_ASSETS],
+                          asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *METADATA_CHECKS],
+                          resources={"lims": LimsResource(), "storage": StorageResource()})
+    defs.resolve_all_job_defs()
+    graph = defs.resolve_asset_graph()
+    parents = graph.get(dg.AssetKey("behavior_ophys_nwb")).parent_keys
+    assert {dg.AssetKey(k) for k in ("ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces",
+                                     "neuropil_corrected_traces", "dff_traces")} == parents
+    assert graph.get(dg.AssetKey("behavior_nwb")).parent_keys == {dg.AssetKey("behavior_session_inputs")}
+    assert len(NWB_OPHYS_CHECKS) == 4
