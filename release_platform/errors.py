@@ -25,3 +25,8 @@ class InputError(ValueError):
         if self.entity:
             return self
         return InputError(self.problem, entity=entity, path=self.path)
+
+
+def describe_validation_error(exc) -> str:
+    """Every problem of a pydantic ``ValidationError`` on one line: ``field.path: message; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())

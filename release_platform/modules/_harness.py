@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 import pydantic
 
-from release_platform.errors import InputError
+from release_platform.errors import InputError, describe_validation_error
 from release_platform.storage import atomic_path
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -74,9 +74,7 @@ def validate_inputs(model: type[M], raw: dict, source: str | os.PathLike | None 
     try:
         return model.model_validate(raw)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise InputError(f"invalid input: {problems}", path=source) from None
 
 

@@ -49,7 +49,7 @@ import pandas as pd
 import pydantic
 
 import release_platform
-from release_platform.errors import InputError
+from release_platform.errors import InputError, describe_validation_error
 from release_platform.inputs import Subject
 from release_platform.nwb.config import BackendConfiguration, DatasetIOConfiguration
 from release_platform.nwb.protocol import (
@@ -199,7 +199,7 @@ def validate_model(model: type[pydantic.BaseModel], raw: Mapping[str, Any], enti
     try:
         return model.model_validate(raw)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = describe_validation_error(exc)
         raise InputError(f"cannot build NWB writer inputs: {problems}", entity=entity) from None
 
 
@@ -661,17 +661,26 @@ def add_behavior_content(nwbfile, tables: BehaviorTables) -> None:
     add_rewards(nwbfile, tables.rewards)
 
 
-def write_behavior_nwb(inputs: BehaviorNwbInputs, *, config: BackendConfiguration | None = None,
-                       round_trip: bool = True) -> NwbOutput:
-    """Write ``behavior_session_<id>.nwb`` through the write protocol; raises ``NwbWriteError`` on failure."""
+def write_through_protocol(inputs, build, *, config: BackendConfiguration | None = None,
+                           round_trip: bool = True) -> NwbOutput:
+    """Write ``inputs.output_path`` from ``build(inputs, config=...)`` through the write protocol.
+
+    ``inputs`` carries ``output_path``, ``entity`` and ``compression`` (the tier); raises ``NwbWriteError``.
+    """
     config = config or backend_configuration(inputs.compression)
     with quiet_codec_warnings():
         result: WriteResult = write_nwb(
             inputs.output_path,
-            lambda: build_behavior_nwbfile(inputs, config=config),
+            lambda: build(inputs, config=config),
             entity=inputs.entity,
             config=config,
             round_trip=round_trip,
         )
     return NwbOutput(output_path=os.fspath(result.path), identifier=result.identifier, n_bytes=result.n_bytes,
                      n_datasets_checked=result.n_datasets_checked, compression=inputs.compression)
+
+
+def write_behavior_nwb(inputs: BehaviorNwbInputs, *, config: BackendConfiguration | None = None,
+                       round_trip: bool = True) -> NwbOutput:
+    """Write ``behavior_session_<id>.nwb`` through the write protocol; raises ``NwbWriteError`` on failure."""
+    return write_through_protocol(inputs, build_behavior_nwbfile, config=config, round_trip=round_trip)

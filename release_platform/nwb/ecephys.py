@@ -54,7 +54,7 @@ import pydantic
 
 import release_platform
 from release_platform.ecephys import units as units_mod
-from release_platform.errors import InputError
+from release_platform.errors import InputError, describe_validation_error
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import (
     H5DatasetIterator,
@@ -414,7 +414,7 @@ class EcephysNwbInputs(pydantic.BaseModel):
         try:
             return cls.model_validate(raw)
         except pydantic.ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+            problems = describe_validation_error(exc)
             raise InputError(f"cannot build write_ecephys_nwb inputs: {problems}", entity=entity) from None
 
 

@@ -83,11 +83,11 @@ from release_platform.nwb.behavior import (
     load_table,
     load_trials,
     new_nwbfile,
-    quiet_codec_warnings,
     validate_model,
+    write_through_protocol,
 )
 from release_platform.nwb.config import BackendConfiguration
-from release_platform.nwb.protocol import WriteResult, provenance_record, regular_rate, write_nwb
+from release_platform.nwb.protocol import provenance_record, regular_rate
 from release_platform.ophys.io import decode_roi_ids, open_h5, require_dataset
 
 __all__ = [
@@ -821,14 +821,4 @@ def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
 def write_behavior_ophys_nwb(inputs: OphysNwbInputs, *, config: BackendConfiguration | None = None,
                              round_trip: bool = True) -> NwbOutput:
     """Write ``behavior_ophys_experiment_<id>.nwb`` through the write protocol; ``NwbWriteError`` on failure."""
-    config = config or backend_configuration(inputs.compression)
-    with quiet_codec_warnings():
-        result: WriteResult = write_nwb(
-            inputs.output_path,
-            lambda: build_behavior_ophys_nwbfile(inputs, config=config),
-            entity=inputs.entity,
-            config=config,
-            round_trip=round_trip,
-        )
-    return NwbOutput(output_path=os.fspath(result.path), identifier=result.identifier, n_bytes=result.n_bytes,
-                     n_datasets_checked=result.n_datasets_checked, compression=inputs.compression)
+    return write_through_protocol(inputs, build_behavior_ophys_nwbfile, config=config, round_trip=round_trip)
