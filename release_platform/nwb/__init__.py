@@ -1,5 +1,7 @@
 """NWB writing and checking (no Dagster): the shared write protocol, chunk/codec configuration,
-inspection, and the per-modality writers and readers (``release_platform.nwb.ecephys``)."""
+inspection, and the per-modality writers and readers: ``release_platform.nwb.ophys`` (per-plane
+behavior+ophys files), ``release_platform.nwb.behavior`` (behavior-only files), ``release_platform.nwb.ecephys``
+(session and per-probe LFP files) and ``release_platform.nwb.readers``."""
 
 from release_platform.nwb.config import BackendConfiguration, CodecUnavailableError, DatasetIOConfiguration
 from release_platform.nwb.inspection import InspectionReport, inspect_nwb, validate_nwb
