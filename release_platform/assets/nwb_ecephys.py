@@ -7,16 +7,15 @@ runs). Produced files are registered in LIMS as ``EcephysNwb`` (session) and ``E
 import time
 
 import dagster as dg
-import h5py
 
 from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
+from release_platform.ecephys.units import write_grouping
 from release_platform.errors import InputError
 from release_platform.inputs import EcephysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.nwb import ecephys as ecephys_nwb
-from release_platform.storage import atomic_path
 
 ECEPHYS = PARTITIONS_BY_KIND["ecephys_session"]
 GROUP = "ecephys_session"
@@ -48,11 +47,7 @@ def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: Ece
         for probe in ecephys_nwb.selected_probes(inputs):
             units = ecephys_nwb.probe_units(inputs, probe)
             target = storage.dir_for("ecephys_units", context.partition_key) / f"units_{probe.name}.h5"
-            with atomic_path(target) as tmp, h5py.File(tmp, "w", track_order=True) as fh:
-                fh.create_dataset("unit_ids", data=units.grouping.unit_ids)
-                fh.create_dataset("spike_times", data=units.grouping.spike_times, compression="gzip")
-                fh.create_dataset("spike_times_index", data=units.grouping.ends)
-                fh.create_dataset("spike_amplitudes", data=units.grouping.values["spike_amplitudes"], compression="gzip")
+            write_grouping(target, units.grouping)
             out[probe.name] = {"file": str(target), "n_units": int(len(units.grouping.unit_ids)),
                                "n_spikes": int(units.grouping.spike_times.size)}
             if units.grouping.unknown_clusters:
@@ -74,14 +69,22 @@ def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: Ece
     return {"probes": out, "unknown_clusters": unknown}
 
 
-@dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"nwb"}, deps=[ecephys_units],
+def _with_units_files(inputs: ecephys_nwb.EcephysNwbInputs, units: dict) -> ecephys_nwb.EcephysNwbInputs:
+    """``inputs`` with each probe's ``units_file`` set to the grouped-units file ``ecephys_units`` wrote for it
+    (probes it has no file for keep recomputing)."""
+    files = {name: rec["file"] for name, rec in (units.get("probes") or {}).items() if rec.get("file")}
+    probes = [p.model_copy(update={"units_file": files[p.name]}) if p.name in files else p for p in inputs.probes]
+    return inputs.model_copy(update={"probes": probes})
+
+
+@dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"nwb"},
           description="Session NWB: subject, probes, electrodes, units with spike trains, amplitudes and waveforms, "
-                      "stimulus, running, optotagging.")
+                      "stimulus, running, optotagging. Spikes come grouped from ecephys_units' files.")
 def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
-                        lims: LimsResource, storage: StorageResource) -> dict:
+                        ecephys_units: dict, lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     try:
-        inputs = _nwb_inputs(context, ecephys_session_inputs, lims, storage)
+        inputs = _with_units_files(_nwb_inputs(context, ecephys_session_inputs, lims, storage), ecephys_units)
         result, report = ecephys_nwb.write_session_nwb(inputs)
     except InputError as exc:
         raise _failure(context, exc) from None

@@ -28,9 +28,11 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional
 
+import h5py
 import numpy as np
 
 from release_platform.errors import InputError
+from release_platform.storage import atomic_path
 
 __all__ = [
     "DEFAULT_AMPLITUDE_SCALE_FACTOR",
@@ -46,6 +48,9 @@ __all__ = [
     "group_spikes",
     "unit_mean_waveforms",
     "units_from_sorting",
+    "GROUPING_FORMAT",
+    "write_grouping",
+    "read_grouping",
 ]
 
 DEFAULT_AMPLITUDE_SCALE_FACTOR = 0.195e-6  # V/bit (Neuropixels 1.0 AP band)
@@ -365,4 +370,86 @@ def units_from_sorting(
     )
     return group_spikes(
         unit_ids, unit_cluster_ids, sorting.spike_clusters, times, {"spike_amplitudes": amps}, entity=entity
+    )
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Grouping files
+# ---------------------------------------------------------------------------------------------------------
+
+#: ``format`` attribute of a grouping file (bump the version when the layout changes).
+GROUPING_FORMAT = "release_platform.SpikeGrouping/1"
+_GROUPING_DATASETS = ("unit_ids", "spike_times", "spike_times_index", "unknown_cluster_ids", "unknown_cluster_counts")
+
+
+def write_grouping(path: str | os.PathLike, grouping: SpikeGrouping) -> Path:
+    """Write ``grouping`` to the HDF5 file ``path`` atomically (the file appears whole or not at all).
+
+    Layout: ``unit_ids``, ``spike_times`` (s), ``spike_times_index`` (= ``ends``), one dataset per entry of
+    ``values`` (e.g. ``spike_amplitudes``; names in the ``values`` attribute), ``unknown_cluster_ids`` and
+    ``unknown_cluster_counts``; attributes ``format`` and ``n_dropped_negative``. Dtypes are kept, so
+    :func:`read_grouping` gives back equal arrays. Returns ``path``.
+    """
+    path = Path(path)
+    clash = sorted(set(grouping.values) & set(_GROUPING_DATASETS))
+    if clash:
+        raise ValueError(f"grouping value names {clash} clash with the file's own datasets")
+    unknown_ids = np.array(sorted(grouping.unknown_clusters), dtype=np.int64)
+    unknown_counts = np.array([grouping.unknown_clusters[int(c)] for c in unknown_ids], dtype=np.int64)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as fh:
+        fh.attrs["format"] = GROUPING_FORMAT
+        fh.attrs["n_dropped_negative"] = int(grouping.n_dropped_negative)
+        fh.attrs["values"] = np.array(list(grouping.values), dtype=h5py.string_dtype())
+        fh.create_dataset("unit_ids", data=np.asarray(grouping.unit_ids))
+        fh.create_dataset("spike_times", data=np.asarray(grouping.spike_times), compression="gzip")
+        fh.create_dataset("spike_times_index", data=np.asarray(grouping.ends))
+        for name, values in grouping.values.items():
+            fh.create_dataset(name, data=np.asarray(values), compression="gzip")
+        fh.create_dataset("unknown_cluster_ids", data=unknown_ids)
+        fh.create_dataset("unknown_cluster_counts", data=unknown_counts)
+    return path
+
+
+def read_grouping(path: str | os.PathLike, *, entity: str | None = None) -> SpikeGrouping:
+    """The :class:`SpikeGrouping` written by :func:`write_grouping`; an :class:`InputError` naming the file
+    when it is missing, unreadable, of another format or inconsistent."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("grouped-units file is missing", entity=entity, path=path)
+    try:
+        with h5py.File(path, "r") as fh:
+            fmt = fh.attrs.get("format")
+            fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+            if fmt != GROUPING_FORMAT:
+                raise InputError(f"not a grouped-units file (format {fmt!r}, expected {GROUPING_FORMAT!r})", entity=entity, path=path)
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in fh.attrs.get("values", [])]
+            missing = [n for n in (*_GROUPING_DATASETS, *names) if n not in fh]
+            if missing:
+                raise InputError(f"grouped-units file lacks datasets {missing}", entity=entity, path=path)
+            arrays = {n: fh[n][()] for n in (*_GROUPING_DATASETS, *names)}
+            n_negative = int(fh.attrs.get("n_dropped_negative", 0))
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot read grouped-units file (corrupt or truncated?): {exc}", entity=entity, path=path) from None
+    unit_ids, times, ends = arrays["unit_ids"], arrays["spike_times"], arrays["spike_times_index"]
+    if unit_ids.ndim != 1 or times.ndim != 1 or ends.shape != unit_ids.shape:
+        raise InputError(f"grouped-units file has {ends.shape} index entries for {unit_ids.shape} units", entity=entity, path=path)
+    if len(ends) and (bool(np.any(np.diff(ends) < 0)) or ends[0] < 0 or int(ends[-1]) != len(times)):
+        raise InputError(f"spike_times_index is not a valid index into {len(times)} spike times", entity=entity, path=path)
+    if not len(ends) and len(times):
+        raise InputError(f"{len(times)} spike times but no units", entity=entity, path=path)
+    for n in names:
+        if arrays[n].shape != times.shape:
+            raise InputError(f"{n} has {arrays[n].shape[0]} entries but there are {len(times)} spike times", entity=entity, path=path)
+    if arrays["unknown_cluster_ids"].shape != arrays["unknown_cluster_counts"].shape:
+        raise InputError("unknown_cluster_ids and unknown_cluster_counts differ in length", entity=entity, path=path)
+    return SpikeGrouping(
+        unit_ids=unit_ids,
+        spike_times=times,
+        ends=ends,
+        values={n: arrays[n] for n in names},
+        unknown_clusters={int(c): int(k) for c, k in zip(arrays["unknown_cluster_ids"], arrays["unknown_cluster_counts"])},
+        n_dropped_negative=n_negative,
     )

@@ -206,7 +206,13 @@ class LfpInputs(pydantic.BaseModel):
 
 class ProbeInputs(pydantic.BaseModel):
     """One probe. Sorter outputs come from the ``*_path`` fields, each defaulting to the Kilosort file name
-    in ``sorting_dir``."""
+    in ``sorting_dir``.
+
+    ``units_file`` (optional): the probe's spikes already grouped to units, an HDF5 file written by
+    :func:`release_platform.ecephys.units.write_grouping` from these same sorter outputs (the
+    ``ecephys_units`` asset writes one per probe). When given, the grouping is read from it instead of
+    recomputed; its unit ids must equal ``units`` in order. The written NWB is the same either way.
+    """
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
@@ -221,6 +227,7 @@ class ProbeInputs(pydantic.BaseModel):
     inverse_whitening_matrix_path: Optional[str] = None
     mean_waveforms_path: Optional[str] = None
     csd_path: Optional[str] = None
+    units_file: Optional[str] = None
     sampling_rate: float = pydantic.Field(default=30000.0, gt=0)
     lfp_sampling_rate: float = pydantic.Field(default=2500.0, gt=0)
     temporal_subsampling_factor: float = 2.0
@@ -743,34 +750,71 @@ class ProbeUnits:
 
 
 def probe_units(inputs: EcephysNwbInputs, probe: ProbeInputs) -> ProbeUnits:
-    """One probe's units: spikes grouped by unit with amplitudes (V), unknown clusters reported, mean waveforms."""
+    """One probe's units: spikes grouped by unit with amplitudes (V), unknown clusters reported, mean waveforms.
+
+    With ``probe.units_file`` the grouping is read from that file (see :class:`ProbeInputs`) and only the
+    templates (for their sample count) and mean waveforms are opened; otherwise it is computed from the
+    sorter outputs."""
     entity = _probe_entity(inputs, probe)
-    sorting = units_mod.load_sorting(paths=probe.sorting_paths(), entity=entity)
     units = list(probe.units)
     channel_ids = {c.id for c in probe.channels}
     bad_peak = sorted({u.peak_channel_id for u in units} - channel_ids)
     if bad_peak:
         raise InputError(f"units name peak channels {bad_peak} that are not channels of the probe", entity=entity)
-    grouping = units_mod.units_from_sorting(
-        sorting,
-        np.array([u.id for u in units], dtype=np.int64),
-        np.array([u.cluster_id for u in units], dtype=np.int64),
-        sampling_rate_hz=probe.sampling_rate,
-        amplitude_scale_factor=probe.amplitude_scale_factor,
-        entity=entity,
-    )
-    waveforms = None
-    if sorting.mean_waveforms is not None:
-        if sorting.mean_waveforms.shape[2] != len(probe.channels):
-            raise InputError(
-                f"mean_waveforms has {sorting.mean_waveforms.shape[2]} channels but the probe has {len(probe.channels)}",
-                entity=entity,
-                path=probe.sorting_paths()["mean_waveforms"],
-            )
-        waveforms = units_mod.unit_mean_waveforms(
-            sorting.mean_waveforms, np.array([u.cluster_id for u in units]), probe.scale_mean_waveform_and_csd, entity=entity
+    unit_ids = np.array([u.id for u in units], dtype=np.int64)
+    cluster_ids = np.array([u.cluster_id for u in units], dtype=np.int64)
+    paths = probe.sorting_paths()
+    if probe.units_file is None:
+        sorting = units_mod.load_sorting(paths=paths, entity=entity)
+        grouping = units_mod.units_from_sorting(
+            sorting,
+            unit_ids,
+            cluster_ids,
+            sampling_rate_hz=probe.sampling_rate,
+            amplitude_scale_factor=probe.amplitude_scale_factor,
+            entity=entity,
         )
-    return ProbeUnits(probe, units, grouping, waveforms, int(sorting.templates.shape[1]))
+        mean_waveforms, n_template_samples = sorting.mean_waveforms, int(sorting.templates.shape[1])
+    else:
+        grouping = _read_probe_grouping(probe.units_file, unit_ids, entity)
+        templates = units_mod.load_npy(paths["templates"], entity=entity)
+        if templates.ndim != 3:
+            raise InputError(f"templates has shape {templates.shape}, expected templates x samples x channels",
+                             entity=entity, path=paths["templates"])
+        n_template_samples = int(templates.shape[1])
+        mean_waveforms = None if paths["mean_waveforms"] is None else units_mod.load_npy(paths["mean_waveforms"], entity=entity)
+        if mean_waveforms is not None and mean_waveforms.ndim != 3:
+            raise InputError(f"mean_waveforms has shape {mean_waveforms.shape}, expected clusters x samples x channels",
+                             entity=entity, path=paths["mean_waveforms"])
+    waveforms = None
+    if mean_waveforms is not None:
+        if mean_waveforms.shape[2] != len(probe.channels):
+            raise InputError(
+                f"mean_waveforms has {mean_waveforms.shape[2]} channels but the probe has {len(probe.channels)}",
+                entity=entity,
+                path=paths["mean_waveforms"],
+            )
+        waveforms = units_mod.unit_mean_waveforms(mean_waveforms, cluster_ids, probe.scale_mean_waveform_and_csd, entity=entity)
+    return ProbeUnits(probe, units, grouping, waveforms, n_template_samples)
+
+
+def _read_probe_grouping(path: str, unit_ids: np.ndarray, entity: str) -> units_mod.SpikeGrouping:
+    """The grouping in ``path``, checked to hold exactly the probe's units in order and spike amplitudes."""
+    grouping = units_mod.read_grouping(path, entity=entity)
+    got = np.asarray(grouping.unit_ids, dtype=np.int64)
+    if got.shape != unit_ids.shape or not np.array_equal(got, unit_ids):
+        extra = sorted(set(got.tolist()) - set(unit_ids.tolist()))
+        missing = sorted(set(unit_ids.tolist()) - set(got.tolist()))
+        detail = f"units not in the file {missing}, units not of the probe {extra}" if (extra or missing) else "in another order"
+        raise InputError(
+            f"grouped-units file does not match the probe's units ({len(got)} units in the file, {len(unit_ids)} on the probe; "
+            f"{detail}); rewrite it from the current sorter outputs and unit records",
+            entity=entity,
+            path=path,
+        )
+    if "spike_amplitudes" not in grouping.values:
+        raise InputError("grouped-units file has no spike_amplitudes", entity=entity, path=path)
+    return grouping
 
 
 def _units_table(per_probe: Sequence[ProbeUnits], electrode_rows: Mapping[int, int], electrodes_table, resolution: float):

@@ -30,9 +30,17 @@ def _checks(result):
     return {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
 
 
-def test_session_and_lfp_nwb_pass_validation_and_inspector(demo_lims, instance, home):
+def test_session_and_lfp_nwb_pass_validation_and_inspector(demo_lims, instance, home, monkeypatch):
+    from release_platform.ecephys import units as U
+
+    grouped = []
+    real = U.units_from_sorting
+    monkeypatch.setattr(U, "units_from_sorting", lambda *a, **k: grouped.append(k.get("entity")) or real(*a, **k))
     result = _run(demo_lims, instance)
     assert result.success
+    # spikes are grouped once per probe (by ecephys_units); the session NWB reads the grouped-units files
+    probes = result.output_for_node("ecephys_units")["probes"]
+    assert len(grouped) == len(probes) == len(demo_lims.ecephys_probes(4001))
     checks = _checks(result)
     for name in ("ecephys_session_nwb_pynwb_valid", "ecephys_session_nwb_inspector",
                  "ecephys_probe_lfp_nwb_pynwb_valid", "ecephys_probe_lfp_nwb_inspector"):
@@ -58,6 +66,15 @@ def test_session_and_lfp_nwb_pass_validation_and_inspector(demo_lims, instance, 
         orphans = {str(int(c)) for c in truth["orphan_cluster_ids"][()]}
     assert set(unknown["probeA"]) == orphans
 
+    # the units files hold the same grouping as the NWB, with the dropped clusters recorded
+    for name, rec in probes.items():
+        assert rec["file"] == str(home / f"storage/ecephys_units/4001/units_{name}.h5")
+        g = U.read_grouping(rec["file"])
+        assert {str(k): v for k, v in g.unknown_clusters.items()} == unknown.get(name, {})
+        assert g.spike_times.size == rec["n_spikes"]
+        for unit_id, times in g.split().items():
+            np.testing.assert_array_equal(np.asarray(units.loc[unit_id, "spike_times"]), times)
+
 
 def test_missing_lfp_fails_only_the_lfp_asset(demo_lims, instance, home, tmp_path):
     probe = demo_lims.ecephys_probes(4001)[1]
@@ -69,6 +86,11 @@ def test_missing_lfp_fails_only_the_lfp_asset(demo_lims, instance, home, tmp_pat
     message = failures[0].event_specific_data.error.message
     assert "ecephys_session 4001: LFP NWB failed for ['probeB']" in message and "absent_lfp.h5" in message
     materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-    assert {"ecephys_session_nwb", "ecephys_units", "ecephys_session_metadata"} <= materialized
+    assert {"ecephys_session_nwb", "ecephys_units"} <= materialized
+    # the session metadata links the probe LFP files when it depends on their asset: then it is skipped, not failed
+    from release_platform.assets.metadata import NWB_DEPS
+
+    waits_for_lfp = "ecephys_probe_lfp_nwb" in NWB_DEPS["ecephys_session_metadata"]
+    assert ("ecephys_session_metadata" in materialized) is not waits_for_lfp
     assert (home / "storage/ecephys_probe_lfp_nwb/4001/lfp_probe_4101.nwb").exists()
     assert not (home / "storage/ecephys_probe_lfp_nwb/4001/lfp_probe_4102.nwb").exists()

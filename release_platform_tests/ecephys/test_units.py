@@ -157,3 +157,77 @@ def test_time_sorted_input_takes_the_same_answer_as_unsorted_input():
     for uid in range(10, 16):
         sel = clusters == uid - 10
         np.testing.assert_array_equal(sorted_g.values_of("a", uid), amps[sel])
+
+
+def _grouping_with_everything():
+    clusters = np.array([3, 1, 5, 3, 1, 5, 5, 3])
+    times = np.array([0.9, 0.5, 0.1, 0.2, -0.1, 0.3, 0.4, 0.5])
+    return U.group_spikes([100, 200, 300], [3, 1, 7], clusters, times, {"spike_amplitudes": np.arange(8, dtype=float)})
+
+
+def _assert_same_grouping(a, b):
+    for name in ("unit_ids", "spike_times", "ends"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype, name
+        np.testing.assert_array_equal(x, y)
+    assert a.values.keys() == b.values.keys()
+    for k in a.values:
+        assert a.values[k].dtype == b.values[k].dtype
+        np.testing.assert_array_equal(a.values[k], b.values[k])
+    assert a.unknown_clusters == b.unknown_clusters
+    assert a.n_dropped_negative == b.n_dropped_negative
+
+
+def test_grouping_file_round_trips_everything(tmp_path):
+    g = _grouping_with_everything()
+    assert g.unknown_clusters and g.n_dropped_negative  # the file must keep both
+    path = U.write_grouping(tmp_path / "sub" / "units.h5", g)
+    assert path.exists() and not list(path.parent.glob("*inprogress*"))
+    _assert_same_grouping(U.read_grouping(path), g)
+
+    empty = U.group_spikes([], [], np.zeros(0, int), np.zeros(0))
+    _assert_same_grouping(U.read_grouping(U.write_grouping(tmp_path / "empty.h5", empty)), empty)
+    no_spikes = U.group_spikes([4, 5], [0, 1], np.zeros(0, int), np.zeros(0), {"spike_amplitudes": np.zeros(0)})
+    _assert_same_grouping(U.read_grouping(U.write_grouping(tmp_path / "none.h5", no_spikes)), no_spikes)
+
+
+def test_grouping_file_write_is_atomic(tmp_path):
+    path = U.write_grouping(tmp_path / "units.h5", _grouping_with_everything())
+    before = path.read_bytes()
+    bad = _grouping_with_everything()
+    bad = U.SpikeGrouping(bad.unit_ids, bad.spike_times, bad.ends, {"spike_amplitudes": object()}, {}, 0)
+    with pytest.raises(Exception):
+        U.write_grouping(path, bad)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["units.h5"]
+
+
+def test_reading_a_bad_grouping_file_names_it(tmp_path):
+    import h5py
+
+    with pytest.raises(InputError, match="missing") as exc:
+        U.read_grouping(tmp_path / "absent.h5", entity="probe X")
+    assert "absent.h5" in str(exc.value) and "probe X" in str(exc.value)
+
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(InputError, match="corrupt") as exc:
+        U.read_grouping(tmp_path / "junk.h5")
+    assert "junk.h5" in str(exc.value)
+
+    with h5py.File(tmp_path / "other.h5", "w") as fh:
+        fh.create_dataset("unit_ids", data=[1])
+    with pytest.raises(InputError, match="not a grouped-units file") as exc:
+        U.read_grouping(tmp_path / "other.h5")
+    assert "other.h5" in str(exc.value)
+
+    path = U.write_grouping(tmp_path / "units.h5", _grouping_with_everything())
+    with h5py.File(path, "a") as fh:
+        del fh["spike_times_index"]
+        fh["spike_times_index"] = np.array([3, 4, 99])
+    with pytest.raises(InputError, match="not a valid index") as exc:
+        U.read_grouping(path)
+    assert "units.h5" in str(exc.value)
+
+    with h5py.File(path, "a") as fh:
+        del fh["spike_amplitudes"]
+    with pytest.raises(InputError, match="lacks datasets.*spike_amplitudes"):
+        U.read_grouping(path)

@@ -321,3 +321,59 @@ def test_inputs_from_lims_records(lims, tmp_path):
         np.testing.assert_array_equal(units.loc[uid, "spike_times"], np.sort(samples[clusters == c]) / probe.sampling_rate_hz)
     assert all(p.error is None and p.nwb_path for p in outputs.probe_outputs)
     assert inspect_nwb(outputs.nwb_path).at("CRITICAL", "BEST_PRACTICE_VIOLATION") == []
+
+
+def _with_units_files(inputs, tmp_path, output_path):
+    """``inputs`` writing to ``output_path`` with every probe's grouping precomputed into a units file."""
+    probes = []
+    for probe in inputs.probes:
+        path = U.write_grouping(tmp_path / "units" / f"units_{probe.name}.h5", E.probe_units(inputs, probe).grouping)
+        probes.append(probe.model_copy(update={"units_file": os.fspath(path)}))
+    return inputs.model_copy(update={"probes": probes, "output_path": os.fspath(output_path)})
+
+
+def test_session_file_from_units_files_is_identical_and_does_not_regroup(session, tmp_path, monkeypatch):
+    _, inputs, _ = session
+    plain = inputs.model_copy(update={"output_path": os.fspath(tmp_path / "plain" / "session.nwb")})
+    cached = _with_units_files(inputs, tmp_path, tmp_path / "cached" / "session.nwb")
+    result_plain, report_plain = E.write_session_nwb(plain)
+
+    def no_regrouping(*args, **kwargs):
+        raise AssertionError("spikes were grouped again although a units file was given")
+
+    monkeypatch.setattr(U, "units_from_sorting", no_regrouping)
+    monkeypatch.setattr(U, "group_spikes", no_regrouping)
+    result_cached, report_cached = E.write_session_nwb(cached)
+
+    assert result_cached.path.read_bytes() == result_plain.path.read_bytes()
+    assert report_cached == report_plain and report_cached.unknown_clusters and any(report_cached.unknown_clusters.values())
+
+
+def test_units_file_that_does_not_match_the_probe_is_an_input_error_naming_it(session, tmp_path):
+    _, inputs, _ = session
+    probe = inputs.probes[0]
+    g = E.probe_units(inputs, probe).grouping
+    order = np.arange(len(g.unit_ids))[::-1]  # same units, other order
+    reordered = U.SpikeGrouping(g.unit_ids[order], g.spike_times, g.ends, g.values, g.unknown_clusters, g.n_dropped_negative)
+    fewer = U.SpikeGrouping(g.unit_ids[:-1], g.spike_times[: g.ends[-2]], g.ends[:-1],
+                            {k: v[: g.ends[-2]] for k, v in g.values.items()}, g.unknown_clusters, g.n_dropped_negative)
+    no_amplitudes = U.SpikeGrouping(g.unit_ids, g.spike_times, g.ends, {}, g.unknown_clusters, g.n_dropped_negative)
+    for name, bad, expected in [("reordered", reordered, "in another order"),
+                                ("fewer", fewer, f"units not in the file \\[{int(g.unit_ids[-1])}\\]"),
+                                ("no_amplitudes", no_amplitudes, "no spike_amplitudes")]:
+        path = U.write_grouping(tmp_path / f"{name}.h5", bad)
+        broken = probe.model_copy(update={"units_file": os.fspath(path)})
+        with pytest.raises(InputError, match=expected) as exc:
+            E.probe_units(inputs, broken)
+        assert f"{name}.h5" in str(exc.value) and probe.name in str(exc.value)
+    with pytest.raises(InputError, match="grouped-units file is missing") as exc:
+        E.probe_units(inputs, probe.model_copy(update={"units_file": os.fspath(tmp_path / "absent.h5")}))
+    assert "absent.h5" in str(exc.value)
+
+
+def test_units_file_is_accepted_in_the_input_json(session, tmp_path):
+    _, inputs, _ = session
+    raw = inputs.model_dump(mode="json")
+    raw["probes"][0]["units_file"] = "/some/units_probeA.h5"
+    assert E.EcephysNwbInputs.model_validate(raw).probes[0].units_file == "/some/units_probeA.h5"
+    assert all(p.units_file is None for p in inputs.probes)  # the module's inputs recompute by default
