@@ -8,7 +8,7 @@ Parquet file of every materialized partition, write ``<root>/<table asset>/<tabl
 cross-table references and file-id collisions.
 
 Data files are found under the storage root at ``<root>/<asset>/<partition>/<prefix>_<id>.nwb`` (the NWB
-assets' layout; the names in :data:`NWB_ASSET_NAMES` are searched first, then every asset directory). Until
+assets' layout, e.g. ``ecephys_probe_lfp_nwb/<session>/lfp_probe_<probe id>.nwb`` for the per-probe LFP; the names in :data:`NWB_ASSET_NAMES` are searched first, then every asset directory). Until
 the NWB assets exist, a missing file is handled by the ``on_missing_file`` run config (default ``warn``: the
 row keeps a null ``file_id``).
 """
@@ -43,13 +43,14 @@ NWB_ASSET_NAMES = {
     "behavior_nwb": ("behavior_session_nwb", "behavior_nwb"),
     "behavior_ophys_nwb": ("behavior_ophys_nwb", "ophys_session_nwb", "ophys_nwb"),
     "ecephys_nwb": ("ecephys_session_nwb", "ecephys_nwb"),
+    "ecephys_lfp_nwb": ("ecephys_probe_lfp_nwb", "ecephys_lfp_nwb"),
 }
 
 # per-session asset -> the NWB assets whose files its rows link to (built first, in the same partition)
 NWB_DEPS = {
     "behavior_session_metadata": ("behavior_nwb",),
     "ophys_experiment_metadata": ("behavior_ophys_nwb",),
-    "ecephys_session_metadata": ("ecephys_session_nwb",),
+    "ecephys_session_metadata": ("ecephys_session_nwb", "ecephys_probe_lfp_nwb"),
 }
 
 # per-session asset -> (session kind, tables it holds, the kind's input asset)
@@ -110,6 +111,11 @@ def _file_links(storage: StorageResource, kind: str, built_rows, session_id: int
     elif kind == "ecephys_session":
         links.paths["ecephys_nwb"] = storage_resolver(root, "ecephys_nwb", [session_id], {session_id: str(session_id)},
                                                       asset_names=NWB_ASSET_NAMES["ecephys_nwb"])
+        # one LFP NWB per probe, in the session's partition (only probes with has_lfp_data expect one)
+        probes = built_rows.probes
+        ids = probes.loc[probes["ecephys_session_id"].astype("int64") == session_id, "ecephys_probe_id"].astype("int64").tolist()
+        links.paths["ecephys_lfp_nwb"] = storage_resolver(root, "ecephys_lfp_nwb", ids, {i: str(session_id) for i in ids},
+                                                          asset_names=NWB_ASSET_NAMES["ecephys_lfp_nwb"])
     return links
 
 
@@ -307,7 +313,7 @@ def _file_id_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         name="file_ids_unique_across_tables",
         blocking=True,
         additional_deps=[RELEASE_ASSETS[t][0] for t in with_files if RELEASE_ASSETS[t][0] != asset.key.path[-1]],
-        description="No two release data files (behavior, ophys experiment, ecephys NWB) share a file id.",
+        description="No two release data files (behavior, ophys experiment, ecephys session and probe LFP NWB) share a file id.",
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         frames = {t: read_parquet(t, _release_file(storage, t, "parquet")) for t in with_files

@@ -4,8 +4,8 @@ Staging (partitioned by session kind, in that kind's group, so each session job 
 
 * ``behavior_session_release_files`` <- ``behavior_session_metadata`` (behavior NWB),
 * ``ophys_session_release_files`` <- ``ophys_experiment_metadata`` (one behavior_ophys NWB per plane),
-* ``ecephys_session_release_files`` <- ``ecephys_session_metadata`` (session NWB; probe LFP files once the
-  probes table names them).
+* ``ecephys_session_release_files`` <- ``ecephys_session_metadata`` (session NWB and the per-probe LFP NWB files
+  the probes table names, ``lfp_probe_<probe id>.nwb``, staged next to the session).
 
 Each reads its partition's metadata rows, copies (verified, one read for SHA-256 + BLAKE2b + dandi-etag) the files
 they name into ``<root>/<asset>/<partition>/`` and records their digests in ``release_records.json`` there. A

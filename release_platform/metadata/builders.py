@@ -16,7 +16,9 @@ Merging rules (AllenSDK §7.3, with the deviations named):
   dropped it; we raise :class:`InputError` naming the sessions when such a session is a target.
 * Ophys experiments in workflow state ``failed`` are left out of every table and list.
 * ``on_missing_file="skip"`` drops a row whose file is missing *and* its child rows (cells of a dropped
-  experiment; probes, channels, units of a dropped ecephys session), so no reference dangles.
+  experiment; probes, channels, units of a dropped ecephys session; channels and units of a probe dropped for
+  its missing LFP NWB, the session's counts then counting the released probes only), so no reference dangles.
+* A probe expects an LFP NWB (``probes.file_id``) only when ``has_lfp_data`` is true.
 """
 
 from __future__ import annotations
@@ -227,6 +229,7 @@ def build_tables(
         target_eph = keep(eph, "ecephys_session_id", targets.ecephys_session_ids)
         probes, channels, units = _ecephys_children(rows, target_eph)
         dropped_sessions: list[int] = []
+        session_table = None
         if "ecephys_session_table" in wanted:
             table = _ecephys_session_table(target_eph, subjects, history, probes, channels, units)
             attached = attach_files(table, "ecephys_nwb", files, on_missing_file)
@@ -234,10 +237,24 @@ def build_tables(
             dropped_sessions = attached.dropped
             if dropped_sessions:
                 result.dropped["ecephys_session_table"] = dropped_sessions
-            result.tables["ecephys_session_table"] = _finalize("ecephys_session_table", attached.frame)
+            session_table = attached.frame
+        probes, channels, units = (f[~f["ecephys_session_id"].isin(dropped_sessions)] for f in (probes, channels, units))
+        if "probes" in wanted:
+            # Per-probe LFP NWB: expected only for a probe with LFP; "skip" drops the probe with its channels and
+            # units, and the session's counts then describe the released probes.
+            attached = attach_files(probes, "ecephys_lfp_nwb", files, on_missing_file, expected=probes["has_lfp_data"])
+            result.missing_files += attached.missing
+            probes = attached.frame
+            if attached.dropped:
+                result.dropped["probes"] = attached.dropped
+                channels = channels[~channels["ecephys_probe_id"].isin(attached.dropped)]
+                units = units[~units["ecephys_probe_id"].isin(attached.dropped)]
+                if session_table is not None:
+                    session_table = _ecephys_counts(session_table, probes, channels, units)
+        if session_table is not None:
+            result.tables["ecephys_session_table"] = _finalize("ecephys_session_table", session_table)
         for name, frame in (("probes", probes), ("channels", channels), ("units", units)):
             if name in wanted:
-                frame = frame[~frame["ecephys_session_id"].isin(dropped_sessions)]
                 result.tables[name] = _finalize(name, frame)
 
     check_file_id_collisions(result.tables)
@@ -514,9 +531,15 @@ def _ecephys_session_table(eph, subjects, history, probes, channels, units) -> p
     derived = _phys_derived(t, "ecephys_session_id", "ecephys", history,
                             columns=[c for c in DERIVED if c not in ("experience_level", "behavior_type")] + ["ecephys_experience_level"])
     t = t.join(derived.rename(columns={"ecephys_experience_level": "experience_level"}))
+    return _ecephys_counts(t, probes, channels, units).sort_values("ecephys_session_id", kind="stable")
+
+
+def _ecephys_counts(t: pd.DataFrame, probes, channels, units) -> pd.DataFrame:
+    """The session rows' probe/channel/unit counts and structure list, from the given child rows."""
+    t = t.copy()
     sid = t["ecephys_session_id"]
     t["probe_count"] = sid.map(probes.groupby("ecephys_session_id").size()).fillna(0)
     t["channel_count"] = sid.map(channels.groupby("ecephys_session_id").size()).fillna(0)
     t["unit_count"] = sid.map(units.groupby("ecephys_session_id").size()).fillna(0)
     t["structure_acronyms"] = _sorted_lists(channels, "ecephys_session_id", "structure_acronym", pd.Index(sid)).to_numpy()
-    return t.sort_values("ecephys_session_id", kind="stable")
+    return t

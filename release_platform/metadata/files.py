@@ -28,7 +28,11 @@ kind                     entity id column      file name                        
 ``behavior_nwb``         behavior_session_id   ``behavior_session_<id>.nwb``              behavior_session_table
 ``behavior_ophys_nwb``   ophys_experiment_id   ``behavior_ophys_experiment_<id>.nwb``     ophys_experiment_table
 ``ecephys_nwb``          ecephys_session_id    ``ecephys_session_<id>.nwb``               ecephys_session_table
+``ecephys_lfp_nwb``      ecephys_probe_id      ``lfp_probe_<id>.nwb``                     probes
 =======================  ====================  =========================================  ========================
+
+A probe expects an LFP file only when ``has_lfp_data`` is true (an LFP is registered in LIMS); a probe without
+LFP has null file columns, which is not a missing file.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ FILE_KINDS: dict[str, FileKind] = {
         "behavior_ophys_nwb", "ophys_experiment_id", "behavior_ophys_experiment", "ophys_experiment_table", "ophys_experiment"
     ),
     "ecephys_nwb": FileKind("ecephys_nwb", "ecephys_session_id", "ecephys_session", "ecephys_session_table", "ecephys_session"),
+    "ecephys_lfp_nwb": FileKind("ecephys_lfp_nwb", "ecephys_probe_id", "lfp_probe", "probes", "ecephys_probe"),
 }
 #: table name -> file kind of its file columns
 TABLE_FILE_KIND = {k.table: k.name for k in FILE_KINDS.values()}

@@ -322,6 +322,9 @@ class ProbesTable(pa.DataFrameModel):
     channel_count: Int = _f("Channels of the probe.", ge=0)
     unit_count: Int = _f("Sorted units whose peak channel is on the probe.", ge=0)
     structure_acronyms: List = _f("Brain areas the probe's channels were in (sorted list).")
+    file_id: Int = _f("Deterministic id of the probe's LFP NWB file (lfp_probe_<id>.nwb); null if the probe has no "
+                      "LFP (has_lfp_data false) or the file is missing.", nullable=True, gt=0)
+    file_path: Str = _f("Absolute path of the probe's LFP NWB file.", nullable=True)
 
     class Config:
         name = "probes"
@@ -333,6 +336,15 @@ class ProbesTable(pa.DataFrameModel):
     @pa.check("structure_acronyms", name="list_of_names")
     def _name_lists(cls, s: Series) -> Series[bool]:
         return s.map(_is_str_list).astype(bool)
+
+    @pa.check("file_id", name="unique_non_null")
+    def _file_unique(cls, s: Series) -> Series[bool]:
+        return _unique_non_null(s)
+
+    @pa.dataframe_check(name="file_id_scheme")
+    def _files(cls, df: pd.DataFrame) -> Series[bool]:
+        ok = _file_columns_ok(df, "ecephys_lfp_nwb")
+        return ok & (df["file_id"].isna() | df["has_lfp_data"].astype(bool))  # only a probe with LFP has a file
 
 
 class ChannelsTable(pa.DataFrameModel):
@@ -433,7 +445,7 @@ TABLES: dict[str, TableSpec] = {
                   (_ref("ophys_experiment_id", "ophys_experiment_table"),), (), "ophys"),
         TableSpec("ecephys_session_table", EcephysSessionTable, "ecephys_session_id", "ecephys_nwb",
                   (_ref("behavior_session_id", "behavior_session_table"),), ("driver_line", "structure_acronyms"), "ecephys"),
-        TableSpec("probes", ProbesTable, "ecephys_probe_id", None,
+        TableSpec("probes", ProbesTable, "ecephys_probe_id", "ecephys_lfp_nwb",
                   (_ref("ecephys_session_id", "ecephys_session_table"),), ("structure_acronyms",), "ecephys"),
         TableSpec("channels", ChannelsTable, "ecephys_channel_id", None,
                   (_ref(("ecephys_probe_id", "ecephys_session_id"), "probes"),), (), "ecephys"),

@@ -76,7 +76,8 @@ FILE_ROLES: dict[str, FileRole] = {
                  desc="exp{ophys_experiment_id}"),
         FileRole("ecephys_session_table", "ecephys_session_id", "ecephys_sessions", "ecephys_session_{ecephys_session_id}.nwb",
                  "ecephys_session_id", ("behavior", "ecephys")),
-        # Per-probe LFP files, once the probes table carries file columns: grouped with their session.
+        # Per-probe LFP NWB files (probes.file_id / file_path): allen puts them next to their session's NWB;
+        # dandi names them sub-<mouse>_ses-<session>_probe-<probe id>_ecephys.nwb (mouse from the session table).
         FileRole("probes", "ecephys_probe_id", "ecephys_sessions", "lfp_probe_{ecephys_probe_id}.nwb", "ecephys_session_id",
                  ("ecephys",), probe_column="ecephys_probe_id", allen_group_column="ecephys_session_id",
                  subject_via=("ecephys_session_table", "ecephys_session_id")),

@@ -32,12 +32,15 @@ def env(tmp_path):
     w.behavior(2, "m1", "OPHYS_1_images_A", day(1), ophys_session_id=101)
     w.container(900, [("OphysSession", 101)])
     w.ecephys(301, "m1", "EPHYS_1_images_G", day(2), [
-        dict(id=3011, name="probeA", channels=[(30110, 0, "VISp", True), (30111, 1, None, False)], units=[(1, 30110, {"firing_rate": 2.0})])])
+        dict(id=3011, name="probeA", channels=[(30110, 0, "VISp", True), (30111, 1, None, False)], units=[(1, 30110, {"firing_rate": 2.0})],
+             lfp=tmp_path / "raw_lfp_3011.h5"),
+        dict(id=3012, name="probeB", channels=[(30120, 0, "LP", True)], units=[])])  # no LFP
     root = tmp_path / "storage"
     touch(root / "behavior_session_nwb" / "1" / "behavior_session_1.nwb")
     touch(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1011.nwb")
     touch(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1012.nwb")
     touch(root / "ecephys_session_nwb" / "301" / "ecephys_session_301.nwb")
+    touch(root / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb")
     resources = {"lims": LimsResource(url=url), "storage": StorageResource(root=str(root))}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("behavior_session", ["1", "2"])
@@ -80,6 +83,9 @@ def test_per_session_assets_materialize_and_pass_their_checks(env):
     assert result.success and _evaluations(result)["ecephys_session_metadata_schema"].passed
     units = read_parquet("units", root / "ecephys_session_metadata" / "301" / "units.parquet")
     assert units["ecephys_session_id"].tolist() == [301]
+    probes = read_parquet("probes", root / "ecephys_session_metadata" / "301" / "probes.parquet")
+    assert probes["file_id"].tolist()[0] == file_id("ecephys_lfp_nwb", 3011) and pd.isna(probes["file_id"].iloc[1])
+    assert probes["file_path"].tolist()[0] == str(root / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb")
 
 
 def test_missing_nwb_follows_run_config(env):
@@ -91,6 +97,27 @@ def test_missing_nwb_follows_run_config(env):
     config = {"ops": {"behavior_session_metadata": {"config": {"on_missing_file": "error"}}}}
     failed = _materialize_session(env, ["behavior_session_metadata"], "1", run_config=config, raise_on_error=False)
     assert not failed.success
+
+
+def test_missing_probe_lfp_follows_run_config(env):
+    (env["root"] / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb").unlink()
+    result = _materialize_session(env, ["ecephys_session_metadata"], "301")
+    assert result.success and _evaluations(result)["ecephys_session_metadata_schema"].passed  # "warn": null file_id
+    mat = result.asset_materializations_for_node("ecephys_session_metadata")[0]
+    assert [m["ecephys_probe_id"] for m in mat.metadata["missing_files"].data] == [3011]  # probeB has no LFP: not missing
+    probes = read_parquet("probes", env["root"] / "ecephys_session_metadata" / "301" / "probes.parquet")
+    assert probes["file_id"].isna().all()
+    config = {"ops": {"ecephys_session_metadata": {"config": {"on_missing_file": "error"}}}}
+    failed = _materialize_session(env, ["ecephys_session_metadata"], "301", run_config=config, raise_on_error=False)
+    assert not failed.success
+    message = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data.error.message
+    assert "ecephys_probe 3011" in message and "lfp_probe_3011.nwb" in message
+    config = {"ops": {"ecephys_session_metadata": {"config": {"on_missing_file": "skip"}}}}
+    skipped = _materialize_session(env, ["ecephys_session_metadata"], "301", run_config=config)
+    assert skipped.success and _evaluations(skipped)["ecephys_session_metadata_schema"].passed
+    probes = read_parquet("probes", env["root"] / "ecephys_session_metadata" / "301" / "probes.parquet")
+    units = read_parquet("units", env["root"] / "ecephys_session_metadata" / "301" / "units.parquet")
+    assert probes["ecephys_probe_id"].tolist() == [3012] and units.empty
 
 
 def test_bad_row_fails_the_blocking_check_and_stops_downstream(env):
@@ -157,4 +184,6 @@ def test_definitions_resolve_with_the_rest_of_the_code_location():
     defs.resolve_all_job_defs()
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey("ophys_session_inputs") in graph.get(dg.AssetKey("ophys_experiment_metadata")).parent_keys
+    assert {dg.AssetKey("ecephys_session_nwb"), dg.AssetKey("ecephys_probe_lfp_nwb")} <= graph.get(
+        dg.AssetKey("ecephys_session_metadata")).parent_keys
     assert len(am.METADATA_CHECKS) == 5 + 8 + 1

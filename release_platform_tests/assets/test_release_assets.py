@@ -9,6 +9,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from release_platform.assets import metadata as am
@@ -17,6 +18,8 @@ from release_platform.assets.resources import StorageResource
 from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
 from release_platform.release.commands import add_release_commands
+from release_platform.metadata import file_id
+from release_platform.release.layouts import dandi_path_problems
 from release_platform.release.manifest import load_manifest
 from release_platform.release.verify import verify_release
 from release_platform_tests.metadata import LimsWorld, day
@@ -162,7 +165,8 @@ def test_demo_sessions_release_clean(demo_lims, home):
     root = home / "storage"
     for rel in ("behavior_ophys_nwb/1001/behavior_ophys_experiment_1101.nwb", "behavior_ophys_nwb/1002/behavior_ophys_experiment_1201.nwb",
                 "behavior_ophys_nwb/1002/behavior_ophys_experiment_1202.nwb", "behavior_session_nwb/3001/behavior_session_3001.nwb",
-                "ecephys_session_nwb/4001/ecephys_session_4001.nwb"):
+                "ecephys_session_nwb/4001/ecephys_session_4001.nwb", "ecephys_probe_lfp_nwb/4001/lfp_probe_4101.nwb",
+                "ecephys_probe_lfp_nwb/4001/lfp_probe_4102.nwb"):
         write_file(root / rel, 4096, seed=len(rel))
     resources = {"lims": LimsResource(url=demo_lims.url), "storage": StorageResource(root=str(root))}
     partitions = {"ophys_session": ["1001", "1002"], "behavior_session": ["3001", "3002"], "ecephys_session": ["4001"]}
@@ -176,7 +180,14 @@ def test_demo_sessions_release_clean(demo_lims, home):
         result = _release(env, "0.1.0", {"project": "demo", "layout": "allen"})
         assert result.success and _check(result).passed, _check(result).description
         manifest = load_manifest(root / "release_manifest/0.1.0/demo/manifests/demo_manifest_v0.1.0.json")
-        assert len(manifest["data_files"]) == 5
+        assert len(manifest["data_files"]) == 7
+        staged = root / "ecephys_session_release_files/4001/ecephys_sessions/4001"
+        assert sorted(p.name for p in staged.glob("*.nwb")) == ["ecephys_session_4001.nwb", "lfp_probe_4101.nwb", "lfp_probe_4102.nwb"]
+        released = root / "release_manifest/0.1.0/demo/ecephys_sessions/4001"
+        assert sorted(p.name for p in released.glob("*.nwb")) == ["ecephys_session_4001.nwb", "lfp_probe_4101.nwb", "lfp_probe_4102.nwb"]
+        probes = pd.read_csv(root / "release_manifest/0.1.0/demo/project_metadata/probes.csv")
+        assert probes["file_path"].tolist() == ["ecephys_sessions/4001/lfp_probe_4101.nwb", "ecephys_sessions/4001/lfp_probe_4102.nwb"]
+        assert probes["file_id"].tolist() == [file_id("ecephys_lfp_nwb", 4101), file_id("ecephys_lfp_nwb", 4102)]
 
     parser = argparse.ArgumentParser()
     add_release_commands(parser.add_subparsers(dest="command"))
@@ -186,6 +197,11 @@ def test_demo_sessions_release_clean(demo_lims, home):
         with redirect_stdout(io.StringIO()):
             assert args.func(args) == 0
         report = verify_release(home / f"public-{layout}")
-        assert report.ok and report.files_checked == 5 + len(am.RELEASE_ASSETS), report.describe()
+        assert report.ok and report.files_checked == 7 + len(am.RELEASE_ASSETS), report.describe()
+    assert sorted(p.name for p in (home / "public-allen/demo/ecephys_sessions/4001").glob("lfp_probe_*.nwb")) == [
+        "lfp_probe_4101.nwb", "lfp_probe_4102.nwb"]
     dandi_files = sorted(p.relative_to(home / "public-dandi/demo").as_posix() for p in (home / "public-dandi/demo").glob("sub-*/*.nwb"))
-    assert len(dandi_files) == 5 and all(Path(f).parts[0].startswith("sub-") for f in dandi_files)
+    assert len(dandi_files) == 7 and all(Path(f).parts[0].startswith("sub-") for f in dandi_files)
+    lfp = [f for f in dandi_files if "_probe-" in f]
+    assert [Path(f).name.split("_ses-")[1] for f in lfp] == ["4001_probe-4101_ecephys.nwb", "4001_probe-4102_ecephys.nwb"]
+    assert all(dandi_path_problems(f) == [] for f in dandi_files)

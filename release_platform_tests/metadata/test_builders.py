@@ -222,3 +222,20 @@ def test_ambiguous_behavior_link_is_an_error(lims):
 def test_targets_only_selects_one_kind():
     t = Targets.only("ophys_session", [5])
     assert t.ophys_session_ids == {5} and t.behavior_session_ids == set() and t.ecephys_session_ids == set()
+
+
+def test_probes_carry_deterministic_lfp_file_ids(world, tmp_path):
+    from release_platform.metadata import FileLinks, directory_resolver, file_id
+    from release_platform_tests.metadata import touch
+
+    touch(tmp_path / "ecephys_session_301.nwb")
+    lfp = touch(tmp_path / "lfp_probe_3011.nwb")
+    links = FileLinks(paths={"ecephys_nwb": directory_resolver(tmp_path, "ecephys_nwb", [301]),
+                             "ecephys_lfp_nwb": directory_resolver(tmp_path, "ecephys_lfp_nwb", [3011, 3012])})
+    rows, targets = gather_for(world, "ecephys_session", [301])
+    built = build_tables(rows, targets, files=links, on_missing_file="error")  # probeB has no LFP: not missing
+    p = by_id(built.tables["probes"], "ecephys_probe_id")
+    assert p.loc[3011, "file_id"] == file_id("ecephys_lfp_nwb", 3011) and p.loc[3011, "file_path"] == str(lfp)
+    assert pd.isna(p.loc[3012, "file_id"]) and pd.isna(p.loc[3012, "file_path"]) and built.missing_files == []
+    again = build_tables(*gather_for(world, "ecephys_session", [301]), files=links).tables["probes"]
+    pd.testing.assert_series_equal(again["file_id"], built.tables["probes"]["file_id"])

@@ -126,3 +126,67 @@ def test_build_modes_cascade_to_child_tables(lims: LimsClient, tmp_path):
     assert skipped.tables["ophys_experiment_table"]["ophys_experiment_id"].tolist() == [1011]
     assert skipped.tables["ophys_cells_table"]["cell_roi_id"].tolist() == [1]
     assert skipped.dropped == {"ophys_experiment_table": [1012]}
+
+
+def test_probe_lfp_file_ids_are_deterministic_and_their_own_kind():
+    assert file_id("ecephys_lfp_nwb", 4101) == file_id("ecephys_lfp_nwb", 4101)
+    digest = hashlib.blake2b(b"release_platform/file_id/v1/ecephys_lfp_nwb/4101", digest_size=8).digest()
+    assert file_id("ecephys_lfp_nwb", 4101) == int.from_bytes(digest, "big") >> 11
+    assert file_id("ecephys_lfp_nwb", 4101) not in {file_id(k, 4101) for k in ("behavior_nwb", "behavior_ophys_nwb", "ecephys_nwb")}
+    probes = pd.DataFrame({"ecephys_probe_id": [7], "file_id": pd.array([file_id("ecephys_nwb", 7)], dtype="Int64")})
+    sessions = pd.DataFrame({"ecephys_session_id": [8], "file_id": pd.array([file_id("ecephys_nwb", 7)], dtype="Int64")})
+    with pytest.raises(InputError, match="ecephys_lfp_nwb:7"):
+        check_file_id_collisions({"probes": probes, "ecephys_session_table": sessions})
+
+
+def test_probe_lfp_files_follow_has_lfp_data_and_on_missing_file(lims: LimsClient, tmp_path):
+    from release_platform.metadata import validate_tables
+
+    def valid(tables):
+        reports = validate_tables({k: tables[k] for k in ("ecephys_session_table", "probes", "channels", "units")}, check_files=True)
+        return all(r.passed for r in reports.values())
+
+    w = LimsWorld(lims)
+    w.donor("m1")
+    w.ecephys(301, "m1", "EPHYS_1_images_G", day(0), [
+        dict(id=3011, name="probeA", channels=[(30110, 0, "VISp", True)], units=[(1, 30110, {"firing_rate": 2.0})],
+             lfp=tmp_path / "raw_a.h5"),
+        dict(id=3012, name="probeB", channels=[(30120, 0, "LP", True)], units=[(2, 30120, {"firing_rate": 1.0})],
+             lfp=tmp_path / "raw_b.h5"),
+        dict(id=3013, name="probeC", channels=[(30130, 0, "CA1", True)], units=[]),  # no LFP: no file expected
+    ])
+    session = touch(tmp_path / "301" / "ecephys_session_301.nwb")
+    lfp_a = touch(tmp_path / "301" / "lfp_probe_3011.nwb")
+    links = FileLinks(paths={"ecephys_nwb": {301: str(session)},
+                             "ecephys_lfp_nwb": {i: str(tmp_path / "301" / f"lfp_probe_{i}.nwb") for i in (3011, 3012, 3013)}})
+    rows, targets = gather_for(lims, "ecephys_session", [301])
+    with pytest.raises(InputError, match=r"1 expected ecephys_lfp_nwb file\(s\) missing: ecephys_probe 3012: .*lfp_probe_3012.nwb"):
+        build_tables(rows, targets, files=links, on_missing_file="error")
+
+    with pytest.warns(MetadataWarning, match="ecephys_probe 3012"):
+        warned = build_tables(rows, targets, files=links, on_missing_file="warn")
+    p = warned.tables["probes"]
+    assert p["ecephys_probe_id"].tolist() == [3011, 3012, 3013] and p["has_lfp_data"].tolist() == [True, True, False]
+    assert p["file_id"].tolist()[0] == file_id("ecephys_lfp_nwb", 3011) and p["file_id"].isna().tolist() == [False, True, True]
+    assert p["file_path"].tolist()[0] == str(lfp_a)
+    assert [m.get("ecephys_probe_id") for m in warned.missing_files] == [3012]
+    assert valid(warned.tables)
+
+    with pytest.warns(MetadataWarning, match="dropped"):
+        skipped = build_tables(rows, targets, files=links, on_missing_file="skip")
+    t = skipped.tables
+    assert skipped.dropped == {"probes": [3012]}
+    assert t["probes"]["ecephys_probe_id"].tolist() == [3011, 3013]
+    assert t["channels"]["ecephys_channel_id"].tolist() == [30110, 30130] and t["units"]["unit_id"].tolist() == [1]
+    s = t["ecephys_session_table"].iloc[0]  # the session kept, its counts describe the released probes
+    assert (s["probe_count"], s["channel_count"], s["unit_count"]) == (2, 2, 1) and s["structure_acronyms"] == ["CA1", "VISp"]
+    assert valid(t)
+
+    touch(tmp_path / "301" / "lfp_probe_3012.nwb")
+    full = build_tables(rows, targets, files=links, on_missing_file="error").tables["probes"]
+    assert full["file_id"].tolist()[:2] == [file_id("ecephys_lfp_nwb", 3011), file_id("ecephys_lfp_nwb", 3012)]
+    assert pd.isna(full["file_id"].iloc[2]) and pd.isna(full["file_path"].iloc[2])
+    # a file id on a probe without LFP breaks the model
+    bad = full.copy()
+    bad.loc[2, "file_id"], bad.loc[2, "file_path"] = file_id("ecephys_lfp_nwb", 3013), str(lfp_a)
+    assert not valid({**build_tables(rows, targets, files=links).tables, "probes": bad})

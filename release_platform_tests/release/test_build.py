@@ -241,3 +241,40 @@ def test_release_and_verify_commands(w, tmp_path):
     assert _cli("verify", str(dest))[0] == 0
     with pytest.raises(SystemExit):
         _cli("release", "--project", "vbo", "--version", "1.0.0", "--dest", str(dest), "--mode", "9z")
+
+
+def _with_probe_lfp(w):
+    """Add a probes table to the world: probe 3011 with an LFP NWB, probe 3012 without LFP (null file)."""
+    from release_platform.metadata import file_id
+
+    fid = file_id("ecephys_lfp_nwb", 3011)
+    w.files[fid] = write_file(w.storage / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb", 3500, seed=3011)
+    w.frames["probes"] = pd.DataFrame({
+        "ecephys_probe_id": pd.array([3011, 3012], dtype="Int64"),
+        "ecephys_session_id": pd.array([301, 301], dtype="Int64"),
+        "has_lfp_data": [True, False],
+        "file_id": pd.array([fid, None], dtype="Int64"),
+        "file_path": pd.array([str(w.files[fid]), None], dtype="string"),
+    })
+    return fid
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ("allen", "ecephys_sessions/301/lfp_probe_3011.nwb"),
+    ("dandi", "sub-m-2/sub-m-2_ses-301_probe-3011_ecephys.nwb"),  # subject looked up in the session table
+])
+def test_probe_lfp_files_are_released_next_to_their_session(w, tmp_path, layout, expected):
+    fid = _with_probe_lfp(w)
+    staged, _ = stage_files({t: w.frames[t] for t in ("ecephys_session_table", "probes")}, tmp_path / "stage",
+                            source_roots=[w.storage])
+    assert sorted(s.staged for s in staged) == ["ecephys_sessions/301/ecephys_session_301.nwb", "ecephys_sessions/301/lfp_probe_3011.nwb"]
+    result = _release(w, tmp_path / "rel", layout=layout)
+    report = verify_release(tmp_path / "rel")
+    assert report.ok and report.files_checked == 5 + 5, report.describe()
+    entry = load_manifest(result.manifest_path)["data_files"][str(fid)]
+    assert url_relative_path(entry["url"]) == expected
+    assert (result.project_dir / expected).read_bytes() == w.files[fid].read_bytes()
+    probes = pd.read_csv(result.project_dir / "project_metadata/probes.csv")
+    assert probes["file_path"].tolist()[0] == expected and pd.isna(probes["file_path"].tolist()[1])
+    flip_byte(result.project_dir / expected)
+    assert [p.kind for p in verify_release(tmp_path / "rel").problems] == ["mismatched"]
