@@ -394,8 +394,8 @@ class TraceIterator(GenericDataChunkIterator):
                 pass
             self._file = None
 
-    def _to_dict(self) -> dict:  # pragma: no cover - parallel writes are not supported
-        raise NotImplementedError
+    def _to_dict(self) -> dict:  # pragma: no cover - hdmf asks only for parallel writes
+        raise TypeError("TraceIterator cannot be serialized: parallel NWB writes are not supported")
 
 
 def load_ophys_timestamps(path: str | os.PathLike, *, entity: str) -> np.ndarray:

@@ -323,8 +323,8 @@ class H5DatasetIterator(GenericDataChunkIterator):
                 self._file.close()
             self._file = None
 
-    def _to_dict(self) -> dict:  # pragma: no cover - pickling for parallel writes is not supported
-        raise NotImplementedError
+    def _to_dict(self) -> dict:  # pragma: no cover - hdmf asks only for parallel writes
+        raise TypeError("H5DatasetIterator cannot be serialized: parallel NWB writes are not supported")
 
 
 # ---------------------------------------------------------------------------------------------------------

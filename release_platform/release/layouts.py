@@ -23,6 +23,8 @@ per release table with ``file_id``/``file_path`` columns). Subject labels are th
 
 from __future__ import annotations
 
+import abc
+
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -177,13 +179,14 @@ def dandi_path_problems(path: str) -> list[str]:
 # --- layouts --------------------------------------------------------------------------------------------------
 
 
-class Layout:
+class Layout(abc.ABC):
     """Base layout: metadata and manifest paths shared by every layout."""
 
     name = ""
 
+    @abc.abstractmethod
     def data_path(self, project: str, item: ReleaseItem, subject: Optional[str] = None) -> str:
-        raise NotImplementedError
+        """Release-relative path of one data file."""
 
     def metadata_path(self, project: str, table: str) -> str:
         return f"{project}/{METADATA_DIR}/{table}.csv"
