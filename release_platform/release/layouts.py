@@ -24,7 +24,6 @@ per release table with ``file_id``/``file_path`` columns). Subject labels are th
 from __future__ import annotations
 
 import abc
-
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
