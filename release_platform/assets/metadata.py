@@ -8,9 +8,10 @@ Parquet file of every materialized partition, write ``<root>/<table asset>/<tabl
 cross-table references and file-id collisions.
 
 Data files are found under the storage root at ``<root>/<asset>/<partition>/<prefix>_<id>.nwb`` (the NWB
-assets' layout, e.g. ``ecephys_probe_lfp_nwb/<session>/lfp_probe_<probe id>.nwb`` for the per-probe LFP; the names in :data:`NWB_ASSET_NAMES` are searched first, then every asset directory). Until
-the NWB assets exist, a missing file is handled by the ``on_missing_file`` run config (default ``warn``: the
-row keeps a null ``file_id``).
+assets' layout, e.g. ``ecephys_probe_lfp_nwb/<session>/lfp_probe_<probe id>.nwb`` for the per-probe LFP; the names in :data:`NWB_ASSET_NAMES` are searched first, then every asset directory). Each per-session asset
+depends on the NWB assets its rows link to, so the files exist when it runs; a file that is still missing is
+handled by the ``on_missing_file`` run config (default ``error``; ``warn`` keeps the row with a null
+``file_id``; ``skip`` drops it).
 """
 
 
@@ -78,7 +79,7 @@ RELEASE_GROUP = "release_metadata"
 
 
 class MetadataConfig(dg.Config):
-    on_missing_file: Literal["error", "warn", "skip"] = "warn"
+    on_missing_file: Literal["error", "warn", "skip"] = "error"
 
 
 def _table_schema_metadata(table: str) -> dg.TableSchema:

@@ -90,18 +90,21 @@ def test_per_session_assets_materialize_and_pass_their_checks(env):
 
 def test_missing_nwb_follows_run_config(env):
     (env["root"] / "behavior_session_nwb" / "1" / "behavior_session_1.nwb").unlink()
-    result = _materialize_session(env, ["behavior_session_metadata"], "1")
-    assert result.success  # default "warn": the row keeps a null file_id
+    failed = _materialize_session(env, ["behavior_session_metadata"], "1", raise_on_error=False)
+    assert not failed.success  # default "error"
+    failure = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "behavior_session_1.nwb" in failure.event_specific_data.error.message
+    config = {"ops": {"behavior_session_metadata": {"config": {"on_missing_file": "warn"}}}}
+    result = _materialize_session(env, ["behavior_session_metadata"], "1", run_config=config)
+    assert result.success  # "warn": the row keeps a null file_id
     mat = result.asset_materializations_for_node("behavior_session_metadata")[0]
     assert mat.metadata["missing_files"].data[0]["behavior_session_id"] == 1
-    config = {"ops": {"behavior_session_metadata": {"config": {"on_missing_file": "error"}}}}
-    failed = _materialize_session(env, ["behavior_session_metadata"], "1", run_config=config, raise_on_error=False)
-    assert not failed.success
 
 
 def test_missing_probe_lfp_follows_run_config(env):
     (env["root"] / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb").unlink()
-    result = _materialize_session(env, ["ecephys_session_metadata"], "301")
+    warn = {"ops": {"ecephys_session_metadata": {"config": {"on_missing_file": "warn"}}}}
+    result = _materialize_session(env, ["ecephys_session_metadata"], "301", run_config=warn)
     assert result.success and _evaluations(result)["ecephys_session_metadata_schema"].passed  # "warn": null file_id
     mat = result.asset_materializations_for_node("ecephys_session_metadata")[0]
     assert [m["ecephys_probe_id"] for m in mat.metadata["missing_files"].data] == [3011]  # probeB has no LFP: not missing
@@ -125,6 +128,7 @@ def test_bad_row_fails_the_blocking_check_and_stops_downstream(env):
     w.donor("late", dob=dt.datetime(2027, 1, 1))  # born after the session: negative age
     w.behavior(7, "late", "TRAINING_1_gratings", day(0))
     env["instance"].add_dynamic_partitions("behavior_session", ["7"])
+    touch(env["root"] / "behavior_session_nwb" / "7" / "behavior_session_7.nwb")
     ran = []
 
     @dg.asset(partitions_def=am.PARTITIONS_BY_KIND["behavior_session"], deps=[am.behavior_session_metadata])
