@@ -27,6 +27,17 @@ class InputError(ValueError):
         return InputError(self.problem, entity=entity, path=self.path)
 
 
+def validate_model(model, raw, *, what: str = "invalid input", entity: str | None = None,
+                   path: str | os.PathLike | None = None):
+    """``model.model_validate(raw)``; every problem in one InputError (``<what>: field: message; ...``)."""
+    import pydantic
+
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise InputError(f"{what}: {describe_validation_error(exc)}", entity=entity, path=path) from None
+
+
 def describe_validation_error(exc) -> str:
     """Every problem of a pydantic ``ValidationError`` on one line: ``field.path: message; ...``."""
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 import pydantic
 
-from release_platform.errors import InputError, describe_validation_error
+from release_platform.errors import InputError, validate_model
 from release_platform.storage import atomic_path
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -71,11 +71,7 @@ def load_inputs(model: type[M], path: str | os.PathLike) -> M:
 
 
 def validate_inputs(model: type[M], raw: dict, source: str | os.PathLike | None = None) -> M:
-    try:
-        return model.model_validate(raw)
-    except pydantic.ValidationError as exc:
-        problems = describe_validation_error(exc)
-        raise InputError(f"invalid input: {problems}", path=source) from None
+    return validate_model(model, raw, path=source)
 
 
 def main_for(

@@ -49,7 +49,7 @@ import pandas as pd
 import pydantic
 
 import release_platform
-from release_platform.errors import InputError, describe_validation_error
+from release_platform.errors import InputError, validate_model
 from release_platform.inputs import Subject
 from release_platform.nwb.config import BackendConfiguration, DatasetIOConfiguration
 from release_platform.nwb.protocol import (
@@ -91,7 +91,6 @@ __all__ = [
     "age_iso8601",
     "new_nwbfile",
     "aware_datetime",
-    "validate_model",
     "quiet_codec_warnings",
 ]
 
@@ -191,16 +190,7 @@ class BehaviorNwbInputs(pydantic.BaseModel):
             stimulus_presentations_path=files.get("StimulusPresentations"),
             **overrides,
         )
-        return validate_model(cls, raw, entity)
-
-
-def validate_model(model: type[pydantic.BaseModel], raw: Mapping[str, Any], entity: str):
-    """``model`` from ``raw``; every problem in one InputError naming the entity."""
-    try:
-        return model.model_validate(raw)
-    except pydantic.ValidationError as exc:
-        problems = describe_validation_error(exc)
-        raise InputError(f"cannot build NWB writer inputs: {problems}", entity=entity) from None
+        return validate_model(cls, raw, what="cannot build NWB writer inputs", entity=entity)
 
 
 class NwbOutput(pydantic.BaseModel):

@@ -54,7 +54,7 @@ import pydantic
 
 import release_platform
 from release_platform.ecephys import units as units_mod
-from release_platform.errors import InputError, describe_validation_error
+from release_platform.errors import InputError, validate_model
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import (
     H5DatasetIterator,
@@ -418,11 +418,7 @@ class EcephysNwbInputs(pydantic.BaseModel):
             "probes": probes,
             **overrides,
         }
-        try:
-            return cls.model_validate(raw)
-        except pydantic.ValidationError as exc:
-            problems = describe_validation_error(exc)
-            raise InputError(f"cannot build write_ecephys_nwb inputs: {problems}", entity=entity) from None
+        return validate_model(cls, raw, what="cannot build write_ecephys_nwb inputs", entity=entity)
 
 
 # ---------------------------------------------------------------------------------------------------------

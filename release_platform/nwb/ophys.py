@@ -65,7 +65,7 @@ import pandas as pd
 import pydantic
 from hdmf.data_utils import GenericDataChunkIterator
 
-from release_platform.errors import InputError
+from release_platform.errors import InputError, validate_model
 from release_platform.inputs import Roi, Subject
 from release_platform.nwb.behavior import (
     BehaviorTables,
@@ -83,7 +83,6 @@ from release_platform.nwb.behavior import (
     load_table,
     load_trials,
     new_nwbfile,
-    validate_model,
     write_through_protocol,
 )
 from release_platform.nwb.config import BackendConfiguration
@@ -294,7 +293,7 @@ class OphysNwbInputs(pydantic.BaseModel):
             behavior=behavior,
             **overrides,
         )
-        return validate_model(cls, raw, entity)
+        return validate_model(cls, raw, what="cannot build NWB writer inputs", entity=entity)
 
 
 def plane_rois(
