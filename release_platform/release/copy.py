@@ -446,11 +446,14 @@ def copy_files(
             raise InputError("not started because another file failed", path=entry.source)
         try:
             return _copy_one(entry, root, ledger, opts)
-        except InputError:
-            raise
         except OSError as exc:
+            stop.set()
             raise InputError(f"copy to {root.file_path(entry.destination)} failed: {exc.strerror or exc}",
                              path=entry.source) from exc
+        except BaseException:
+            # Stop here, in the worker: the next queued file must not start before the main thread sees this.
+            stop.set()
+            raise
 
     first_error: Optional[BaseException] = None
     try:
