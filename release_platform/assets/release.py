@@ -44,6 +44,7 @@ from release_platform.release.build import (
 )
 from release_platform.release.changelog import compare_manifests
 from release_platform.release.manifest import latest_manifest, load_manifest, parse_semver
+from release_platform.release.modes import parse_mode
 from release_platform.release.verify import find_project_dir, verify_release
 
 # staging asset -> (session kind, per-session metadata asset, tables naming files)
@@ -59,6 +60,7 @@ release_version_partitions = dg.DynamicPartitionsDefinition(name="release_versio
 class StagingConfig(dg.Config):
     max_workers: int = 2
     file_mode: str = "644"
+    allow_group_write: bool = False
 
 
 class ReleaseConfig(dg.Config):
@@ -67,13 +69,11 @@ class ReleaseConfig(dg.Config):
     base_url: Optional[str] = None
     max_workers: int = 2
     file_mode: str = "644"
+    allow_group_write: bool = False
 
 
-def _mode(text: str) -> int:
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise InputError(f"file_mode {text!r} is not octal (e.g. 644)") from None
+def _mode(config) -> int:
+    return parse_mode(config.file_mode, allow_group_write=config.allow_group_write, what="file_mode")
 
 
 def _failure(context, message: str) -> dg.Failure:
@@ -112,7 +112,7 @@ def _staging_asset(name: str, kind: str, metadata_asset: str, tables: tuple[str,
         if not frames:
             raise _failure(context, f"{entity}: no metadata rows under {root / metadata_asset / pk}; materialize {metadata_asset} first")
         try:
-            staged, report = stage_files(frames, storage.dir_for(name, pk), source_roots=[root], mode=_mode(config.file_mode),
+            staged, report = stage_files(frames, storage.dir_for(name, pk), source_roots=[root], mode=_mode(config),
                                          max_workers=config.max_workers)
         except InputError as exc:
             raise _failure(context, str(exc.with_entity(entity))) from None
@@ -188,7 +188,7 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
         result: ReleaseResult = make_release(
             _release_dir(storage, version), config.project, version, layout=config.layout, frames=frames, storage_root=root,
             source_roots=[root], staged=staged, staged_roots=staged_roots, base_url=config.base_url,
-            max_workers=config.max_workers, mode=_mode(config.file_mode))
+            max_workers=config.max_workers, mode=_mode(config))
     except InputError as exc:
         raise _failure(context, f"release {version}: {exc}") from None
     for note in result.notes:

@@ -5,10 +5,17 @@ Input JSON (the AllenSDK ``copy_utility`` fields)::
     {"files": [{"source": "/data/a.nwb", "destination": "/release/a.nwb", "key": "free text"}, ...],
      "hasher_key": "sha256",             # sha256 | sha3_256 | blake2b | md5 | dandi-etag | null (no digests)
      "make_parent_dirs": true,           # else a missing destination directory is an error
-     "chmod": 775,                       # octal digits, applied to copied files and created directories; null: leave
+     "chmod": 644,                       # octal digits (default 644), applied to copied files; created directories
+                                         # get it plus x wherever r is set; null: 644 for files
+     "allow_group_write": false,         # a chmod with group/other write (e.g. 775) is refused unless this is true
      "raise_if_comparison_fails": true,  # false: keep the copy, warn and record comparison_passed = false
      "use_rsync": true,                  # accepted for compatibility; copies are always done in-process
      "max_workers": 2}
+
+The mode is parsed by :func:`~release_platform.release.modes.parse_mode` (the default too): at most 777, owner
+read required, no group/other write without ``allow_group_write``. A source's mode is never changed: an entry whose
+destination is its source (the same path, or a hard link of it) is refused, and so are two entries with one
+destination, an entry writing a file another entry reads, and a directory copied into itself.
 
 Each file is read once (the selected digest plus SHA-256, BLAKE2b and the DANDI etag), written to
 ``<destination>.inprogress``, fsynced, re-read and compared, then renamed; an unchanged destination (same size
@@ -28,14 +35,15 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional, Union
 
 import pydantic
 
 from release_platform.errors import InputError
 from release_platform.modules._harness import main_for
 from release_platform.release.copy import CopyEntry, CopyRecord, compare_trees, copy_files, tree_entries
-from release_platform.release.paths import SafeRoot, has_dotdot
+from release_platform.release.modes import directory_mode, parse_mode
+from release_platform.release.paths import SafeRoot, has_dotdot, is_within
 
 HasherKey = Literal["sha256", "sha3_256", "blake2b", "md5", "dandi-etag"]
 
@@ -54,19 +62,19 @@ class Inputs(pydantic.BaseModel):
     hasher_key: Optional[HasherKey] = "sha256"
     raise_if_comparison_fails: bool = True
     make_parent_dirs: bool = True
-    chmod: Optional[int] = 775
+    allow_group_write: bool = False  # declared before chmod: its validator reads it
+    chmod: Optional[Union[int, str]] = pydantic.Field(644, validate_default=True)  # octal digits; 644 means 0o644
     max_workers: int = pydantic.Field(2, ge=1, le=64)
     log_level: Optional[str] = None
 
+    OUTPUT_KEYS: ClassVar[frozenset[str]] = frozenset({"destination"})
+
     @pydantic.field_validator("chmod")
     @classmethod
-    def _octal_digits(cls, value: Optional[int]) -> Optional[int]:
+    def _octal_digits(cls, value: Optional[Union[int, str]], info: pydantic.ValidationInfo) -> Optional[int]:
         if value is None:
             return None
-        text = str(value)
-        if not text.isdigit() or any(c in "89" for c in text) or int(text, 8) > 0o7777:
-            raise ValueError(f"chmod {value} must be octal digits, e.g. 775")
-        return int(text, 8)
+        return parse_mode(value, allow_group_write=bool(info.data.get("allow_group_write")), what="chmod")
 
 
 def _algorithms(hasher_key: Optional[str]) -> tuple[str, ...]:
@@ -98,7 +106,7 @@ def _prepare_parent(dest: Path, make_parent_dirs: bool, mode: Optional[int]) -> 
     for d in reversed(created):
         d.mkdir()
         if mode is not None:
-            os.chmod(d, mode)
+            os.chmod(d, directory_mode(mode))
     return list(reversed(created))
 
 
@@ -144,17 +152,21 @@ def _copy_tree(spec: FileSpec, inputs: Inputs, algos: tuple[str, ...]) -> dict:
     _prepare_parent(dest, inputs.make_parent_dirs, inputs.chmod)
     created_top = not dest.exists()
     dest.mkdir(exist_ok=True)
+    dir_mode = directory_mode(inputs.chmod) if inputs.chmod is not None else 0o755
     if created_top and inputs.chmod is not None:
-        os.chmod(dest, inputs.chmod)
+        os.chmod(dest, dir_mode)
+    existing = {dirpath for dirpath, _, _ in os.walk(dest, followlinks=False)}
     entries = [CopyEntry(e.source, e.destination.split("/", 1)[1], e.key) for e in tree_entries(src, "_", key=spec.key)]
-    root = SafeRoot(dest, create=False, dir_mode=inputs.chmod if inputs.chmod is not None else 0o755)
+    root = SafeRoot(dest, create=False, dir_mode=dir_mode)
     report = copy_files(entries, root, mode=inputs.chmod if inputs.chmod is not None else 0o644, max_workers=inputs.max_workers,
                         verify="sha256" if algos else "size", rehash=True, algorithms=algos or ("sha256",),
                         on_mismatch="raise" if inputs.raise_if_comparison_fails else "keep")
-    if inputs.chmod is not None:  # directories created below the destination get the configured mode too
+    if inputs.chmod is not None:  # directories this copy created get the configured mode (mkdir is subject to umask)
         for dirpath, dirnames, _ in os.walk(dest, followlinks=False):
             for d in dirnames:
-                os.chmod(os.path.join(dirpath, d), inputs.chmod)
+                path = os.path.join(dirpath, d)
+                if path not in existing and not os.path.islink(path):
+                    os.chmod(path, dir_mode)
     key = algos[0] if algos else "sha256"
     problems = compare_trees(src, dest, key)
     passed = not problems and all(r.comparison_passed for r in report.records)
@@ -175,6 +187,30 @@ def _copy_tree(spec: FileSpec, inputs: Inputs, algos: tuple[str, ...]) -> dict:
     return out
 
 
+def _check_overlaps(files: list[FileSpec]) -> None:
+    """Refuse entries that would write their own source, another entry's source or another entry's destination."""
+    real = [(os.path.realpath(f.source), os.path.realpath(f.destination), os.path.isdir(f.source)) for f in files]
+    for i, (spec, (src, dst, is_dir)) in enumerate(zip(files, real)):
+        if os.path.exists(spec.destination) and os.path.samefile(spec.source, spec.destination):
+            raise InputError(f"files[{i}]: destination is the source itself ({spec.source}); refused, and the source "
+                             "is left as it is", entity=spec.key, path=spec.destination)
+        if is_dir and is_within(dst, src):
+            raise InputError(f"files[{i}]: destination is inside the source directory {spec.source}; refused",
+                             entity=spec.key, path=spec.destination)
+        for j, (other, (osrc, odst, odir)) in enumerate(zip(files, real)):
+            if j == i:
+                continue
+            if j > i and (dst == odst or ((is_dir or odir) and (is_within(dst, odst) or is_within(odst, dst)))):
+                raise InputError(f"files[{i}] and files[{j}] both write {odst if dst == odst else 'under'} "
+                                 f"{spec.destination} and {other.destination}; refused", entity=spec.key,
+                                 path=spec.destination)
+            if dst == osrc or (odir and is_within(dst, osrc)) or (
+                    os.path.exists(spec.destination) and os.path.exists(other.source)
+                    and os.path.samefile(spec.destination, other.source)):
+                raise InputError(f"files[{i}] writes {spec.destination}, which files[{j}] reads ({other.source}); "
+                                 "refused", entity=spec.key, path=spec.destination)
+
+
 def run(inputs: Inputs) -> dict:
     for spec in inputs.files:
         for label, value in (("source", spec.source), ("destination", spec.destination)):
@@ -185,6 +221,7 @@ def run(inputs: Inputs) -> dict:
         if spec.destination.endswith(os.sep) or (os.path.isdir(spec.destination) and os.path.isfile(spec.source)):
             raise InputError("destination must be the full path of the copy, not a directory", entity=spec.key,
                              path=spec.destination)
+    _check_overlaps(inputs.files)
     algos = _algorithms(inputs.hasher_key)
     records = []
     for spec in inputs.files:

@@ -240,14 +240,62 @@ def stage_files(frames: Mapping[str, pd.DataFrame], stage_dir: str | os.PathLike
     return staged, report
 
 
+_HEX_LENGTHS = {"sha256": 64, "blake2b": 128}
+
+
+def _record_problem(record: Any) -> Optional[str]:
+    """What is wrong with one staging record (None if it is well formed)."""
+    if not isinstance(record, dict):
+        return "must be an object"
+    for key in ("table", "source", "staged"):
+        if not isinstance(record.get(key), str):
+            return f"{key} must be a string"
+    if not isinstance(record.get("file_id"), int) or isinstance(record.get("file_id"), bool):
+        return "file_id must be an integer"
+    if not isinstance(record.get("fields", {}), dict):
+        return "fields must be an object"
+    try:
+        release_parts(record["staged"])
+    except InputError as exc:
+        return f"staged path {record['staged']!r}: {exc.problem}"
+    digests = record.get("digests")
+    if not isinstance(digests, dict):
+        return "digests must be an object"
+    size = digests.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"digests.size must be a non-negative integer, got {size!r}"
+    for name, length in _HEX_LENGTHS.items():
+        value = digests.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) == length
+                                      and all(c in "0123456789abcdef" for c in value)):
+            return f"digests.{name} is not a hex digest"
+    return None
+
+
 def read_staged(stage_dir: str | os.PathLike) -> list[StagedFile]:
+    """A staging directory's records, every record checked (types, a safe relative staged path, digests, one
+    record per file id): one InputError naming the file, the record and the problem."""
     path = Path(stage_dir) / STAGED_RECORDS
     try:
-        return [StagedFile.from_dict(d) for d in json.loads(path.read_text())]
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError("staging records not found (stage the session first)", path=path) from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise InputError(f"staging records are unreadable: {exc}", path=path) from None
+    if not isinstance(data, list):
+        raise InputError(f"staging records must be a list, got {type(data).__name__}", path=path)
+    out: list[StagedFile] = []
+    seen: set[int] = set()
+    for i, record in enumerate(data):
+        problem = _record_problem(record)
+        label = f"record {i}" + (f" (file {record['file_id']})" if isinstance(record, dict) and "file_id" in record else "")
+        if problem is not None:
+            raise InputError(f"staging {label}: {problem}", path=path)
+        if record["file_id"] in seen:
+            raise InputError(f"staging {label}: file {record['file_id']} is recorded twice", path=path)
+        seen.add(record["file_id"])
+        out.append(StagedFile.from_dict(record))
+    return out
 
 
 # --- release --------------------------------------------------------------------------------------------------
@@ -445,12 +493,14 @@ def make_release(
         pruned = []
         if prune:
             for rel in stale:
-                try:
-                    release_parts(rel)
-                except InputError:
-                    continue
-                if root.unlink(rel, prune_dirs_below=(project,)):
-                    pruned.append(rel)
+                try:  # an old manifest is input too: never a path out of the project, through a symlink or into manifests/
+                    parts = release_parts(rel)
+                    if len(parts) > 2 and parts[1] == MANIFESTS_DIR:
+                        continue
+                    if root.unlink(rel, prune_dirs_below=(project,)):
+                        pruned.append(rel)
+                except InputError as exc:
+                    result_notes.append(f"{rel!r}, listed by an earlier version, was not removed: {exc.problem}")
             ledger.forget(stale)
         elif stale:
             present = [s for s in stale if root.lstat(s) is not None]

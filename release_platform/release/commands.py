@@ -16,18 +16,18 @@ import argparse
 import sys
 import time
 
-from release_platform.release.layouts import LAYOUTS
+from release_platform.errors import InputError
 from release_platform.release.copy import VERIFY_MODES
+from release_platform.release.layouts import LAYOUTS
+from release_platform.release.modes import parse_mode
 
 
 def _octal(text: str) -> int:
+    """``--mode``: octal digits (:func:`~.modes.parse_mode`); group/other write is checked with its flag later."""
     try:
-        value = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode (e.g. 644)") from None
-    if not 0 <= value <= 0o7777:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode")
-    return value
+        return parse_mode(text, allow_group_write=True, what="--mode")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _progress_printer(stream):
@@ -46,6 +46,7 @@ def _progress_printer(stream):
 def cmd_release(args) -> int:
     from release_platform.release.build import make_release
 
+    mode = parse_mode(f"{args.mode:03o}", allow_group_write=args.allow_group_write, what="--mode")
     result = make_release(
         args.dest,
         args.project,
@@ -56,7 +57,7 @@ def cmd_release(args) -> int:
         source_roots=args.source_root or None,
         base_url=args.base_url,
         max_workers=args.workers,
-        mode=args.mode,
+        mode=mode,
         verify=args.verify,
         rehash=args.rehash,
         prune=not args.keep_stale,
@@ -105,10 +106,15 @@ def add_release_commands(subparsers) -> None:
                    help="directory data files may come from (repeatable; default: the storage root)")
     p.add_argument("--base-url", help="URL the project directory is published under (default https://<project>-data.s3.amazonaws.com)")
     p.add_argument("--workers", type=int, default=2, help="files copied in parallel (default 2)")
-    p.add_argument("--mode", type=_octal, default=0o644, help="octal mode of released files (default 644)")
+    p.add_argument("--mode", type=_octal, default=0o644,
+                   help="octal mode of released files (default 644; at most 777; group/other write needs --allow-group-write)")
+    p.add_argument("--allow-group-write", action="store_true",
+                   help="allow a --mode that lets group or others write the released files")
     p.add_argument("--verify", choices=VERIFY_MODES, default="sha256",
                    help="check of each written file before it is renamed into place (default sha256: re-read it)")
-    p.add_argument("--rehash", action="store_true", help="re-digest sources instead of trusting unchanged size/mtime")
+    p.add_argument("--rehash", action="store_true",
+                   help="trust nothing recorded: re-digest every source, re-read every released file and re-copy each "
+                        "one that does not match (repairs bit rot or tampering that kept size and mtime)")
     p.add_argument("--keep-stale", action="store_true", help="keep files of earlier versions that this one drops")
     p.add_argument("--check", action="store_true", help="verify the release against its manifest afterwards")
     p.add_argument("--progress", action="store_true", help="print progress to stderr")

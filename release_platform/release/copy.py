@@ -5,9 +5,10 @@ Per file (:func:`copy_files`):
 1. **skip if unchanged** — the ledger (:class:`Ledger`) remembers, per destination, the source's and the
    destination's (size, mtime_ns, inode) and the digests. If both still match, the file is skipped and its
    recorded digests reused: re-running a release on unchanged inputs reads and writes 0 bytes. With
-   ``rehash=True`` the source is re-digested instead of trusting its stat, and the file is skipped when the
-   destination has the same size and the recorded digest (this also adopts a destination left without a ledger
-   entry, after hashing it once).
+   ``rehash=True`` nothing recorded is trusted: the source is re-digested (or checked against the digests its entry
+   carries) and the destination is re-read, and the file is skipped only when the destination's digests equal the
+   source's; any other destination (bit rot, or tampering that kept size and mtime) is copied again. This also
+   adopts a correct destination left without a ledger entry.
 2. **one read** of the source feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`) and
    the write of ``<name>.inprogress`` (created ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the
    release root; see :class:`~.paths.SafeRoot`);
@@ -15,6 +16,9 @@ Per file (:func:`copy_files`):
 4. **verify** the temporary file: ``verify="sha256"`` (default) re-reads it and compares its SHA-256 with the
    source's; ``"size"`` only compares sizes;
 5. **rename** onto the final name, fsync the directory, then append the ledger entry (fsynced).
+
+A source's mode is never changed: a destination that is the source itself (a hard link) is never chmod-ed, and a
+hard link is only made when the source already has the configured mode (else the file is copied).
 
 A failure (or an interruption) at any point removes the temporary file, so no partial file is ever left under
 a final name; files completed before it are in the ledger, so a re-run resumes with the rest. A temporary
@@ -307,6 +311,8 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
 
 def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.stat_result]:
     """Hard-link the source into place (same filesystem); None if linking is not possible here."""
+    if stat.S_IMODE(os.stat(entry.source).st_mode) != opts.mode:
+        return None  # a link shares the source's mode: copy instead of changing the source
     parts = release_parts(entry.destination)
     where = root.path.joinpath(*parts)
     with root.directory(parts[:-1]) as dfd:
@@ -323,12 +329,6 @@ def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.
             st = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
             if entry.digests is not None and st.st_size != entry.digests.size:
                 raise CopyMismatch(f"has {st.st_size} bytes, its record says {entry.digests.size}", path=entry.source)
-            if stat.S_IMODE(st.st_mode) != opts.mode:
-                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
-                try:
-                    os.fchmod(fd, opts.mode)
-                finally:
-                    os.close(fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
@@ -369,26 +369,32 @@ def _copy_one(entry: CopyEntry, root: SafeRoot, ledger: Optional[Ledger], opts: 
                  and Fingerprint.of(dst_st) == prev.dest_fp)
     src_fp = Fingerprint.of(src_st)
 
+    is_source = dst_st is not None and os.path.samestat(dst_st, src_st)  # the destination is a link of the source
+    if is_source and stat.S_IMODE(dst_st.st_mode) != opts.mode:
+        dst_known = False  # replaced by a copy with the configured mode below; the source keeps its own
+
     def skipped(digests: Digests) -> CopyRecord:
-        _fix_mode(root, entry.destination, dst_st, opts.mode)
+        if not is_source:
+            _fix_mode(root, entry.destination, dst_st, opts.mode)
         if ledger is not None and (prev is None or prev.source != entry.source or prev.source_fp != src_fp
-                                   or prev.digests != digests):
+                                   or prev.digests != digests or prev.dest_fp != Fingerprint.of(dst_st)):
             ledger.record(LedgerEntry(entry.destination, entry.source, src_fp, Fingerprint.of(dst_st), digests))
         return CopyRecord(entry.source, entry.destination, entry.key, digests, False, 0)
 
     if not opts.rehash and dst_known and prev.source == entry.source and prev.source_fp == src_fp and (
             entry.digests is None or _same_digests(entry.digests, prev.digests)):
         return skipped(prev.digests)
-    if opts.rehash and dst_st is not None and stat.S_ISREG(dst_st.st_mode) and dst_st.st_size == src_st.st_size:
+    if (opts.rehash and dst_st is not None and stat.S_ISREG(dst_st.st_mode) and dst_st.st_size == src_st.st_size
+            and not (is_source and stat.S_IMODE(dst_st.st_mode) != opts.mode)):
+        # re-read the destination itself: its size and mtime say nothing about bit rot or `touch -r` tampering
         source_digests = entry.digests or digest_file(entry.source, opts.algorithms, opts.executor)
-        recorded = prev.digests if dst_known else digest_file(
-            root.file_path(entry.destination), opts.algorithms, opts.executor)
-        if _same_digests(source_digests, recorded):
+        found = digest_file(root.file_path(entry.destination), opts.algorithms, opts.executor)
+        if _same_digests(source_digests, found):
             return skipped(source_digests)
 
     linked, check_digest, passed = False, None, True
     final = None
-    if opts.link and entry.digests is not None:
+    if opts.link and entry.digests is not None and not opts.rehash:  # --rehash re-reads what it releases
         final = _link_data(entry, root, opts)
         linked = final is not None
     if final is not None:

@@ -214,11 +214,21 @@ def validate_manifest(manifest: Any, *, filename: Optional[str] = None) -> list[
     return problems
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object that names a key twice is refused (a plain parser keeps the last and hides the first)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def load_manifest(path: str | os.PathLike) -> dict:
     """Read and validate a manifest file; InputError naming the file and listing every problem."""
     path = Path(path)
     try:
-        manifest = json.loads(path.read_bytes())
+        manifest = json.loads(path.read_bytes(), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise InputError("manifest not found", path=path) from None
     except (OSError, ValueError) as exc:

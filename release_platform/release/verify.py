@@ -9,7 +9,8 @@ reports, each with its path:
   folder), or a URL maps outside the project directory;
 * ``missing`` — listed but absent; ``not-a-file`` — present but a symlink, directory or other non-regular file
   (a release never contains symlinks, so none is followed);
-* ``mismatched`` — size, BLAKE2b (``file_hash``), SHA-256 or dandi-etag differ from the manifest;
+* ``mismatched`` — size, BLAKE2b (``file_hash``), SHA-256 or dandi-etag differ from the manifest (the report then
+  suggests ``release --rehash``, the one mode that re-reads released files instead of trusting size and mtime);
 * ``extra`` — a file in the project directory the manifest does not list (leftover ``*.inprogress`` files
   included), apart from the manifests themselves.
 
@@ -37,6 +38,11 @@ from release_platform.release.manifest import (
     version_from_filename,
 )
 from release_platform.release.paths import release_parts
+
+
+REHASH_HINT = ("hint: a file whose content changed while its size and mtime did not (bit rot, tampering) is only "
+               "repaired by re-running the release with --rehash, which re-reads every released file and re-copies "
+               "the ones that do not match")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class VerifyReport:
             counts[p.kind] = counts.get(p.kind, 0) + 1
         lines = [head + "; PROBLEMS: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))]
         lines += [f"  {p}" for p in self.problems]
+        if counts.get("mismatched"):
+            lines.append(REHASH_HINT)
         return "\n".join(lines)
 
 

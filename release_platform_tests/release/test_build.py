@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import os
+import stat
 from contextlib import redirect_stdout
 
 import pandas as pd
@@ -278,3 +279,72 @@ def test_probe_lfp_files_are_released_next_to_their_session(w, tmp_path, layout,
     assert probes["file_path"].tolist()[0] == expected and pd.isna(probes["file_path"].tolist()[1])
     flip_byte(result.project_dir / expected)
     assert [p.kind for p in verify_release(tmp_path / "rel").problems] == ["mismatched"]
+
+
+def _touch_r(path, st) -> None:
+    """Restore size-preserving tampering's timestamps, as ``touch -r`` would."""
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_rehash_repairs_a_damaged_file_whose_size_and_mtime_are_unchanged(w, tmp_path):
+    _release(w, tmp_path / "rel")
+    rel = "behavior_ophys_experiments/1012/behavior_ophys_experiment_1012.nwb"
+    victim = tmp_path / "rel/vbo" / rel
+    st = os.stat(victim)
+    flip_byte(victim, offset=1234)
+    _touch_r(victim, st)
+    assert (os.stat(victim).st_size, os.stat(victim).st_mtime_ns, os.stat(victim).st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    trusted = _release(w, tmp_path / "rel")  # without --rehash the ledger's size/mtime/inode are trusted
+    assert trusted.copy.files_copied == 0
+    report = verify_release(tmp_path / "rel")
+    assert [p.path for p in report.problems] == [rel] and report.problems[0].kind == "mismatched"
+    assert "--rehash" in report.describe()
+    repaired = _release(w, tmp_path / "rel", rehash=True)
+    assert [r.destination for r in repaired.copy.records if r.copied] == [f"vbo/{rel}"]
+    source = next(p for p in w.files.values() if p.name == "behavior_ophys_experiment_1012.nwb")
+    assert victim.read_bytes() == source.read_bytes()
+    assert verify_release(tmp_path / "rel").ok
+    assert _release(w, tmp_path / "rel", rehash=True).copy.files_copied == 0  # nothing left to repair
+
+
+def test_rehash_of_a_linked_release_refuses_a_damaged_staged_file(w, tmp_path):
+    stage = tmp_path / "storage" / "stage"
+    frames = {"ophys_experiment_table": w.frames["ophys_experiment_table"]}
+    staged, _ = stage_files(frames, stage, source_roots=[w.storage])
+    kw = dict(frames=frames, storage_root=w.storage, staged={s.file_id: s for s in staged},
+              staged_roots={s.file_id: stage for s in staged})
+    make_release(tmp_path / "rel", "vbo", "1.0.0", **kw)
+    victim = tmp_path / "rel/vbo/behavior_ophys_experiments/1011/behavior_ophys_experiment_1011.nwb"
+    st = os.stat(victim)
+    flip_byte(victim)  # the released file is a hard link: the staged copy is damaged too
+    _touch_r(victim, st)
+    with pytest.raises(InputError, match=r"behavior_ophys_experiment_1011\.nwb.*differs from its record"):
+        make_release(tmp_path / "rel", "vbo", "1.0.0", rehash=True, **kw)
+
+
+def test_a_hard_linked_release_never_changes_the_staged_file_mode(w, tmp_path):
+    stage = tmp_path / "storage" / "stage"
+    frames = {"ophys_experiment_table": w.frames["ophys_experiment_table"]}
+    staged, _ = stage_files(frames, stage, source_roots=[w.storage], mode=0o644)
+    make_release(tmp_path / "rel", "vbo", "1.0.0", frames=frames, storage_root=w.storage, mode=0o640,
+                 staged={s.file_id: s for s in staged}, staged_roots={s.file_id: stage for s in staged})
+    staged_file = stage / "behavior_ophys_experiments/1011/behavior_ophys_experiment_1011.nwb"
+    released = tmp_path / "rel/vbo/behavior_ophys_experiments/1011/behavior_ophys_experiment_1011.nwb"
+    assert stat.S_IMODE(os.stat(staged_file).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(released).st_mode) == 0o640
+    assert verify_release(tmp_path / "rel").ok
+
+
+def test_release_command_refuses_group_or_other_write_unless_asked(w, tmp_path, capsys):
+    for table, frame in w.frames.items():
+        write_parquet(table, frame, w.storage / table / f"{table}.parquet")
+    dest = tmp_path / "rel"
+    base = ["release", "--project", "vbo", "--version", "1.0.0", "--dest", str(dest), "--storage-root", str(w.storage)]
+    with pytest.raises(InputError, match="mode 664 lets group or others write"):
+        _cli(*base, "--mode", "664")
+    assert not (dest / "vbo").exists()
+    with pytest.raises(SystemExit):
+        _cli(*base, "--mode", "1644")  # special bits are never valid for a released file
+    status, _ = _cli(*base, "--mode", "664", "--allow-group-write")
+    assert status == 0
+    assert stat.S_IMODE(os.stat(dest / "vbo/manifests/vbo_manifest_v1.0.0.json").st_mode) == 0o664

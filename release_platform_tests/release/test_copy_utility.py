@@ -51,7 +51,8 @@ def test_no_hasher_records_no_hashes(tmp_path):
 def test_directories_are_copied_into_the_destination_and_compared_recursively(tmp_path):
     write_file(tmp_path / "tree/a.bin", 100, seed=1)
     write_file(tmp_path / "tree/deep/er/b.bin", 200, seed=2)
-    out = cu.run(_inputs(files=[{"source": str(tmp_path / "tree"), "destination": str(tmp_path / "copy")}], chmod=775))
+    out = cu.run(_inputs(files=[{"source": str(tmp_path / "tree"), "destination": str(tmp_path / "copy")}], chmod=775,
+                         allow_group_write=True))
     rec = out["files"][0]
     assert rec["kind"] == "directory" and rec["comparison_passed"] and rec["problems"] == []
     assert (tmp_path / "copy/deep/er/b.bin").is_file() and not (tmp_path / "copy/tree").exists()  # no rsync nesting
@@ -92,3 +93,71 @@ def test_standalone_entry_point(tmp_path):
     assert status == 0
     rec = json.loads((tmp_path / "out.json").read_text())["files"][0]
     assert isinstance(rec["source_hash"], str) and rec["source_hash"] == rec["destination_hash"]
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_default_mode_is_644_and_the_source_mode_is_never_touched(tmp_path):
+    a = write_file(tmp_path / "src/a.nwb", 1000, seed=3)
+    os.chmod(a, 0o600)
+    out = cu.run(_inputs(files=[{"source": str(a), "destination": str(tmp_path / "dst/sub/a.nwb")}]))
+    assert out["files"][0]["copied"]
+    assert _mode(tmp_path / "dst/sub/a.nwb") == 0o644  # not decimal 775 read as a mode (octal 1407, -r----rwt)
+    assert _mode(tmp_path / "dst/sub") == 0o755  # created directories: readable ones searchable
+    assert _mode(a) == 0o600
+    assert cu.Inputs.model_fields["chmod"].default == 644 and _inputs(files=[]).chmod == 0o644
+
+
+@pytest.mark.parametrize("chmod, message", [
+    (775, "chmod 775 lets group or others write"), (666, "chmod 666 lets group or others write"),
+    (1407, "setuid, setgid or sticky"), (4755, "setuid, setgid or sticky"), (789, "not a file mode in octal digits"),
+    ("rwx", "not a file mode in octal digits"), (44, "not a file mode in octal digits"), (244, "owner read"),
+])
+def test_unsafe_or_malformed_modes_are_refused(tmp_path, chmod, message):
+    with pytest.raises(InputError, match=message):
+        _inputs(files=[], chmod=chmod)
+
+
+def test_group_write_needs_the_explicit_flag(tmp_path):
+    a = write_file(tmp_path / "a.bin", 10)
+    cu.run(_inputs(files=[{"source": str(a), "destination": str(tmp_path / "b.bin")}], chmod="0664", allow_group_write=True))
+    assert _mode(tmp_path / "b.bin") == 0o664
+    assert _inputs(files=[], chmod="0o750").chmod == 0o750
+
+
+def test_source_equal_to_destination_is_refused_and_left_alone(tmp_path):
+    a = write_file(tmp_path / "a.bin", 100)
+    os.chmod(a, 0o600)
+    before = a.read_bytes()
+    with pytest.raises(InputError, match="is the source itself"):
+        cu.run(_inputs(files=[{"source": str(a), "destination": str(a)}], chmod=644))
+    os.link(a, tmp_path / "hard.bin")  # a hard link is the same file too
+    with pytest.raises(InputError, match="is the source itself"):
+        cu.run(_inputs(files=[{"source": str(a), "destination": str(tmp_path / "hard.bin")}]))
+    assert _mode(a) == 0o600 and a.read_bytes() == before
+
+
+def test_two_entries_with_one_destination_are_refused(tmp_path):
+    a, b = write_file(tmp_path / "a.bin", 10, seed=1), write_file(tmp_path / "b.bin", 10, seed=2)
+    dest = tmp_path / "out/x.bin"
+    with pytest.raises(InputError, match=r"files\[0\] and files\[1\] both write"):
+        cu.run(_inputs(files=[{"source": str(a), "destination": str(dest)},
+                              {"source": str(b), "destination": str(tmp_path / "out/./x.bin")}]))
+    assert not dest.exists()
+    # an entry writing over a file another entry reads is refused too
+    with pytest.raises(InputError, match=r"files\[0\] writes .*b\.bin, which files\[1\] reads"):
+        cu.run(_inputs(files=[{"source": str(a), "destination": str(b)}, {"source": str(b), "destination": str(dest)}]))
+    assert not dest.exists() and b.read_bytes() == write_file(tmp_path / "c.bin", 10, seed=2).read_bytes()
+
+
+def test_directory_copy_only_sets_the_mode_of_directories_it_created(tmp_path):
+    write_file(tmp_path / "tree/deep/a.bin", 10)
+    (tmp_path / "copy/deep").mkdir(parents=True)
+    os.chmod(tmp_path / "copy/deep", 0o700)
+    cu.run(_inputs(files=[{"source": str(tmp_path / "tree"), "destination": str(tmp_path / "copy")}], chmod=640))
+    assert _mode(tmp_path / "copy/deep") == 0o700  # existing directory left alone
+    assert _mode(tmp_path / "copy/deep/a.bin") == 0o640
+    with pytest.raises(InputError, match="inside the source"):
+        cu.run(_inputs(files=[{"source": str(tmp_path / "tree"), "destination": str(tmp_path / "tree/deep/again")}]))
