@@ -17,9 +17,10 @@ from release_platform.lims import LimsClient, LimsUnavailableError
 from release_platform.storage import platform_home, storage_root
 
 
-def _client() -> LimsClient:
+def _client(create: bool = False) -> LimsClient:
+    """The LIMS, upgraded; only seed/demo (and ``lims upgrade``) may create a missing one."""
     client = LimsClient()
-    client.upgrade()
+    client.upgrade(create=create)
     return client
 
 
@@ -36,7 +37,7 @@ def cmd_lims(args) -> int:
 def cmd_seed(args) -> int:
     from data_fixtures.seed import seed_demo
 
-    client = _client()
+    client = _client(create=True)
     summary = seed_demo(client, Path(args.data_dir) if args.data_dir else platform_home() / "raw", size=args.size, seed=args.seed)
     print(summary.describe())
     return 0
@@ -130,7 +131,7 @@ def cmd_demo(args) -> int:
     from data_fixtures.seed import seed_demo
 
     started = time.monotonic()
-    client = _client()
+    client = _client(create=True)
     summary = seed_demo(client, platform_home() / "raw", size=args.size, seed=args.seed)
     print(summary.describe())
     instance = _instance()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -48,17 +49,28 @@ class LimsClient:
 
     def __init__(self, url: str | None = None, *, engine: Engine | None = None):
         self.url = url or default_lims_url()
+        self.sqlite_path: Path | None = None  # the embedded LIMS file, which only upgrade() may create
         if engine is None:
-            parsed = make_url(self.url)
+            parsed = _parse_url(self.url)
             kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
             if parsed.get_backend_name() == "sqlite":
-                if parsed.database and parsed.database != ":memory:":
-                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+                    self.sqlite_path = Path(parsed.database).absolute()
                 kwargs["connect_args"] = {"timeout": 30}
-            engine = sa.create_engine(self.url, **kwargs)
+            try:
+                engine = sa.create_engine(self.url, **kwargs)
+            except (sa.exc.ArgumentError, ImportError) as exc:  # unknown dialect or a driver that is not installed
+                raise _bad_url(self.url, exc) from None
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
         self.engine = engine
+
+    def _require_database(self) -> None:
+        """A SQLite LIMS must exist: connecting would create an empty file (and a missing directory used to be
+        created too). Only :meth:`upgrade` creates it."""
+        if self.sqlite_path is not None and not self.sqlite_path.is_file():
+            raise LimsUnavailableError(f"no LIMS database at {self.sqlite_path} (LIMS URL {self.safe_url}); create it "
+                                       "with 'release-platform lims upgrade' or fix RELEASE_PLATFORM_LIMS_URL / lims_url")
 
     @property
     def safe_url(self) -> str:
@@ -70,6 +82,7 @@ class LimsClient:
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def _run(self, fn, *, write: bool = False):
+        self._require_database()
         try:
             if write:
                 with self.engine.begin() as conn:
@@ -89,14 +102,22 @@ class LimsClient:
             raise LimsUnavailableError(f"LIMS at {self.safe_url} answered with an error: {str(exc.orig).strip().splitlines()[0]}") from exc
 
     # -- schema ------------------------------------------------------------------------------------------
-    def upgrade(self) -> list[int]:
-        """Create or upgrade the schema to the latest version; returns the versions applied."""
+    def upgrade(self, *, create: bool = True) -> list[int]:
+        """Create or upgrade the schema to the latest version; returns the versions applied.
+
+        With ``create`` (the ``lims upgrade`` command) a missing SQLite file, and its directory, are created;
+        without it a missing LIMS is an error."""
+        if self.sqlite_path is not None and create:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self._require_database()
         try:
             return migrations.upgrade(self.engine)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise LimsUnavailableError(f"LIMS at {self.safe_url} is unavailable: {exc.orig}") from exc
 
     def schema_version(self) -> int:
+        self._require_database()
         try:
             return migrations.current_version(self.engine)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
@@ -437,6 +458,23 @@ class LimsClient:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _parse_url(url: str):
+    try:
+        return make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise _bad_url(url, exc) from None
+
+
+def _bad_url(url: str, exc: BaseException) -> InputError:
+    shown = _PASSWORD.sub(r"\1***@", str(url))
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"LIMS URL {shown!r} is not a database URL this platform can open ({detail}); expected e.g. "
+                      "sqlite:////abs/path/lims.sqlite or postgresql+psycopg2://user@host:5432/lims")
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")

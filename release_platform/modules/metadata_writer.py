@@ -22,15 +22,21 @@ directory, ``<id>/<prefix>_<id>.nwb``, else ``<ophys session id>/<prefix>_<id>.n
 
 Output JSON (§7.2): ``metadata_files`` (absolute CSV paths), ``data_pipeline_metadata``, ``project_name``,
 ``log_level``. With ``clobber`` false, existing output CSVs are never overwritten: the module fails listing them.
+
+The tables are written together: each to a temporary name beside it (``.<table>.csv.<random>.inprogress``), and
+only when every one is written are they renamed onto their final names. A failure (a full disk) leaves no table
+under a final name and no temporary file, so a re-run (even with ``clobber`` false) starts clean.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import pydantic
 
@@ -51,6 +57,9 @@ from release_platform.metadata import (
 )
 from release_platform.metadata.io import write_csv
 from release_platform.modules._harness import main_for
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Inputs(pydantic.BaseModel):
@@ -88,6 +97,11 @@ class Inputs(pydantic.BaseModel):
         return values
 
 
+    def output_paths(self) -> list[Path]:
+        """The CSVs this run writes (the module harness refuses inputs among them)."""
+        return list(output_paths(self).values())
+
+
 def output_paths(args: Inputs) -> dict[str, Path]:
     names = list(VBO_TABLES) + (list(ECEPHYS_TABLES) if args.ecephys_nwb_dir else [])
     out = Path(args.output_dir).absolute()
@@ -113,6 +127,44 @@ def release_targets(client: LimsClient, dates: list[str], with_ecephys: bool) ->
         ecephys_session_ids=ecephys_ids,
     )
     return targets, exp_session
+
+
+def _rename(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+
+
+def write_together(tables: dict[str, "pd.DataFrame"], paths: dict[str, Path]) -> None:
+    """Write every table to a temporary name, then rename them all; on any failure remove the temporary files and
+    every table this call put under a final name that did not exist before."""
+    temps: dict[str, Path] = {}
+    renamed: list[tuple[Path, bool]] = []
+    try:
+        for name, path in paths.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".inprogress")
+            os.close(fd)
+            temps[name] = Path(tmp)
+            write_csv(name, tables[name], tmp)  # fsynced under the temporary name
+        for name, path in paths.items():
+            existed = path.exists()
+            _rename(temps[name], path)
+            del temps[name]
+            renamed.append((path, existed))
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+            tmp.with_name(tmp.name + ".inprogress").unlink(missing_ok=True)
+        for path, existed in renamed:
+            if not existed:
+                path.unlink(missing_ok=True)
+        raise
+    for directory in {p.parent for p in paths.values()}:
+        with contextlib.suppress(OSError):
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
 
 
 def run(args: Inputs) -> dict:
@@ -161,8 +213,7 @@ def run(args: Inputs) -> dict:
     if bad:
         raise InputError("release tables failed validation: " + " | ".join(r.summary() for r in bad))
 
-    for name, path in paths.items():
-        write_csv(name, built.tables[name], path)
+    write_together({name: built.tables[name] for name in paths}, paths)
     return {
         "metadata_files": [os.fspath(paths[name]) for name in paths],
         "data_pipeline_metadata": [{"name": "release_platform", "version": release_platform.__version__, "comment": ""}],

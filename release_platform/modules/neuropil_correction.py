@@ -46,6 +46,9 @@ class Inputs(pydantic.BaseModel):
     fixed_r: float = pydantic.Field(DEFAULT_FIXED_R, ge=0)
     r_max: float = pydantic.Field(DEFAULT_R_MAX, gt=1)
 
+    def output_paths(self) -> list[Path]:
+        return [self.storage_directory / "neuropil_correction.h5"]
+
 
 def run(inputs: Inputs) -> dict:
     roi = read_traces(inputs.roi_trace_file)
@@ -63,7 +66,7 @@ def run(inputs: Inputs) -> dict:
         roi.traces, neuropil.traces, method=inputs.method, fixed_r=inputs.fixed_r, r_max=inputs.r_max,
         path=inputs.roi_trace_file,
     )
-    out = inputs.storage_directory / "neuropil_correction.h5"
+    out = inputs.output_paths()[0]
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("FC", data=result.corrected, compression="gzip")

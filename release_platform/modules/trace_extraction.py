@@ -62,6 +62,9 @@ class Inputs(pydantic.BaseModel):
     outer_radius_px: int = pydantic.Field(DEFAULT_OUTER_RADIUS_PX, ge=1)
     block_frames: Optional[int] = pydantic.Field(None, ge=1)
 
+    def output_paths(self) -> list[Path]:
+        return [self.storage_directory / n for n in ("roi_traces.h5", "neuropil_traces.h5", "neuropil_masks.json")]
+
 
 def run(inputs: Inputs) -> dict:
     stack = inputs.motion_corrected_stack

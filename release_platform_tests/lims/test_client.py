@@ -33,6 +33,13 @@ def _ophys_session(lims: LimsClient, session_id: int, experiment_ids=(), *, stat
 
 def test_upgrade_is_versioned_and_idempotent(lims_url):
     client = LimsClient(lims_url)
+    if client.sqlite_path is not None:  # a missing embedded LIMS is an error until upgrade creates it
+        with pytest.raises(LimsUnavailableError, match="no LIMS database at .*release-platform lims upgrade"):
+            client.schema_version()
+        with pytest.raises(LimsUnavailableError, match="no LIMS database"):
+            client.upgrade(create=False)
+        assert not client.sqlite_path.exists()
+        client.sqlite_path.touch()  # an empty SQLite file: schema version 0
     assert client.schema_version() == 0
     assert client.upgrade() == [m.version for m in migrations.MIGRATIONS]
     assert client.upgrade() == []
@@ -149,9 +156,14 @@ def test_outage_raises_a_clear_error(tmp_path):
     client = LimsClient("postgresql+psycopg2://nobody:secret@127.0.0.1:1/lims")
     with pytest.raises(LimsUnavailableError, match=r"LIMS at postgresql\+psycopg2://nobody:\*\*\*@127.0.0.1:1/lims is unavailable"):
         client.new_sessions("ophys_session", 0)
-    missing = LimsClient(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    (tmp_path / "empty.sqlite").touch()
+    empty = LimsClient(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     with pytest.raises(LimsUnavailableError, match="has no schema.*release-platform lims upgrade"):
+        empty.new_sessions("ophys_session", 0)
+    missing = LimsClient(f"sqlite:///{tmp_path / 'missing' / 'lims.sqlite'}")
+    with pytest.raises(LimsUnavailableError, match="no LIMS database at .*missing/lims.sqlite.*release-platform lims upgrade"):
         missing.new_sessions("ophys_session", 0)
+    assert not (tmp_path / "missing").exists()  # never created by a query
 
 
 def test_linked_behavior_session(lims):

@@ -94,3 +94,51 @@ def test_bad_inputs_and_empty_release(lims_url, release_dirs, tmp_path, capsys):
     code, _ = _run(tmp_path, lims_url, release_dirs, behavior_nwb_dir=None, clobber=True)
     assert code == 0
     assert pd.read_csv(release_dirs[2] / "behavior_session_table.csv")["file_id"].isna().all()
+
+
+def test_a_full_disk_leaves_no_table_and_a_rerun_succeeds(lims_url, release_dirs, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from release_platform.metadata import io as metadata_io
+
+    out = release_dirs[2]
+    real = metadata_io.write_csv
+    calls = []
+
+    def fill_up(name, frame, path):
+        calls.append(name)
+        if len(calls) == 3:  # the disk fills while the third table is written
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(name, frame, path)
+
+    monkeypatch.setattr(metadata_writer, "write_csv", fill_up)
+    code, _ = _run(tmp_path, lims_url, release_dirs)
+    err = capsys.readouterr().err
+    assert code == 1 and len(calls) == 3
+    assert len(err.strip().splitlines()) == 1 and "No space left on device" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == []  # no table under a final name, no temporary file left
+    monkeypatch.setattr(metadata_writer, "write_csv", real)
+    code, output = _run(tmp_path, lims_url, release_dirs)  # clobber stays false: nothing was left to refuse
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == sorted(p.rsplit("/", 1)[1] for p in output["metadata_files"])
+    assert pd.read_csv(out / "behavior_session_table.csv")["behavior_session_id"].tolist() == [1, 2]
+
+
+def test_a_failed_rename_rolls_back_the_tables_already_renamed(lims_url, release_dirs, tmp_path, capsys, monkeypatch):
+    import errno
+
+    out = release_dirs[2]
+    real = metadata_writer._rename
+    renames = []
+
+    def flaky(src, dst):
+        renames.append(dst)
+        if len(renames) == 3:
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(metadata_writer, "_rename", flaky)
+    code, _ = _run(tmp_path, lims_url, release_dirs)
+    monkeypatch.undo()
+    assert code == 1 and "Input/output error" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == []
+    assert _run(tmp_path, lims_url, release_dirs)[0] == 0
