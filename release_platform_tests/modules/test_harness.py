@@ -243,3 +243,32 @@ def test_a_stage_writing_into_a_directory_declares_its_outputs(tmp_path, capsys)
                  {"roi_trace_file": str(traces), "neuropil_trace_file": str(traces), "storage_directory": str(out_dir)})
     assert code == 2 and "is also an input (roi_trace_file" in capsys.readouterr().err
     assert traces.read_bytes() == b"roi traces"
+
+
+STAGES = ["copy_utility", "demixing", "dff", "metadata_writer", "neuropil_correction", "session_inputs",
+          "trace_extraction", "write_ecephys_nwb", "write_ophys_nwb"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_default_of_every_stage_is_a_valid_value(stage):
+    """A default passes its field's validation, and one that validation changes (an AllenSDK-style ``chmod: 644``
+    that means octal 644) is validated at run time too (copy_utility's chmod default was once used as decimal 775)."""
+    import importlib
+    from typing import Annotated
+
+    model = importlib.import_module(f"release_platform.modules.{stage}").Inputs
+    checked = 0
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        try:  # the field's own validators included
+            validated = getattr(model.__pydantic_validator__.validate_assignment(model.model_construct(), name, default), name)
+        except AttributeError:  # a model-level validator needs required fields: check the type and constraints
+            annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            validated = pydantic.TypeAdapter(annotation).validate_python(default)
+        if validated != default:
+            assert field.validate_default, f"{stage}.{name}: default {default!r} means {validated!r} but is used unvalidated"
+            assert getattr(model.model_construct(), name) == default  # (construct skips validation)
+        checked += 1
+    assert checked > 0
