@@ -43,6 +43,21 @@ def _progress_printer(stream):
     return progress
 
 
+def _os_errors_as_input_errors(func):
+    """A full disk or an unreadable file ends the command with one line naming the file, not a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(args) -> int:
+        try:
+            return func(args)
+        except OSError as exc:
+            raise InputError(exc.strerror or str(exc), path=exc.filename) from None
+
+    return wrapper
+
+
+@_os_errors_as_input_errors
 def cmd_release(args) -> int:
     from release_platform.release.build import make_release
 
@@ -73,6 +88,7 @@ def cmd_release(args) -> int:
     return 0
 
 
+@_os_errors_as_input_errors
 def cmd_verify(args) -> int:
     from release_platform.release.verify import verify_release
 
@@ -81,6 +97,7 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 1
 
 
+@_os_errors_as_input_errors
 def cmd_changelog(args) -> int:
     from release_platform.release.changelog import compare_manifests
     from release_platform.release.manifest import load_manifest

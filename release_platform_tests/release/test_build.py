@@ -348,3 +348,24 @@ def test_release_command_refuses_group_or_other_write_unless_asked(w, tmp_path, 
     status, _ = _cli(*base, "--mode", "664", "--allow-group-write")
     assert status == 0
     assert stat.S_IMODE(os.stat(dest / "vbo/manifests/vbo_manifest_v1.0.0.json").st_mode) == 0o664
+
+
+def test_a_full_disk_during_a_release_is_one_error_naming_the_file(w, tmp_path, monkeypatch):
+    import errno
+
+    from release_platform.release import paths
+
+    for table, frame in w.frames.items():
+        write_parquet(table, frame, w.storage / table / f"{table}.parquet")
+    real = paths.SafeRoot.write_bytes
+
+    def full(self, relpath, data, *, mode=0o644):
+        if relpath.endswith(".csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.file_path(relpath)))
+        return real(self, relpath, data, mode=mode)
+
+    monkeypatch.setattr(paths.SafeRoot, "write_bytes", full)
+    with pytest.raises(InputError, match=r"rel/vbo/project_metadata/\w+\.csv: No space left on device"):
+        _cli("release", "--project", "vbo", "--version", "1.0.0", "--dest", str(tmp_path / "rel"),
+             "--storage-root", str(w.storage))
+    assert not (tmp_path / "rel/vbo/manifests").exists()  # no manifest for a release that did not finish
