@@ -98,6 +98,10 @@ def test_unknown_container_is_a_clear_error_with_exit_status_2(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = platform_env(home)
+    result = run_cli(env, "backfill", "--experiment", "901", timeout=120)  # no LIMS yet: refused, not created
+    assert result.returncode == 2 and "no LIMS database" in result.stderr and "lims upgrade" in result.stderr, describe(result)
+    assert not (home / "lims.sqlite").exists()
+    assert run_cli(env, "lims", "upgrade", timeout=120).returncode == 0
     result = run_cli(env, "backfill", "--experiment", "999", timeout=120)
     assert result.returncode == 2, describe(result)
     assert "backfill" not in result.stdout, describe(result)
