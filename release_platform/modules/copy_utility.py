@@ -201,9 +201,9 @@ def _check_overlaps(files: list[FileSpec]) -> None:
             if j == i:
                 continue
             if j > i and (dst == odst or ((is_dir or odir) and (is_within(dst, odst) or is_within(odst, dst)))):
-                raise InputError(f"files[{i}] and files[{j}] both write {odst if dst == odst else 'under'} "
-                                 f"{spec.destination} and {other.destination}; refused", entity=spec.key,
-                                 path=spec.destination)
+                what = f"both write {dst}" if dst == odst else \
+                    f"write into each other's destination ({spec.destination}, {other.destination})"
+                raise InputError(f"files[{i}] and files[{j}] {what}; refused", entity=spec.key, path=spec.destination)
             if dst == osrc or (odir and is_within(dst, osrc)) or (
                     os.path.exists(spec.destination) and os.path.exists(other.source)
                     and os.path.samefile(spec.destination, other.source)):

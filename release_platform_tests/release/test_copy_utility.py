@@ -150,6 +150,11 @@ def test_two_entries_with_one_destination_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"files\[0\] writes .*b\.bin, which files\[1\] reads"):
         cu.run(_inputs(files=[{"source": str(a), "destination": str(b)}, {"source": str(b), "destination": str(dest)}]))
     assert not dest.exists() and b.read_bytes() == write_file(tmp_path / "c.bin", 10, seed=2).read_bytes()
+    write_file(tmp_path / "tree/x.bin", 10, seed=3)  # a directory copy and a file copy into it
+    with pytest.raises(InputError, match="write into each other's destination"):
+        cu.run(_inputs(files=[{"source": str(tmp_path / "tree"), "destination": str(tmp_path / "out")},
+                              {"source": str(a), "destination": str(dest)}]))
+    assert not (tmp_path / "out").exists()
 
 
 def test_directory_copy_only_sets_the_mode_of_directories_it_created(tmp_path):
