@@ -260,8 +260,7 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
     where = root.path.joinpath(*parts)
     with root.directory(parts[:-1]) as dfd, open(entry.source, "rb", buffering=0) as src:
         size = os.fstat(src.fileno()).st_size
-        tmp = temp_name(parts[-1])
-        out = open_temp(dfd, tmp, 0o600)
+        tmp, out = open_temp(dfd, parts[-1], 0o600)
         try:
             md = MultiDigest(size, opts.algorithms, opts.executor)
             done = 0
@@ -299,10 +298,25 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-        os.close(out)
-        commit(dfd, tmp, parts[-1], where=where)
-        final = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        try:
+            commit(dfd, tmp, parts[-1], where=where)
+            final = _renamed_file(dfd, parts[-1], os.fstat(out), where)
+        finally:
+            os.close(out)
     return digests, final, check_digest, passed
+
+
+def _renamed_file(dfd: int, name: str, written: os.stat_result, where: Path) -> os.stat_result:
+    """The stat of ``name`` after the rename, checked to be the very file this writer wrote and verified (same
+    device, inode and size), so the ledger never records a file another process put there."""
+    try:
+        final = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise CopyMismatch("disappeared right after it was renamed into place (another writer?)", path=where) from None
+    if (final.st_dev, final.st_ino) != (written.st_dev, written.st_ino) or final.st_size != written.st_size:
+        raise CopyMismatch("is not the file this copy wrote and verified (replaced by another writer?); "
+                           "not recorded as released", path=where)
+    return final
 
 
 def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.stat_result]:
@@ -311,8 +325,6 @@ def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.
     where = root.path.joinpath(*parts)
     with root.directory(parts[:-1]) as dfd:
         tmp = temp_name(parts[-1])
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dfd)
         try:
             os.link(entry.source, tmp, dst_dir_fd=dfd, follow_symlinks=False)
         except OSError as exc:
@@ -334,7 +346,7 @@ def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.
                 os.unlink(tmp, dir_fd=dfd)
             raise
         commit(dfd, tmp, parts[-1], where=where)
-        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        return _renamed_file(dfd, parts[-1], st, where)
 
 
 def _fix_mode(root: SafeRoot, destination: str, st: os.stat_result, mode: int) -> None:
