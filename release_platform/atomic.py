@@ -29,7 +29,7 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from release_platform.errors import InputError
 
@@ -52,6 +52,11 @@ __all__ = [
     "is_disk_full",
     "disk_full_error",
     "WriterLock",
+    "atomic_write",
+    "should_isolate",
+    "ISOLATE_BYTES",
+    "ChildWriterFailed",
+    "run_in_child",
     "format_bytes",
 ]
 
@@ -219,7 +224,7 @@ def is_disk_full(exc: BaseException) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, DiskFullError):
+        if isinstance(exc, DiskFullError) or getattr(exc, "disk_full", False):
             return True
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -238,6 +243,111 @@ def disk_full_error(final: str | os.PathLike, *, entity: Optional[str] = None) -
         free = "unknown"
     return DiskFullError(f"disk full while writing {final.name} (No space left on device; {free} free in "
                          f"{_existing_dir(final.parent)}); the partial file was removed", entity=entity, path=final)
+
+
+# --- isolated writers -----------------------------------------------------------------------------------------
+
+
+class ChildWriterFailed(RuntimeError):
+    """A writer run by :func:`run_in_child` failed; ``disk_full`` when its error (or a crash) came from a full disk."""
+
+    def __init__(self, message: str, *, disk_full: bool = False, signal_name: Optional[str] = None):
+        super().__init__(message)
+        self.disk_full = disk_full
+        self.signal_name = signal_name
+
+
+def run_in_child(fn: Callable[[], Any], *, what: str) -> Any:
+    """Run ``fn`` in a forked child process and return its (picklable) result.
+
+    For writers whose library cannot survive an I/O error in-process: HDF5 crashes the process (SIGSEGV) after a
+    write fails with ENOSPC. The child sees the parent's memory as it was at the fork (no pickling of inputs); its
+    exception comes back as :class:`ChildWriterFailed` with one line of text, and a crash of the child as
+    :class:`ChildWriterFailed` naming the signal. The parent's state is never touched by the child.
+    """
+    import pickle
+    import signal as signal_mod
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into the caller's stack, never run the parent's exit handlers
+        code = 0
+        try:
+            os.close(rfd)
+            try:
+                payload = ("ok", fn())
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                payload = ("error", " ".join(f"{type(exc).__name__}: {exc}".split()) if not isinstance(exc, InputError)
+                           else " ".join(str(exc).split()), is_disk_full(exc))
+            try:
+                data = pickle.dumps(payload)
+            except Exception as exc:  # noqa: BLE001
+                data = pickle.dumps(("error", f"result of {what} cannot be returned: {exc}", False))
+            with os.fdopen(wfd, "wb") as out:
+                out.write(data)
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as inp:
+        data = inp.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal_mod.Signals(sig).name if sig in signal_mod.Signals._value2member_map_ else str(sig)
+        raise ChildWriterFailed(f"the process writing {what} crashed ({name})", signal_name=name)
+    try:
+        payload = pickle.loads(data)
+    except Exception:  # noqa: BLE001 - the child died before reporting
+        raise ChildWriterFailed(f"the process writing {what} ended without a result (exit status "
+                                f"{os.waitstatus_to_exitcode(status)})") from None
+    if payload[0] == "ok":
+        return payload[1]
+    raise ChildWriterFailed(payload[1], disk_full=payload[2])
+
+
+#: A write of at least this many bytes, or on a disk with less than twice its size plus this free, runs in a child
+#: process (:func:`atomic_write`).
+ISOLATE_BYTES = 64 << 20
+
+
+def isolate_mode() -> Optional[bool]:
+    """``RELEASE_PLATFORM_WRITER_PROCESS``: ``always`` (True), ``never`` (False) or ``auto`` (None, the default)."""
+    mode = os.environ.get("RELEASE_PLATFORM_WRITER_PROCESS", "auto").strip().lower()
+    return {"always": True, "never": False}.get(mode)
+
+
+def should_isolate(expected_bytes: int, free: int, isolate: Optional[bool] = None) -> bool:
+    """Whether a write of ``expected_bytes`` with ``free`` bytes free runs in a child process."""
+    if isolate is None:
+        isolate = isolate_mode()
+    if isolate is not None:
+        return isolate
+    return expected_bytes >= ISOLATE_BYTES or free < 2 * expected_bytes + ISOLATE_BYTES
+
+
+def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expected_bytes: int,
+                 entity: Optional[str] = None, isolate: Optional[bool] = None) -> Any:
+    """``write(temporary path)`` then rename onto ``final`` (:func:`atomic_path`), for HDF5 writers.
+
+    Refuses first, in one line, when less than ``expected_bytes`` are free; runs ``write`` in a child process
+    (:func:`run_in_child`) when the write is large or the disk is tight (:func:`should_isolate`), so a full disk
+    never crashes the calling process. Returns what ``write`` returns (it must be picklable when isolated).
+    """
+    final = Path(final)
+    free = check_free_space(final, expected_bytes, entity=entity, what=final.name)
+    with atomic_path(final, entity=entity) as tmp:
+        if should_isolate(expected_bytes, free, isolate):
+            try:
+                return run_in_child(lambda: write(tmp), what=final.name)
+            except ChildWriterFailed as exc:
+                if exc.signal_name and not exc.disk_full and free_bytes(final.parent) < (1 << 20):
+                    exc.disk_full = True  # HDF5 crashes after ENOSPC
+                if exc.disk_full:
+                    raise
+                raise InputError(str(exc), entity=entity, path=final) from None
+        return write(tmp)
 
 
 # --- advisory locks -------------------------------------------------------------------------------------------
