@@ -274,6 +274,9 @@ def run_in_child(fn: Callable[[], Any], *, what: str) -> Any:
         code = 0
         try:
             os.close(rfd)
+            import faulthandler
+
+            faulthandler.disable()  # a crash is reported by the parent, in one line
             try:
                 payload = ("ok", fn())
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
