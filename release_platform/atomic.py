@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import socket
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -52,6 +53,7 @@ __all__ = [
     "is_disk_full",
     "disk_full_error",
     "WriterLock",
+    "shared_lock",
     "atomic_write",
     "should_isolate",
     "ISOLATE_BYTES",
@@ -371,6 +373,7 @@ class WriterLock:
         self.what = what
         self._fd: Optional[int] = None
         self._depth = 0
+        self._guard = threading.RLock()
 
     def holder(self) -> Optional[int]:
         """The pid recorded in the lock file (the current or last holder), if readable."""
@@ -382,6 +385,10 @@ class WriterLock:
         return int(m.group(1)) if m else None
 
     def acquire(self) -> "WriterLock":
+        with self._guard:
+            return self._acquire()
+
+    def _acquire(self) -> "WriterLock":
         if self._fd is not None:
             self._depth += 1
             return self
@@ -403,6 +410,10 @@ class WriterLock:
         return self
 
     def release(self) -> None:
+        with self._guard:
+            self._release()
+
+    def _release(self) -> None:
         if self._fd is None:
             return
         self._depth -= 1
@@ -422,3 +433,18 @@ class WriterLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+_SHARED: dict[str, WriterLock] = {}
+_SHARED_GUARD = threading.Lock()
+
+
+def shared_lock(lock_path: str | os.PathLike, *, dest: str | os.PathLike, what: str) -> WriterLock:
+    """The one :class:`WriterLock` of this process for ``lock_path``: re-entrant across callers in this process (an
+    flock taken twice by one process through two descriptors would refuse itself), exclusive against others."""
+    key = os.path.abspath(lock_path)
+    with _SHARED_GUARD:
+        lock = _SHARED.get(key)
+        if lock is None:
+            lock = _SHARED[key] = WriterLock(key, dest=dest, what=what)
+        return lock

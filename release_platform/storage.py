@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from release_platform.atomic import LOCK_SUFFIX, TEMP_SUFFIX, WriterLock, atomic_path
+from release_platform.atomic import LOCK_SUFFIX, TEMP_SUFFIX, WriterLock, atomic_path, shared_lock
 
 __all__ = ["platform_home", "storage_root", "artifact_dir", "atomic_path", "partition_lock", "INPROGRESS_SUFFIX"]
 
@@ -39,11 +39,12 @@ INPROGRESS_SUFFIX = TEMP_SUFFIX
 
 
 def partition_lock(root: str | os.PathLike, asset_path: str, partition_key: str) -> WriterLock:
-    """The advisory write lock of one partition's output directory ``<root>/<asset path>/<partition key>``.
+    """The advisory write lock of one partition's output directory ``<root>/<asset path>/<partition key>`` (this
+    process's shared instance; a second process fails with ``partition output <dir> is being written by pid N``).
 
     The lock file lives outside the directory, at ``<root>/.locks/<asset path>/<partition key>.lock``, so nothing
     that lists the directory sees it.
     """
     dest = Path(root) / asset_path / str(partition_key)
-    return WriterLock(Path(root) / LOCKS_DIR / asset_path / f"{partition_key}{LOCK_SUFFIX}", dest=dest,
-                      what="partition output")
+    return shared_lock(Path(root) / LOCKS_DIR / asset_path / f"{partition_key}{LOCK_SUFFIX}", dest=dest,
+                       what="partition output")
