@@ -51,6 +51,7 @@ __all__ = [
     "free_bytes",
     "check_free_space",
     "is_disk_full",
+    "disk_nearly_full",
     "disk_full_error",
     "WriterLock",
     "shared_lock",
@@ -196,6 +197,24 @@ def free_bytes(path: str | os.PathLike) -> int:
     return shutil.disk_usage(_existing_dir(Path(path))).free
 
 
+def disk_nearly_full(path: str | os.PathLike) -> bool:
+    """Whether the filesystem holding ``path`` has (almost) no space left, measured directly (never through
+    :func:`free_bytes`): the diagnosis of a writer that crashed, e.g. HDF5 after ENOSPC."""
+    try:
+        usage = shutil.disk_usage(_existing_dir(Path(path)))
+    except OSError:
+        return False
+    return usage.free < max(1 << 20, usage.total // 100)
+
+
+def measured_free_text(path: str | os.PathLike) -> str:
+    """The free space at ``path`` as text, measured directly (for the message after a failed write)."""
+    try:
+        return format_bytes(shutil.disk_usage(_existing_dir(Path(path))).free)
+    except OSError:
+        return "unknown"
+
+
 def format_bytes(n: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -239,10 +258,7 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full_error(final: str | os.PathLike, *, entity: Optional[str] = None) -> DiskFullError:
     """The one clear error for a disk that filled while ``final`` was written."""
     final = Path(final)
-    try:
-        free = format_bytes(free_bytes(final.parent))
-    except OSError:
-        free = "unknown"
+    free = measured_free_text(final.parent)
     return DiskFullError(f"disk full while writing {final.name} (No space left on device; {free} free in "
                          f"{_existing_dir(final.parent)}); the partial file was removed", entity=entity, path=final)
 
@@ -277,8 +293,10 @@ def run_in_child(fn: Callable[[], Any], *, what: str) -> Any:
         try:
             os.close(rfd)
             import faulthandler
+            import sys
 
             faulthandler.disable()  # a crash is reported by the parent, in one line
+            sys.unraisablehook = lambda unraisable: None  # HDF5's close errors after a failed write: reported once
             try:
                 payload = ("ok", fn())
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
@@ -347,7 +365,7 @@ def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expe
             try:
                 return run_in_child(lambda: write(tmp), what=final.name)
             except ChildWriterFailed as exc:
-                if exc.signal_name and not exc.disk_full and free_bytes(final.parent) < (1 << 20):
+                if exc.signal_name and not exc.disk_full and disk_nearly_full(final.parent):
                     exc.disk_full = True  # HDF5 crashes after ENOSPC
                 if exc.disk_full:
                     raise

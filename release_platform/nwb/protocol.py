@@ -656,8 +656,7 @@ def _failure(exc: BaseException, *, final: Path, tmp: Path, err: Path, entity: s
     disk_full = atomic.is_disk_full(exc)
     if isinstance(exc, atomic.ChildWriterFailed) and exc.signal_name and not disk_full:
         # HDF5 crashes after ENOSPC: a crashed writer with (nearly) no space left ran out of disk
-        with contextlib.suppress(OSError):
-            disk_full = atomic.free_bytes(final.parent) < max(OVERHEAD_BYTES, (estimate or 0) // 10)
+        disk_full = atomic.disk_nearly_full(final.parent)
     kept = False
     if tmp.exists():
         if keep:
@@ -670,9 +669,7 @@ def _failure(exc: BaseException, *, final: Path, tmp: Path, err: Path, entity: s
     if not isinstance(exc, Exception):
         return exc  # KeyboardInterrupt, SystemExit: re-raised as they are, temp file gone
     if disk_full:
-        free = "unknown"
-        with contextlib.suppress(OSError):
-            free = atomic.format_bytes(atomic.free_bytes(final.parent))
+        free = atomic.measured_free_text(final.parent)
         what = f"the partial file is kept as {err.name}" if kept else "the partial file was removed"
         need = f"; about {atomic.format_bytes(estimate)} needed" if estimate else ""
         return NwbDiskFullError(f"disk full while writing {final.name} (No space left on device; {free} free in "

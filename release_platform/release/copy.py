@@ -9,16 +9,19 @@ Per file (:func:`copy_files`):
    destination has the same size and the recorded digest (this also adopts a destination left without a ledger
    entry, after hashing it once).
 2. **one read** of the source feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`) and
-   the write of ``<name>.inprogress`` (created ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the
-   release root; see :class:`~.paths.SafeRoot`);
+   the write of a temporary name unique to this writer, ``<name>.<pid>-<random>.inprogress`` (created
+   ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the release root; see :class:`~.paths.SafeRoot` and
+   :mod:`release_platform.atomic`);
 3. ``fchmod`` to the configured mode, ``fsync``;
 4. **verify** the temporary file: ``verify="sha256"`` (default) re-reads it and compares its SHA-256 with the
    source's; ``"size"`` only compares sizes;
-5. **rename** onto the final name, fsync the directory, then append the ledger entry (fsynced).
+5. **rename** onto the final name, fsync the directory, check that the final name now is the very file written
+   and verified (same device, inode and size), then append the ledger entry (fsynced).
 
-A failure (or an interruption) at any point removes the temporary file, so no partial file is ever left under
-a final name; files completed before it are in the ledger, so a re-run resumes with the rest. A temporary
-file left behind by a hard kill is replaced on the next run (and reported as extra by ``verify``).
+A failure (or an interruption) at any point removes this writer's temporary file (never another writer's), so no
+partial file is ever left under a final name; files completed before it are in the ledger, so a re-run resumes with
+the rest. A temporary file left behind by a hard kill carries the dead writer's pid: the next release, holding the
+release root's lock, removes it (until then ``verify`` reports it as extra).
 
 Files are copied in parallel by a bounded thread pool; the digests of one block also run in parallel
 (hashlib and file I/O release the GIL).
