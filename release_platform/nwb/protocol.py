@@ -485,6 +485,8 @@ def _describe(exc: BaseException) -> str:
     """One line for an error (HDF5's messages carry newlines)."""
     if isinstance(exc, InputError):
         text = f"{exc.path}: {exc.problem}" if exc.path else exc.problem
+    elif isinstance(exc, atomic.ChildWriterFailed):
+        text = str(exc)  # already "<type>: <message>" from the writer process
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
@@ -637,7 +639,10 @@ def write_nwb(
         os.replace(tmp, final)
     except BaseException as exc:
         _close_iterators(nwbfile)
-        raise _failure(exc, final=final, tmp=tmp, err=err, entity=entity, keep=keep, estimate=estimate) from exc
+        error = _failure(exc, final=final, tmp=tmp, err=err, entity=entity, keep=keep, estimate=estimate)
+        if error is exc:
+            raise
+        raise error from exc
     return WriteResult(
         path=final,
         entity=entity,
