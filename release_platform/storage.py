@@ -1,18 +1,22 @@
 """Storage root and atomic writes.
 
 Every artifact lives under one root (``RELEASE_PLATFORM_STORAGE``, default ``.release_platform/storage``)
-at ``<root>/<asset path>/<partition key>/...``. Writes go to ``<name>.inprogress`` and are renamed
-into place only once complete, so a failure never leaves a partial file under the final name.
+at ``<root>/<asset path>/<partition key>/...``. Writes go to a temporary name unique to the writer
+(``<name>.<pid>-<random>.inprogress``, :mod:`release_platform.atomic`) and are renamed into place only once
+complete, so a failure never leaves a partial file under the final name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+
+from release_platform.atomic import LOCK_SUFFIX, TEMP_SUFFIX, WriterLock, atomic_path, shared_lock
+
+__all__ = ["platform_home", "storage_root", "artifact_dir", "atomic_path", "partition_lock", "INPROGRESS_SUFFIX"]
 
 DEFAULT_HOME = Path(".release_platform")
+LOCKS_DIR = ".locks"
 
 
 def platform_home() -> Path:
@@ -31,28 +35,16 @@ def artifact_dir(root: str | os.PathLike, asset_path: str, partition_key: str) -
     return path
 
 
-INPROGRESS_SUFFIX = ".inprogress"
+INPROGRESS_SUFFIX = TEMP_SUFFIX
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
+def partition_lock(root: str | os.PathLike, asset_path: str, partition_key: str) -> WriterLock:
+    """The advisory write lock of one partition's output directory ``<root>/<asset path>/<partition key>`` (this
+    process's shared instance; a second process fails with ``partition output <dir> is being written by pid N``).
 
-    On any exception the temporary file is removed and the previous ``final`` (if any) is untouched.
+    The lock file lives outside the directory, at ``<root>/.locks/<asset path>/<partition key>.lock``, so nothing
+    that lists the directory sees it.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + INPROGRESS_SUFFIX)
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"{tmp}: the writer produced no file")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    dest = Path(root) / asset_path / str(partition_key)
+    return shared_lock(Path(root) / LOCKS_DIR / asset_path / f"{partition_key}{LOCK_SUFFIX}", dest=dest,
+                       what="partition output")

@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+from pydantic import PrivateAttr
 
-from release_platform.storage import artifact_dir, storage_root
+from release_platform.storage import artifact_dir, partition_lock, storage_root
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -16,9 +17,35 @@ class StorageResource(dg.ConfigurableResource):
     """
 
     root: Optional[str] = None
+    _held: dict = PrivateAttr(default_factory=dict)
 
     def root_path(self) -> Path:
         return Path(self.root).absolute() if self.root else storage_root()
 
     def dir_for(self, asset_name: str, partition_key: str) -> Path:
+        """The partition's output directory. When the running step materializes ``asset_name``, the directory's
+        advisory lock is taken (held until the step's resources are torn down), so a second process writing the
+        same partition of the same asset fails at once naming the pid that holds it."""
+        key = (asset_name, str(partition_key))
+        if key not in self._held and asset_name in _materializing():
+            self._held[key] = partition_lock(self.root_path(), asset_name, partition_key).acquire()
         return artifact_dir(self.root_path(), asset_name, partition_key)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        held = list(self._held.values())
+        self._held.clear()
+        for lock in held:
+            lock.release()
+
+
+def _materializing() -> set[str]:
+    """Names of the assets the current step materializes (empty outside a step)."""
+    from dagster._core.execution.context.compute import current_execution_context
+
+    ctx = current_execution_context.get()
+    if ctx is None:
+        return set()
+    try:
+        return {key.path[-1] for key in ctx.op_execution_context.selected_asset_keys}
+    except Exception:  # noqa: BLE001 - an op without assets
+        return set()

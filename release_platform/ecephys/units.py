@@ -31,8 +31,8 @@ from typing import Mapping, Optional
 import h5py
 import numpy as np
 
+from release_platform.atomic import atomic_write
 from release_platform.errors import InputError
-from release_platform.storage import atomic_path
 
 __all__ = [
     "DEFAULT_AMPLITUDE_SCALE_FACTOR",
@@ -397,17 +397,22 @@ def write_grouping(path: str | os.PathLike, grouping: SpikeGrouping) -> Path:
         raise ValueError(f"grouping value names {clash} clash with the file's own datasets")
     unknown_ids = np.array(sorted(grouping.unknown_clusters), dtype=np.int64)
     unknown_counts = np.array([grouping.unknown_clusters[int(c)] for c in unknown_ids], dtype=np.int64)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as fh:
-        fh.attrs["format"] = GROUPING_FORMAT
-        fh.attrs["n_dropped_negative"] = int(grouping.n_dropped_negative)
-        fh.attrs["values"] = np.array(list(grouping.values), dtype=h5py.string_dtype())
-        fh.create_dataset("unit_ids", data=np.asarray(grouping.unit_ids))
-        fh.create_dataset("spike_times", data=np.asarray(grouping.spike_times), compression="gzip")
-        fh.create_dataset("spike_times_index", data=np.asarray(grouping.ends))
-        for name, values in grouping.values.items():
-            fh.create_dataset(name, data=np.asarray(values), compression="gzip")
-        fh.create_dataset("unknown_cluster_ids", data=unknown_ids)
-        fh.create_dataset("unknown_cluster_counts", data=unknown_counts)
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w", track_order=True) as fh:
+            fh.attrs["format"] = GROUPING_FORMAT
+            fh.attrs["n_dropped_negative"] = int(grouping.n_dropped_negative)
+            fh.attrs["values"] = np.array(list(grouping.values), dtype=h5py.string_dtype())
+            fh.create_dataset("unit_ids", data=np.asarray(grouping.unit_ids))
+            fh.create_dataset("spike_times", data=np.asarray(grouping.spike_times), compression="gzip")
+            fh.create_dataset("spike_times_index", data=np.asarray(grouping.ends))
+            for name, values in grouping.values.items():
+                fh.create_dataset(name, data=np.asarray(values), compression="gzip")
+            fh.create_dataset("unknown_cluster_ids", data=unknown_ids)
+            fh.create_dataset("unknown_cluster_counts", data=unknown_counts)
+
+    arrays = [grouping.unit_ids, grouping.spike_times, grouping.ends, unknown_ids, unknown_counts, *grouping.values.values()]
+    atomic_write(path, write, expected_bytes=sum(np.asarray(a).nbytes for a in arrays) + (1 << 16))
     return path
 
 

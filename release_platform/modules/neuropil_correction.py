@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 import pydantic
 
+from release_platform.atomic import atomic_write
 from release_platform.errors import InputError
 from release_platform.modules._harness import main_for
 from release_platform.ophys.io import check_roi_ids_match, encode_roi_ids, read_traces
@@ -35,7 +36,6 @@ from release_platform.ophys.neuropil import (
     STATUS_UNCONVERGED,
     correct_neuropil,
 )
-from release_platform.storage import atomic_path
 
 
 class Inputs(pydantic.BaseModel):
@@ -67,7 +67,8 @@ def run(inputs: Inputs) -> dict:
         path=inputs.roi_trace_file,
     )
     out = inputs.output_paths()[0]
-    with atomic_path(out) as tmp:
+
+    def write(tmp):
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("FC", data=result.corrected, compression="gzip")
             handle.create_dataset("r", data=result.r)
@@ -80,6 +81,9 @@ def run(inputs: Inputs) -> dict:
             for row, fit in enumerate(result.fits):
                 if fit is not None:
                     group.create_dataset(str(row), data=fit.r_vals)
+
+    expected = np.asarray(result.corrected).nbytes + 6 * np.asarray(result.r).nbytes + sum(np.asarray(f.r_vals).nbytes for f in result.fits if f is not None)
+    atomic_write(out, write, expected_bytes=expected + (1 << 16))
     ids = np.array(roi.roi_ids, dtype=object)
     return {
         "neuropil_correction_trace_file": out,

@@ -2,19 +2,26 @@
 
 :func:`write_nwb` takes a ``build`` callable that returns an in-memory ``pynwb.NWBFile`` and:
 
-1. removes a stale ``<name>.inprogress`` / ``<name>.error`` (never the previous good ``<name>``);
+1. removes the ``<name>.error`` report of an earlier failure (never the previous good ``<name>``, never another
+   writer's temporary file);
 2. builds the file, applies the chunking/compression configuration (:mod:`release_platform.nwb.config`)
    and, by default, replaces hdmf's random object ids by ids derived from the file identifier and each
    object's location, so the same inputs give the same bytes;
-3. writes ``<name>.inprogress``;
-4. validates it: PyNWB schema validation, then a round trip: the file is read back and every dataset
+3. estimates the file's size (:func:`estimate_nwb_bytes`) and refuses, in one line (needed, free, directory), when
+   the destination has less free space;
+4. writes a temporary name unique to this writer (``<name>.<pid>-<random>.inprogress``,
+   :mod:`release_platform.atomic`) — in a child process when the file is large or the disk is tight, because
+   HDF5 crashes the process (SIGSEGV) after a write fails with ENOSPC; a crash of the child is reported, never
+   inherited;
+5. validates it: PyNWB schema validation, then a round trip: the file is read back and every dataset
    written is compared with what was written (in-memory arrays exactly, NaN = NaN; streamed data block
    by block against its source, re-read through the iterator, so nothing big sits in memory);
-5. renames it to ``<name>``.
+6. renames it to ``<name>``.
 
-On any failure the partial file is renamed to ``<name>.error`` (if nothing was written yet, ``<name>.error``
-is a text file holding the message) and one :class:`NwbWriteError` is raised naming the entity and the
-file. ``<name>`` itself is untouched, so a previous good file survives a failed re-run.
+On any failure the temporary file is removed and ``<name>.error`` holds the message (with ``keep_failed_files``,
+or ``RELEASE_PLATFORM_KEEP_FAILED_FILES=1``, the partial file itself is kept as ``<name>.error``), and one
+:class:`NwbWriteError` is raised naming the entity and the file (:class:`NwbDiskFullError` when the disk is full).
+``<name>`` itself is untouched, so a previous good file survives a failed re-run.
 
 Determinism: writers take identifiers from :func:`deterministic_identifier` (uuid5 of entity ids) and
 fixed timestamps (e.g. ``file_create_date`` = session start), and put :func:`provenance_record` (package
@@ -48,6 +55,8 @@ from hdmf.container import AbstractContainer
 from hdmf.data_utils import AbstractDataChunkIterator, DataIO, GenericDataChunkIterator
 
 import release_platform
+from release_platform import atomic
+from release_platform.atomic import ERROR_SUFFIX, TEMP_SUFFIX, DiskFullError, temp_path
 from release_platform.errors import InputError
 from release_platform.nwb.config import BackendConfiguration, DatasetIOConfiguration, apply_backend_configuration, iter_datasets
 from release_platform.nwb.inspection import validate_open_nwb
@@ -57,6 +66,9 @@ __all__ = [
     "ERROR_SUFFIX",
     "NAMESPACE",
     "NwbWriteError",
+    "NwbDiskFullError",
+    "estimate_nwb_bytes",
+    "keep_failed_files_default",
     "WriteResult",
     "H5DatasetIterator",
     "deterministic_identifier",
@@ -74,8 +86,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INPROGRESS_SUFFIX = ".inprogress"
-ERROR_SUFFIX = ".error"
+INPROGRESS_SUFFIX = TEMP_SUFFIX
 #: Namespace of every identifier this platform derives (uuid5 of the platform's name).
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "release_platform")
 
@@ -471,9 +482,112 @@ def _close_iterators(nwbfile) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for an error (HDF5's messages carry newlines)."""
     if isinstance(exc, InputError):
-        return f"{exc.path}: {exc.problem}" if exc.path else exc.problem
-    return f"{type(exc).__name__}: {exc}"
+        text = f"{exc.path}: {exc.problem}" if exc.path else exc.problem
+    elif isinstance(exc, atomic.ChildWriterFailed):
+        text = str(exc)  # already "<type>: <message>" from the writer process
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+#: Added to every size estimate: the cached NWB schema and HDF5 metadata.
+OVERHEAD_BYTES = 2 << 20
+_SAMPLE_BYTES = 1 << 20
+
+
+def keep_failed_files_default() -> bool:
+    """``RELEASE_PLATFORM_KEEP_FAILED_FILES`` (``1``, ``true``, ``yes``): keep a failed write's partial file."""
+    return os.environ.get("RELEASE_PLATFORM_KEEP_FAILED_FILES", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _raw_nbytes(value: Any) -> int:
+    if isinstance(value, AbstractDataChunkIterator):
+        shape = getattr(value, "maxshape", None)
+        if not shape or any(s is None for s in shape):
+            return 0
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(value.dtype).itemsize
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        dtype = np.dtype(value.dtype)
+        return int(np.prod(value.shape, dtype=np.int64)) * (dtype.itemsize if dtype.kind != "O" else 16)
+    if isinstance(value, (list, tuple)):
+        if len(value) > 100_000:
+            return 8 * len(value)
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            return 16 * len(value)
+        return int(arr.nbytes) if arr.dtype.kind != "O" else 16 * arr.size
+    return 0
+
+
+def _sample(value: Any) -> Optional[bytes]:
+    """Up to ~1 MB of a dataset's leading bytes (read from the source for a streamed dataset)."""
+    try:
+        if isinstance(value, GenericDataChunkIterator):
+            sel = tuple(slice(0, min(int(c), int(s))) for c, s in zip(value.chunk_shape, value.maxshape))
+            block = np.asarray(value._get_data(sel))
+        elif isinstance(value, np.ndarray):
+            block = value
+        else:
+            return None
+        if block.dtype.kind not in "biuf":
+            return None
+        flat = block.reshape(-1)
+        return flat[: max(1, _SAMPLE_BYTES // max(flat.itemsize, 1))].tobytes()
+    except Exception:  # noqa: BLE001 - an estimate only: fall back to the raw size
+        return None
+
+
+def estimate_nwb_bytes(nwbfile, locations: Mapping[str, DatasetIOConfiguration]) -> int:
+    """An estimate of the written size of ``nwbfile``: every dataset's raw size, scaled for a compressed dataset by
+    the zlib (level 1) ratio of a leading sample of it, plus the schema and metadata overhead, plus 5%."""
+    import zlib
+
+    total = 0
+    for location, _, _, value in iter_datasets(nwbfile):
+        value = _unwrap(value)
+        raw = _raw_nbytes(value)
+        cfg = locations.get(location)
+        if raw and cfg is not None and cfg.compression != "none":
+            sample = _sample(value)
+            if sample:
+                raw = int(raw * min(1.0, max(0.02, len(zlib.compress(sample, 1)) / len(sample))))
+        total += raw
+    return int((total + OVERHEAD_BYTES) * 1.05)
+
+
+def _write_and_check(nwbfile, tmp: Path, *, validate: bool, round_trip: bool) -> int:
+    """Write ``nwbfile`` to ``tmp`` and check it (PyNWB validation, round trip); the number of datasets compared."""
+    from pynwb import NWBHDF5IO
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(chunk|DataChunkIterator).*")
+        warnings.filterwarnings("ignore", message=".*does not end in '.nwb'.*")
+        with NWBHDF5IO(os.fspath(tmp), "w") as io:
+            io.write(nwbfile)
+    n_checked = 0
+    if validate or round_trip:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with NWBHDF5IO(os.fspath(tmp), "r") as rio:
+                if validate:
+                    problems = validate_open_nwb(rio)
+                    if problems:
+                        raise RuntimeError(f"PyNWB validation found {len(problems)} problem(s): " + "; ".join(problems[:5]))
+                if round_trip:
+                    n_checked, problems = compare_written(nwbfile, rio.read())
+                    if problems:
+                        raise RuntimeError(
+                            f"round-trip check found {len(problems)} dataset(s) that differ from what was written: "
+                            + "; ".join(problems[:5])
+                        )
+    return n_checked
+
+
+class NwbDiskFullError(NwbWriteError, DiskFullError):
+    """Not enough disk space for an NWB file, or the disk filled while it was written."""
 
 
 def write_nwb(
@@ -485,63 +599,50 @@ def write_nwb(
     validate: bool = True,
     round_trip: bool = True,
     deterministic_ids: bool = True,
+    keep_failed_files: Optional[bool] = None,
+    isolate: Optional[bool] = None,
 ) -> WriteResult:
-    """Build, write, validate and atomically publish one NWB file (see the module docstring)."""
-    from pynwb import NWBHDF5IO
+    """Build, write, validate and atomically publish one NWB file (see the module docstring).
 
+    ``keep_failed_files`` (default: ``RELEASE_PLATFORM_KEEP_FAILED_FILES``) keeps a failed write's partial file as
+    ``<name>.error``; otherwise ``<name>.error`` holds only the message. ``isolate`` writes in a child process
+    (default: ``RELEASE_PLATFORM_WRITER_PROCESS`` = ``always`` / ``never`` / ``auto``; auto = when the file is
+    estimated at ``atomic.ISOLATE_BYTES`` or more, or the free space is less than twice the estimate plus that).
+    """
     final = Path(path)
-    tmp = final.with_name(final.name + INPROGRESS_SUFFIX)
+    tmp = temp_path(final)
     err = final.with_name(final.name + ERROR_SUFFIX)
+    keep = keep_failed_files_default() if keep_failed_files is None else keep_failed_files
     config = config or BackendConfiguration()
     config.check_available()  # a missing codec fails before any file is touched
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (tmp, err):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        err.unlink()  # the report of an earlier failure of this file
 
     nwbfile = None
+    estimate = None
     try:
         nwbfile = build()
         if deterministic_ids:
             _set_deterministic_object_ids(nwbfile, nwbfile.identifier)
         locations = apply_backend_configuration(nwbfile, config)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(chunk|DataChunkIterator).*")
-            warnings.filterwarnings("ignore", message=".*does not end in '.nwb'.*")
-            with NWBHDF5IO(os.fspath(tmp), "w") as io:
-                io.write(nwbfile)
-        n_checked = 0
-        if validate or round_trip:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with NWBHDF5IO(os.fspath(tmp), "r") as rio:
-                    if validate:
-                        problems = validate_open_nwb(rio)
-                        if problems:
-                            raise RuntimeError(f"PyNWB validation found {len(problems)} problem(s): " + "; ".join(problems[:5]))
-                    if round_trip:
-                        n_checked, problems = compare_written(nwbfile, rio.read())
-                        if problems:
-                            raise RuntimeError(
-                                f"round-trip check found {len(problems)} dataset(s) that differ from what was written: "
-                                + "; ".join(problems[:5])
-                            )
+        estimate = estimate_nwb_bytes(nwbfile, locations)
+        free = atomic.check_free_space(final, estimate, entity=entity, what=final.name)
+        if atomic.should_isolate(estimate, free, isolate):
+            n_checked = atomic.run_in_child(
+                lambda: _write_and_check(nwbfile, tmp, validate=validate, round_trip=round_trip), what=final.name)
+        else:
+            n_checked = _write_and_check(nwbfile, tmp, validate=validate, round_trip=round_trip)
         _close_iterators(nwbfile)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
     except BaseException as exc:
         _close_iterators(nwbfile)
-        if tmp.exists():
-            os.replace(tmp, err)
-        else:
-            with contextlib.suppress(OSError):
-                err.write_text(f"{entity}: {final}: {_describe(exc)}\n")
-        if not isinstance(exc, Exception):
+        error = _failure(exc, final=final, tmp=tmp, err=err, entity=entity, keep=keep, estimate=estimate)
+        if error is exc:
             raise
-        raise NwbWriteError(
-            f"writing NWB failed ({_describe(exc)}); see {err.name}", entity=entity, path=final, error_path=err
-        ) from exc
+        raise error from exc
     return WriteResult(
         path=final,
         entity=entity,
@@ -550,3 +651,36 @@ def write_nwb(
         n_bytes=final.stat().st_size,
         locations=locations,
     )
+
+
+def _failure(exc: BaseException, *, final: Path, tmp: Path, err: Path, entity: str, keep: bool,
+             estimate: Optional[int]) -> BaseException:
+    """Clean up after a failed write (this writer's temporary file only) and return the one error to raise."""
+    if isinstance(exc, DiskFullError) and not tmp.exists():  # refused before writing: nothing to clean
+        return NwbDiskFullError(exc.problem, entity=entity, path=final)
+    disk_full = atomic.is_disk_full(exc)
+    if isinstance(exc, atomic.ChildWriterFailed) and exc.signal_name and not disk_full:
+        # HDF5 crashes after ENOSPC: a crashed writer with (nearly) no space left ran out of disk
+        disk_full = atomic.disk_nearly_full(final.parent)
+    kept = False
+    if tmp.exists():
+        if keep:
+            with contextlib.suppress(OSError):
+                os.replace(tmp, err)
+                kept = True
+        if not kept:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    if not isinstance(exc, Exception):
+        return exc  # KeyboardInterrupt, SystemExit: re-raised as they are, temp file gone
+    if disk_full:
+        free = atomic.measured_free_text(final.parent)
+        what = f"the partial file is kept as {err.name}" if kept else "the partial file was removed"
+        need = f"; about {atomic.format_bytes(estimate)} needed" if estimate else ""
+        return NwbDiskFullError(f"disk full while writing {final.name} (No space left on device; {free} free in "
+                                f"{final.parent}{need}); {what}", entity=entity, path=final, error_path=err if kept else None)
+    problem = _describe(exc)
+    if not kept:
+        with contextlib.suppress(OSError):
+            err.write_text(f"{entity}: {final}: {problem}\n")
+    return NwbWriteError(f"writing NWB failed ({problem}); see {err.name}", entity=entity, path=final, error_path=err)

@@ -14,7 +14,7 @@ Conventions
 
 Every reader turns a missing file, a corrupt file, a missing dataset or a wrong shape into an
 :class:`~release_platform.errors.InputError` naming the file; every writer is atomic
-(:func:`~release_platform.storage.atomic_path`).
+(:func:`~release_platform.atomic.atomic_write`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from release_platform.errors import InputError
-from release_platform.storage import atomic_path
+from release_platform.atomic import atomic_write
 
 TRACE_DATASET = "data"
 ROI_NAMES_DATASET = "roi_names"
@@ -184,11 +184,14 @@ def write_traces(
     roi_field: str = ROI_NAMES_DATASET,
     extra: Mapping[str, np.ndarray] | None = None,
     compression: str | None = "gzip",
+    entity: str | None = None,
 ) -> Path:
     """Atomically write ``traces`` (N x T float64), ``roi_field`` (ids as byte strings) and ``extra``.
 
-    The file is written to ``<path>.inprogress``, re-opened to verify the shapes, then renamed onto
-    ``path``; on any failure no file appears under ``path`` and an older one is left untouched.
+    The file is written under a temporary name unique to this writer, re-opened to verify the shapes, then
+    renamed onto ``path``; on any failure no file appears under ``path`` and an older one is left untouched.
+    Not enough free space for the raw arrays fails first, in one line; a disk that fills anyway gives one
+    :class:`~release_platform.atomic.DiskFullError` naming the file (see :func:`release_platform.atomic.atomic_write`).
     """
     path = Path(path)
     traces = np.asarray(traces, dtype=np.float64)
@@ -197,8 +200,9 @@ def write_traces(
     names = encode_roi_ids(roi_ids)
     if names.shape[0] != traces.shape[0]:
         raise ValueError(f"{names.shape[0]} ROI ids for {traces.shape[0]} trace rows")
-    extra = dict(extra or {})
-    with atomic_path(path) as tmp:
+    extra = {name: np.asarray(values) for name, values in (extra or {}).items()}
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as handle:
             kwargs: dict[str, Any] = {}
             if compression and traces.size:
@@ -206,10 +210,13 @@ def write_traces(
             handle.create_dataset(dataset, data=traces, **kwargs)
             handle.create_dataset(roi_field, data=names)
             for name, values in extra.items():
-                handle.create_dataset(name, data=np.asarray(values))
+                handle.create_dataset(name, data=values)
         with h5py.File(tmp, "r") as handle:
             if handle[dataset].shape != traces.shape or handle[roi_field].shape != names.shape:
                 raise OSError(f"{tmp}: verification after writing failed")
+
+    expected = traces.nbytes + names.nbytes + sum(v.nbytes for v in extra.values()) + (1 << 16)
+    atomic_write(path, write, expected_bytes=expected, entity=entity)
     return path
 
 

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
+from release_platform.atomic import WriterLock, sweep_dead_writers
 from release_platform.errors import InputError
 from release_platform.release.changelog import Changelog, compare_manifests
 from release_platform.release.copy import CopyEntry, CopyReport, Ledger, Progress, Verify, copy_files
@@ -58,8 +59,25 @@ STAGED_RECORDS = "release_records.json"
 _MAX_LISTED = 10
 
 
+LOCK_NAME = "release.lock"
+
+
 def ledger_relpath(project: str) -> str:
     return f"{LEDGER_DIR}/{project}.ledger.jsonl"
+
+
+def _sweep(top: Path) -> None:
+    """Remove temporary files of writers that died under ``top`` (the caller holds the writer lock)."""
+    if top.is_dir() and not top.is_symlink():
+        sweep_dead_writers(top)
+
+
+def writer_lock(root: SafeRoot, what: str = "release") -> WriterLock:
+    """The advisory lock every writer of the release root ``root`` takes (``<root>/.release_platform/release.lock``):
+    a second writer fails at once with ``release <root> is being written by pid N``."""
+    with root.directory((LEDGER_DIR,)):
+        pass  # created if missing; a symlink there is refused
+    return WriterLock(root.path / LEDGER_DIR / LOCK_NAME, dest=root.path, what=what)
 
 
 # --- tables ---------------------------------------------------------------------------------------------------
@@ -220,6 +238,14 @@ def stage_files(frames: Mapping[str, pd.DataFrame], stage_dir: str | os.PathLike
     root = SafeRoot(stage_dir)
     layout = AllenLayout()
     planned = {it.file_id: layout.data_path("_", it).split("/", 1)[1] for it in items}
+    with writer_lock(root, "staging directory"):
+        return _stage_locked(root, items, subjects, planned, mode=mode, max_workers=max_workers, verify=verify,
+                             progress=progress)
+
+
+def _stage_locked(root: SafeRoot, items, subjects, planned, *, mode: int, max_workers: int, verify: Verify,
+                  progress: Optional[Progress]) -> tuple[list[StagedFile], CopyReport]:
+    _sweep(root.path)
     ledger = Ledger(root, f"{LEDGER_DIR}/staging.ledger.jsonl")
     try:
         report = copy_files([CopyEntry(it.source, planned[it.file_id], str(it.file_id)) for it in items], root,
@@ -437,6 +463,18 @@ def make_release(
         raise InputError(f"{len(problems)} staging problem(s): " + "; ".join(problems[:_MAX_LISTED]))
 
     root = SafeRoot(dest)
+    with writer_lock(root):
+        return _release_locked(root, project, version, lay, frames, items, dest_of, entries, base,
+                               staged=staged is not None, max_workers=max_workers, mode=mode, verify=verify,
+                               rehash=rehash, prune=prune, progress=progress)
+
+
+def _release_locked(root: SafeRoot, project: str, version: str, lay: Layout, frames: Mapping[str, pd.DataFrame],
+                    items, dest_of: dict[int, str], entries: list[CopyEntry], base: str, *, staged: bool,
+                    max_workers: int, mode: int, verify: Verify, rehash: bool, prune: bool,
+                    progress: Optional[Progress]) -> ReleaseResult:
+    """Steps 2-6 of :func:`make_release`, under the release root's writer lock."""
+    _sweep(root.path / project)
     manifest_rel = lay.manifest_path(project, version)
     existing = _existing_manifests(root, project)
     result_notes: list[str] = []
@@ -449,7 +487,7 @@ def make_release(
     ledger = Ledger(root, ledger_relpath(project))
     try:
         report = copy_files(entries, root, ledger=ledger, mode=mode, max_workers=max_workers, verify=verify,
-                            rehash=rehash, link=staged is not None, progress=progress)
+                            rehash=rehash, link=staged, progress=progress)
 
         # 3. metadata tables (regenerated in memory; written only when their bytes change)
         inner = {fid: rel.split("/", 1)[1] for fid, rel in dest_of.items()}

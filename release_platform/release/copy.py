@@ -10,19 +10,22 @@ Per file (:func:`copy_files`):
    source's; any other destination (bit rot, or tampering that kept size and mtime) is copied again. This also
    adopts a correct destination left without a ledger entry.
 2. **one read** of the source feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`) and
-   the write of ``<name>.inprogress`` (created ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the
-   release root; see :class:`~.paths.SafeRoot`);
+   the write of a temporary name unique to this writer, ``<name>.<pid>-<random>.inprogress`` (created
+   ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the release root; see :class:`~.paths.SafeRoot` and
+   :mod:`release_platform.atomic`);
 3. ``fchmod`` to the configured mode, ``fsync``;
 4. **verify** the temporary file: ``verify="sha256"`` (default) re-reads it and compares its SHA-256 with the
    source's; ``"size"`` only compares sizes;
-5. **rename** onto the final name, fsync the directory, then append the ledger entry (fsynced).
+5. **rename** onto the final name, fsync the directory, check that the final name now is the very file written
+   and verified (same device, inode and size), then append the ledger entry (fsynced).
 
 A source's mode is never changed: a destination that is the source itself (a hard link) is never chmod-ed, and a
 hard link is only made when the source already has the configured mode (else the file is copied).
 
-A failure (or an interruption) at any point removes the temporary file, so no partial file is ever left under
-a final name; files completed before it are in the ledger, so a re-run resumes with the rest. A temporary
-file left behind by a hard kill is replaced on the next run (and reported as extra by ``verify``).
+A failure (or an interruption) at any point removes this writer's temporary file (never another writer's), so no
+partial file is ever left under a final name; files completed before it are in the ledger, so a re-run resumes with
+the rest. A temporary file left behind by a hard kill carries the dead writer's pid: the next release, holding the
+release root's lock, removes it (until then ``verify`` reports it as extra).
 
 Files are copied in parallel by a bounded thread pool; the digests of one block also run in parallel
 (hashlib and file I/O release the GIL).
@@ -264,8 +267,7 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
     where = root.path.joinpath(*parts)
     with root.directory(parts[:-1]) as dfd, open(entry.source, "rb", buffering=0) as src:
         size = os.fstat(src.fileno()).st_size
-        tmp = temp_name(parts[-1])
-        out = open_temp(dfd, tmp, 0o600)
+        tmp, out = open_temp(dfd, parts[-1], 0o600)
         try:
             md = MultiDigest(size, opts.algorithms, opts.executor)
             done = 0
@@ -303,10 +305,25 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-        os.close(out)
-        commit(dfd, tmp, parts[-1], where=where)
-        final = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        try:
+            commit(dfd, tmp, parts[-1], where=where)
+            final = _renamed_file(dfd, parts[-1], os.fstat(out), where)
+        finally:
+            os.close(out)
     return digests, final, check_digest, passed
+
+
+def _renamed_file(dfd: int, name: str, written: os.stat_result, where: Path) -> os.stat_result:
+    """The stat of ``name`` after the rename, checked to be the very file this writer wrote and verified (same
+    device, inode and size), so the ledger never records a file another process put there."""
+    try:
+        final = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise CopyMismatch("disappeared right after it was renamed into place (another writer?)", path=where) from None
+    if (final.st_dev, final.st_ino) != (written.st_dev, written.st_ino) or final.st_size != written.st_size:
+        raise CopyMismatch("is not the file this copy wrote and verified (replaced by another writer?); "
+                           "not recorded as released", path=where)
+    return final
 
 
 def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.stat_result]:
@@ -317,8 +334,6 @@ def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.
     where = root.path.joinpath(*parts)
     with root.directory(parts[:-1]) as dfd:
         tmp = temp_name(parts[-1])
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dfd)
         try:
             os.link(entry.source, tmp, dst_dir_fd=dfd, follow_symlinks=False)
         except OSError as exc:
@@ -334,7 +349,7 @@ def _link_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> Optional[os.
                 os.unlink(tmp, dir_fd=dfd)
             raise
         commit(dfd, tmp, parts[-1], where=where)
-        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        return _renamed_file(dfd, parts[-1], st, where)
 
 
 def _fix_mode(root: SafeRoot, destination: str, st: os.stat_result, mode: int) -> None:

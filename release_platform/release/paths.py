@@ -21,6 +21,7 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional, Sequence
 
+from release_platform.atomic import open_temp, temp_name  # noqa: F401 - re-exported for release writers
 from release_platform.errors import InputError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -156,8 +157,7 @@ class SafeRoot:
         """Write ``data`` atomically (temporary name, fsync, rename) under the root."""
         parts = release_parts(relpath)
         with self.directory(parts[:-1]) as dfd:
-            tmp = temp_name(parts[-1])
-            fd = open_temp(dfd, tmp, mode)
+            tmp, fd = open_temp(dfd, parts[-1], mode)
             try:
                 with os.fdopen(fd, "wb", closefd=False) as fh:
                     fh.write(data)
@@ -192,22 +192,6 @@ class SafeRoot:
             except OSError:
                 break
         return True
-
-
-INPROGRESS_SUFFIX = ".inprogress"
-
-
-def temp_name(name: str) -> str:
-    """The temporary name a file is written under before it is renamed onto ``name``."""
-    return name + INPROGRESS_SUFFIX
-
-
-def open_temp(dfd: int, tmp: str, mode: int) -> int:
-    """Create ``tmp`` in the directory ``dfd`` (removing a stale one), never through a symlink."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp, dir_fd=dfd)
-    return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode,
-                   dir_fd=dfd)
 
 
 def commit(dfd: int, tmp: str, name: str, *, where: Path) -> None:

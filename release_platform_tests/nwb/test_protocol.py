@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import h5py
 import numpy as np
@@ -12,10 +13,13 @@ from pynwb import NWBFile, TimeSeries
 
 import release_platform
 from data_fixtures.spec import corrupt_file
+from release_platform import atomic
+from release_platform.atomic import DiskFullError
 from release_platform.errors import InputError
 from release_platform.nwb import config as C
 from release_platform.nwb import protocol as P
 from release_platform.nwb.inspection import inspect_nwb, validate_nwb
+from release_platform_tests.disk import small_tmpfs  # noqa: F401 - fixture
 
 START = dt.datetime(2022, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
 
@@ -222,3 +226,133 @@ def test_inspection_reports_counts_and_plain_messages(tmp_path):
     assert any(m["check_function_name"] == "check_subject_exists" for m in report.at("CRITICAL"))
     json.dumps(report.as_dict())  # plain data
     assert sum(report.counts.values()) == len(report.messages)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A full disk: refused before writing, a clean error and no leftovers when it fills anyway, never a crash
+# ---------------------------------------------------------------------------------------------------------
+
+_HDF5_ENOSPC = ("[Errno 28] Can't synchronously write data (file write failed: time = Sun Nov 29 20:15:57 2026\n"
+                ", filename = '{tmp}', file descriptor = 3, errno = 28, error message = 'No space left on device', "
+                "buf = 0x7fcbe71f9810, total write size = 11030528, bytes this sub-write = 11030528, offset = 20971520)")
+
+
+def _random_source(path, n, ch=4, seed=0):
+    data = np.random.default_rng(seed).integers(-2**15, 2**15, size=(n, ch), dtype=np.int16)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data)
+    return data
+
+
+def _files(directory):
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_size_estimate_tracks_the_written_file(tmp_path):
+    src = tmp_path / "src.h5"
+    _random_source(src, 400_000)  # 3.2 MB of incompressible samples
+    nwb = _builder(src)()
+    locations = C.apply_backend_configuration(nwb, C.BackendConfiguration())
+    estimate = P.estimate_nwb_bytes(nwb, locations)
+    written = P.write_nwb(tmp_path / "f.nwb", _builder(src), entity="e").n_bytes
+    assert written <= estimate <= written * 1.5 + P.OVERHEAD_BYTES * 1.05
+
+
+def test_not_enough_free_space_fails_before_writing_in_one_line(tmp_path, monkeypatch):
+    src = tmp_path / "src.h5"
+    _random_source(src, 400_000)
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: 1_500_000)
+    out = tmp_path / "out" / "lfp.nwb"
+    with pytest.raises(P.NwbWriteError) as exc:
+        P.write_nwb(out, _builder(src), entity="ecephys_session 4001 (probeA)")
+    msg = str(exc.value)
+    assert isinstance(exc.value, DiskFullError) and "\n" not in msg
+    assert msg.startswith(f"ecephys_session 4001 (probeA): {out}: not enough disk space for lfp.nwb: needs about ")
+    needed = float(msg.split("needs about ")[1].split(" MB")[0])
+    assert 3.2 <= needed <= 3.2 * 1.5 + 2.2 and "1.5 MB free in " + str(out.parent) in msg
+    assert _files(out.parent) == []  # nothing written, no temp file, no error file
+
+
+def _failing_write(tmp_holder):
+    """A write that puts 2 MB into the temporary file, then fails the way HDF5 does on a full disk."""
+
+    def write(nwbfile, tmp, *, validate, round_trip):
+        tmp_holder.append(tmp)
+        tmp.write_bytes(b"\0" * 2_000_000)
+        raise OSError(28, _HDF5_ENOSPC.format(tmp=tmp))
+
+    return write
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_disk_full_while_writing_names_the_file_and_removes_the_partial_file(tmp_path, monkeypatch, keep):
+    src = tmp_path / "src.h5"
+    _source(src)
+    out = tmp_path / "out" / "behavior_ophys_experiment_1101.nwb"
+    out.parent.mkdir()
+    out.write_bytes(b"previous good file")
+    temps = []
+    monkeypatch.setattr(P, "_write_and_check", _failing_write(temps))
+    with pytest.raises(P.NwbDiskFullError) as exc:
+        P.write_nwb(out, _builder(src), entity="ophys_experiment 1101", keep_failed_files=keep, isolate=False)
+    msg = str(exc.value)
+    assert "\n" not in msg and ", filename =" not in msg and ".inprogress" not in msg
+    assert msg.startswith(f"ophys_experiment 1101: {out}: disk full while writing {out.name} (No space left on device; ")
+    assert out.read_bytes() == b"previous good file"
+    assert not temps[0].exists()
+    if keep:
+        assert msg.endswith(f"the partial file is kept as {out.name}.error")
+        assert _files(out.parent) == [out.name, out.name + ".error"]
+        assert (out.parent / (out.name + ".error")).stat().st_size == 2_000_000
+    else:
+        assert msg.endswith("the partial file was removed")
+        assert _files(out.parent) == [out.name]
+
+
+def test_keep_failed_files_from_the_environment(tmp_path, monkeypatch):
+    src = tmp_path / "src.h5"
+    _source(src)
+    monkeypatch.setattr(P, "_write_and_check", _failing_write([]))
+    monkeypatch.setenv("RELEASE_PLATFORM_KEEP_FAILED_FILES", "yes")
+    with pytest.raises(P.NwbDiskFullError):
+        P.write_nwb(tmp_path / "f.nwb", _builder(src), entity="e", isolate=False)
+    assert (tmp_path / "f.nwb.error").stat().st_size == 2_000_000
+
+
+def test_a_crashing_writer_process_is_reported_not_inherited(tmp_path, monkeypatch):
+    import signal
+
+    src = tmp_path / "src.h5"
+    _source(src)
+    temps = []
+
+    def crash(nwbfile, tmp, *, validate, round_trip):
+        temps.append(tmp)
+        tmp.write_bytes(b"\0" * 1000)
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    monkeypatch.setattr(P, "_write_and_check", crash)
+    out = tmp_path / "f.nwb"
+    with pytest.raises(P.NwbWriteError) as exc:
+        P.write_nwb(out, _builder(src), entity="e", isolate=True)
+    assert "crashed (SIGSEGV)" in str(exc.value) and str(out) in str(exc.value)
+    assert _files(tmp_path) == ["f.nwb.error", "src.h5"]  # the temporary file is gone; the error file has the message
+    assert "crashed (SIGSEGV)" in (tmp_path / "f.nwb.error").read_text()
+
+
+def test_real_full_disk_during_an_nwb_write(tmp_path, small_tmpfs, monkeypatch):
+    """HDF5 on a 3 MB tmpfs, the size estimate forced too low so the write really hits ENOSPC: the writer process
+    fails (HDF5 would take this process down with SIGSEGV), the error is one line, the tmpfs is left empty."""
+    src = tmp_path / "src.h5"
+    _random_source(src, 800_000)  # 6.4 MB, incompressible
+    monkeypatch.setattr(P, "estimate_nwb_bytes", lambda nwbfile, locations: 1_000_000)
+    out = small_tmpfs / "lfp_probe_4101.nwb"
+    with pytest.raises(P.NwbDiskFullError) as exc:
+        P.write_nwb(out, _builder(src), entity="ecephys_session 4001 (probeA)")
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"ecephys_session 4001 (probeA): {out}: disk full while writing {out.name}")
+    assert _files(small_tmpfs) == []
+    assert atomic.free_bytes(small_tmpfs) > 2_900_000  # nothing keeps the disk full
+    # with room to spare the same write succeeds in place
+    ok = P.write_nwb(tmp_path / "ok.nwb", _builder(src), entity="e")
+    assert ok.path.exists()

@@ -72,11 +72,16 @@ def test_interrupted_copy_leaves_no_partial_file_and_resumes(tmp_path, src):
     assert (tmp_path / "rel/proj/b.bin").read_bytes() == src["b.bin"].read_bytes()
 
 
-def test_hard_kill_leftover_temp_file_is_replaced(tmp_path, src):
+def test_temp_files_of_other_writers_are_left_alone(tmp_path, src):
+    """A copy writes under its own temporary name and never removes (or renames) another writer's temp file."""
     (tmp_path / "rel/proj").mkdir(parents=True)
-    (tmp_path / "rel/proj/a.bin.inprogress").write_bytes(b"half a file")
+    other = f"proj/a.bin.{os.getppid()}-0badf00d.inprogress"  # a running process's temp file
+    (tmp_path / "rel" / other).write_bytes(b"half a file")
+    (tmp_path / "rel/proj/b.bin.inprogress").write_bytes(b"a temp file without a writer pid")
     copy_files(_entries(src), tmp_path / "rel")
-    assert sorted(tree(tmp_path / "rel")) == ["proj/a.bin", "proj/b.bin"]
+    assert sorted(tree(tmp_path / "rel")) == sorted(["proj/a.bin", "proj/b.bin", other, "proj/b.bin.inprogress"])
+    assert (tmp_path / "rel" / other).read_bytes() == b"half a file"
+    assert (tmp_path / "rel/proj/a.bin").read_bytes() == src["a.bin"].read_bytes()
 
 
 def test_torn_ledger_line_is_ignored(tmp_path, src):
