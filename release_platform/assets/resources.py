@@ -6,6 +6,7 @@ from typing import Optional
 
 import dagster as dg
 
+from release_platform.assets.partitions import session_key
 from release_platform.storage import artifact_dir, storage_root
 
 
@@ -21,4 +22,6 @@ class StorageResource(dg.ConfigurableResource):
         return Path(self.root).absolute() if self.root else storage_root()
 
     def dir_for(self, asset_name: str, partition_key: str) -> Path:
-        return artifact_dir(self.root_path(), asset_name, partition_key)
+        """``<root>/<asset_name>/<partition_key>``, created if missing; the key must be a LIMS id, so the
+        directory is always one level below ``<root>/<asset_name>`` (a key like ``../x`` is refused)."""
+        return artifact_dir(self.root_path(), asset_name, session_key(partition_key, asset_name))
