@@ -126,18 +126,27 @@ def _say(text: str) -> None:
 def execute_job(instance, job_name: str, partition_key: str | None, label: str, log_level: str = "WARNING"):
     """Run one job in this process with the CLI logger, tagged with this process (so ``doctor`` can tell a
     dead run from a live one) and watched while it waits for a pool slot (see assets/orchestration.py)."""
-    from release_platform.assets.orchestration import SlotWaitWatcher, owner_tags
+    from release_platform.assets.orchestration import SlotWaitWatcher, owner_tags, sleep_while_waiting_for_slots
     from release_platform.definitions import defs
 
+    sleep_while_waiting_for_slots()
     job = defs.resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger()})
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     run_id = str(uuid.uuid4())
-    with SlotWaitWatcher(instance, run_id, label, _say) as watcher:
-        result = job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
-                                        run_config=run_config, run_id=run_id, tags=owner_tags())
-    if watcher.interrupted:
-        raise KeyboardInterrupt(f"{label}: run {run_id} canceled while it waited for a concurrency slot")
-    return result
+    with SlotWaitWatcher(instance, run_id, label, _say):
+        return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
+                                      run_config=run_config, run_id=run_id, tags=owner_tags())
+
+
+def was_interrupted(instance, result) -> bool:
+    """Whether Ctrl-C/SIGTERM stopped the run (canceled while it waited, or a step interrupted)."""
+    import dagster as dg
+
+    run = instance.get_run_by_id(result.run_id)
+    if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
+        return True
+    return any(e.event_type_value == "STEP_FAILURE" and e.event_specific_data.error is not None
+               and e.event_specific_data.error.cls_name == "DagsterExecutionInterruptedError" for e in result.all_events)
 
 
 def materialize_partition(instance, kind: str, partition_key: str, log_level: str = "WARNING"):
@@ -170,12 +179,14 @@ def cmd_materialize(args) -> int:
         raise InputError(f"{args.kind} {key} is not in LIMS ({client.safe_url})")
     result = materialize_partition(instance, args.kind, key)
     _print_result(args.kind, key, result)
+    if was_interrupted(instance, result):
+        raise KeyboardInterrupt(f"{args.kind} {key}: run {result.run_id} stopped")
     return 0 if result.success else 1
 
 
 # Dagster's wrappers around the exception a step raised; the summary shows what they wrap.
 _WRAPPER_ERRORS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError", "DagsterExecutionLoadInputError",
-                   "DagsterExecutionHandleOutputError", "DagsterResourceFunctionError", "DagsterExecutionInterruptedError"}
+                   "DagsterExecutionHandleOutputError", "DagsterResourceFunctionError"}
 # Errors whose message is written for the user (it names the session, file and problem): shown without class.
 _PLAIN_ERRORS = {"Failure", "InputError", "LimsUnavailableError"}
 
@@ -187,6 +198,8 @@ def describe_error(error) -> str:
         error = error.cause or error.context
     if error is None:
         return "failed"
+    if error.cls_name == "DagsterExecutionInterruptedError":
+        return "interrupted (Ctrl-C or SIGTERM)"
     text = error.message.strip()
     head, sep, rest = text.partition(": ")
     if sep and (head.rsplit(".", 1)[-1] == error.cls_name or head.endswith(f".{error.cls_name}")):
@@ -279,6 +292,8 @@ def cmd_demo(args) -> int:
         for key in keys:
             result = materialize_partition(instance, kind, key)
             _print_result(kind, key, result)
+            if was_interrupted(instance, result):
+                raise KeyboardInterrupt(f"demo stopped at {kind} {key}")
             failures += 0 if result.success else 1
     print("\nAssembling the release-level tables:")
     result = run_release_metadata(instance)
