@@ -306,14 +306,17 @@ class SlotWaitWatcher(threading.Thread):
         return sorted(out)
 
     def _holders(self, waiting: list[tuple[str, str]]) -> list[RunState]:
+        """The other runs holding slots of the pools ``waiting`` waits for, each with what it holds."""
         pools = {pool for pool, _ in waiting}
-        run_ids = sorted({s.run_id for pool, (claimed, _) in pool_usage(self.instance).items() if pool in pools
-                          for s in claimed if s.run_id != self.run_id})
+        held: dict[str, list[tuple[str, str]]] = {}
+        for pool, (claimed, _) in pool_usage(self.instance).items():
+            for slot in claimed:
+                if pool in pools and slot.run_id != self.run_id:
+                    held.setdefault(slot.run_id, []).append((pool, slot.step_key))
         states = []
-        for run_id in run_ids:
+        for run_id in sorted(held):
             st = _state_for(self.instance, run_id)
-            st.held = [(pool, s.step_key) for pool, (claimed, _) in pool_usage(self.instance).items()
-                       for s in claimed if s.run_id == run_id]
+            st.held = held[run_id]
             states.append(st)
         return states
 
