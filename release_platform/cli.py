@@ -7,8 +7,10 @@ unless ``RELEASE_PLATFORM_LIMS_URL`` / ``RELEASE_PLATFORM_DAGSTER_PG_URL`` point
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -67,22 +69,96 @@ def sync_partitions(instance, client: LimsClient) -> dict[str, list[str]]:
     return out
 
 
-def materialize_partition(instance, kind: str, partition_key: str, log_level: str = "WARNING"):
-    """Run the kind's job for one partition in this process; returns the Dagster result."""
+class _UserMessages(logging.Filter):
+    """Pass the steps' own log messages; drop Dagster's framework events (the run summary reports failures
+    in one line each instead of the full chained traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(record, "dagster_meta", None)
+        if not isinstance(meta, dict):
+            return True
+        if meta.get("dagster_event") is not None:
+            return False
+        # Dagster's own note on each step skipped after a failure (the summary lists them in one line)
+        return not str(meta.get("orig_message") or "").startswith("Dependencies for step ")
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, "dagster_meta", None)
+        if isinstance(meta, dict) and meta.get("orig_message") is not None:
+            text, step = str(meta["orig_message"]), meta.get("step_key")
+        else:
+            text, step = record.getMessage(), None
+        lines = text.strip().splitlines() or [""]
+        return f"  {record.levelname.lower()}: {step + ': ' if step else ''}{lines[0]}"
+
+
+def _console_logger(init_context) -> logging.Logger:
+    logger = logging.Logger("release_platform.run", level=init_context.logger_config["log_level"].upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_UserMessages())
+    handler.setFormatter(_OneLine())
+    logger.addHandler(handler)
+    return logger
+
+
+def cli_console_logger():
+    """release-platform's console logger (a Dagster logger): the steps' own messages, one line each, on stderr."""
+    import dagster as dg
+
+    return dg.LoggerDefinition(
+        _console_logger,
+        config_schema={"log_level": dg.Field(str, is_required=False, default_value="WARNING")},
+        description=cli_console_logger.__doc__,
+    )
+
+
+def session_key(key, kind: str) -> str:
+    from release_platform.assets.partitions import session_key as check_key
+
+    return check_key(key, kind)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def execute_job(instance, job_name: str, partition_key: str | None, label: str, log_level: str = "WARNING"):
+    """Run one job in this process with the CLI logger, tagged with this process (so ``doctor`` can tell a
+    dead run from a live one) and watched while it waits for a pool slot (see assets/orchestration.py)."""
+    from release_platform.assets.orchestration import SlotWaitWatcher, owner_tags, sleep_while_waiting_for_slots
     from release_platform.definitions import defs
 
-    job = defs.resolve_job_def(f"{kind}_job")
+    sleep_while_waiting_for_slots()
+    job = defs.resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger()})
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False, run_config=run_config)
+    run_id = str(uuid.uuid4())
+    with SlotWaitWatcher(instance, run_id, label, _say):
+        return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
+                                      run_config=run_config, run_id=run_id, tags=owner_tags())
+
+
+def was_interrupted(instance, result) -> bool:
+    """Whether Ctrl-C/SIGTERM stopped the run (canceled while it waited, or a step interrupted)."""
+    import dagster as dg
+
+    run = instance.get_run_by_id(result.run_id)
+    if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
+        return True
+    return any(e.event_type_value == "STEP_FAILURE" and e.event_specific_data.error is not None
+               and e.event_specific_data.error.cls_name == "DagsterExecutionInterruptedError" for e in result.all_events)
+
+
+def materialize_partition(instance, kind: str, partition_key: str, log_level: str = "WARNING"):
+    """Run the kind's job for one partition in this process; returns the Dagster result."""
+    key = session_key(partition_key, kind)
+    return execute_job(instance, f"{kind}_job", key, f"{kind} {key}", log_level)
 
 
 def run_release_metadata(instance, log_level: str = "WARNING"):
     """Assemble the release-level metadata tables from every materialized session partition."""
-    from release_platform.definitions import defs
-
-    job = defs.resolve_job_def("release_metadata_job")
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    return job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+    return execute_job(instance, "release_metadata_job", None, "release metadata", log_level)
 
 
 DEMO_RELEASE_VERSION = "1.0.0"
@@ -90,21 +166,93 @@ DEMO_RELEASE_VERSION = "1.0.0"
 
 def run_release(instance, version: str, log_level: str = "WARNING"):
     """Assemble, stage and verify one release version (a ``release_version`` partition)."""
-    from release_platform.definitions import defs
-
     if version not in instance.get_dynamic_partitions("release_version"):
         instance.add_dynamic_partitions("release_version", [version])
-    job = defs.resolve_job_def("release_job")
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    return job.execute_in_process(partition_key=version, instance=instance, raise_on_error=False, run_config=run_config)
+    return execute_job(instance, "release_job", version, f"release {version}", log_level)
 
 
 def cmd_materialize(args) -> int:
+    key = session_key(args.partition, args.kind)
+    client = _client()
     instance = _instance()
-    sync_partitions(instance, _client())
-    result = materialize_partition(instance, args.kind, str(args.partition))
-    _print_result(args.kind, str(args.partition), result)
+    partitions = sync_partitions(instance, client)
+    if key not in partitions[args.kind]:
+        raise InputError(f"{args.kind} {key} is not in LIMS ({client.safe_url})")
+    result = materialize_partition(instance, args.kind, key)
+    _print_result(args.kind, key, result)
+    if was_interrupted(instance, result):
+        raise KeyboardInterrupt(f"{args.kind} {key}: run {result.run_id} stopped")
     return 0 if result.success else 1
+
+
+# Dagster's wrappers around the exception a step raised; the summary shows what they wrap.
+_WRAPPER_ERRORS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError", "DagsterExecutionLoadInputError",
+                   "DagsterExecutionHandleOutputError", "DagsterResourceFunctionError"}
+# Errors whose message is written for the user (it names the session, file and problem): shown without class.
+_PLAIN_ERRORS = {"Failure", "InputError", "LimsUnavailableError"}
+
+
+def describe_error(error) -> str:
+    """One line for a step's error (a Dagster ``SerializableErrorInfo``): the exception the step raised, not
+    the wrapper Dagster put around it, without the traceback."""
+    while error is not None and error.cls_name in _WRAPPER_ERRORS and (error.cause or error.context):
+        error = error.cause or error.context
+    if error is None:
+        return "failed"
+    if error.cls_name == "DagsterExecutionInterruptedError":
+        return "interrupted (Ctrl-C or SIGTERM)"
+    text = error.message.strip()
+    head, sep, rest = text.partition(": ")
+    if sep and (head.rsplit(".", 1)[-1] == error.cls_name or head.endswith(f".{error.cls_name}")):
+        text = rest
+    text = " ".join(text.split())
+    return text if error.cls_name in _PLAIN_ERRORS else f"{error.cls_name}: {text}"
+
+
+def _planes_of(result) -> set[str]:
+    """The imaging-plane ids of an ophys run (``movies`` metadata of its input asset)."""
+    planes: set[str] = set()
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            movies = event.event_specific_data.materialization.metadata.get("movies")
+            if movies is not None and isinstance(movies.value, dict):
+                planes.update(str(k) for k in movies.value)
+    return planes
+
+
+def _brief(value, limit: int = 8) -> str:
+    if isinstance(value, (list, tuple)):
+        items = [_brief(v, limit) for v in value[:limit]]
+        return ", ".join(items) + (f", ... ({len(value)} in all)" if len(value) > limit else "")
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_brief(v, limit)}" for k, v in list(value.items())[:limit])
+    return " ".join(str(value).split())
+
+
+def describe_check_failure(evaluation, kind: str, key: str, planes: set[str] = frozenset()) -> str:
+    """One line for a failed check: the session, the check and its asset, then what failed, per plane where
+    the check reports per plane (its description if it has one, else its non-empty problem metadata)."""
+    session = f"{kind} {evaluation.partition or key}"
+    blocking = "blocking" if evaluation.blocking else evaluation.severity.value.lower()
+    head = f"{session}: check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} ({blocking})"
+    problems = []
+    for label, entry in evaluation.metadata.items():
+        value = getattr(entry, "value", entry)
+        if isinstance(value, dict) and value:
+            for sub, found in value.items():
+                if found in (None, [], {}, ""):
+                    continue
+                where = f"plane {sub}" if str(sub) in planes else str(sub)
+                problems.append(f"{where}: {label}: {_brief(found)}")
+        elif isinstance(value, list) and value:
+            problems.append(f"{label}: {_brief(value)}")
+        elif isinstance(value, str) and label in ("problem", "error") and value:
+            problems.append(value)
+    what = evaluation.description or ""
+    if problems:
+        what = f"{what}; " if what else ""
+        what += "; ".join(problems)
+    return f"{head}: {what or 'did not pass'}"[:2000]
 
 
 def _print_result(kind: str, key: str, result) -> list[str]:
@@ -113,17 +261,20 @@ def _print_result(kind: str, key: str, result) -> list[str]:
     )
     status = "ok" if result.success else "FAILED"
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    failed = sorted(f"{c.check_name} ({c.severity.value})" for c in checks if not c.passed)
+    failed = [c for c in checks if not c.passed]
     check_note = f"; checks {len(checks) - len(failed)}/{len(checks)} passed" if checks else ""
     print(f"  {kind:<17} {key:<8} {status:<6} {len(materialized)} assets{check_note}: {', '.join(materialized)}")
-    for name in failed:
-        print(f"      check did not pass: {name}")
+    planes = _planes_of(result) if failed else set()
+    for evaluation in sorted(failed, key=lambda c: (not c.blocking, c.check_name)):
+        print(f"      check did not pass: {describe_check_failure(evaluation, kind, key, planes)}")
     if not result.success:
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":
-                error = event.event_specific_data.error
-                message = error.message.strip().splitlines()[-1] if error else "failed"
-                print(f"      {event.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}")
+                print(f"      {event.step_key}: {describe_error(event.event_specific_data.error)}")
+        skipped = sorted({e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"})
+        if skipped:
+            print(f"      not run after the failure: {', '.join(skipped)}")
+        print(f"      run {result.run_id}: full log in the Dagster UI (release-platform ui)")
     return materialized
 
 
@@ -142,6 +293,8 @@ def cmd_demo(args) -> int:
         for key in keys:
             result = materialize_partition(instance, kind, key)
             _print_result(kind, key, result)
+            if was_interrupted(instance, result):
+                raise KeyboardInterrupt(f"demo stopped at {kind} {key}")
             failures += 0 if result.success else 1
     print("\nAssembling the release-level tables:")
     result = run_release_metadata(instance)
@@ -205,6 +358,53 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def _batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch size must be a whole number ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"batch size must be ≥ 1, got {value}")
+    return value
+
+
+def cmd_doctor(args) -> int:
+    """List runs that hold or wait for pool slots or are marked in progress; free slots of dead runs on --fix."""
+    from release_platform.assets.orchestration import diagnose, pool_usage, repair
+
+    instance = _instance()
+    usage = pool_usage(instance)
+    limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()} if usage else {}
+    print(f"Dagster instance {instance.root_directory}")
+    if not usage:
+        print("concurrency pools: none in use yet")
+    for pool, (claimed, pending) in usage.items():
+        waiting = [p for p in pending if (p.run_id, p.step_key) not in {(c.run_id, c.step_key) for c in claimed}]
+        print(f"pool {pool}: limit {limits.get(pool, '?')}, {len(claimed)} slot(s) held, {len(waiting)} step(s) waiting")
+    states = diagnose(instance)
+    unknown_ids = set(args.run or []) - {st.run_id for st in states}
+    if unknown_ids:
+        raise InputError(f"no run {', '.join(sorted(unknown_ids))} holds a slot or is in progress", entity="doctor")
+    if not states:
+        print("no run holds a slot, waits for one, or is in progress")
+    for st in states:
+        print(f"  {st.describe()}")
+    stuck = [st for st in states if st.repairable]
+    if not args.fix:
+        if stuck:
+            print(f"{len(stuck)} run(s) stuck: release-platform doctor --fix marks them failed and frees their slots")
+        return 1 if stuck else 0
+    alive = [st.run_id for st in states if st.run_id in set(args.run or []) and st.verdict == "running"]
+    if alive:
+        raise InputError(f"run {', '.join(alive)} is still running here; stop its process first", entity="doctor")
+    done = repair(instance, states, force_run_ids=args.run or [])
+    for line in done:
+        print(f"  fixed: {line}")
+    if not done:
+        print("nothing to fix")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="release-platform", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,9 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backfill", help="launch Dagster backfills over exactly one experiment container's sessions")
     p.add_argument("--experiment", required=True, type=int, help="LIMS experiment container id")
-    p.add_argument("--batch-size", type=int, default=50, help="at most this many partitions per backfill")
+    p.add_argument("--batch-size", type=_batch_size, default=50, help="at most this many partitions per backfill (>= 1)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait up to SECONDS for the backfills to finish")
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("doctor", help="list stuck runs and held concurrency-pool slots; --fix frees them")
+    p.add_argument("--fix", action="store_true", help="mark runs whose process is gone failed and free their slots")
+    p.add_argument("--run", action="append", metavar="RUN_ID",
+                   help="with --fix: also free this run, whose process cannot be checked from this machine")
+    p.set_defaults(func=cmd_doctor)
 
     from release_platform.release.commands import add_release_commands
 
@@ -252,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, LimsUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

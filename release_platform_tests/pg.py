@@ -2,7 +2,9 @@
 
 The server comes from ``RELEASE_PLATFORM_TEST_PG_URL`` (any database on it; it is only used to create and
 drop the scratch database), else the local server at 127.0.0.1:5432. When no server answers the tests
-that need one are skipped, unless ``RELEASE_PLATFORM_REQUIRE_PG=1`` (CI), where they fail.
+that need one are skipped, unless ``RELEASE_PLATFORM_REQUIRE_PG`` is ``1``, ``true`` or ``yes`` (CI), where
+they fail. A server that answers but refuses the connection (wrong password, unknown role or database, no
+``pg_hba.conf`` entry) is a configuration error and always fails.
 """
 
 from __future__ import annotations
@@ -19,6 +21,20 @@ from sqlalchemy.engine import make_url
 DEFAULT_SERVER_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
+TRUE_VALUES = ("1", "true", "yes")
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to ``1``, ``true`` or ``yes`` (any case)."""
+    return os.environ.get(name, "").strip().lower() in TRUE_VALUES
+
+
+def server_answered(exc: BaseException) -> bool:
+    """Whether a connection error came from a server that answered and refused us (``FATAL:`` from the
+    server: bad credentials, unknown role or database), as opposed to no server listening."""
+    return "FATAL:" in str(exc)
+
+
 def server_url() -> str:
     url = os.environ.get("RELEASE_PLATFORM_TEST_PG_URL") or DEFAULT_SERVER_URL
     parsed = make_url(url)
@@ -32,17 +48,35 @@ def _admin_engine() -> sa.Engine:
 
 
 def require_postgres() -> None:
-    """Skip (or fail under RELEASE_PLATFORM_REQUIRE_PG=1) when no PostgreSQL server answers."""
+    """Skip when no PostgreSQL server answers (fail instead under RELEASE_PLATFORM_REQUIRE_PG=1/true/yes);
+    fail when a server answers but refuses the credentials."""
+    problem = postgres_problem()
+    if problem is None:
+        return
+    refused, message = problem
+    if refused:
+        pytest.fail(message + " (the server answered: fix RELEASE_PLATFORM_TEST_PG_URL)")
+    if env_flag("RELEASE_PLATFORM_REQUIRE_PG"):
+        pytest.fail(message + f" (RELEASE_PLATFORM_REQUIRE_PG={os.environ['RELEASE_PLATFORM_REQUIRE_PG']})")
+    pytest.skip(message)
+
+
+def postgres_problem() -> tuple[bool, str] | None:
+    """None when the server accepts a connection, else ``(refused_by_server, message)``."""
     try:
         engine = _admin_engine()
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:  # any connection failure means "no server here"
-        message = f"PostgreSQL not reachable at {make_url(server_url()).render_as_string(hide_password=True)}: {exc}"
-        if os.environ.get("RELEASE_PLATFORM_REQUIRE_PG") == "1":
-            pytest.fail(message + " (RELEASE_PLATFORM_REQUIRE_PG=1)")
-        pytest.skip(message)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except sa.exc.DBAPIError as exc:
+        where = make_url(server_url()).render_as_string(hide_password=True)
+        detail = " ".join(str(exc.orig).split())
+        if server_answered(exc.orig):
+            return True, f"PostgreSQL at {where} refused the connection: {detail}"
+        return False, f"PostgreSQL not reachable at {where}: {detail}"
+    return None
 
 
 @contextlib.contextmanager

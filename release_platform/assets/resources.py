@@ -7,6 +7,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
+from release_platform.assets.partitions import session_key
 from release_platform.storage import artifact_dir, partition_lock, storage_root
 
 
@@ -23,10 +24,14 @@ class StorageResource(dg.ConfigurableResource):
         return Path(self.root).absolute() if self.root else storage_root()
 
     def dir_for(self, asset_name: str, partition_key: str) -> Path:
-        """The partition's output directory. When the running step materializes ``asset_name``, the directory's
-        advisory lock is taken (held until the step's resources are torn down), so a second process writing the
-        same partition of the same asset fails at once naming the pid that holds it."""
-        key = (asset_name, str(partition_key))
+        """``<root>/<asset_name>/<partition_key>``, created if missing; the key must be a LIMS id, so the
+        directory is always one level below ``<root>/<asset_name>`` (a key like ``../x`` is refused).
+
+        When the running step materializes ``asset_name``, the directory's advisory lock is taken (held until the
+        step's resources are torn down), so a second process writing the same partition of the same asset fails at
+        once naming the pid that holds it."""
+        partition_key = session_key(partition_key, asset_name)
+        key = (asset_name, partition_key)
         if key not in self._held and asset_name in _materializing():
             self._held[key] = partition_lock(self.root_path(), asset_name, partition_key).acquire()
         return artifact_dir(self.root_path(), asset_name, partition_key)

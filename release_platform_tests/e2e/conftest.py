@@ -24,12 +24,18 @@ from typing import Iterator, NamedTuple
 import pytest
 
 from release_platform.dagster_home import CONFIG_DIR
+from release_platform_tests.pg import env_flag
 
 BIN = Path(sys.executable).parent
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 150  # webserver answering and code location loaded, on two busy cores
 SEED_TIMEOUT_S = 300
 STOP_GRACE_S = 30
+
+
+def browser_required() -> bool:
+    """RELEASE_PLATFORM_REQUIRE_BROWSER is 1, true or yes: a missing browser fails the browser tests."""
+    return env_flag("RELEASE_PLATFORM_REQUIRE_BROWSER")
 
 
 def executable(name: str) -> str:

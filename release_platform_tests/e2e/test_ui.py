@@ -2,7 +2,7 @@
 (Materialize → pick the partition → Launch) succeeds, for exactly that partition.
 
 Needs the system Chromium (/usr/bin/chromium; never a downloaded browser). Skipped without it unless
-RELEASE_PLATFORM_REQUIRE_BROWSER=1, where it fails.
+RELEASE_PLATFORM_REQUIRE_BROWSER is 1, true or yes, where it fails.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 from release_platform.cli import sync_partitions
 from release_platform.lims import LimsClient
+from release_platform_tests.e2e.conftest import browser_required
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,8 +32,8 @@ RUN_TIMEOUT_MS = 90_000
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("RELEASE_PLATFORM_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (RELEASE_PLATFORM_REQUIRE_BROWSER=1)")
+    if browser_required():
+        pytest.fail(f"{reason} (RELEASE_PLATFORM_REQUIRE_BROWSER={os.environ['RELEASE_PLATFORM_REQUIRE_BROWSER']})")
     pytest.skip(reason)
 
 
