@@ -324,9 +324,9 @@ SPIKE_CHECK_BLOCK = 1 << 22
 CLUSTER_TABLES = ("cluster_group.tsv", "cluster_info.tsv", "cluster_KSLabel.tsv")
 
 
-def _blocks(arr: np.ndarray, block: int = SPIKE_CHECK_BLOCK):
+def _blocks(arr: np.ndarray, block: Optional[int] = None):
     """``(start, values)`` per block of a per-spike array (``n`` or ``n x 1``), as a flat array."""
-    n = arr.shape[0]
+    n, block = arr.shape[0], block or SPIKE_CHECK_BLOCK
     for start in range(0, n, block):
         yield start, np.asarray(arr[start:start + block]).reshape(-1)
 
@@ -384,7 +384,7 @@ def check_sorter_arrays(entity: str, sorting: Path, arrays: Mapping[str, np.ndar
                                         f"(first at spike {start + int(bad[0])})")
         joined = t if previous is None else np.concatenate([previous, t])
         offset = start if previous is None else start - 1
-        down = np.flatnonzero(np.diff(joined) < 0)
+        down = np.flatnonzero(joined[1:] < joined[:-1])  # (not np.diff: Kilosort writes unsigned samples)
         if down.size:
             first = offset + int(down[0]) + 1
             fail("spike_times.npy", f"is not in time order: spike {first} is earlier than spike {first - 1} "
