@@ -76,3 +76,64 @@ def test_values_are_read_in_blocks(tmp_path, monkeypatch):
 def test_a_missing_file_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such NWB file"):
         units_content_problems(tmp_path / "absent.nwb")
+
+
+# -- every PyNWB / Inspector asset check fails on a broken file (a check hard-coded to pass fails these) --------
+def _checks():
+    from release_platform.assets import nwb_ecephys as E
+    from release_platform.assets import nwb_ophys as O
+
+    one = lambda path: {"path": str(path)}  # noqa: E731
+    return {
+        "behavior_nwb": (O.behavior_nwb_pynwb_valid, O.behavior_nwb_inspector, one),
+        "behavior_ophys_nwb": (O.behavior_ophys_nwb_pynwb_valid, O.behavior_ophys_nwb_inspector,
+                               lambda path: {"planes": {"1": {"path": str(path)}}}),
+        "ecephys_session_nwb": (E.ecephys_session_nwb_pynwb_valid, E.ecephys_session_nwb_inspector, one),
+        "ecephys_probe_lfp_nwb": (E.ecephys_probe_lfp_nwb_pynwb_valid, E.ecephys_probe_lfp_nwb_inspector,
+                                  lambda path: {"probes": {"probeA": str(path)}}),
+    }
+
+
+def _with_subject(path):
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.file import Subject
+
+    nwbfile = NWBFile(session_description="a session", identifier=path.stem, institution="Allen Institute",
+                      experiment_description="checks", experimenter=["Doe, Jane"], keywords=["test"],
+                      session_start_time=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                      subject=Subject(subject_id="1", species="Mus musculus", sex="M", age="P90D"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with NWBHDF5IO(str(path), "w") as io:
+            io.write(nwbfile)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nwb_files(tmp_path_factory):
+    import h5py
+    import shutil
+
+    root = tmp_path_factory.mktemp("nwb_checks")
+    good = _with_subject(root / "good.nwb")
+    invalid = root / "invalid.nwb"
+    shutil.copy(good, invalid)
+    with h5py.File(invalid, "a") as fh:
+        del fh["session_start_time"]  # a required dataset
+    no_age = root / "no_age.nwb"
+    shutil.copy(good, no_age)
+    with h5py.File(no_age, "a") as fh:
+        del fh["general/subject/age"]  # CRITICAL under the DANDI config
+    return good, invalid, no_age
+
+
+@pytest.mark.parametrize("asset", ["behavior_nwb", "behavior_ophys_nwb", "ecephys_session_nwb", "ecephys_probe_lfp_nwb"])
+def test_nwb_asset_checks_pass_a_good_file_and_fail_a_broken_one(nwb_files, asset):
+    good, invalid, no_age = nwb_files
+    pynwb_check, inspector_check, record = _checks()[asset]
+    assert pynwb_check(record(good)).passed is True
+    assert inspector_check(record(good)).passed is True
+    failed = pynwb_check(record(invalid))
+    assert failed.passed is False and "session_start_time" in failed.description
+    failed = inspector_check(record(no_age))
+    assert failed.passed is False and "CRITICAL check_subject_age" in failed.description
