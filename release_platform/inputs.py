@@ -2,8 +2,9 @@
 
 The Dagster input assets fetch a session's LIMS records through the LIMS client and pass them here.
 Each ``validate_*`` function checks that every file exists and opens, that shapes agree with what LIMS
-says and with each other, and that ROI ids are unique, then returns a small, picklable description of
-the session that downstream assets consume. Any problem raises one :class:`InputError` naming the
+says and with each other, that ROI ids are unique, and that values are usable (a sample of movie frames
+finite; every sorter array finite, ordered and consistent, see :func:`check_sorter_arrays`), then returns a
+small, picklable description of the session that downstream assets consume. Any problem raises one :class:`InputError` naming the
 session, the file and the problem.
 """
 
@@ -350,7 +351,7 @@ def _sorter_cluster_table(entity: str, sorting: Path) -> tuple[Optional[Path], O
 
 
 def check_sorter_arrays(entity: str, sorting: Path, arrays: Mapping[str, np.ndarray],
-                        unit_cluster_ids: Sequence[Any] = ()) -> dict[str, int]:
+                        unit_cluster_ids: Sequence[Any] = ()) -> dict[int, int]:
     """Check the values of one probe's sorter outputs (shapes are checked by the caller).
 
     * ``spike_times.npy``: numeric, finite, never decreasing (sorter order);
@@ -380,15 +381,14 @@ def check_sorter_arrays(entity: str, sorting: Path, arrays: Mapping[str, np.ndar
         if np.issubdtype(t.dtype, np.floating):
             bad = np.flatnonzero(~np.isfinite(t))
             if bad.size:
-                fail("spike_times.npy", f"has {bad.size} NaN or infinite spike times in block from spike {start} "
-                                        f"(first at spike {start + int(bad[0])})")
+                total = sum(int((~np.isfinite(b)).sum()) for _, b in _blocks(times))
+                fail("spike_times.npy", f"has {total} NaN or infinite spike times (first at spike {start + int(bad[0])})")
         joined = t if previous is None else np.concatenate([previous, t])
         offset = start if previous is None else start - 1
         down = np.flatnonzero(joined[1:] < joined[:-1])  # (not np.diff: Kilosort writes unsigned samples)
         if down.size:
             first = offset + int(down[0]) + 1
-            fail("spike_times.npy", f"is not in time order: spike {first} is earlier than spike {first - 1} "
-                                    f"({down.size} decreases in block from spike {start})")
+            fail("spike_times.npy", f"is not in time order: spike {first} is earlier than spike {first - 1}")
         if t.size:
             previous = t[-1:]
 

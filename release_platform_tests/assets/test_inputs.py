@@ -186,7 +186,7 @@ def _edit(sorting, name, fn):
     ("amplitudes.npy", lambda a: np.where(np.arange(a.shape[0]) == 2, np.inf, a), "has 1 NaN or infinite amplitudes (first at spike 2)"),
     ("spike_times.npy", lambda t: t[::-1], "is not in time order: spike 1 is earlier than spike 0"),
     ("spike_times.npy", lambda t: np.where(np.arange(t.shape[0]) == 4, np.nan, t.astype(np.float64) / 30000.0),
-     "has 1 NaN or infinite spike times in block from spike 0 (first at spike 4)"),
+     "has 1 NaN or infinite spike times (first at spike 4)"),
     ("spike_clusters.npy", lambda c: np.where(np.arange(c.shape[0]) == 0, 999, c),
      "has spikes of clusters [999] that cluster_group.tsv does not list"),
     ("spike_clusters.npy", lambda c: np.where(np.arange(c.shape[0]) == 0, -1, c), "has negative cluster ids (first at spike 0)"),
