@@ -2,8 +2,9 @@
 
 The Dagster input assets fetch a session's LIMS records through the LIMS client and pass them here.
 Each ``validate_*`` function checks that every file exists and opens, that shapes agree with what LIMS
-says and with each other, and that ROI ids are unique, then returns a small, picklable description of
-the session that downstream assets consume. Any problem raises one :class:`InputError` naming the
+says and with each other, that ROI ids are unique, and that values are usable (a sample of movie frames
+finite; every sorter array finite, ordered and consistent, see :func:`check_sorter_arrays`), then returns a
+small, picklable description of the session that downstream assets consume. Any problem raises one :class:`InputError` naming the
 session, the file and the problem.
 """
 
@@ -161,7 +162,58 @@ def h5_dataset_shape(entity: str, path: Path, dataset: str) -> tuple[tuple[int, 
         raise InputError(f"cannot open HDF5 file (corrupt or truncated?): {exc}", entity=entity, path=path) from None
 
 
+def _first(indices: np.ndarray, n: int = 5) -> str:
+    """``[a, b, c, ...]``: the first ``n`` of ``indices`` for an error message."""
+    head = ", ".join(str(int(i)) for i in indices[:n])
+    return f"[{head}{', ...' if len(indices) > n else ''}]"
+
+
 # -- ophys -----------------------------------------------------------------------------------------------
+#: The movie check reads this many evenly spaced blocks of consecutive frames (first and last block included).
+MOVIE_SAMPLE_BLOCKS = 16
+MOVIE_SAMPLE_BLOCK_FRAMES = 8
+
+
+def movie_sample_starts(n_frames: int, blocks: int = MOVIE_SAMPLE_BLOCKS, block_frames: int = MOVIE_SAMPLE_BLOCK_FRAMES) -> np.ndarray:
+    """First frame of each sampled block: ``blocks`` evenly spaced starts covering the first and last frames."""
+    if n_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    last = max(n_frames - block_frames, 0)
+    return np.unique(np.linspace(0, last, num=max(1, blocks)).round().astype(np.int64))
+
+
+def check_movie_sample(entity: str, path: Path, dataset: str = "data", *, blocks: int = MOVIE_SAMPLE_BLOCKS,
+                       block_frames: int = MOVIE_SAMPLE_BLOCK_FRAMES) -> int:
+    """Read evenly spaced blocks of frames and refuse a movie with NaN or infinite pixels in any of them.
+
+    Integer movies cannot hold non-finite values and are not read. Returns the number of frames checked.
+    """
+    try:
+        with h5py.File(path, "r") as fh:
+            ds = fh[dataset]
+            if not np.issubdtype(ds.dtype, np.inexact):
+                return 0
+            n_frames = int(ds.shape[0])
+            checked = 0
+            for start in movie_sample_starts(n_frames, blocks, block_frames):
+                stop = min(int(start) + block_frames, n_frames)
+                block = ds[int(start):stop]
+                checked += stop - int(start)
+                finite = np.isfinite(block)
+                if not finite.all():
+                    bad_frames = int(start) + np.flatnonzero(~finite.reshape(finite.shape[0], -1).all(axis=1))
+                    raise InputError(
+                        f"movie has NaN or infinite pixels: {int((~finite).sum())} non-finite values in frame(s) "
+                        f"{_first(bad_frames)} of {n_frames} (found in a sample of evenly spaced frame blocks)",
+                        entity=entity, path=path,
+                    )
+            return checked
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"cannot read movie frames (corrupt or truncated?): {exc}", entity=entity, path=path) from None
+
+
 def validate_ophys_session(
     record: Mapping[str, Any],
     experiments: Sequence[Mapping[str, Any]],
@@ -193,6 +245,7 @@ def _validate_plane(entity: str, exp: Mapping[str, Any], rois: Sequence[Mapping[
     n_frames, height, width = shape
     if n_frames < 1:
         raise InputError("movie has no frames", entity=plane_entity, path=movie)
+    check_movie_sample(plane_entity, movie, "data")
     for key, expected, actual in (
         ("movie_height", exp.get("movie_height"), height),
         ("movie_width", exp.get("movie_width"), width),
@@ -266,6 +319,135 @@ def _load_npy(entity: str, path: Path) -> np.ndarray:
         raise InputError(f"unreadable .npy file: {exc}", entity=entity, path=path) from None
 
 
+#: Per-spike arrays are checked in blocks of this many values, so memory does not grow with the recording.
+SPIKE_CHECK_BLOCK = 1 << 22
+#: The sorter's list of clusters (Kilosort/phy), when present in the sorting directory.
+CLUSTER_TABLES = ("cluster_group.tsv", "cluster_info.tsv", "cluster_KSLabel.tsv")
+
+
+def _blocks(arr: np.ndarray, block: Optional[int] = None):
+    """``(start, values)`` per block of a per-spike array (``n`` or ``n x 1``), as a flat array."""
+    n, block = arr.shape[0], block or SPIKE_CHECK_BLOCK
+    for start in range(0, n, block):
+        yield start, np.asarray(arr[start:start + block]).reshape(-1)
+
+
+def _sorter_cluster_table(entity: str, sorting: Path) -> tuple[Optional[Path], Optional[np.ndarray]]:
+    for name in CLUSTER_TABLES:
+        path = sorting / name
+        if path.exists():
+            try:
+                table = pd.read_csv(path, sep="\t")
+            except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+                raise InputError(f"unreadable cluster table: {exc}", entity=entity, path=path) from None
+            column = "cluster_id" if "cluster_id" in table.columns else "id" if "id" in table.columns else None
+            if column is None:
+                raise InputError("cluster table has no cluster_id column", entity=entity, path=path)
+            ids = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
+            if not np.isfinite(ids).all() or (ids != np.round(ids)).any():
+                raise InputError("cluster table has cluster ids that are not integers", entity=entity, path=path)
+            return path, ids.astype(np.int64)
+    return None, None
+
+
+def check_sorter_arrays(entity: str, sorting: Path, arrays: Mapping[str, np.ndarray],
+                        unit_cluster_ids: Sequence[Any] = ()) -> dict[int, int]:
+    """Check the values of one probe's sorter outputs (shapes are checked by the caller).
+
+    * ``spike_times.npy``: numeric, finite, never decreasing (sorter order);
+    * ``amplitudes.npy``: numeric, finite, ``>= 0``;
+    * ``spike_clusters.npy``: integers ``>= 0``, each listed in the sorter's cluster table when there is one;
+    * ``spike_templates.npy``: integers indexing ``templates.npy``; ``templates.npy`` and
+      ``whitening_mat_inv.npy`` finite;
+    * every cluster a LIMS unit claims is one of the sorter's clusters and has at least one spike.
+
+    Per-spike arrays are read in blocks. Raises one :class:`InputError` naming the file and the problem;
+    returns the spike count per cluster id (clusters with spikes).
+    """
+    def fail(name: str, problem: str):
+        raise InputError(f"{name} {problem}", entity=entity, path=sorting / name)
+
+    for name in ("spike_times.npy", "amplitudes.npy", "spike_clusters.npy", "spike_templates.npy",
+                 "templates.npy", "whitening_mat_inv.npy"):
+        if not (np.issubdtype(arrays[name].dtype, np.integer) or np.issubdtype(arrays[name].dtype, np.floating)):
+            fail(name, f"has dtype {arrays[name].dtype}, expected numbers")
+    for name in ("spike_clusters.npy", "spike_templates.npy"):
+        if not np.issubdtype(arrays[name].dtype, np.integer):
+            fail(name, f"has dtype {arrays[name].dtype}, expected integer ids")
+
+    times = arrays["spike_times.npy"]
+    previous = None
+    for start, t in _blocks(times):
+        if np.issubdtype(t.dtype, np.floating):
+            bad = np.flatnonzero(~np.isfinite(t))
+            if bad.size:
+                total = sum(int((~np.isfinite(b)).sum()) for _, b in _blocks(times))
+                fail("spike_times.npy", f"has {total} NaN or infinite spike times (first at spike {start + int(bad[0])})")
+        joined = t if previous is None else np.concatenate([previous, t])
+        offset = start if previous is None else start - 1
+        down = np.flatnonzero(joined[1:] < joined[:-1])  # (not np.diff: Kilosort writes unsigned samples)
+        if down.size:
+            first = offset + int(down[0]) + 1
+            fail("spike_times.npy", f"is not in time order: spike {first} is earlier than spike {first - 1}")
+        if t.size:
+            previous = t[-1:]
+
+    for start, a in _blocks(arrays["amplitudes.npy"]):
+        if np.issubdtype(a.dtype, np.floating):
+            bad = np.flatnonzero(~np.isfinite(a))
+            if bad.size:
+                total = sum(int((~np.isfinite(b)).sum()) for _, b in _blocks(arrays["amplitudes.npy"]))
+                fail("amplitudes.npy", f"has {total} NaN or infinite amplitudes (first at spike {start + int(bad[0])})")
+        neg = np.flatnonzero(a < 0)
+        if neg.size:
+            total = sum(int((b < 0).sum()) for _, b in _blocks(arrays["amplitudes.npy"]))
+            fail("amplitudes.npy", f"has {total} negative amplitudes (first at spike {start + int(neg[0])})")
+
+    templates = arrays["templates.npy"]
+    for name in ("templates.npy", "whitening_mat_inv.npy"):
+        values = np.asarray(arrays[name])
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            fail(name, f"has {int((~np.isfinite(values)).sum())} NaN or infinite values")
+    n_templates = templates.shape[0] if templates.ndim == 3 else 0
+    for start, k in _blocks(arrays["spike_templates.npy"]):
+        if k.size and (k.min() < 0 or k.max() >= n_templates):
+            first = start + int(np.flatnonzero((k < 0) | (k >= n_templates))[0])
+            fail("spike_templates.npy", f"refers to a template that does not exist (spike {first}: template "
+                                        f"{int(k[first - start])}; templates.npy has {n_templates})")
+
+    counts: dict[int, int] = {}
+    for start, c in _blocks(arrays["spike_clusters.npy"]):
+        if c.size and c.min() < 0:
+            fail("spike_clusters.npy", f"has negative cluster ids (first at spike {start + int(np.flatnonzero(c < 0)[0])})")
+        if not c.size:
+            continue
+        if int(c.max()) < 1 << 20:
+            n = np.bincount(c.astype(np.int64, copy=False))
+            ids = np.flatnonzero(n)
+            n = n[ids]
+        else:
+            ids, n = np.unique(c, return_counts=True)
+        for i, k in zip(ids.tolist(), n.tolist()):
+            counts[int(i)] = counts.get(int(i), 0) + int(k)
+    table_path, table_ids = _sorter_cluster_table(entity, sorting)
+    if table_ids is not None:
+        unlisted = sorted(set(counts) - set(table_ids.tolist()))
+        if unlisted:
+            fail("spike_clusters.npy", f"has spikes of clusters {_first(np.array(unlisted))} that {table_path.name} "
+                                       f"does not list")
+    known = set(counts) | (set() if table_ids is None else set(table_ids.tolist()))
+    claimed = sorted({int(c) for c in unit_cluster_ids if c is not None})
+    unknown = [c for c in claimed if c not in known]
+    if unknown:
+        fail("spike_clusters.npy", f"has no cluster {_first(np.array(unknown))} that LIMS units claim "
+                                   f"(unknown to the sorter)")
+    silent = [c for c in claimed if counts.get(c, 0) == 0]
+    if silent:
+        fail("spike_clusters.npy", f"has no spikes of clusters {_first(np.array(silent))} that LIMS units claim "
+                                   f"(a unit needs at least one spike)")
+    return counts
+
+
 def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping[str, Any]]) -> EcephysSessionInputs:
     base = _session_base(record)
     entity = f"ecephys_session {base['session_id']}"
@@ -282,6 +464,7 @@ def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping
         for name in ("spike_clusters.npy", "spike_templates.npy", "amplitudes.npy"):
             if arrays[name].shape[0] != n_spikes:
                 raise InputError(f"{name} has {arrays[name].shape[0]} entries but spike_times.npy has {n_spikes}", entity=probe_entity, path=sorting / name)
+        check_sorter_arrays(probe_entity, sorting, arrays, [u.get("cluster_id") for u in probe.get("units") or []])
         if not probe.get("channels"):
             raise InputError("no channels registered in LIMS", entity=probe_entity)
         lfp_path, lfp_problem = None, None

@@ -8,7 +8,7 @@ import time
 
 import dagster as dg
 
-from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result
+from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result, units_content_result
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.ecephys.units import write_grouping
@@ -154,6 +154,12 @@ def ecephys_session_nwb_inspector(ecephys_session_nwb: dict) -> dg.AssetCheckRes
     return inspector_result([ecephys_session_nwb["path"]])
 
 
+@dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
+                description="Units: spike times and amplitudes finite, every unit has at least one spike.")
+def ecephys_session_nwb_units_content(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
+    return units_content_result([ecephys_session_nwb["path"]])
+
+
 @dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
 def ecephys_probe_lfp_nwb_pynwb_valid(ecephys_probe_lfp_nwb: dict) -> dg.AssetCheckResult:
     return pynwb_validation_result(ecephys_probe_lfp_nwb["probes"].values())
@@ -166,5 +172,5 @@ def ecephys_probe_lfp_nwb_inspector(ecephys_probe_lfp_nwb: dict) -> dg.AssetChec
 
 
 ECEPHYS_ASSETS = [ecephys_units, ecephys_session_nwb, ecephys_probe_lfp_nwb]
-ECEPHYS_CHECKS = [ecephys_session_nwb_pynwb_valid, ecephys_session_nwb_inspector,
+ECEPHYS_CHECKS = [ecephys_session_nwb_pynwb_valid, ecephys_session_nwb_inspector, ecephys_session_nwb_units_content,
                   ecephys_probe_lfp_nwb_pynwb_valid, ecephys_probe_lfp_nwb_inspector]

@@ -235,6 +235,12 @@ def dff_traces(context: dg.AssetExecutionContext, config: DffConfig, ophys_sessi
 
 
 # -- checks -------------------------------------------------------------------------------------------------
+def _plane_entity(context, pid: str) -> str:
+    """``ophys_session <key> (ophys_experiment <pid>)``; the plane alone when invoked outside a partitioned run."""
+    plane = f"ophys_experiment {pid}"
+    return f"ophys_session {context.partition_key} ({plane})" if context.has_partition_key else plane
+
+
 MAX_UNCONVERGED_FRACTION = 0.10
 
 
@@ -246,9 +252,15 @@ def neuropil_r_distribution(context: dg.AssetCheckExecutionContext, neuropil_cor
         with h5py.File(rec["file"], "r") as fh:
             per_plane[pid] = qc.summarize_ratios(fh["r"][()], fh["status"][()].astype(str)).__dict__
     worst = max(p["unconverged_fraction"] for p in per_plane.values())
+    over = {pid: p for pid, p in per_plane.items() if p["unconverged_fraction"] > MAX_UNCONVERGED_FRACTION}
     return dg.AssetCheckResult(
-        passed=worst <= MAX_UNCONVERGED_FRACTION,
+        passed=not over,
         severity=dg.AssetCheckSeverity.WARN,
+        description="\n".join(
+            f"{_plane_entity(context, pid)}: {p['n_unconverged']} of {p['n_fit']} ROIs have an "
+            f"unconverged neuropil ratio r ({p['unconverged_fraction']:.0%} > {MAX_UNCONVERGED_FRACTION:.0%})"
+            for pid, p in over.items()
+        ) or None,
         metadata={"worst_unconverged_fraction": worst, "planes": dg.MetadataValue.json(per_plane)},
     )
 
@@ -268,6 +280,11 @@ def dff_finite_for_valid_rois(context: dg.AssetCheckExecutionContext, dff_traces
             bad[pid] = [ids[i] for i in rows]
     return dg.AssetCheckResult(
         passed=not bad,
+        description="\n".join(
+            f"{_plane_entity(context, pid)}: {dff_traces[pid]['file']}: dF/F is NaN or infinite for "
+            f"{len(ids)} valid ROI(s): {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
+            for pid, ids in bad.items()
+        ) or None,
         metadata={"valid_rois_checked": checked, "rois_with_nonfinite_dff": dg.MetadataValue.json(bad)},
     )
 

@@ -14,7 +14,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["IMPORTANCE_LEVELS", "BLOCKING_LEVELS", "InspectionReport", "inspect_nwb", "validate_nwb", "validate_open_nwb"]
+import numpy as np
+
+__all__ = ["IMPORTANCE_LEVELS", "BLOCKING_LEVELS", "InspectionReport", "inspect_nwb", "validate_nwb", "validate_open_nwb",
+           "units_content_problems"]
 
 IMPORTANCE_LEVELS = ("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION", "BEST_PRACTICE_SUGGESTION")
 #: Levels that DANDI treats as errors (block upload).
@@ -118,3 +121,69 @@ def _problems(result) -> list[str]:
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], int):
         result = result[0]
     return [str(e) for e in (result or [])]
+
+
+#: Ragged unit columns are read in blocks of this many values, so memory does not grow with the spike count.
+CONTENT_CHECK_BLOCK = 1 << 22
+
+
+def _count_blocks(ds, predicate) -> tuple[int, int]:
+    """(how many values of ``ds`` satisfy ``predicate``, index of the first or -1), reading in blocks."""
+    count, first = 0, -1
+    for start in range(0, ds.shape[0], CONTENT_CHECK_BLOCK):
+        hits = predicate(np.asarray(ds[start:start + CONTENT_CHECK_BLOCK]))
+        n = int(np.count_nonzero(hits))
+        if n and first < 0:
+            first = start + int(np.flatnonzero(hits.reshape(hits.shape[0], -1).any(axis=1))[0])
+        count += n
+    return count, first
+
+
+def units_content_problems(path: str | os.PathLike) -> list[str]:
+    """Content check of an NWB file's units table; the problems as strings ([] = good, or no units table).
+
+    Blocking problems: NaN or infinite spike times, NaN or infinite spike amplitudes, a unit with no spike,
+    and ragged indices that do not match their data. Read with h5py in blocks (no PyNWB object tree).
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such NWB file")
+    problems: list[str] = []
+    with h5py.File(path, "r") as fh:
+        units = fh.get("units")
+        if not isinstance(units, h5py.Group):
+            return problems
+        ids = np.asarray(units["id"][()]) if "id" in units else np.zeros(0, dtype=np.int64)
+        if "spike_times" not in units or "spike_times_index" not in units:
+            if len(ids):
+                problems.append(f"units: {len(ids)} units but no spike_times column")
+            return problems
+        times, index = units["spike_times"], np.asarray(units["spike_times_index"][()], dtype=np.int64)
+        if index.shape[0] != ids.shape[0] or (index.size and (np.any(np.diff(index) < 0) or index[-1] != times.shape[0]
+                                                               or index[0] < 0)):
+            problems.append(f"units: spike_times_index ({index.shape[0]} rows, last {index[-1] if index.size else None}) "
+                            f"does not index the {times.shape[0]} spike times of {ids.shape[0]} units")
+            return problems
+        n_spikes = np.diff(np.concatenate([[0], index]))
+        empty = ids[n_spikes == 0]
+        if empty.size:
+            problems.append(f"units: {empty.size} units have no spike: ids {empty[:10].tolist()}"
+                            + (" ..." if empty.size > 10 else ""))
+        for column in ("spike_times", "spike_amplitudes"):
+            if column not in units:
+                continue
+            ds = units[column]
+            if not np.issubdtype(ds.dtype, np.number):
+                problems.append(f"units: {column} has non-numeric dtype {ds.dtype}")
+                continue
+            n_bad, first = _count_blocks(ds, lambda a: ~np.isfinite(a))
+            if n_bad:
+                unit = ids[int(np.searchsorted(index, first, side="right"))]
+                problems.append(f"units: {n_bad} NaN or infinite values in {column} (first in unit {int(unit)})")
+            if column != "spike_times" and f"{column}_index" in units:
+                own = np.asarray(units[f"{column}_index"][()], dtype=np.int64)
+                if own.shape != index.shape or not np.array_equal(own, index):
+                    problems.append(f"units: {column}_index differs from spike_times_index (one value per spike expected)")
+    return problems

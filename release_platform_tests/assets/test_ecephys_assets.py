@@ -42,7 +42,7 @@ def test_session_and_lfp_nwb_pass_validation_and_inspector(demo_lims, instance, 
     probes = result.output_for_node("ecephys_units")["probes"]
     assert len(grouped) == len(probes) == len(demo_lims.ecephys_probes(4001))
     checks = _checks(result)
-    for name in ("ecephys_session_nwb_pynwb_valid", "ecephys_session_nwb_inspector",
+    for name in ("ecephys_session_nwb_pynwb_valid", "ecephys_session_nwb_inspector", "ecephys_session_nwb_units_content",
                  "ecephys_probe_lfp_nwb_pynwb_valid", "ecephys_probe_lfp_nwb_inspector"):
         assert checks[name] is True, name
     nwb = result.output_for_node("ecephys_session_nwb")["path"]
@@ -87,10 +87,7 @@ def test_missing_lfp_fails_only_the_lfp_asset(demo_lims, instance, home, tmp_pat
     assert "ecephys_session 4001: LFP NWB failed for ['probeB']" in message and "absent_lfp.h5" in message
     materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert {"ecephys_session_nwb", "ecephys_units"} <= materialized
-    # the session metadata links the probe LFP files when it depends on their asset: then it is skipped, not failed
-    from release_platform.assets.metadata import NWB_DEPS
-
-    waits_for_lfp = "ecephys_probe_lfp_nwb" in NWB_DEPS["ecephys_session_metadata"]
-    assert ("ecephys_session_metadata" in materialized) is not waits_for_lfp
+    # the session metadata links every probe's LFP file, so it waits for the LFP asset: skipped, not failed
+    assert "ecephys_session_metadata" not in materialized
     assert (home / "storage/ecephys_probe_lfp_nwb/4001/lfp_probe_4101.nwb").exists()
     assert not (home / "storage/ecephys_probe_lfp_nwb/4001/lfp_probe_4102.nwb").exists()

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+from pathlib import Path
 
 import dagster as dg
+import h5py
+import numpy as np
 import pytest
 
 from data_fixtures.spec import corrupt_file
 from release_platform.assets.inputs import INPUT_ASSETS
 from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS
-from release_platform.assets.nwb_ophys import NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS, behavior_ophys_nwb
-from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
+from release_platform.assets.nwb_ophys import (NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS, behavior_nwb_inspector, behavior_nwb_pynwb_valid,
+                                               behavior_ophys_nwb)
+from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS, dff_finite_for_valid_rois, neuropil_r_distribution
 from release_platform.assets.resources import StorageResource
 from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
@@ -64,7 +71,10 @@ def test_every_partition_materializes_and_its_nwb_checks_pass(runs):
         kind = "behavior_ophys_nwb" if key.startswith("100") else "behavior_nwb"
         assert {name: passed for name, passed in checks.items() if name in NWB_CHECK_NAMES} == {
             f"{kind}_pynwb_valid": True, f"{kind}_inspector": True}, key
-        assert checks.get("dff_finite_for_valid_rois", True), checks  # (the non-blocking r check may warn on tiny planes)
+        if kind == "behavior_ophys_nwb":  # (the non-blocking r check may warn on tiny planes)
+            assert checks["dff_finite_for_valid_rois"] is True, checks
+        else:
+            assert "dff_finite_for_valid_rois" not in checks, checks
 
 
 def test_files_sit_in_the_storage_layout_and_are_registered_in_lims(runs):
@@ -104,7 +114,16 @@ def test_inspector_check_reports_counts_and_suggestions(runs):
         meta = {k: v.value for k, v in evaluation.metadata.items()}
         assert meta["blocking_messages"] == {}
         assert all(c["CRITICAL"] == 0 and c["BEST_PRACTICE_VIOLATION"] == 0 for c in meta["counts"].values())
-        assert meta["best_practice_suggestions"] >= 0
+        assert meta["best_practice_suggestions"] == sum(c["BEST_PRACTICE_SUGGESTION"] for c in meta["counts"].values())
+    # the counts agree with NWB Inspector run directly on the file
+    from nwbinspector import inspect_nwbfile, load_config
+
+    evaluation = next(e.event_specific_data for e in results["3001"].all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                      and e.event_specific_data.check_name == "behavior_nwb_inspector")
+    (path, counts), = evaluation.metadata["counts"].value.items()
+    direct = [m for m in inspect_nwbfile(nwbfile_path=path, config=load_config("dandi")) if m is not None]
+    assert counts["BEST_PRACTICE_SUGGESTION"] == sum(m.importance.name == "BEST_PRACTICE_SUGGESTION" for m in direct) > 0
+    assert counts["CRITICAL"] == sum(m.importance.name == "CRITICAL" for m in direct) == 0
 
 
 def test_a_corrupt_upstream_file_fails_the_partition_with_one_clear_message(runs):
@@ -134,3 +153,103 @@ def test_wires_with_the_rest_of_the_code_location():
                                      "neuropil_corrected_traces", "dff_traces")} == parents
     assert graph.get(dg.AssetKey("behavior_nwb")).parent_keys == {dg.AssetKey("behavior_session_inputs")}
     assert len(NWB_OPHYS_CHECKS) == 4
+
+
+# -- every check fails on bad data (a check hard-coded to pass fails these) ----------------------------------
+# The check definitions are invoked directly on the records their assets returned in the runs above, with one
+# file tampered with (and put back afterwards).
+@contextlib.contextmanager
+def _tampered(path):
+    """Yield ``path`` for tampering; put the original bytes back afterwards."""
+    path = Path(path)
+    backup = path.with_name(path.name + ".orig")
+    shutil.copy2(path, backup)
+    try:
+        yield path
+    finally:
+        os.replace(backup, path)
+
+
+def test_dff_check_fails_naming_plane_file_and_rois(runs):
+    _, _, results, _ = runs
+    records = results["1001"].output_for_node("dff_traces")
+    record = records["1101"]
+    assert dff_finite_for_valid_rois(dg.build_asset_check_context(), records).passed is True
+    victims = record["valid_roi_ids"][:2]
+    with _tampered(record["file"]) as path:
+        with h5py.File(path, "a") as fh:
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in fh["roi_names"][()]]
+            for roi in victims:
+                fh["data"][names.index(roi), 5] = np.nan
+        evaluation = dff_finite_for_valid_rois(dg.build_asset_check_context(), records)
+    assert evaluation.passed is False
+    assert evaluation.metadata["rois_with_nonfinite_dff"].value == {"1101": victims}
+    assert evaluation.description == (f"ophys_experiment 1101: {record['file']}: dF/F is NaN or infinite for 2 valid ROI(s): "
+                                      f"{victims[0]}, {victims[1]}")
+
+
+def test_neuropil_r_check_warns_when_fits_did_not_converge(runs):
+    _, _, results, _ = runs
+    records = results["1001"].output_for_node("neuropil_corrected_traces")
+    assert neuropil_r_distribution(dg.build_asset_check_context(), records).passed is True
+    with _tampered(records["1101"]["file"]) as path:
+        with h5py.File(path, "a") as fh:
+            status = fh["status"][()].astype(str)
+            n_fit = int((status != "skipped").sum())
+            fh["status"][...] = np.where(status == "skipped", status, "unconverged").astype(fh["status"].dtype)
+        evaluation = neuropil_r_distribution(dg.build_asset_check_context(), records)
+    assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["worst_unconverged_fraction"].value == 1.0
+    assert evaluation.description.startswith(f"ophys_experiment 1101: {n_fit} of {n_fit} ROIs have an unconverged")
+
+
+def test_pynwb_and_inspector_checks_fail_on_a_broken_file(runs):
+    """A file missing a required dataset fails PyNWB validation; a subject without an age is CRITICAL for the
+    DANDI Inspector config."""
+    _, _, results, _ = runs
+    record = results["3001"].output_for_node("behavior_nwb")
+    path = record["path"]
+    with _tampered(path):
+        with h5py.File(path, "a") as fh:
+            del fh["session_start_time"]
+        valid = behavior_nwb_pynwb_valid(record)
+    assert valid.passed is False and "session_start_time" in json.dumps(valid.metadata["problems"].value[path])
+    assert valid.description.startswith(f"PyNWB validation failed for {path}: 1 problem(s); first: ")
+    with _tampered(path):
+        with h5py.File(path, "a") as fh:
+            del fh["general/subject/age"]
+        inspector = behavior_nwb_inspector(record)
+        still_valid = behavior_nwb_pynwb_valid(record)
+    assert inspector.passed is False and still_valid.passed is True
+    assert [m["check_function_name"] for m in inspector.metadata["blocking_messages"].value[path]] == ["check_subject_age"]
+    assert inspector.description.startswith(f"NWB Inspector failed for {path}") and "CRITICAL check_subject_age" in inspector.description
+    assert behavior_nwb_pynwb_valid(record).passed is True and behavior_nwb_inspector(record).passed is True
+
+
+def test_a_nan_movie_stops_at_the_input_and_leaves_the_traces_untouched(runs):
+    """A float movie with one NaN pixel per frame fails ophys_session_inputs, naming session, plane and file;
+    nothing downstream runs, so the good traces of the previous run stay as they were."""
+    defs, instance, results, root = runs
+    client = LimsClient(f"sqlite:///{root / 'lims.sqlite'}")
+    source = client.well_known_file("OphysExperiment", 1101, "MotionCorrectedImageStack")
+    nan_movie = root / "nan_movie.h5"
+    with h5py.File(source, "r") as src, h5py.File(nan_movie, "w") as dst:
+        data = src["data"][()].astype(np.float32)
+        data[:, 3, 4] = np.nan
+        dst.create_dataset("data", data=data, chunks=(64, *data.shape[1:]))
+    traces = [results["1001"].output_for_node("extracted_traces", "roi_traces")["1101"]["file"], results["1001"].output_for_node("dff_traces")["1101"]["file"]]
+    before = [Path(p).read_bytes() for p in traces]
+    client.register_file("OphysExperiment", 1101, "MotionCorrectedImageStack", nan_movie)
+    try:
+        result = defs.resolve_job_def("ophys_session_job").execute_in_process(partition_key="1001", instance=instance,
+                                                                              raise_on_error=False)
+    finally:
+        client.register_file("OphysExperiment", 1101, "MotionCorrectedImageStack", source)
+        client.dispose()
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [f.step_key for f in failures] == ["ophys_session_inputs"]
+    message = failures[0].event_specific_data.error.message
+    assert f"ophys_session 1001 (ophys_experiment 1101): {nan_movie}: movie has NaN or infinite pixels" in message
+    assert not [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    assert [Path(p).read_bytes() for p in traces] == before

@@ -196,7 +196,7 @@ def test_grouping_file_write_is_atomic(tmp_path):
     before = path.read_bytes()
     bad = _grouping_with_everything()
     bad = U.SpikeGrouping(bad.unit_ids, bad.spike_times, bad.ends, {"spike_amplitudes": object()}, {}, 0)
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError, match="Object dtype .* has no native HDF5 equivalent"):
         U.write_grouping(path, bad)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["units.h5"]
 

@@ -224,7 +224,14 @@ def test_dff_module(tmp_path, capsys):
     legacy = {"input_file": input_file, "output_file": str(tmp_path / "dff_legacy.h5"), "movie_frame_rate_hz": 30.0,
               "method": "allen_legacy", "median_kernel_long": 301, "median_kernel_short": 31}
     code, out, err = run_module(dff, legacy, tmp_path, capsys)
-    assert code == 0, err and out["method"] == "allen_legacy"
+    assert code == 0, err
+    assert out["method"] == "allen_legacy" and out["invalid_roi_ids"] == ["22"]
+    assert out["parameters"]["median_kernel_long"] == 301 and out["parameters"]["median_kernel_short"] == 31
+    with h5py.File(out["output_file"], "r") as handle:
+        legacy_dff = handle["data"][()]
+    # a flat trace around F0 = 500 with 10 a.u. noise: dF/F is centred on 0 with a noise sigma of 10/500
+    assert np.nanmedian(legacy_dff[[0, 2]]) == pytest.approx(0.0, abs=0.005)
+    assert np.std(legacy_dff[[0, 2]]) == pytest.approx(0.02, rel=0.2)
 
 
 @pytest.mark.parametrize(

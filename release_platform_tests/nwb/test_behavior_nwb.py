@@ -19,6 +19,7 @@ from release_platform.nwb import behavior as B
 from release_platform.nwb import readers as R
 from release_platform.nwb.inspection import inspect_nwb
 from release_platform.nwb.protocol import NwbWriteError, read_provenance
+from release_platform_tests.nwb.raw_tables import assert_matches_raw_csv
 
 BLOCKING = ("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION")
 SUBJECT = Subject(subject_id="512345", sex="M", species="Mus musculus", date_of_birth=dt.datetime(2021, 1, 1),
@@ -71,6 +72,18 @@ def test_every_table_reads_back_equal(demo):
             assert list(f["intervals"]) == ["images_A_presentations", "trials"]
             assert f["processing/running/running_speed/data"].attrs["unit"] == "cm/s"
             assert f["processing/rewards/volume/data"].attrs["unit"] == "mL"
+
+
+def test_readers_return_the_raw_inputs(demo):
+    """The readers against the raw CSV files the session was written from (not the writer's own loaders)."""
+    for sid, (inputs, out) in demo.items():
+        assert_matches_raw_csv(R.read_trials(out.output_path), inputs.trials_path, index="trials_id")
+        assert_matches_raw_csv(R.read_licks(out.output_path), inputs.licks_path)
+        assert_matches_raw_csv(R.read_rewards(out.output_path), inputs.rewards_path)
+        assert_matches_raw_csv(R.read_running_speed(out.output_path), inputs.running_speed_path, atol=1e-9)
+        presentations = R.read_stimulus_presentations(out.output_path)
+        assert_matches_raw_csv(presentations, inputs.stimulus_presentations_path)
+        assert list(presentations.index) == list(range(len(presentations)))
 
 
 def test_session_metadata_subject_and_provenance(demo):

@@ -26,6 +26,7 @@ from release_platform.nwb.inspection import inspect_nwb
 from release_platform.nwb.protocol import NwbWriteError, read_provenance
 from release_platform.ophys.dff import fit_long_window
 from release_platform.ophys.io import read_traces, read_vector, write_traces
+from release_platform_tests.nwb.raw_tables import assert_matches_raw_csv
 
 BLOCKING = ("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION")
 
@@ -152,16 +153,17 @@ def test_images_motion_stimulus_running_and_metadata(demo):
         with h5py.File(path, "r") as f:
             np.testing.assert_array_equal(images[key], f["data"][()])
             assert images[key].dtype == f["data"].dtype
-    pd.testing.assert_frame_equal(R.read_motion_offsets(out.output_path),
-                                  O.load_motion_offsets(inputs.motion_offsets_path, entity="t", n_frames=inputs.movie_shape[0]))
-    stim = B.load_stimulus_presentations(inputs.stimulus_table_path, entity="t")
-    pd.testing.assert_frame_equal(R.read_stimulus_presentations(out.output_path), stim, check_like=True)
+    # the readers against the raw source tables, read with pandas alone
+    offsets = R.read_motion_offsets(out.output_path)
+    assert_matches_raw_csv(offsets, inputs.motion_offsets_path)
+    assert list(offsets["frame_index"]) == list(range(inputs.movie_shape[0]))
+    stim = pd.read_csv(inputs.stimulus_table_path)
+    assert_matches_raw_csv(R.read_stimulus_presentations(out.output_path), inputs.stimulus_table_path)
     with h5py.File(out.output_path, "r") as f:
         assert sorted(k for k in f["intervals"] if k.endswith("_presentations")) == sorted(
             f"{n}_presentations" for n in stim["stimulus_name"].unique())
         assert "orientation" not in f["intervals/natural_scenes_presentations"]  # all-missing for that stimulus
-    pd.testing.assert_frame_equal(R.read_running_speed(out.output_path), B.load_running_speed(inputs.running_speed_path, entity="t"),
-                                  rtol=0, atol=1e-9)
+    assert_matches_raw_csv(R.read_running_speed(out.output_path), inputs.running_speed_path, atol=1e-9)
     plane = R.read_imaging_plane(out.output_path)
     assert plane["location"] == "VISp" and plane["indicator"] == "GCaMP6f" and plane["device"] == "CAM2P.4"
     assert plane["imaging_rate"] == inputs.frame_rate_hz and plane["excitation_lambda"] == 910.0 and plane["emission_lambda"] == 520.0

@@ -174,6 +174,11 @@ def test_recovers_the_dff_of_a_cell_with_known_baseline(rng, method, kwargs, tol
     result = compute_dff(cells + noise, RATE, method=method, **kwargs)
     error = np.abs(result.dff - true_dff)
     assert np.median(error, axis=1).max() <= tolerance
+    # the median alone is near 0 for a mostly inactive cell (an all-zero output would pass it): the RMS error
+    # must also be a small fraction of the RMS of the true dF/F (an all-zero output scores exactly 1; the 1 %
+    # noise alone gives about 0.1)
+    rms_ratio = np.sqrt(np.mean(error ** 2, axis=1)) / np.sqrt(np.mean(true_dff ** 2, axis=1))
+    assert rms_ratio.max() <= 0.2, np.round(rms_ratio, 3)  # measured 0.106-0.125 for both estimators
     peaks = true_dff.max(axis=1)
     assert np.all(np.abs(result.dff.max(axis=1) - peaks) <= 0.1 * peaks + 0.05)
     np.testing.assert_allclose(result.sigma_dff, 0.01, rtol=0.2)

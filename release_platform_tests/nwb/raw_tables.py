@@ -1,0 +1,29 @@
+"""Compare what an NWB reader returns with the raw source table, read with pandas alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def assert_matches_raw_csv(read: pd.DataFrame, raw_path, *, index: str | None = None, atol: float = 0.0) -> None:
+    """Every column of the raw CSV (read with pandas alone, not the writer's loaders) equals the reader's.
+
+    Numbers are compared as float64 (NaN equal to NaN); other values as strings, a missing value equal to
+    NaN/None. ``index``: the raw column that became the reader's index.
+    """
+    raw = pd.read_csv(raw_path)
+    assert len(read) == len(raw), raw_path
+    if index is not None:
+        assert list(read.index) == raw[index].tolist() and read.index.name == index
+        raw = raw.drop(columns=[index])
+    for name in raw.columns:
+        assert name in read.columns, (raw_path, name)
+        want, got = raw[name], read[name]
+        if pd.api.types.is_numeric_dtype(want) and not pd.api.types.is_bool_dtype(want):
+            np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want.to_numpy(np.float64), rtol=0, atol=atol,
+                                       equal_nan=True, err_msg=f"{raw_path}: {name}")
+        else:
+            def norm(values):
+                return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+            assert norm(got) == norm(want), (raw_path, name)
