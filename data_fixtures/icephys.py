@@ -160,12 +160,13 @@ class IcephysDefects:
 
 
 def hidden_params(seed: int, **overrides) -> IcephysParams:
-    """Cell parameters drawn from ``seed`` within realistic ranges (input resistance 100-400 MΩ,
+    """Cell parameters drawn from ``seed`` within realistic ranges (input resistance 150-400 MΩ,
     capacitance 30-150 pF with tau at most 40 ms, rest -80..-60 mV, threshold 25-40 mV above rest, access
     5-12 MΩ, seal 1-3 GΩ, electrode offset 5-50 pA and blow-out 1-5 mV of either sign), 5 test pulses and a 0.2 pA
-    current noise (a quiet rig), long squares from -150 pA in 20 pA steps."""
+    current noise (a quiet rig), long squares from -150 to 450 pA in 20 pA steps (the rheobase, at most
+    267 pA, leaves room for the sweeps above it)."""
     rng = np.random.default_rng([int(seed), 41, 7])
-    r_in = float(rng.uniform(100.0, 400.0))
+    r_in = float(rng.uniform(150.0, 400.0))
     cap = float(min(rng.uniform(30.0, 150.0), 40.0 / r_in * 1e3))
     rest = float(rng.uniform(-80.0, -60.0))
     threshold = rest + float(rng.uniform(25.0, 40.0))
@@ -183,7 +184,7 @@ def hidden_params(seed: int, **overrides) -> IcephysParams:
         blowout_mv=round(float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 5.0)), 3),
         current_noise_pa=0.2,
         n_test_pulses=5,
-        long_square_amplitudes_pa=tuple(float(a) for a in np.arange(-150.0, 351.0, 20.0)),
+        long_square_amplitudes_pa=tuple(float(a) for a in np.arange(-150.0, 451.0, 20.0)),
         sweep_post_s=0.3,
     )
     base.update(overrides)
@@ -193,8 +194,11 @@ def hidden_params(seed: int, **overrides) -> IcephysParams:
 def spike_shape_truth(p: IcephysParams) -> dict[str, float]:
     """The inserted action potential's threshold and peak (mV), full width at half the threshold-to-peak
     height (ms), steepest rise and fall of the continuous waveform (V/s), and the sample of its peak after
-    the threshold sample (``peak_offset_samples``)."""
+    the threshold sample (``peak_offset_samples``) and the samples within five voltage-noise SDs of that
+    peak, where a noisy recording may put its maximum (``peak_window_samples``, first and last)."""
     duration = p.spike_width_ms
+    wave = _spike_waveform(p)
+    top = np.flatnonzero(wave >= wave.max() - 5 * p.voltage_noise_mv)
     half = p.threshold_mv + 0.5 * (p.spike_peak_mv - p.threshold_mv)
     t_rise = 0.3 * duration * (2.0 / np.pi) * math.asin(0.5)
     x = 1.0 - 2.0 * (p.spike_peak_mv - half) / (p.spike_peak_mv - p.reset_mv)
@@ -205,7 +209,8 @@ def spike_shape_truth(p: IcephysParams) -> dict[str, float]:
         "width_ms": t_fall - t_rise,
         "upstroke_v_per_s": (p.spike_peak_mv - p.threshold_mv) * (np.pi / 2) / (0.3 * duration),
         "downstroke_v_per_s": -(p.spike_peak_mv - p.reset_mv) * 0.5 * np.pi / (0.7 * duration),
-        "peak_offset_samples": int(np.argmax(_spike_waveform(p))),
+        "peak_offset_samples": int(np.argmax(wave)),
+        "peak_window_samples": (int(top[0]), int(top[-1])),
     }
 
 
