@@ -97,9 +97,10 @@ def detect_spikes(
         smooth[row_end] = _LOW
     else:
         smooth = V
-    dvdt = np.diff(smooth) * fs * 1e-3
-    dvdt[(V[:-1] <= _LOW) | (V[1:] <= _LOW)] = 0.0
-    dvdt = np.append(dvdt, 0.0)
+    dvdt = np.zeros(len(V))
+    np.subtract(smooth[1:], smooth[:-1], out=dvdt[:-1])
+    dvdt *= fs * 1e-3
+    dvdt[:-1][(V[:-1] <= _LOW) | (V[1:] <= _LOW)] = 0.0
 
     peaks, _ = signal.find_peaks(V, height=params.min_peak_mv, prominence=params.min_height_mv)
     rise = max(int(round(params.max_rise_ms * 1e-3 * fs)), 2)
