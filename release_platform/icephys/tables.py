@@ -22,6 +22,7 @@ __all__ = [
     "sweep_table_frame",
     "cell_qc_frame",
     "cell_features_frame",
+    "icephys_cells_rows",
 ]
 
 CELL_QC_COLUMNS = [
@@ -173,6 +174,40 @@ def cell_features_frame(result: CellExtraction, icephys_cell_id: int) -> pd.Data
         else:
             frame[col] = pd.to_numeric(frame[col]).astype("float64")
     return frame
+
+
+def icephys_cells_rows(
+    qc: pd.DataFrame,
+    features: pd.DataFrame,
+    *,
+    subject: Optional[dict] = None,
+    project_code: Optional[str] = None,
+) -> pd.DataFrame:
+    """The release ``icephys_cells_table`` rows of cells (one row each) from their QC and feature tables and
+    LIMS subject fields (``subject_id``, ``sex``, ``full_genotype``), with the model's column order and
+    dtypes; ``file_id``/``file_path`` are left null (the release attaches them)."""
+    from release_platform.metadata.schemas import TABLES
+
+    merged = qc.merge(features, on="icephys_cell_id", how="inner", suffixes=("_qc", ""))
+    subject = subject or {}
+    merged = merged.assign(
+        mouse_id=subject.get("subject_id"), sex=subject.get("sex") or "unknown", full_genotype=subject.get("full_genotype"),
+        project_code=project_code, cell_qc_passed=merged["passed"], initial_input_resistance_mohm=merged["input_resistance_mohm_qc"],
+    )
+    schema = TABLES["icephys_cells_table"].model.to_schema()
+    out = {}
+    for name, col in schema.columns.items():
+        values = merged[name] if name in merged.columns else pd.Series([None] * len(merged), index=merged.index, dtype=object)
+        dtype = str(col.dtype)
+        if dtype == "Int64":
+            out[name] = pd.array([None if pd.isna(v) else int(v) for v in values], dtype="Int64")
+        elif dtype.startswith("string"):
+            out[name] = values.astype("string")
+        elif dtype == "bool":
+            out[name] = values.astype(bool).to_numpy()
+        else:
+            out[name] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    return pd.DataFrame(out)
 
 
 def validate(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> Optional[str]:

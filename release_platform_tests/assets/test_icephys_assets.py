@@ -43,9 +43,11 @@ def test_every_cell_materializes_with_passing_blocking_checks(materialized):
     for cell, result in {**results, "rerun": rerun}.items():
         assert result.success, cell
         keys = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-        assert keys == {"icephys_cell_inputs", "icephys_sweep_table", "icephys_cell_qc", "icephys_cell_features"}
+        assert keys == {"icephys_cell_inputs", "icephys_sweep_table", "icephys_cell_qc", "icephys_cell_features", "icephys_cell_nwb",
+                        "icephys_cell_metadata", "icephys_cell_release_files"}
         checks = {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
-        assert checks == {"icephys_sweep_table_schema": True, "icephys_cell_qc_schema": True, "icephys_cell_features_schema": True}
+        assert checks == {"icephys_sweep_table_schema": True, "icephys_cell_qc_schema": True, "icephys_cell_features_schema": True,
+                          "icephys_cell_metadata_schema": True}
     assert not list(storage.rglob("*.inprogress"))
 
 
@@ -114,3 +116,39 @@ def test_a_file_without_current_clamp_fails_only_its_partition(materialized, tmp
     assert "icephys_cell 5099" in message and "cell_5099.nwb" in message and "no current-clamp sweep" in message
     assert not (storage / "icephys_sweep_table" / "5099").exists()
     assert client.icephys_cell_qc(5099) is None
+
+
+def test_release_ships_the_cells_table_and_dandi_named_nwb_files(materialized):
+    import hashlib
+
+    from release_platform.assets import icephys as ai
+    from release_platform.assets import release as ar
+    from release_platform.release.manifest import load_manifest
+    from release_platform.release.verify import verify_release
+
+    _, _, storage, client, _, instance, _ = materialized
+    resources = {"storage": ar.StorageResource(root=str(storage))}
+    table = dg.materialize([ai.icephys_cells_table, ai.icephys_cells_table_valid], instance=instance, resources=resources)
+    assert table.success
+    assert [c.passed for c in table.get_asset_check_evaluations()] == [True]
+    cells = pd.read_parquet(storage / "icephys_cells_table" / "icephys_cells_table.parquet")
+    assert cells["icephys_cell_id"].tolist() == [int(c) for c in CELLS]
+    for row in cells.itertuples():
+        truth = _truth(client, row.icephys_cell_id)
+        assert row.cell_qc_passed and row.rheobase_pa == pytest.approx(truth["rheobase_sweep_amplitude_pa"], abs=1e-3)
+        assert row.tau_ms == pytest.approx(truth["tau_ms"], rel=0.05)
+        assert row.initial_access_resistance_mohm == pytest.approx(truth["access_resistance_mohm"], rel=0.02)
+
+    instance.add_dynamic_partitions("release_version", ["1.0.0"])
+    release = dg.materialize([ar.release_manifest, *ar.RELEASE_CHECKS], partition_key="1.0.0", instance=instance, resources=resources,
+                             run_config={"ops": {"release_manifest": {"config": {"project": "cells", "layout": "dandi"}}}})
+    assert release.success and all(c.passed for c in release.get_asset_check_evaluations())
+    project = storage / "release_manifest" / "1.0.0" / "cells"
+    manifest = load_manifest(project / "manifests" / "cells_manifest_v1.0.0.json")
+    assert sorted(manifest["metadata_files"]) == ["icephys_cells_table"]
+    assert len(manifest["data_files"]) == len(CELLS)
+    for cell, mouse in zip(cells["icephys_cell_id"], cells["mouse_id"]):
+        released = project / f"sub-{mouse}" / f"sub-{mouse}_ses-{cell}_icephys.nwb"
+        source = client.well_known_file("IcephysCell", int(cell), "IcephysNwb")
+        assert hashlib.sha256(released.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
+    assert verify_release(project).ok
