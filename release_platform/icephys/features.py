@@ -1,7 +1,8 @@
 """Spike detection, per-spike features and per-cell electrophysiology features.
 
 Spikes (all current-clamp sweeps of a cell at once: the sweeps are concatenated, separated by one very
-low sample, and every step works on index matrices of all spikes, with no per-sample loop):
+low sample, and every step works on index matrices of all spikes, with no per-sample loop; dV/dt is only
+computed in each candidate's window, gathered into one matrix and filtered along its rows):
 
 * a spike is a local maximum of V at or above ``min_peak_mv``, at least ``min_height_mv`` above both
   its prominence base and its threshold, whose rise reaches ``dv_cutoff`` V/s (the largest dV/dt within ``max_rise_ms`` before
@@ -60,12 +61,6 @@ class SpikeParams(pydantic.BaseModel):
     filter_khz: Optional[float] = 20.0  # low-pass for dV/dt (capped at 0.4 x sampling rate); None: raw
 
 
-def _blocks(voltages):
-    from release_platform.icephys.windows import stack_by_length
-
-    return stack_by_length(voltages)
-
-
 def _take(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return arr[np.clip(idx, 0, len(arr) - 1)]
 
@@ -83,29 +78,34 @@ def detect_spikes(
     lengths = np.array([len(v) for v in voltages])
     row_start = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
     row_end = row_start + lengths  # exclusive
-    cutoff_hz = None if params.filter_khz is None else min(params.filter_khz * 1e3, 0.4 * fs)
-    if cutoff_hz is not None and len(V) > 30:
-        # zero-phase Bessel low-pass for dV/dt only (voltages stay raw); rows are filtered separately
-        # by padding each with its edge values so the separators do not ring into the sweeps
-        sos = signal.bessel(4, cutoff_hz, fs=fs, output="sos", norm="phase")
-        smooth = np.empty_like(V)
-        for rows, block in _blocks(voltages):
-            filled = np.where(np.isfinite(block), block, np.nanmean(block, axis=1, keepdims=True))
-            out = signal.sosfiltfilt(sos, filled, axis=1, padtype="constant") if block.shape[1] > 15 else filled
-            for r, i in enumerate(rows):
-                smooth[row_start[i] : row_end[i]] = out[r, : lengths[i]]
-        smooth[row_end] = _LOW
-    else:
-        smooth = V
-    dvdt = np.zeros(len(V))
-    np.subtract(smooth[1:], smooth[:-1], out=dvdt[:-1])
-    dvdt *= fs * 1e-3
-    dvdt[:-1][(V[:-1] <= _LOW) | (V[1:] <= _LOW)] = 0.0
-
-    peaks, _ = signal.find_peaks(V, height=params.min_peak_mv, prominence=params.min_height_mv)
     rise = max(int(round(params.max_rise_ms * 1e-3 * fs)), 2)
     fall = max(int(round(params.max_fall_ms * 1e-3 * fs)), 2)
+
+    # candidate peaks: local maxima at or above min_peak_mv, prominent by min_height_mv within their spike window
+    mid = V[1:-1]
+    peaks = np.flatnonzero((mid >= params.min_peak_mv) & (mid > V[:-2]) & (mid >= V[2:])) + 1
+    if len(peaks):
+        prominence = signal.peak_prominences(V, peaks, wlen=2 * (rise + fall) + 1)[0]
+        peaks = peaks[prominence >= params.min_height_mv]
     row = np.searchsorted(row_start, peaks, side="right") - 1
+
+    # dV/dt only around the candidates: each one's window (plus a margin for the filter's transients) is
+    # gathered into one matrix, low-passed along its rows and differenced; the centre goes into dvdt
+    cutoff_hz = None if params.filter_khz is None else min(params.filter_khz * 1e3, 0.4 * fs)
+    pad = 0 if cutoff_hz is None else max(32, 8 * int(np.ceil(fs / cutoff_hz)))
+    dvdt = np.zeros(len(V))
+    if len(peaks):
+        cols = np.arange(-rise - 1 - pad, fall + 2 + pad)
+        idx = peaks[:, None] + cols
+        first, last = row_start[row][:, None], row_end[row][:, None] - 1
+        local = V[np.clip(idx, first, last)]
+        if cutoff_hz is not None:
+            sos = signal.bessel(4, cutoff_hz, fs=fs, output="sos", norm="phase")
+            local = signal.sosfiltfilt(sos, local, axis=1)
+        dv = np.diff(local, axis=1) * (fs * 1e-3)
+        centre = slice(pad, len(cols) - 1 - pad)
+        ok = (idx[:, :-1] >= first) & (idx[:, 1:] <= last)
+        dvdt[idx[:, :-1][:, centre][ok[:, centre]]] = dv[:, centre][ok[:, centre]]
 
     def bounds(peaks, row):
         prev = np.concatenate([[-1], peaks[:-1]])

@@ -34,7 +34,7 @@ import numpy as np
 import pydantic
 
 from release_platform.icephys.reader import CellRecording, Sweep
-from release_platform.icephys.windows import RowWindows, stack_by_length
+from release_platform.icephys.windows import FlatSweeps
 
 __all__ = [
     "TEST_SWEEP_PREFIXES",
@@ -284,30 +284,30 @@ def sweep_qc(recording: CellRecording, criteria: SweepQcCriteria = SweepQcCriter
         }
 
     cc = [i for i, s in enumerate(sweeps) if s.clamp_mode != "voltage"]
-    fs_by = {i: sweeps[i].rate_hz for i in cc}
-    for rows, block in stack_by_length([sweeps[i].response for i in cc], [len(sweeps[i].stimulus) for i in cc]):
-        idx = [cc[r] for r in rows]
-        win = RowWindows(block)
-        fs = np.array([fs_by[i] for i in idx])
-        n = block.shape[1]
-        ends = np.array([result[sweeps[i].sweep_number]["recording_end_index"] for i in idx]) + 1
-        starts = np.zeros(len(idx), dtype=np.int64)
+    if cc:
+        win = FlatSweeps([sweeps[i].response for i in cc])
+        fs = np.array([sweeps[i].rate_hz for i in cc])
+        n = np.array([len(sweeps[i].stimulus) for i in cc])
+        ends = np.array([result[sweeps[i].sweep_number]["recording_end_index"] for i in cc]) + 1
+        starts = np.zeros(len(cc), dtype=np.int64)
         w15 = np.maximum(np.round(0.0015 * fs).astype(np.int64), 2)
         w500 = np.round(0.5 * fs).astype(np.int64)
-        stim_on = np.array([desc[i]["stimulus_start_index"] if desc[i]["stimulus_start_index"] is not None else n for i in idx])
-        stim_off = np.array([desc[i]["stimulus_end_index"] + 1 if desc[i]["stimulus_end_index"] is not None else n for i in idx])
+        stim_on = np.array([desc[i]["stimulus_start_index"] if desc[i]["stimulus_start_index"] is not None else n[k]
+                            for k, i in enumerate(cc)])
+        stim_off = np.array([desc[i]["stimulus_end_index"] + 1 if desc[i]["stimulus_end_index"] is not None else n[k]
+                             for k, i in enumerate(cc)])
         pre_noise = win.std(starts, np.minimum(starts + w15, ends))
         slow_lo = np.maximum(starts, stim_on - w500)
         slow_hi = np.minimum(stim_on, ends)
         slow_vm, slow_noise = win.mean(slow_lo, slow_hi), win.std(slow_lo, slow_hi)
         post_lo = np.maximum(n - w500, stim_off + (n - stim_off) // 2)
-        post_vm, post_noise = win.mean(post_lo, np.full(len(idx), n)), win.std(n - w15, np.full(len(idx), n))
-        for r, i in enumerate(idx):
+        post_vm, post_noise = win.mean(post_lo, n), win.std(n - w15, n)
+        for r, i in enumerate(cc):
             rec = result[sweeps[i].sweep_number]
             rec["pre_noise_rms_mv"] = _finite(pre_noise[r])
             rec["slow_vm_mv"] = rec["pre_vm_mv"] = _finite(slow_vm[r]) if slow_hi[r] > slow_lo[r] else None
             rec["slow_noise_rms_mv"] = _finite(slow_noise[r]) if slow_hi[r] > slow_lo[r] else None
-            if not rec["truncated"] and sweeps[i].stimulus_type != "Ramp" and post_lo[r] < n:
+            if not rec["truncated"] and sweeps[i].stimulus_type != "Ramp" and post_lo[r] < n[r]:
                 rec["post_vm_mv"] = _finite(post_vm[r])
                 rec["post_noise_rms_mv"] = _finite(post_noise[r])
             if rec["pre_vm_mv"] is not None and rec["post_vm_mv"] is not None:

@@ -1,62 +1,48 @@
-"""Vectorized window statistics over many sweeps at once.
+"""Window statistics over many sweeps at once.
 
-Sweeps of one protocol share a length, so they are stacked into 2-D arrays (rows = sweeps, NaN past a
-truncated recording) grouped by length; means and standard deviations over per-row sample windows
-``[lo, hi)`` come from cumulative sums of row-centred values, so no statistic loops over samples.
+The sweeps are concatenated once (:class:`FlatSweeps`); the samples of every requested window (one per
+sweep, ``[lo, hi)`` in that sweep's samples) are gathered into one matrix with a mask, so a statistic over
+all sweeps is one NumPy reduction and nothing loops over samples. Samples past a sweep's recorded end
+(truncation) or NaN are ignored.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["stack_by_length", "RowWindows"]
+__all__ = ["FlatSweeps"]
 
 
-def stack_by_length(arrays: Sequence[np.ndarray], lengths: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(row indices, 2-D array)`` per distinct length; shorter arrays (``lengths`` given) are
-    NaN-padded to their group's length."""
-    lengths = [len(a) for a in arrays] if lengths is None else list(lengths)
-    by_len: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        by_len.setdefault(int(n), []).append(i)
-    for n, rows in sorted(by_len.items()):
-        block = np.full((len(rows), n), np.nan)
-        for r, i in enumerate(rows):
-            a = np.asarray(arrays[i], dtype=np.float64)[:n]
-            block[r, : len(a)] = a
-        yield np.asarray(rows, dtype=np.int64), block
+class FlatSweeps:
+    def __init__(self, arrays: Sequence[np.ndarray]):
+        self.lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.flat = np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays]) if len(arrays) else np.empty(0)
 
-
-class RowWindows:
-    """Per-row window means/standard deviations of a 2-D block (cumulative sums, centred per row)."""
-
-    def __init__(self, block: np.ndarray):
-        finite = np.isfinite(block)
-        first = np.where(finite.any(axis=1), np.nanmean(np.where(finite, block, np.nan)[:, : min(block.shape[1], 64)], axis=1), 0.0)
-        first = np.nan_to_num(first)
-        centred = np.where(finite, block - first[:, None], 0.0)
-        zeros = np.zeros((block.shape[0], 1))
-        self._offset = first
-        self._s1 = np.concatenate([zeros, np.cumsum(centred, axis=1)], axis=1)
-        self._s2 = np.concatenate([zeros, np.cumsum(centred * centred, axis=1)], axis=1)
-        self._n = np.concatenate([zeros, np.cumsum(finite, axis=1)], axis=1)
-
-    def _sums(self, lo, hi):
-        rows = np.arange(self._s1.shape[0])
-        lo = np.clip(np.asarray(lo, dtype=np.int64), 0, self._s1.shape[1] - 1)
-        hi = np.clip(np.asarray(hi, dtype=np.int64), 0, self._s1.shape[1] - 1)
-        n = self._n[rows, hi] - self._n[rows, lo]
-        return n, self._s1[rows, hi] - self._s1[rows, lo], self._s2[rows, hi] - self._s2[rows, lo]
+    def _gather(self, lo, hi) -> np.ndarray:
+        lo = np.clip(np.asarray(lo, dtype=np.int64), 0, self.lengths)
+        hi = np.clip(np.asarray(hi, dtype=np.int64), lo, self.lengths)
+        width = int((hi - lo).max()) if len(lo) else 0
+        cols = np.arange(max(width, 1))
+        inside = cols[None, :] < (hi - lo)[:, None]
+        idx = np.where(inside, self.offsets[:, None] + lo[:, None] + cols[None, :], 0)
+        values = self.flat[idx] if len(self.flat) else np.zeros(idx.shape)
+        return np.where(inside, values, np.nan)
 
     def mean(self, lo, hi) -> np.ndarray:
-        n, s1, _ = self._sums(lo, hi)
+        """Per sweep mean over ``[lo, hi)`` (NaN for an empty window)."""
+        g = self._gather(lo, hi)
+        n = np.isfinite(g).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, s1 / n + self._offset, np.nan)
+            return np.where(n > 0, np.nansum(g, axis=1) / np.maximum(n, 1), np.nan)
 
     def std(self, lo, hi) -> np.ndarray:
-        n, s1, s2 = self._sums(lo, hi)
+        """Per sweep standard deviation (RMS about the mean) over ``[lo, hi)`` (NaN with fewer than 2 samples)."""
+        g = self._gather(lo, hi)
+        n = np.isfinite(g).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            var = s2 / n - (s1 / n) ** 2
-            return np.where(n > 1, np.sqrt(np.clip(var, 0.0, None)), np.nan)
+            mean = np.nansum(g, axis=1) / np.maximum(n, 1)
+            var = np.nansum((g - mean[:, None]) ** 2, axis=1) / np.maximum(n, 1)
+            return np.where(n > 1, np.sqrt(var), np.nan)
