@@ -37,9 +37,6 @@ from release_platform.modules._harness import write_output_json
 from release_platform.icephys.tables import icephys_cells_rows
 from release_platform.icephys.io import copy_verified
 
-# partitions_def on an asset check is marked preview by Dagster; we rely on it knowingly.
-warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
-
 ICEPHYS = PARTITIONS_BY_KIND["icephys_cell"]
 GROUP = "icephys_cell"
 RELEASE_GROUP = "release_metadata"  # built by release_metadata_job with the other release tables
@@ -120,13 +117,6 @@ def icephys_extraction(
 
 
 def _schema_check(asset_name: str, model) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=dg.AssetKey(asset_name),
-        name=f"{asset_name}_schema",
-        blocking=True,
-        partitions_def=ICEPHYS,
-        description=f"Validate the cell's {asset_name} Parquet file with the {model.__name__} pandera model.",
-    )
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         try:
             frame = read_parquet(asset_name, storage.dir_for(asset_name, context.partition_key) / f"{asset_name}.parquet")
@@ -135,7 +125,12 @@ def _schema_check(asset_name: str, model) -> dg.AssetChecksDefinition:
         problem = validate(model, frame)
         return dg.AssetCheckResult(passed=problem is None, metadata={"rows": len(frame), "problems": problem or ""})
 
-    return _check
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return _partitioned_check(
+            asset=dg.AssetKey(asset_name), name=f"{asset_name}_schema",
+            description=f"Validate the cell's {asset_name} Parquet file with the {model.__name__} pandera model.",
+        )(_check)
 
 
 # --- release: the cell's NWB file and its icephys_cells_table row ------------------------------------------------
@@ -185,11 +180,25 @@ def icephys_cell_metadata(context: dg.AssetExecutionContext, icephys_cell_inputs
     return dg.MaterializeResult(metadata={"path": str(path), "dagster/row_count": len(rows)})
 
 
-@dg.asset_check(asset=icephys_cell_metadata, name="icephys_cell_metadata_schema", blocking=True, partitions_def=ICEPHYS,
-                description="Validate this cell's icephys_cells_table row with the pandera model; its NWB file must exist.")
-def icephys_cell_metadata_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+def _partitioned_check(**kwargs):
+    """``dg.asset_check`` on an icephys_cell-partitioned asset (Dagster marks partitions_def on checks as
+    preview; we rely on it knowingly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.asset_check(partitions_def=ICEPHYS, blocking=True, **kwargs)
+
+
+def _cell_metadata_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     path = storage.dir_for("icephys_cell_metadata", context.partition_key) / f"{CELLS_TABLE}.parquet"
     return _table_check(path, check_files=True)
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    icephys_cell_metadata_schema = _partitioned_check(
+        asset=icephys_cell_metadata, name="icephys_cell_metadata_schema",
+        description="Validate this cell's icephys_cells_table row with the pandera model; its NWB file must exist.",
+    )(_cell_metadata_schema)
 
 
 @dg.asset(
