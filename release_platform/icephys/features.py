@@ -73,17 +73,20 @@ def detect_spikes(
     if not len(voltages):
         return pd.DataFrame({c: pd.Series(dtype=float) for c in SPIKE_COLUMNS})
     fs = float(rate_hz)
-    sep = np.array([_LOW])
-    V = np.concatenate([part for v in voltages for part in (np.nan_to_num(np.asarray(v, dtype=np.float64), nan=_LOW), sep)])
     lengths = np.array([len(v) for v in voltages])
     row_start = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
     row_end = row_start + lengths  # exclusive
+    V = np.empty(int(row_end[-1]) + 1)
+    for v, a, b in zip(voltages, row_start, row_end):  # one copy per sweep
+        V[a:b] = v
+    V[row_end] = _LOW
+    np.nan_to_num(V, copy=False, nan=_LOW)
     rise = max(int(round(params.max_rise_ms * 1e-3 * fs)), 2)
     fall = max(int(round(params.max_fall_ms * 1e-3 * fs)), 2)
 
     # candidate peaks: local maxima at or above min_peak_mv, prominent by min_height_mv within their spike window
-    mid = V[1:-1]
-    peaks = np.flatnonzero((mid >= params.min_peak_mv) & (mid > V[:-2]) & (mid >= V[2:])) + 1
+    high = np.flatnonzero(V[1:-1] >= params.min_peak_mv) + 1
+    peaks = high[(V[high] > V[high - 1]) & (V[high] >= V[high + 1])]
     if len(peaks):
         prominence = signal.peak_prominences(V, peaks, wlen=2 * (rise + fall) + 1)[0]
         peaks = peaks[prominence >= params.min_height_mv]
