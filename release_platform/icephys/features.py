@@ -80,7 +80,7 @@ def detect_spikes(
     for v, a, b in zip(voltages, row_start, row_end):  # one copy per sweep
         V[a:b] = v
     V[row_end] = _LOW
-    np.nan_to_num(V, copy=False, nan=_LOW)
+    V[np.isnan(V)] = _LOW
     rise = max(int(round(params.max_rise_ms * 1e-3 * fs)), 2)
     fall = max(int(round(params.max_fall_ms * 1e-3 * fs)), 2)
 
