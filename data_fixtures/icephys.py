@@ -28,6 +28,14 @@ Sweeps (sweep number in order): ``EXTPINBATH`` (test pulses in bath), ``EXTPCllA
 ``stimulus_description`` = the stimulus code, registered in the icephys tables (one simultaneous
 recording per sweep, sequential recordings grouped by stimulus type). Data are float32 in SI units.
 
+Layouts: ``layout="icephys_tables"`` (the default) registers the sweeps in the icephys tables;
+``layout="sweep_table"`` writes the same sweeps (same data, numbers and names) in the older ``SweepTable``
+layout that MIES-produced files and ``ipfx`` use, as ``cell_<id>_sweep_table.nwb``. :class:`IcephysDefects`
+writes bad input on purpose: truncated responses, a current-clamp stimulus recorded in voltage clamp,
+missing sweeps, renamed stimuli. :func:`hidden_params` draws a cell's parameters from a seed (for tests
+that recover cells they do not know), and :func:`spike_shape_truth` gives the inserted action potential's
+threshold, peak, width and extreme slopes.
+
 Truth (JSON): the cell parameters (``input_resistance_mohm``, ``access_resistance_mohm``,
 ``seal_resistance_gohm``, ``resting_potential_mv``, ``rheobase_pa``, ``threshold_mv``, capacitance,
 tau, ...), and per sweep the number, stimulus code and type, clamp mode, amplitude, stimulus window
@@ -50,7 +58,15 @@ from scipy import signal
 from data_fixtures.spec import IcephysCellFiles, rng_for, write_json
 from release_platform.storage import atomic_path
 
-__all__ = ["IcephysParams", "generate_icephys_cell", "simulate_current_clamp", "STIMULUS_CODES"]
+__all__ = [
+    "IcephysParams",
+    "IcephysDefects",
+    "generate_icephys_cell",
+    "hidden_params",
+    "simulate_current_clamp",
+    "spike_shape_truth",
+    "STIMULUS_CODES",
+]
 
 STIMULUS_CODES = {
     "bath": ("EXTPINBATH141203", "Test"),
@@ -126,6 +142,76 @@ class IcephysParams:
     def rheobase_pa(self) -> float:
         """Smallest long-step current that reaches threshold (pA)."""
         return (self.threshold_mv - self.resting_potential_mv) / self.input_resistance_mohm * 1e3
+
+
+@dataclasses.dataclass(frozen=True)
+class IcephysDefects:
+    """Bad input written on purpose (sweep numbers as in the defect-free cell).
+
+    ``truncate``: sweep number -> fraction of the response kept (the stimulus stays whole);
+    ``voltage_clamp``: current-clamp sweeps written as voltage clamp (command held at rest, current noise);
+    ``omit``: sweep numbers left out of the file; ``rename``: sweep number -> stimulus name written instead.
+    """
+
+    truncate: tuple[tuple[int, float], ...] = ()
+    voltage_clamp: tuple[int, ...] = ()
+    omit: tuple[int, ...] = ()
+    rename: tuple[tuple[int, str], ...] = ()
+
+
+def hidden_params(seed: int, **overrides) -> IcephysParams:
+    """Cell parameters drawn from ``seed`` within realistic ranges (input resistance 150-400 MΩ,
+    capacitance 30-150 pF with tau at most 40 ms, rest -80..-60 mV, threshold 25-40 mV above rest, access
+    5-12 MΩ, seal 1-3 GΩ, electrode offset 5-50 pA and blow-out 1-5 mV of either sign), 5 test pulses and a 0.2 pA
+    current noise (a quiet rig), long squares from -150 to 450 pA in 20 pA steps (the rheobase, at most
+    267 pA, leaves room for the sweeps above it)."""
+    rng = np.random.default_rng([int(seed), 41, 7])
+    r_in = float(rng.uniform(150.0, 400.0))
+    cap = float(min(rng.uniform(30.0, 150.0), 40.0 / r_in * 1e3))
+    rest = float(rng.uniform(-80.0, -60.0))
+    threshold = rest + float(rng.uniform(25.0, 40.0))
+    base = dict(
+        input_resistance_mohm=round(r_in, 3),
+        capacitance_pf=round(cap, 3),
+        resting_potential_mv=round(rest, 3),
+        threshold_mv=round(threshold, 3),
+        reset_mv=round(threshold - float(rng.uniform(8.0, 15.0)), 3),
+        spike_peak_mv=round(float(rng.uniform(15.0, 40.0)), 3),
+        spike_width_ms=round(float(rng.uniform(0.8, 1.6)), 3),
+        access_resistance_mohm=round(float(rng.uniform(5.0, 12.0)), 3),
+        seal_resistance_gohm=round(float(rng.uniform(1.0, 3.0)), 3),
+        electrode_0_pa=round(float(rng.choice([-1.0, 1.0]) * rng.uniform(5.0, 50.0)), 3),
+        blowout_mv=round(float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 5.0)), 3),
+        current_noise_pa=0.2,
+        n_test_pulses=5,
+        long_square_amplitudes_pa=tuple(float(a) for a in np.arange(-150.0, 451.0, 20.0)),
+        sweep_post_s=0.3,
+    )
+    base.update(overrides)
+    return IcephysParams(**base)
+
+
+def spike_shape_truth(p: IcephysParams) -> dict[str, float]:
+    """The inserted action potential's threshold and peak (mV), full width at half the threshold-to-peak
+    height (ms), steepest rise and fall of the continuous waveform (V/s), and the sample of its peak after
+    the threshold sample (``peak_offset_samples``) and the samples within five voltage-noise SDs of that
+    peak, where a noisy recording may put its maximum (``peak_window_samples``, first and last)."""
+    duration = p.spike_width_ms
+    wave = _spike_waveform(p)
+    top = np.flatnonzero(wave >= wave.max() - 5 * p.voltage_noise_mv)
+    half = p.threshold_mv + 0.5 * (p.spike_peak_mv - p.threshold_mv)
+    t_rise = 0.3 * duration * (2.0 / np.pi) * math.asin(0.5)
+    x = 1.0 - 2.0 * (p.spike_peak_mv - half) / (p.spike_peak_mv - p.reset_mv)
+    t_fall = 0.3 * duration + 0.7 * duration * math.acos(x) / np.pi
+    return {
+        "threshold_mv": p.threshold_mv,
+        "peak_mv": p.spike_peak_mv,
+        "width_ms": t_fall - t_rise,
+        "upstroke_v_per_s": (p.spike_peak_mv - p.threshold_mv) * (np.pi / 2) / (0.3 * duration),
+        "downstroke_v_per_s": -(p.spike_peak_mv - p.reset_mv) * 0.5 * np.pi / (0.7 * duration),
+        "peak_offset_samples": int(np.argmax(wave)),
+        "peak_window_samples": (int(top[0]), int(top[-1])),
+    }
 
 
 def _spike_waveform(p: IcephysParams) -> np.ndarray:
@@ -204,8 +290,13 @@ def generate_icephys_cell(
     cell_specimen_id: int,
     params: IcephysParams = IcephysParams(),
     seed: int = 0,
+    layout: str = "icephys_tables",
+    defects: IcephysDefects = IcephysDefects(),
+    file_name: str | None = None,
 ) -> IcephysCellFiles:
-    """Write ``out_dir/icephys_cell_<id>/cell_<id>.nwb`` and its truth JSON; see the module docstring."""
+    """Write ``out_dir/icephys_cell_<id>/cell_<id>.nwb`` (``cell_<id>_sweep_table.nwb`` for the SweepTable
+    layout, or ``file_name``) and its truth JSON (``truth.json``, or ``<file stem>_truth.json`` beside a
+    file that is not the default); see the module docstring."""
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.file import Subject
     from pynwb.icephys import (
@@ -222,7 +313,11 @@ def generate_icephys_cell(
     rng = rng_for(seed, 41, 1)
     cell_dir = Path(out_dir) / f"icephys_cell_{int(cell_specimen_id)}"
     cell_dir.mkdir(parents=True, exist_ok=True)
-    nwb_path = cell_dir / f"cell_{int(cell_specimen_id)}.nwb"
+    if layout not in ("icephys_tables", "sweep_table"):
+        raise ValueError(f"layout must be 'icephys_tables' or 'sweep_table', got {layout!r}")
+    default_name = f"cell_{int(cell_specimen_id)}.nwb" if layout == "icephys_tables" else f"cell_{int(cell_specimen_id)}_sweep_table.nwb"
+    nwb_path = cell_dir / (file_name or default_name)
+    truth_name = "truth.json" if nwb_path.name == f"cell_{int(cell_specimen_id)}.nwb" else f"{nwb_path.stem}_truth.json"
 
     sweeps: list[dict] = []  # each: kind, clamp, stimulus (SI), response (SI), truth fields
 
@@ -287,6 +382,9 @@ def generate_icephys_cell(
     blow_n = int(round(0.1 * fs))
     add_cc("blowout", np.zeros(blow_n), 0.0, (0, 0), v_mv=np.full(blow_n, p.blowout_mv))
 
+    numbered = list(enumerate(sweeps))
+    if defects != IcephysDefects():
+        numbered = _apply_defects(numbered, defects, p, rng)
     start = _session_start(cell_specimen_id)
     counter = iter(range(1, 1 << 62))
     namespace = uuid.UUID(int=(int(cell_specimen_id) << 16) ^ int(seed) ^ 0x5EED)
@@ -315,10 +413,13 @@ def generate_icephys_cell(
         )
         device = nwbfile.create_device(name="amplifier", description="synthetic patch-clamp amplifier")
         electrode = nwbfile.create_icephys_electrode(name="electrode_0", description="patch pipette (synthetic)", device=device)
+        if layout == "sweep_table":
+            _legacy_sweep_table(nwbfile)
         t0 = 0.0
         by_type: dict[str, list[int]] = {}
-        for number, sw in enumerate(sweeps):
+        for number, sw in numbered:
             code, stim_type = STIMULUS_CODES[sw["kind"]]
+            code = sw.get("code", code)
             common = dict(
                 electrode=electrode, gain=1.0, stimulus_description=code, starting_time=t0, rate=fs, sweep_number=np.uint32(number)
             )
@@ -335,9 +436,13 @@ def generate_icephys_cell(
             else:
                 stim = VoltageClampStimulusSeries(name=f"stimulus_{number:03d}", data=sw["stimulus"], **common)
                 resp = VoltageClampSeries(name=f"response_{number:03d}", data=sw["response"], **common)
-            row = nwbfile.add_intracellular_recording(electrode=electrode, stimulus=stim, response=resp, id=number)
-            sim = nwbfile.add_icephys_simultaneous_recording(recordings=[row])
-            by_type.setdefault(stim_type, []).append(sim)
+            if layout == "icephys_tables":
+                row = nwbfile.add_intracellular_recording(electrode=electrode, stimulus=stim, response=resp, id=number)
+                sim = nwbfile.add_icephys_simultaneous_recording(recordings=[row])
+                by_type.setdefault(stim_type, []).append(sim)
+            else:
+                nwbfile.add_stimulus(stim, use_sweep_table=True)
+                nwbfile.add_acquisition(resp, use_sweep_table=True)
             spikes = sw["spikes"]
             a, b = sw.get("window", (0, 0))
             truth_sweeps.append(
@@ -347,6 +452,7 @@ def generate_icephys_cell(
                     "stimulus_type": stim_type,
                     "kind": sw["kind"],
                     "clamp_mode": sw["clamp"],
+                    **({"truncated_at_s": sw["truncated_at"] / fs} if "truncated_at" in sw else {}),
                     "amplitude": sw["amplitude"],
                     "amplitude_unit": "mV" if sw["clamp"] == "voltage" else ("pA/s" if sw["kind"] == "ramp" else "pA"),
                     "starting_time_s": t0,
@@ -362,6 +468,7 @@ def generate_icephys_cell(
             nwbfile.add_icephys_sequential_recording(simultaneous_recordings=by_type[stim_type], stimulus_type=stim_type)
         with atomic_path(nwb_path) as tmp, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not end in '.nwb'.*")
+            warnings.filterwarnings("ignore", message=".*SweepTable.*deprecated.*")
             with NWBHDF5IO(str(tmp), "w") as io:
                 io.write(nwbfile)
 
@@ -394,10 +501,48 @@ def generate_icephys_cell(
         "current_noise_pa": p.current_noise_pa,
         "sweeps": truth_sweeps,
     }
-    truth_path = write_json(truth, cell_dir / "truth.json")
+    if layout != "icephys_tables" or defects != IcephysDefects():
+        truth["layout"] = layout
+    truth_path = write_json(truth, cell_dir / truth_name)
     return IcephysCellFiles(
         cell_specimen_id=int(cell_specimen_id),
         nwb_path=nwb_path,
         truth_path=truth_path,
-        sweep_numbers=tuple(range(len(sweeps))),
+        sweep_numbers=tuple(number for number, _ in numbered),
     )
+
+
+def _legacy_sweep_table(nwbfile) -> None:
+    """Give ``nwbfile`` a ``SweepTable`` (deprecated in pynwb, which builds one only when reading an old
+    file; it is built here the same way so the file has the layout MIES and ipfx use)."""
+    from pynwb.icephys import SweepTable
+
+    table = SweepTable.__new__(SweepTable, parent=nwbfile, in_construct_mode=True)
+    table.__init__(name="sweep_table")
+    table._in_construct_mode = False
+    nwbfile.sweep_table = table
+
+
+def _apply_defects(numbered: list[tuple[int, dict]], defects: IcephysDefects, p: IcephysParams, rng) -> list[tuple[int, dict]]:
+    """The sweeps with ``defects`` applied (after every defect-free draw, so the other sweeps are unchanged)."""
+    truncate, rename = dict(defects.truncate), dict(defects.rename)
+    out = []
+    for number, sw in numbered:
+        if number in defects.omit:
+            continue
+        sw = dict(sw)
+        if number in defects.voltage_clamp and sw["clamp"] == "current":
+            n = len(sw["stimulus"])
+            sw["clamp"] = "voltage"
+            sw["stimulus"] = np.full(n, p.resting_potential_mv * 1e-3, dtype=np.float32)
+            sw["response"] = (p.current_noise_pa * rng.standard_normal(n) * 1e-12).astype(np.float32)
+            sw["spikes"] = np.empty(0, dtype=np.int64)
+        if number in truncate:
+            keep = int(len(sw["response"]) * float(truncate[number]))
+            sw["response"] = sw["response"][:keep]
+            sw["spikes"] = sw["spikes"][sw["spikes"] < keep]
+            sw["truncated_at"] = keep
+        if number in rename:
+            sw["code"] = rename[number]
+        out.append((number, sw))
+    return out

@@ -10,6 +10,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
 
 from release_platform.assets.backfill import experiment_backfill_job
+from release_platform.assets.icephys import ICEPHYS_ASSETS, ICEPHYS_CHECKS
 from release_platform.assets.inputs import INPUT_ASSETS
 from release_platform.assets.nwb_ecephys import ECEPHYS_ASSETS, ECEPHYS_CHECKS
 from release_platform.assets.nwb_ophys import NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS
@@ -21,8 +22,8 @@ from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
 from release_platform.lims.resource import LimsResource
 
-ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS]
-ASSET_CHECKS = [*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS]
+ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS, *ICEPHYS_ASSETS]
+ASSET_CHECKS = [*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS, *ICEPHYS_CHECKS]
 
 # One job per session kind: every asset partitioned by that kind (the same set a backfill targets).
 SESSION_JOBS = {

@@ -307,7 +307,7 @@ def _release_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefi
 
 
 def _file_id_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    with_files = [t for t, s in TABLES.items() if s.file_kind]
+    with_files = [t for t, s in TABLES.items() if s.file_kind and t in RELEASE_ASSETS]
 
     @dg.asset_check(
         asset=asset,

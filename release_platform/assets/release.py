@@ -29,6 +29,7 @@ from typing import Literal, Optional
 
 import dagster as dg
 
+from release_platform.assets.icephys import ICEPHYS_RELEASE_TABLES
 from release_platform.assets.metadata import RELEASE_ASSETS as METADATA_RELEASE_ASSETS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
@@ -52,6 +53,7 @@ STAGING_ASSETS = {
     "behavior_session_release_files": ("behavior_session", "behavior_session_metadata", ("behavior_session_table",)),
     "ophys_session_release_files": ("ophys_session", "ophys_experiment_metadata", ("ophys_experiment_table",)),
     "ecephys_session_release_files": ("ecephys_session", "ecephys_session_metadata", ("ecephys_session_table", "probes")),
+    "icephys_cell_release_files": ("icephys_cell", "icephys_cell_metadata", ("icephys_cells_table",)),
 }
 RELEASE_GROUP = "release"
 release_version_partitions = dg.DynamicPartitionsDefinition(name="release_version")
@@ -157,6 +159,7 @@ def _previous_manifest(storage: StorageResource, project: str, version: str) -> 
     deps=[
         *[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping()) for name in STAGING_ASSETS],
         *sorted({asset for asset, _ in METADATA_RELEASE_ASSETS.values()}),
+        *sorted({asset for asset, _ in ICEPHYS_RELEASE_TABLES.values()}),
     ],
     group_name=RELEASE_GROUP,
     kinds={"json"},
@@ -170,7 +173,7 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
     try:
         parse_semver(version)
         table_paths = {}
-        for table, (asset, _) in METADATA_RELEASE_ASSETS.items():
+        for table, (asset, _) in {**METADATA_RELEASE_ASSETS, **ICEPHYS_RELEASE_TABLES}.items():
             path = root / asset / f"{table}.parquet"
             if path.is_file():
                 table_paths[table] = path

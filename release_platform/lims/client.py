@@ -456,6 +456,41 @@ class LimsClient:
 
         return self._run(go)
 
+    # -- icephys --------------------------------------------------------------------------------------------
+    ICEPHYS_QC_VALUES = ("blowout_mv", "electrode_0_pa", "seal_gohm", "input_resistance_mohm",
+                         "initial_access_resistance_mohm", "input_access_resistance_ratio")
+
+    def write_icephys_cell_qc(self, icephys_cell_id: int | str, qc: Mapping[str, Any]) -> None:
+        """Write (or replace) a cell's QC values, pass state, tags and failure reasons; idempotent."""
+        cid = _parse_id("icephys_cell", icephys_cell_id)
+        t = schema.icephys_cell_qc_results
+
+        def number(key):
+            value = qc.get(key)
+            return None if value is None or value != value else float(value)
+
+        values = {k: number(k) for k in self.ICEPHYS_QC_VALUES}
+        values.update(passed=bool(qc["passed"]), cell_tags=list(qc.get("cell_tags") or []),
+                      fail_reasons=list(qc.get("fail_reasons") or []), updated_at=_now())
+
+        def go(conn):
+            if conn.execute(sa.select(schema.icephys_cells.c.id).where(schema.icephys_cells.c.id == cid)).first() is None:
+                raise InputError("unknown icephys cell", entity=_entity("icephys_cell", cid))
+            existing = conn.execute(sa.select(t.c.id).where(t.c.icephys_cell_id == cid)).scalar()
+            if existing is None:
+                conn.execute(sa.insert(t).values(icephys_cell_id=cid, created_at=_now(), **values))
+            else:
+                conn.execute(sa.update(t).where(t.c.id == existing).values(**values))
+
+        self._run(go, write=True)
+
+    def icephys_cell_qc(self, icephys_cell_id: int | str) -> dict[str, Any] | None:
+        """The cell's written-back QC row, or None."""
+        cid = _parse_id("icephys_cell", icephys_cell_id)
+        t = schema.icephys_cell_qc_results
+        row = self._run(lambda conn: conn.execute(sa.select(t).where(t.c.icephys_cell_id == cid)).mappings().first())
+        return None if row is None else dict(row)
+
 
 # -- helpers -----------------------------------------------------------------------------------------------
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")

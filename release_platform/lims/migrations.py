@@ -77,9 +77,14 @@ def _seed_lookups(conn: Connection) -> None:
             conn.execute(sa.insert(table), missing)
 
 
+def _create_icephys_cell_qc_results(conn: Connection) -> None:
+    schema.icephys_cell_qc_results.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create the LIMS tables", _create_tables),
     Migration(2, "seed lookup tables (file types, exclusion labels, genders, genotype types)", _seed_lookups),
+    Migration(3, "icephys_cell_qc_results: cell QC values written back by the icephys extraction", _create_icephys_cell_qc_results),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

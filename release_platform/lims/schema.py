@@ -288,6 +288,24 @@ icephys_cells = Table(
     *_stamps(),
 )
 
+# Cell QC values written back by the icephys extraction (AllenSDK: ephys_roi_results), one row per cell.
+icephys_cell_qc_results = Table(
+    "icephys_cell_qc_results",
+    metadata,
+    _pk(),
+    Column("icephys_cell_id", Id, ForeignKey("icephys_cells.id"), nullable=False, unique=True),
+    Column("blowout_mv", Float),
+    Column("electrode_0_pa", Float),
+    Column("seal_gohm", Float),
+    Column("input_resistance_mohm", Float),
+    Column("initial_access_resistance_mohm", Float),
+    Column("input_access_resistance_ratio", Float),
+    Column("passed", Boolean, nullable=False),
+    Column("cell_tags", JSON),
+    Column("fail_reasons", JSON),
+    *_stamps(),
+)
+
 # --- files ------------------------------------------------------------------------------------------------
 well_known_file_types = Table(
     "well_known_file_types", metadata, _pk(), Column("name", String(100), nullable=False, unique=True)

@@ -73,6 +73,7 @@ FILE_KINDS: dict[str, FileKind] = {
     ),
     "ecephys_nwb": FileKind("ecephys_nwb", "ecephys_session_id", "ecephys_session", "ecephys_session_table", "ecephys_session"),
     "ecephys_lfp_nwb": FileKind("ecephys_lfp_nwb", "ecephys_probe_id", "lfp_probe", "probes", "ecephys_probe"),
+    "icephys_nwb": FileKind("icephys_nwb", "icephys_cell_id", "icephys_cell", "icephys_cells_table", "icephys_cell"),
 }
 #: table name -> file kind of its file columns
 TABLE_FILE_KIND = {k.table: k.name for k in FILE_KINDS.values()}

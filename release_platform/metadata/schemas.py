@@ -398,6 +398,58 @@ class UnitsTable(pa.DataFrameModel):
         coerce = False
 
 
+class IcephysCellsTable(pa.DataFrameModel):
+    """One row per patch-clamp cell: test-pulse QC, electrophysiology features and the cell's NWB file."""
+
+    icephys_cell_id: Int = _id("LIMS icephys cell (cell specimen) id.", unique=True)
+    mouse_id: Str = _f("Donor's external name.")
+    full_genotype: Str = _f("Donor's full genotype.", nullable=True)
+    sex: Str = _f("Donor's sex.", isin=SEXES)
+    project_code: Str = _f("LIMS project code.", nullable=True)
+    recording_date: Str = _f("NWB session_start_time of the recording (ISO 8601).", nullable=True)
+    cell_qc_passed: Bool = _f("Every cell QC criterion held (seal, access, ratio, electrode offset, blow-out).")
+    cell_tags: Str = _f("Cell QC tags ('; '-joined): missing test sweeps, manual values used.")
+    blowout_mv: Float = _f("Mean voltage after blow-out (mV).", nullable=True)
+    electrode_0_pa: Float = _f("Pipette offset current in the bath, first 5 ms (pA).", nullable=True)
+    seal_gohm: Float = _f("Cell-attached steady-state seal resistance (GOhm).", nullable=True, gt=0)
+    initial_access_resistance_mohm: Float = _f("Break-in access resistance, peak method (MOhm).", nullable=True, gt=0)
+    initial_input_resistance_mohm: Float = _f("Break-in input resistance, steady-state method (MOhm).", nullable=True, gt=0)
+    input_access_resistance_ratio: Float = _f("initial access / initial input resistance.", nullable=True, gt=0)
+    n_sweeps: Int = _f("Sweeps in the file.", ge=0)
+    n_sweeps_passed: Int = _f("Sweeps that passed sweep QC.", ge=0)
+    vrest_mv: Float = _f("Mean pre-stimulus baseline of the long squares (mV).", nullable=True)
+    rheobase_pa: Float = _f("Smallest long-square amplitude that evoked a spike (pA).", nullable=True)
+    input_resistance_mohm: Float = _f("Slope of steady-state deflection vs amplitude, hyperpolarizing long squares (MOhm).", nullable=True, gt=0)
+    tau_ms: Float = _f("Membrane time constant from exponential fits to hyperpolarizing long squares (ms).", nullable=True, gt=0)
+    sag: Float = _f("Sag of the most hyperpolarizing long square.", nullable=True)
+    fi_slope_hz_per_pa: Float = _f("Slope of firing rate vs amplitude at and above rheobase (Hz/pA).", nullable=True)
+    first_spike_latency_s: Float = _f("Stimulus onset to first spike at rheobase (s).", nullable=True, ge=0)
+    threshold_v_mv: Float = _f("First rheobase spike: threshold voltage (mV).", nullable=True)
+    peak_v_mv: Float = _f("First rheobase spike: peak voltage (mV).", nullable=True)
+    upstroke_v_per_s: Float = _f("First rheobase spike: largest dV/dt (V/s).", nullable=True)
+    downstroke_v_per_s: Float = _f("First rheobase spike: most negative dV/dt (V/s).", nullable=True)
+    width_ms: Float = _f("First rheobase spike: full width at half threshold-to-peak height (ms).", nullable=True)
+    adaptation_index: Float = _f("Mean normalized ISI difference on the hero sweep (rheobase + 39..61 pA).", nullable=True)
+    mean_isi_s: Float = _f("Mean inter-spike interval on the hero sweep (s).", nullable=True)
+    n_spikes: Int = _f("Spikes detected over every current-clamp sweep.", ge=0)
+    file_id: Int = _f("Deterministic id of the cell's icephys NWB file; null if missing.", nullable=True, gt=0)
+    file_path: Str = _f("Absolute path of the cell's icephys NWB file.", nullable=True)
+
+    class Config:
+        name = "icephys_cells_table"
+        strict = True
+        ordered = True
+        coerce = False
+
+    @pa.check("file_id", name="unique_non_null")
+    def _file_unique(cls, s: Series) -> Series[bool]:
+        return _unique_non_null(s)
+
+    @pa.dataframe_check(name="file_id_scheme")
+    def _files(cls, df: pd.DataFrame) -> Series[bool]:
+        return _file_columns_ok(df, "icephys_nwb")
+
+
 # --- registry ----------------------------------------------------------------------------------------------------
 
 
@@ -452,12 +504,14 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("units", UnitsTable, "unit_id", None,
                   (_ref(("ecephys_channel_id", "ecephys_probe_id", "ecephys_session_id"), "channels"),
                    _ref(("ecephys_probe_id", "ecephys_session_id"), "probes")), (), "ecephys"),
+        TableSpec("icephys_cells_table", IcephysCellsTable, "icephys_cell_id", "icephys_nwb", (), (), "icephys"),
     )
 }
 
 #: The AllenSDK Visual Behavior Ophys tables, in the order the writer produces them.
 VBO_TABLES = ("behavior_session_table", "ophys_session_table", "ophys_experiment_table", "ophys_cells_table")
 ECEPHYS_TABLES = ("ecephys_session_table", "probes", "channels", "units")
+ICEPHYS_TABLES = ("icephys_cells_table",)
 
 
 def columns_of(table: str) -> list[str]:

@@ -82,6 +82,9 @@ FILE_ROLES: dict[str, FileRole] = {
         FileRole("probes", "ecephys_probe_id", "ecephys_sessions", "lfp_probe_{ecephys_probe_id}.nwb", "ecephys_session_id",
                  ("ecephys",), probe_column="ecephys_probe_id", allen_group_column="ecephys_session_id",
                  subject_via=("ecephys_session_table", "ecephys_session_id")),
+        # One NWB file per patch-clamp cell: dandi sub-<mouse>_ses-<cell id>_icephys.nwb.
+        FileRole("icephys_cells_table", "icephys_cell_id", "icephys_cells", "icephys_cell_{icephys_cell_id}.nwb",
+                 "icephys_cell_id", ("icephys",)),
     )
 }
 

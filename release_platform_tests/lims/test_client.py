@@ -58,7 +58,7 @@ def test_upgrade_resumes_from_a_partial_schema(lims_url):
     client = LimsClient(lims_url)
     assert migrations.upgrade(client.engine, target=1) == [1]
     assert client.schema_version() == 1
-    assert client.upgrade() == [2]
+    assert client.upgrade() == [m.version for m in migrations.MIGRATIONS if m.version > 1]
     assert client.exists("well_known_file_types", name="MotionCorrectedImageStack")
     client.dispose()
 
