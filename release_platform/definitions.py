@@ -19,10 +19,11 @@ from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.release import RELEASE_ASSETS, RELEASE_CHECKS, RELEASE_JOBS
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
+from release_platform.assets.stimulus import STIMULUS_ASSETS, STIMULUS_CHECKS
 from release_platform.lims.resource import LimsResource
 
-ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS]
-ASSET_CHECKS = [*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS]
+ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS, *STIMULUS_ASSETS]
+ASSET_CHECKS = [*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS, *STIMULUS_CHECKS]
 
 # One job per session kind: every asset partitioned by that kind (the same set a backfill targets).
 SESSION_JOBS = {

@@ -18,7 +18,7 @@ from scipy import stats
 
 from release_platform.stimulus.table import SPONTANEOUS
 
-__all__ = ["SpeedTuning", "speed_tuning", "epoch_masks"]
+__all__ = ["SpeedTuning", "speed_tuning", "epoch_masks", "speed_per_frame"]
 
 BINSIZE_FRAMES = 800
 DEFAULT_SPEED_SHUFFLES = 200
@@ -105,3 +105,15 @@ def speed_tuning(dff: np.ndarray, speed: np.ndarray, mask: np.ndarray, epoch: st
         names[2]: np.where(good, ptest, np.nan), names[3]: np.where(good, (var > thr).astype(float), np.nan),
     }
     return SpeedTuning(epoch, binned_dx, binned_cells, metrics)
+
+
+def speed_per_frame(timestamps_s: np.ndarray, speed_cm_s: np.ndarray, n_frames: int, frame_rate_hz: float) -> np.ndarray:
+    """Running speed at each imaging frame ``i / frame_rate_hz`` (linear interpolation of the encoder
+    samples; NaN outside the sampled span)."""
+    ts = np.asarray(timestamps_s, dtype=float)
+    sp = np.asarray(speed_cm_s, dtype=float)
+    ok = np.isfinite(ts) & np.isfinite(sp)
+    t = np.arange(n_frames) / float(frame_rate_hz)
+    if ok.sum() < 2:
+        return np.full(n_frames, np.nan)
+    return np.interp(t, ts[ok], sp[ok], left=np.nan, right=np.nan)
