@@ -116,7 +116,7 @@ def sweep_responses(
         offset = np.nanmedian(part, axis=1, keepdims=True) if part.size else np.zeros((n, 1))
     offset = np.where(np.isfinite(offset), offset, 0.0)
     centred = part - offset
-    s = s - lo
+    s_abs, s = s, s - lo
     base_a, base_b = s - windows.inter, s
     resp_a, resp_b = s, s + windows.sweep + windows.extra
     full_a, full_b = s - windows.inter, s + windows.sweep + windows.inter
@@ -150,7 +150,7 @@ def sweep_responses(
         with np.errstate(invalid="ignore", divide="ignore"):
             dx = np.where(sn[:, 0] > 0, ssum[:, 0] / sn[:, 0], np.nan)
     return SweepResponses(
-        trial_index=idx, starts=s, windows=windows, baseline=baseline, mean_response=mean_response,
+        trial_index=idx, starts=s_abs, windows=windows, baseline=baseline, mean_response=mean_response,
         p_value=p, dx=dx, n_dropped_out_of_range=int((~keep).sum()),
     )
 

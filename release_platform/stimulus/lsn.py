@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, optimize, stats
+from scipy import ndimage, optimize, sparse, stats
 
 from release_platform.errors import InputError
 from release_platform.stimulus import core
@@ -89,7 +89,7 @@ def detect_events(dff: np.ndarray, starts: np.ndarray, frame_rate_hz: float) -> 
     return (np.sqrt(d2) > 4.0) & (y > 0.05) & (y > x) & ok[:, None]
 
 
-def shuffle_test(design: np.ndarray, events: np.ndarray, n_shuffles: int, seed: int, batch: int = 64) -> np.ndarray:
+def shuffle_test(design: np.ndarray, events: np.ndarray, n_shuffles: int, seed: int, batch: int = 8) -> np.ndarray:
     """Family-wise shuffle p-values ``N x P`` for the count of events on the trials where each pixel
     (column of the ``K x P`` boolean ``design``) was set.
 
@@ -110,26 +110,38 @@ def shuffle_test(design: np.ndarray, events: np.ndarray, n_shuffles: int, seed: 
     if not len(levels) or n_shuffles < 1:
         return out
     kp = d.sum(axis=0).astype(float)
+    q = kp / k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        def moments(mm):  # permutation (hypergeometric) mean and 1 / sd of a pixel's count, for m events
+            mm = np.asarray(mm, dtype=float)[..., None]
+            var = mm * q * (1 - q) * (k - mm) / max(k - 1, 1)
+            return mm * q, np.where(var > 0, 1.0 / np.sqrt(var), 0.0), var > 0
 
-    def standardize(count, mm):
-        mean = mm * kp / k
-        var = mm * (kp / k) * (1 - kp / k) * (k - mm) / max(k - 1, 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = (count - mean) / np.sqrt(var)
-        return np.where(var > 0, z, -np.inf)
-
-    obs = standardize((e.T.astype(np.int32) @ d.astype(np.int32)).astype(float), m[:, None].astype(float))
-    m_max = int(levels[-1])
-    bounds = np.concatenate([[0], levels[:-1]]).astype(np.int64)
+    mean_c, inv_c, ok_c = moments(m)
+    obs = np.where(ok_c, ((e.T.astype(float) @ d.astype(float)) - mean_c) * inv_c, -np.inf)  # BLAS, exact for counts
+    mean_l, inv_l, ok_l = moments(levels)  # levels x P
+    mean_l, inv_l = mean_l.astype(np.float32), np.where(ok_l, inv_l, np.nan).astype(np.float32)
     rng = np.random.default_rng(seed)
     maxnull = np.empty((n_shuffles, len(levels)))
+    csr = sparse.csr_matrix(d)
+    per_trial = np.diff(csr.indptr)
+    edges = np.asarray(levels, dtype=np.int64)
+    n_lv = len(edges)
     done = 0
     while done < n_shuffles:
         s = min(batch, n_shuffles - done)
-        order = rng.random((s, k)).argsort(axis=1)[:, :m_max]  # s uniform permutations, first m_max trials
-        seg = np.add.reduceat(d[order], bounds, axis=1, dtype=np.int32)  # s x levels x P
-        null = np.cumsum(seg, axis=1).astype(float)  # counts among the first levels[j] trials
-        maxnull[done : done + s] = standardize(null, levels[None, :, None].astype(float)).max(axis=2)
+        rank = rng.random((s, k)).argsort(axis=1)  # each trial's position in a uniform permutation
+        level = np.searchsorted(edges, rank, side="right")  # first level whose prefix holds the trial
+        sh, tr = np.nonzero(level < n_lv)
+        base = (sh * n_lv + level[sh, tr]) * p  # only trials inside the largest prefix contribute
+        reps = per_trial[tr]
+        starts = csr.indptr[tr]
+        offs = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+        flat = np.repeat(base, reps) + csr.indices[np.repeat(starts, reps) + offs]
+        counts = np.bincount(flat, minlength=s * n_lv * p).reshape(s, n_lv, p)
+        null = np.cumsum(counts, axis=1, dtype=np.float32)  # s x levels x P: set-pixel counts among the first m trials
+        z = (null - mean_l) * inv_l  # NaN where a pixel's count cannot vary
+        maxnull[done : done + s] = np.fmax.reduce(z, axis=2)
         done += s
     maxnull.sort(axis=0)
     for j in range(len(levels)):
