@@ -85,6 +85,18 @@ def test_osi_and_dsi_rank_with_true_sharpness(gratings):
     assert (m["p_dg"][strong] < 0.05).mean() > 0.95  # strongly tuned cells respond
 
 
+def test_reliability_and_time_to_peak(gratings):
+    s, a = gratings
+    m, t = a.metrics, s.truth
+    strong = _strong(t)
+    for stim in ("dg", "sg", "ns"):
+        rel = m[f"reliability_{stim}"].to_numpy()
+        assert np.nanmedian(rel[strong]) > 0.3 and abs(np.nanmedian(rel[~t.tuned])) < 0.1, stim
+    for stim in ("sg", "ns"):  # a 0.25 s flash: the indicator peaks within half a second of onset
+        ttp = m[f"time_to_peak_{stim}"].to_numpy()[strong]
+        assert np.mean((ttp > 0) & (ttp <= 0.5)) >= 0.9, stim
+
+
 def test_running_modulation_sign(gratings):
     s, a = gratings
     m, t = a.metrics, s.truth
