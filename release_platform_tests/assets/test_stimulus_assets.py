@@ -19,12 +19,13 @@ from release_platform.stimulus.schema import CellMetricsTable
 SESSION = "2301"
 PLANE = "2401"
 SELECTION = ["ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces", "neuropil_corrected_traces",
-             "dff_traces", "stimulus_responses", "cell_metrics"]
+             "dff_traces", "stimulus_responses", "cell_metrics", "behavior_ophys_nwb"]
 
 
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory):
-    """One 200 s plane (24 ROIs, strongly tuned) showing mostly static gratings, from the movie through cell_metrics."""
+    """One 200 s plane (24 ROIs, strongly tuned) showing mostly static gratings, from the movie through cell_metrics
+    and the plane's NWB file."""
     root = tmp_path_factory.mktemp("stimulus_assets")
     mp = pytest.MonkeyPatch()
     mp.setenv("RELEASE_PLATFORM_LIMS_URL", f"sqlite:///{root / 'lims.sqlite'}")
@@ -74,3 +75,16 @@ def test_cell_metrics_rows_recover_the_tuning(processed):
     # responsive tuned cells' preferred static-grating orientation is the true one (measured: 12 of 12)
     true_ori = np.array([truth[int(i)]["pref_orientation_sg_deg"] for i in tuned["cell_roi_id"]])
     assert np.mean(tuned["pref_ori_sg"].to_numpy() == true_ori) >= 0.9, (tuned["pref_ori_sg"].to_numpy(), true_ori)
+
+
+def test_nwb_roi_table_carries_the_metrics(processed):
+    result, _, storage = processed
+    from release_platform.nwb.readers import read_roi_table
+
+    checks = {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+    nwb_checks = {k: v for k, v in checks.items() if "nwb" in k}
+    assert nwb_checks and all(nwb_checks.values()), nwb_checks  # PyNWB validation and NWB Inspector pass
+    table = pd.read_parquet(storage / f"cell_metrics/{SESSION}/cell_metrics.parquet").set_index("cell_roi_id")
+    rois = read_roi_table(next((storage / "behavior_ophys_nwb").rglob(f"behavior_ophys_experiment_{PLANE}.nwb")))
+    for col in ("p_sg", "pref_ori_sg", "osi_sg", "reliability_sg"):
+        np.testing.assert_array_equal(rois[col].to_numpy(dtype=float), table.loc[rois.index.astype(int), col].to_numpy(dtype=float))
