@@ -5,7 +5,8 @@ fluorescence and dF/F, the session's stimulus table, running speed at the imagin
 ``analysis.h5`` and ``analysis_metrics.parquet`` under ``<storage>/stimulus_responses/<session>/<plane>/``;
 ``cell_metrics`` joins every plane's metrics with the ROI ids into
 ``<storage>/cell_metrics/<session>/cell_metrics.parquet``, validated by the pandera model (blocking), and a
-warning check on the fraction of responsive ROIs.
+warning check on the fraction of responsive ROIs. ``cell_metrics_table`` (release metadata group) assembles every
+materialized partition into ``<storage>/cell_metrics_table/cell_metrics.parquet`` and ``.csv``.
 """
 
 
@@ -15,6 +16,7 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
+from release_platform.assets.metadata import RELEASE_GROUP
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
@@ -22,7 +24,7 @@ from release_platform.inputs import OphysSessionInputs
 from release_platform.modules import observatory_analysis
 from release_platform.stimulus.lsn import DEFAULT_SHUFFLES
 from release_platform.stimulus.running import speed_per_frame
-from release_platform.stimulus.schema import CellMetricsTable, check_responsive_fraction
+from release_platform.stimulus.schema import ID_COLUMNS, CellMetricsTable, check_responsive_fraction
 from release_platform.storage import atomic_path
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
@@ -140,5 +142,68 @@ def responsive_fraction(context: dg.AssetCheckExecutionContext, cell_metrics: di
     )
 
 
-STIMULUS_ASSETS = [stimulus_responses, cell_metrics]
-STIMULUS_CHECKS = [cell_metrics_schema, responsive_fraction]
+# --- release-level table ---------------------------------------------------------------------------------------
+
+RELEASE_TABLE = "cell_metrics"
+RELEASE_ASSET = "cell_metrics_table"
+
+
+def _release_file(storage: StorageResource, suffix: str):
+    return storage.root_path() / RELEASE_ASSET / f"{RELEASE_TABLE}.{suffix}"
+
+
+@dg.asset(name=RELEASE_ASSET, deps=[cell_metrics], group_name=RELEASE_GROUP, kinds={"pandas", "parquet", "csv"},
+          description="The release's cell_metrics table: every materialized ophys_session partition's rows, one per ROI "
+                      "per plane, keyed by cell_specimen_id and cell_roi_id (joins ophys_cells_table).")
+def cell_metrics_table(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    current = set(context.instance.get_dynamic_partitions(OPHYS.name))
+    partitions = sorted(set(context.instance.get_materialized_partitions(cell_metrics.key)) & current, key=int)
+    frames, missing = [], []
+    for pk in partitions:
+        path = storage.dir_for("cell_metrics", pk) / "cell_metrics.parquet"
+        if path.is_file():
+            frames.append(pd.read_parquet(path))
+        else:
+            missing.append(f"ophys_session {pk}: {path}")
+    if missing:
+        _fail(context, f"cell_metrics: rows of materialized partitions are missing on disk: {'; '.join(missing[:10])}")
+    frame = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame(
+        {"ophys_experiment_id": pd.array([], dtype="Int64"), "cell_roi_id": pd.array([], dtype="Int64"),
+         "cell_specimen_id": pd.array([], dtype="Int64"), "valid_roi": pd.array([], dtype=bool)})
+    ids = list(ID_COLUMNS)
+    frame = frame[ids + sorted(c for c in frame.columns if c not in ids)]
+    frame = frame.sort_values(["cell_specimen_id", "cell_roi_id"], kind="stable", na_position="last").reset_index(drop=True)
+    parquet, csv = _release_file(storage, "parquet"), _release_file(storage, "csv")
+    with atomic_path(parquet) as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(frame), "partitions": len(partitions),
+                                          "parquet_path": str(parquet), "csv_path": str(csv)})
+
+
+@dg.asset_check(asset=cell_metrics_table, name="cell_metrics_table_valid", blocking=True,
+                description="Validate the release cell_metrics table with the pandera model; every valid ROI's "
+                            "cell_roi_id is in ophys_cells_table (when that table is built).")
+def cell_metrics_table_valid(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    import pandera.errors as pae
+
+    frame = pd.read_parquet(_release_file(storage, "parquet"))
+    meta: dict = {"rows": len(frame)}
+    passed = True
+    try:
+        CellMetricsTable.validate(frame, lazy=True)
+    except pae.SchemaErrors as exc:
+        passed = False
+        meta["failures"] = dg.MetadataValue.json(exc.failure_cases[["column", "check", "failure_case"]].astype(str).head(20).to_dict("records"))
+    cells = storage.root_path() / "ophys_cells_table" / "ophys_cells_table.parquet"
+    if cells.is_file():
+        known = set(pd.read_parquet(cells)["cell_roi_id"].dropna().astype(int))
+        orphans = sorted(set(frame.loc[frame["valid_roi"], "cell_roi_id"].astype(int)) - known)
+        meta["valid_rois_not_in_ophys_cells_table"] = dg.MetadataValue.json(orphans[:20])
+        passed = passed and not orphans
+    return dg.AssetCheckResult(passed=passed, metadata=meta)
+
+
+STIMULUS_ASSETS = [stimulus_responses, cell_metrics, cell_metrics_table]
+STIMULUS_CHECKS = [cell_metrics_schema, responsive_fraction, cell_metrics_table_valid]

@@ -46,13 +46,15 @@ def processed(tmp_path_factory):
         result = job.execute_in_process(partition_key=SESSION, instance=instance,
                                         asset_selection=[dg.AssetKey(k) for k in SELECTION],
                                         run_config={"ops": {"stimulus_responses": {"config": {"n_shuffles": 200}}}})
-        yield result, spec, root / "storage"
+        release = defs.resolve_job_def("release_metadata_job").execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("cell_metrics_table")])
+        yield result, spec, root / "storage", release
     client.dispose()
     mp.undo()
 
 
 def test_assets_and_checks_materialize(processed):
-    result, _, storage = processed
+    result, _, storage, _ = processed
     assert result.success
     keys = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert {"stimulus_responses", "cell_metrics"} <= keys
@@ -64,7 +66,7 @@ def test_assets_and_checks_materialize(processed):
 
 
 def test_cell_metrics_rows_recover_the_tuning(processed):
-    _, spec, storage = processed
+    _, spec, storage, _ = processed
     table = pd.read_parquet(storage / f"cell_metrics/{SESSION}/cell_metrics.parquet")
     CellMetricsTable.validate(table)
     assert len(table) == 24 and set(table["ophys_experiment_id"]) == {int(PLANE)}
@@ -78,7 +80,7 @@ def test_cell_metrics_rows_recover_the_tuning(processed):
 
 
 def test_nwb_roi_table_carries_the_metrics(processed):
-    result, _, storage = processed
+    result, _, storage, _ = processed
     from release_platform.nwb.readers import read_roi_table
 
     checks = {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
@@ -88,3 +90,16 @@ def test_nwb_roi_table_carries_the_metrics(processed):
     rois = read_roi_table(next((storage / "behavior_ophys_nwb").rglob(f"behavior_ophys_experiment_{PLANE}.nwb")))
     for col in ("p_sg", "pref_ori_sg", "osi_sg", "reliability_sg"):
         np.testing.assert_array_equal(rois[col].to_numpy(dtype=float), table.loc[rois.index.astype(int), col].to_numpy(dtype=float))
+
+
+def test_release_cell_metrics_table(processed):
+    _, _, storage, release = processed
+    assert release.success
+    checks = {c.check_name: c.passed for c in (e.event_specific_data for e in release.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+    assert checks == {"cell_metrics_table_valid": True}
+    table = pd.read_csv(storage / "cell_metrics_table/cell_metrics.csv")
+    session = pd.read_parquet(storage / f"cell_metrics/{SESSION}/cell_metrics.parquet")
+    assert len(table) == len(session) == 24
+    assert list(table.columns[:4]) == ["ophys_experiment_id", "cell_roi_id", "cell_specimen_id", "valid_roi"]
+    merged = table.merge(session, on="cell_roi_id", suffixes=("", "_session"))
+    np.testing.assert_allclose(merged["p_sg"], merged["p_sg_session"])
