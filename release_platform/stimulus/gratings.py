@@ -117,7 +117,8 @@ def global_selectivity(tuning: np.ndarray, angles_deg: np.ndarray, harmonic: int
 
 def frequency_discrimination_index(tuning: np.ndarray, values: np.ndarray, trial_mask: np.ndarray, n_levels: int) -> np.ndarray:
     """AllenSDK tf/sf index: ``ptp(tuning) / (ptp + 2 sqrt(SSE / (n - n_levels)))`` with SSE the squared
-    deviations of the cell's trials in ``trial_mask`` (``K x N``) from their grand mean."""
+    deviations of the cell's trials in ``trial_mask`` (``K x N``) from their grand mean. ``n_levels`` is the
+    number of frequencies in the table (AllenSDK hard-codes 5)."""
     ptp = np.nanmax(tuning, axis=0) - np.nanmin(tuning, axis=0)
     v = np.where(trial_mask & np.isfinite(values), values, np.nan)
     n = np.isfinite(v).sum(axis=0)
@@ -329,6 +330,7 @@ def natural_scenes(corrected: np.ndarray, block: pd.DataFrame, frame_rate_hz: fl
 
     Images are the distinct ``frame`` values >= 0 in the table (any number), ``-1`` is the blank;
     ``image_sel_ns`` = 1 - 2 x the mean, over 1000 thresholds from the smallest to the largest image
-    response, of the fraction of images above the threshold. Timing and checks as static gratings.
+    response, of the fraction of images above the threshold (fractions of the images shown; AllenSDK divides
+    by a hard-coded 118). Timing and checks as static gratings.
     """
     return _flashed(corrected, block, frame_rate_hz, speed, kind="ns")
