@@ -57,6 +57,12 @@ __all__ = [
     "rows_per_frame",
     "running_speed",
     "gcamp_kernel_filters",
+    "AnalysisDesign",
+    "CellParams",
+    "CellTruth",
+    "AnalysisSession",
+    "analysis_session",
+    "lsn_template",
 ]
 
 STIMULUS_COLUMNS = (
@@ -450,3 +456,319 @@ def gcamp_kernel_filters(rise_s: np.ndarray, decay_s: np.ndarray, rate_hz: float
     t_peak = np.log(decay / rise) * rise * decay / (decay - rise)
     peak = np.exp(-t_peak / decay) - np.exp(-t_peak / rise)
     return np.exp(-1.0 / (rate_hz * decay)), np.exp(-1.0 / (rate_hz * rise)), 1.0 / peak
+
+
+# ----------------------------------------------------------------------------------------------------
+# Analysis sessions: every Visual Coding stimulus with free geometry, traces from known tuning
+# ----------------------------------------------------------------------------------------------------
+
+NATURAL_MOVIE_NAMES = ("natural_movie_one", "natural_movie_two", "natural_movie_three")
+LSN_NAME = "locally_sparse_noise"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisDesign:
+    """Geometry, repeats and block order of a synthetic session for the observatory analysis.
+
+    Any geometry works (e.g. 12 directions and 3 temporal frequencies). ``blocks`` is the order of the
+    stimulus blocks; a name may repeat (``spontaneous`` before and after). Natural movies show
+    ``movie_frames`` frames at ``movie_rate_hz``, one table row per movie frame, ``nm_repeats`` times.
+    Sparse noise shows ``lsn_frames`` template frames of ``lsn_frame_s`` on a ``lsn_shape`` grid; each
+    pixel is ON (255) or OFF (0) with probability ``lsn_spot_probability`` each, else grey (127).
+    """
+
+    blocks: tuple[str, ...] = ("spontaneous", "drifting_gratings", "natural_movie_one", "static_gratings",
+                               "natural_scenes", LSN_NAME, "spontaneous")
+    directions_deg: tuple[float, ...] = DG_DIRECTIONS_DEG
+    temporal_frequencies_hz: tuple[float, ...] = DG_TEMPORAL_FREQUENCIES_HZ
+    dg_repeats: int = 8
+    sg_orientations_deg: tuple[float, ...] = SG_ORIENTATIONS_DEG
+    sg_spatial_frequencies_cpd: tuple[float, ...] = SG_SPATIAL_FREQUENCIES_CPD
+    sg_phases: tuple[float, ...] = SG_PHASES
+    sg_repeats: int = 8
+    n_images: int = N_NATURAL_SCENES
+    ns_repeats: int = 10
+    movie_frames: int = 300
+    movie_rate_hz: float = 30.0
+    nm_repeats: int = 10
+    lsn_shape: tuple[int, int] = (16, 28)
+    lsn_frames: int = 2000
+    lsn_frame_s: float = 0.25
+    lsn_spot_probability: float = 0.02
+    spontaneous_s: float = 60.0
+    dg_on_s: float = 2.0
+    dg_off_s: float = 1.0
+    flash_s: float = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class CellParams:
+    """Per-cell tuning and trace model of an analysis session (ranges drawn uniformly).
+
+    Rates: ``baseline_rate_hz`` plus ``peak_rate_hz * drive`` (drive in [0, 1]), times ``1 + running_modulation``
+    while running. Spikes are Poisson per frame; dF/F is ``spike_dff`` per spike through a double-exponential
+    indicator kernel (``rise_s``, ``decay_s``) plus white noise ``noise_dff``; corrected fluorescence is
+    ``f0 * (1 + dF/F)``. Untuned cells have drive 0 everywhere (and no running modulation).
+    """
+
+    fraction_tuned: float = 0.8
+    baseline_rate_hz: tuple[float, float] = (0.2, 0.5)
+    peak_rate_hz: tuple[float, float] = (4.0, 20.0)
+    direction_kappa: tuple[float, float] = (1.0, 4.0)
+    null_ratio: tuple[float, float] = (0.0, 0.8)
+    tf_sigma_octaves: tuple[float, float] = (0.5, 1.0)
+    orientation_kappa: tuple[float, float] = (1.0, 4.0)
+    sf_sigma_octaves: tuple[float, float] = (0.5, 1.0)
+    phase_modulation: float = 0.2
+    nonpreferred_image_max: float = 0.4
+    movie_bumps: int = 3
+    movie_bump_s: float = 0.15
+    rf_sigma_px: tuple[float, float] = (0.7, 1.1)
+    fraction_running_modulated: float = 0.3
+    running_modulation: tuple[float, float] = (-0.5, 1.0)
+    spike_dff: float = 0.2
+    rise_s: float = 0.05
+    decay_s: float = 0.4
+    noise_dff: float = 0.03
+    f0: tuple[float, float] = (200.0, 800.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CellTruth:
+    """Ground truth per cell (arrays of length ``n``; LSN centres are grid (row, col) pixels)."""
+
+    tuned: np.ndarray
+    peak_rate_hz: np.ndarray
+    pref_direction_deg: np.ndarray
+    direction_kappa: np.ndarray
+    null_ratio: np.ndarray
+    pref_tf_hz: np.ndarray
+    tf_sigma_octaves: np.ndarray
+    pref_orientation_deg: np.ndarray
+    orientation_kappa: np.ndarray
+    pref_sf_cpd: np.ndarray
+    sf_sigma_octaves: np.ndarray
+    pref_phase: np.ndarray
+    pref_image: np.ndarray
+    image_drive: np.ndarray
+    movie_profile: dict
+    on_center: np.ndarray
+    off_center: np.ndarray
+    rf_sigma_px: np.ndarray
+    running_modulation: np.ndarray
+
+    def direction_tuning(self, directions_deg: np.ndarray) -> np.ndarray:
+        """Direction drive ``n x len(directions)`` (1 at the preferred direction)."""
+        d = np.asarray(directions_deg, dtype=float)[None, :]
+        p, k, r = self.pref_direction_deg[:, None], self.direction_kappa[:, None], self.null_ratio[:, None]
+        raw = _von_mises(d, p, k) + r * _von_mises(d, p + 180.0, k)
+        return raw / (1.0 + r * np.exp(-2.0 * k))
+
+    def model_osi_dsi(self) -> tuple[np.ndarray, np.ndarray]:
+        """OSI and DSI of the evoked rate (orthogonal = mean at +-90 deg, null at +180 deg)."""
+        pref = self._at(self.pref_direction_deg)
+        orth = 0.5 * (self._at(self.pref_direction_deg + 90) + self._at(self.pref_direction_deg - 90))
+        null = self._at(self.pref_direction_deg + 180)
+        return (pref - orth) / (pref + orth), (pref - null) / (pref + null)
+
+    def _at(self, angle_deg: np.ndarray) -> np.ndarray:
+        p, k, r = self.pref_direction_deg, self.direction_kappa, self.null_ratio
+        raw = _von_mises(angle_deg, p, k) + r * _von_mises(angle_deg, p + 180.0, k)
+        return raw / (1.0 + r * np.exp(-2.0 * k))
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisSession:
+    """A synthetic session ready for the observatory analysis (traces are ``n x T`` at ``frame_rate_hz``)."""
+
+    table: pd.DataFrame
+    lsn_template: np.ndarray
+    corrected: np.ndarray
+    dff: np.ndarray
+    speed: np.ndarray
+    frame_rate_hz: float
+    truth: CellTruth
+    design: AnalysisDesign
+
+
+def _draw_cells(n: int, design: AnalysisDesign, p: CellParams, rng: np.random.Generator) -> tuple[CellTruth, np.ndarray, np.ndarray]:
+    u = lambda lo_hi: rng.uniform(lo_hi[0], lo_hi[1], n)  # noqa: E731
+    tuned = rng.random(n) < p.fraction_tuned
+    image_drive = rng.random((n, design.n_images)) ** 3 * p.nonpreferred_image_max
+    pref_image = rng.integers(0, design.n_images, n)
+    image_drive[np.arange(n), pref_image] = 1.0
+    rows, cols = design.lsn_shape
+    on_center = np.stack([rng.integers(1, max(rows - 1, 2), n), rng.integers(1, max(cols - 1, 2), n)], axis=1)
+    shift = rng.integers(-3, 4, (n, 2))
+    off_center = np.clip(on_center + shift, [1, 1], [max(rows - 2, 1), max(cols - 2, 1)])
+    profiles = {}
+    n_movie = design.movie_frames
+    t = np.arange(n_movie) / design.movie_rate_hz
+    for name in NATURAL_MOVIE_NAMES:
+        prof = np.zeros((n, n_movie))
+        for b in range(p.movie_bumps):
+            centre = rng.uniform(0, t[-1] if n_movie else 0, n)
+            height = np.ones(n) if b == 0 else rng.uniform(0.2, 0.5, n)
+            prof = np.maximum(prof, height[:, None] * np.exp(-((t[None, :] - centre[:, None]) ** 2) / (2 * p.movie_bump_s**2)))
+        profiles[name] = prof
+    run_mod = np.where(tuned & (rng.random(n) < p.fraction_running_modulated), u(p.running_modulation), 0.0)
+    truth = CellTruth(
+        tuned=tuned,
+        peak_rate_hz=u(p.peak_rate_hz),
+        pref_direction_deg=rng.choice(np.array(design.directions_deg, dtype=float), n),
+        direction_kappa=u(p.direction_kappa),
+        null_ratio=u(p.null_ratio),
+        pref_tf_hz=rng.choice(np.array(design.temporal_frequencies_hz, dtype=float), n),
+        tf_sigma_octaves=u(p.tf_sigma_octaves),
+        pref_orientation_deg=rng.choice(np.array(design.sg_orientations_deg, dtype=float), n),
+        orientation_kappa=u(p.orientation_kappa),
+        pref_sf_cpd=rng.choice(np.array(design.sg_spatial_frequencies_cpd, dtype=float), n),
+        sf_sigma_octaves=u(p.sf_sigma_octaves),
+        pref_phase=rng.choice(np.array(design.sg_phases, dtype=float), n),
+        pref_image=pref_image,
+        image_drive=image_drive,
+        movie_profile=profiles,
+        on_center=on_center,
+        off_center=off_center,
+        rf_sigma_px=u(p.rf_sigma_px),
+        running_modulation=run_mod,
+    )
+    return truth, u(p.baseline_rate_hz), u(p.f0)
+
+
+def _analysis_table(design: AnalysisDesign, rng: np.random.Generator, rate_hz: float) -> pd.DataFrame:
+    nan = math.nan
+    rows: list[tuple] = []
+    t = 0.0
+    for name in design.blocks:
+        if name == "spontaneous":
+            rows.append((t, t + design.spontaneous_s, name, nan, nan, nan, nan, nan))
+            t += design.spontaneous_s
+            continue
+        if name == "drifting_gratings":
+            conds = [(d, tf, DG_SPATIAL_FREQUENCY_CPD, nan, nan) for d in design.directions_deg for tf in design.temporal_frequencies_hz]
+            conds.append((nan, nan, nan, nan, nan))
+            on, period, reps = design.dg_on_s, design.dg_on_s + design.dg_off_s, design.dg_repeats
+        elif name == "static_gratings":
+            conds = [(o, nan, sf, ph, nan) for o in design.sg_orientations_deg for sf in design.sg_spatial_frequencies_cpd
+                     for ph in design.sg_phases]
+            conds.append((nan, nan, nan, nan, nan))
+            on = period = design.flash_s
+            reps = design.sg_repeats
+        elif name == "natural_scenes":
+            conds = [(nan, nan, nan, nan, float(i)) for i in range(design.n_images)] + [(nan, nan, nan, nan, -1.0)]
+            on = period = design.flash_s
+            reps = design.ns_repeats
+        elif name in NATURAL_MOVIE_NAMES:
+            dt = 1.0 / design.movie_rate_hz
+            for _ in range(design.nm_repeats):
+                for f in range(design.movie_frames):
+                    rows.append((t, t + dt, name, nan, nan, nan, nan, float(f)))
+                    t += dt
+            continue
+        elif name == LSN_NAME:
+            for f in range(design.lsn_frames):
+                rows.append((t, t + design.lsn_frame_s, name, nan, nan, nan, nan, float(f)))
+                t += design.lsn_frame_s
+            continue
+        else:
+            raise ValueError(f"unknown block {name!r}")
+        for _ in range(reps):
+            for idx in rng.permutation(len(conds)):
+                rows.append((t, t + on, name, *conds[idx]))
+                t += period
+    table = pd.DataFrame(rows, columns=[c for c in STIMULUS_COLUMNS if c not in ("start_frame", "end_frame")])
+    start, end = frame_window(table["start_time"].to_numpy(), table["stop_time"].to_numpy(), rate_hz)
+    table.insert(3, "start_frame", start)
+    table.insert(4, "end_frame", np.maximum(end, start + 1))
+    return table[list(STIMULUS_COLUMNS)]
+
+
+def lsn_template(design: AnalysisDesign, rng: np.random.Generator) -> np.ndarray:
+    """Sparse-noise template ``frames x rows x cols`` (uint8: 255 ON, 0 OFF, 127 grey)."""
+    u = rng.random((design.lsn_frames, *design.lsn_shape))
+    q = design.lsn_spot_probability
+    return np.where(u < q, 255, np.where(u < 2 * q, 0, 127)).astype(np.uint8)
+
+
+def _row_drive(table: pd.DataFrame, truth: CellTruth, template: np.ndarray, design: AnalysisDesign, p: CellParams) -> np.ndarray:
+    n, m = len(truth.tuned), len(table)
+    out = np.zeros((n, m))
+    name = table["stimulus_name"].to_numpy()
+    ori = table["orientation"].to_numpy(dtype=float)
+    tf = table["temporal_frequency"].to_numpy(dtype=float)
+    sf = table["spatial_frequency"].to_numpy(dtype=float)
+    ph = table["phase"].to_numpy(dtype=float)
+    fr = table["frame"].to_numpy(dtype=float)
+    dg = (name == "drifting_gratings") & np.isfinite(ori)
+    if dg.any():
+        tfd = _log_gauss(tf[dg][None, :], truth.pref_tf_hz[:, None], truth.tf_sigma_octaves[:, None])
+        out[:, dg] = truth.direction_tuning(ori[dg]) * tfd
+    sg = (name == "static_gratings") & np.isfinite(ori)
+    if sg.any():
+        o = _von_mises(ori[sg][None, :], truth.pref_orientation_deg[:, None], truth.orientation_kappa[:, None], period=180.0)
+        s = _log_gauss(sf[sg][None, :], truth.pref_sf_cpd[:, None], truth.sf_sigma_octaves[:, None])
+        cph = np.cos(2 * np.pi * (ph[sg][None, :] - truth.pref_phase[:, None]))
+        out[:, sg] = o * s * (1.0 + p.phase_modulation * cph) / (1.0 + p.phase_modulation)
+    ns = (name == "natural_scenes") & (fr >= 0)
+    if ns.any():
+        out[:, ns] = truth.image_drive[:, fr[ns].astype(np.int64)]
+    for movie in NATURAL_MOVIE_NAMES:
+        sel = name == movie
+        if sel.any():
+            out[:, sel] = truth.movie_profile[movie][:, fr[sel].astype(np.int64)]
+    sel = name == LSN_NAME
+    if sel.any():
+        rows, cols = design.lsn_shape
+        yy, xx = np.mgrid[0:rows, 0:cols]
+
+        def rf(center):
+            d2 = (yy[None] - center[:, 0, None, None]) ** 2 + (xx[None] - center[:, 1, None, None]) ** 2
+            return np.exp(-d2 / (2 * truth.rf_sigma_px[:, None, None] ** 2)).reshape(n, -1)
+
+        frames = template[fr[sel].astype(np.int64)].reshape(int(sel.sum()), -1)
+        drive = rf(truth.on_center) @ (frames == 255).T + rf(truth.off_center) @ (frames == 0).T
+        out[:, sel] = np.minimum(drive, 1.0)
+    out[~truth.tuned, :] = 0.0
+    return out
+
+
+def analysis_session(
+    n_cells: int,
+    *,
+    seed: int = 0,
+    design: AnalysisDesign = AnalysisDesign(),
+    cells: CellParams = CellParams(),
+    frame_rate_hz: float = 30.0,
+    nan_frames: int = 0,
+) -> AnalysisSession:
+    """Generate a session for the observatory analysis from known tuning (deterministic for a seed).
+
+    ``nan_frames`` NaN values are put at random (cell, frame) positions of the corrected fluorescence and
+    dF/F, as a flagged frame would leave them.
+    """
+    root = np.random.SeedSequence([seed, 7217])
+    r_cells, r_table, r_tpl, r_run, r_spk, r_noise, r_nan = (np.random.default_rng(s) for s in root.spawn(7))
+    truth, base_rate, f0 = _draw_cells(n_cells, design, cells, r_cells)
+    table = _analysis_table(design, r_table, frame_rate_hz)
+    template = lsn_template(design, r_tpl)
+    n_frames = int(table["end_frame"].max()) + int(round(2 * frame_rate_hz))
+    _, speed = running_speed(n_frames / frame_rate_hz, RunningParams(rate_hz=frame_rate_hz), r_run)
+    speed = np.resize(speed, n_frames)
+    running = speed > 1.0
+    drive_rows = _row_drive(table, truth, template, design, cells)
+    row_of = rows_per_frame(table, n_frames)
+    drive = np.where(row_of[None, :] >= 0, drive_rows[:, np.maximum(row_of, 0)], 0.0)
+    rate = (base_rate[:, None] + truth.peak_rate_hz[:, None] * drive) * (1.0 + truth.running_modulation[:, None] * running[None, :])
+    spikes = r_spk.poisson(np.maximum(rate, 0.0) / frame_rate_hz).astype(float)
+    d, r, norm = gcamp_kernel_filters(np.array([cells.rise_s]), np.array([cells.decay_s]), frame_rate_hz)
+    calcium = (signal.lfilter([1.0], [1.0, -d[0]], spikes, axis=1) - signal.lfilter([1.0], [1.0, -r[0]], spikes, axis=1)) * norm[0]
+    dff = cells.spike_dff * calcium + r_noise.normal(0.0, cells.noise_dff, calcium.shape)
+    corrected = f0[:, None] * (1.0 + dff)
+    if nan_frames:
+        i = r_nan.integers(0, n_cells, nan_frames)
+        j = r_nan.integers(0, n_frames, nan_frames)
+        corrected[i, j] = np.nan
+        dff[i, j] = np.nan
+    return AnalysisSession(table=table, lsn_template=template, corrected=corrected, dff=dff, speed=speed,
+                           frame_rate_hz=frame_rate_hz, truth=truth, design=design)

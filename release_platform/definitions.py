@@ -20,10 +20,17 @@ from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.release import RELEASE_ASSETS, RELEASE_CHECKS, RELEASE_JOBS
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
+from release_platform.assets.stimulus import STIMULUS_ASSETS, STIMULUS_CHECKS
 from release_platform.lims.resource import LimsResource
 
-ASSETS = [*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS, *RELEASE_ASSETS, *ICEPHYS_ASSETS]
-ASSET_CHECKS = [*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *METADATA_CHECKS, *RELEASE_CHECKS, *ICEPHYS_CHECKS]
+ASSETS = [
+    *INPUT_ASSETS, *OPHYS_ASSETS, *STIMULUS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *ICEPHYS_ASSETS,
+    *METADATA_ASSETS, *RELEASE_ASSETS,
+]
+ASSET_CHECKS = [
+    *OPHYS_CHECKS, *STIMULUS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *ICEPHYS_CHECKS, *METADATA_CHECKS,
+    *RELEASE_CHECKS,
+]
 
 # One job per session kind: every asset partitioned by that kind (the same set a backfill targets).
 SESSION_JOBS = {

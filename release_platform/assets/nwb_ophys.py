@@ -60,6 +60,7 @@ def behavior_ophys_nwb(
     demixed_traces: dict,
     neuropil_corrected_traces: dict,
     dff_traces: dict,
+    stimulus_responses: dict,
     lims: LimsResource,
     storage: StorageResource,
 ) -> dict:
@@ -78,6 +79,7 @@ def behavior_ophys_nwb(
                 roi_traces=roi_traces[pid], neuropil_traces=neuropil_traces[pid], demixed_traces=demixed_traces[pid],
                 neuropil_corrected_traces=neuropil_corrected_traces[pid], dff_traces=dff_traces[pid],
                 behavior_session=behavior, compression=config.compression,
+                cell_metrics_path=stimulus_responses[pid]["metrics_file"],
             )
             result = ophys_nwb_writer.write_behavior_ophys_nwb(inputs)
             written[pid] = {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes,

@@ -202,6 +202,7 @@ class OphysNwbInputs(pydantic.BaseModel):
     motion_offsets_path: Optional[str] = None
     stimulus_table_path: Optional[str] = None
     running_speed_path: Optional[str] = None
+    cell_metrics_path: Optional[str] = None  # Parquet, roi_id + stimulus metrics (observatory analysis)
     behavior: Optional[LinkedBehavior] = None
     compression: Compression = "release"
     stream_traces: bool = True
@@ -483,6 +484,18 @@ def _roi_vectors(path: str, names: Sequence[str], rows: np.ndarray, *, entity: s
     return out
 
 
+def _stimulus_metrics(path: str, table_ids: Sequence[str], *, entity: str) -> dict[str, np.ndarray]:
+    """Metric columns of the observatory analysis in ROI-table order (NaN for an ROI it did not analyse)."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cell metrics are unreadable: {exc}", entity=entity, path=path) from None
+    if "roi_id" not in frame.columns:
+        raise InputError("cell metrics lack column 'roi_id'", entity=entity, path=path)
+    frame = frame.set_index(frame["roi_id"].astype(str)).drop(columns="roi_id").reindex(list(table_ids))
+    return {str(c): frame[c].to_numpy(dtype=np.float64) for c in frame.columns}
+
+
 @dataclasses.dataclass
 class _PlaneSources:
     timestamps: np.ndarray
@@ -513,6 +526,8 @@ def _load_sources(inputs: OphysNwbInputs) -> _PlaneSources:
     }
     per_roi = _roi_vectors(inputs.traces.neuropil_corrected, ("r", "RMSE", "status"), traces["neuropil_corrected"].rows, entity=entity)
     per_roi.update(_roi_vectors(inputs.traces.dff, ("sigma_dff", "num_small_baseline_frames"), traces["dff"].rows, entity=entity))
+    if inputs.cell_metrics_path:
+        per_roi["stimulus_metrics"] = _stimulus_metrics(inputs.cell_metrics_path, table_ids, entity=entity)
     behavior = None
     if inputs.behavior is not None:
         bentity = f"{entity}: linked behavior_session {inputs.behavior.behavior_session_id}"
@@ -597,6 +612,8 @@ def _plane_segmentation(inputs: OphysNwbInputs, imaging_plane, per_roi: Mapping[
     from hdmf.common import VectorData, VectorIndex
     from pynwb.ophys import PlaneSegmentation
 
+    from release_platform.stimulus.schema import metric_description
+
     _, height, width = inputs.movie_shape
     rois = inputs.rois
     masks = np.zeros((len(rois), height, width), dtype=bool)
@@ -628,6 +645,8 @@ def _plane_segmentation(inputs: OphysNwbInputs, imaging_plane, per_roi: Mapping[
         col("sigma_dff", np.asarray(per_roi["sigma_dff"], dtype=np.float64)),
         col("num_small_baseline_frames", np.asarray(per_roi["num_small_baseline_frames"], dtype=np.int64)),
     ]
+    columns += [VectorData(name=name, description=metric_description(name), data=values)
+                for name, values in per_roi.get("stimulus_metrics", {}).items()]
     return PlaneSegmentation(
         name="cell_specimen_table",
         description=f"Segmented ROIs of ophys_experiment {inputs.ophys_experiment_id} (id = cell ROI id)",

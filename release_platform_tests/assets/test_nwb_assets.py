@@ -20,6 +20,7 @@ from release_platform.assets.nwb_ophys import (NWB_OPHYS_ASSETS, NWB_OPHYS_CHECK
                                                behavior_ophys_nwb)
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS, dff_finite_for_valid_rois, neuropil_r_distribution
 from release_platform.assets.resources import StorageResource
+from release_platform.assets.stimulus import stimulus_responses
 from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
 from release_platform.nwb import readers as R
@@ -33,7 +34,7 @@ def _defs() -> dg.Definitions:
         dg.define_asset_job("behavior_session_job", selection=dg.AssetSelection.groups("behavior_session")),
         dg.define_asset_job("ophys_nwb_only", selection=dg.AssetSelection.assets(behavior_ophys_nwb)),
     ]
-    return dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS], asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS],
+    return dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, stimulus_responses, *NWB_OPHYS_ASSETS], asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS],
                           resources={"lims": LimsResource(), "storage": StorageResource()}, jobs=jobs)
 
 
@@ -143,14 +144,14 @@ def test_a_corrupt_upstream_file_fails_the_partition_with_one_clear_message(runs
 
 
 def test_wires_with_the_rest_of_the_code_location():
-    defs = dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, *NWB_OPHYS_ASSETS, *METADATA_ASSETS],
+    defs = dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, stimulus_responses, *NWB_OPHYS_ASSETS, *METADATA_ASSETS],
                           asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *METADATA_CHECKS],
                           resources={"lims": LimsResource(), "storage": StorageResource()})
     defs.resolve_all_job_defs()
     graph = defs.resolve_asset_graph()
     parents = graph.get(dg.AssetKey("behavior_ophys_nwb")).parent_keys
     assert {dg.AssetKey(k) for k in ("ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces",
-                                     "neuropil_corrected_traces", "dff_traces")} == parents
+                                     "neuropil_corrected_traces", "dff_traces", "stimulus_responses")} == parents
     assert graph.get(dg.AssetKey("behavior_nwb")).parent_keys == {dg.AssetKey("behavior_session_inputs")}
     assert len(NWB_OPHYS_CHECKS) == 4
 

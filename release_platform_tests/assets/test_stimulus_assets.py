@@ -1,0 +1,105 @@
+"""The stimulus analysis assets on a synthetic ophys session processed from its movie."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_fixtures.ophys import OphysParams, generate_ophys_session
+from data_fixtures.seed import Donor, register_donor, register_ophys_session
+from data_fixtures.stimulus import StimulusDesign, TuningParams
+from release_platform.lims import LimsClient
+from release_platform.stimulus.schema import CellMetricsTable
+
+SESSION = "2301"
+PLANE = "2401"
+SELECTION = ["ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces", "neuropil_corrected_traces",
+             "dff_traces", "stimulus_responses", "cell_metrics", "behavior_ophys_nwb"]
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory):
+    """One 200 s plane (24 ROIs, strongly tuned) showing mostly static gratings, from the movie through cell_metrics
+    and the plane's NWB file."""
+    root = tmp_path_factory.mktemp("stimulus_assets")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RELEASE_PLATFORM_LIMS_URL", f"sqlite:///{root / 'lims.sqlite'}")
+    mp.setenv("RELEASE_PLATFORM_STORAGE", str(root / "storage"))
+    client = LimsClient()
+    client.upgrade()
+    _, specimen = register_donor(client, Donor("m-stim", "M", dt.datetime(2026, 1, 1), ("Slc17a7-IRES2-Cre",), ("Ai93(TITL-GCaMP6f)",)))
+    params = OphysParams(n_frames=6000, n_rois=24, stimulus=StimulusDesign(stimuli=("spontaneous", "static_gratings"), weights=(0.1, 0.9)),
+                         tuning=TuningParams(evoked_gain_range=(6.0, 10.0)))
+    spec = generate_ophys_session(root / "raw", ophys_session_id=int(SESSION), ophys_experiment_ids=(int(PLANE),), params=params, seed=5)
+    register_ophys_session(client, spec, specimen_id=specimen, project="VisualCoding", equipment="CAM2P.4",
+                           date_of_acquisition=dt.datetime(2026, 9, 1))
+    from release_platform.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("ophys_session", [SESSION])
+        job = defs.resolve_job_def("ophys_session_job")
+        result = job.execute_in_process(partition_key=SESSION, instance=instance,
+                                        asset_selection=[dg.AssetKey(k) for k in SELECTION],
+                                        run_config={"ops": {"stimulus_responses": {"config": {"n_shuffles": 200}}}})
+        release = defs.resolve_job_def("release_metadata_job").execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("cell_metrics_table")])
+        yield result, spec, root / "storage", release
+    client.dispose()
+    mp.undo()
+
+
+def test_assets_and_checks_materialize(processed):
+    result, _, storage, _ = processed
+    assert result.success
+    keys = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert {"stimulus_responses", "cell_metrics"} <= keys
+    checks = {c.check_name: c for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+    assert checks["cell_metrics_schema"].passed
+    assert checks["responsive_fraction"].passed, checks["responsive_fraction"].description
+    assert (storage / f"stimulus_responses/{SESSION}/{PLANE}/analysis.h5").is_file()
+    assert not list(storage.rglob("*.inprogress"))
+
+
+def test_cell_metrics_rows_recover_the_tuning(processed):
+    _, spec, storage, _ = processed
+    table = pd.read_parquet(storage / f"cell_metrics/{SESSION}/cell_metrics.parquet")
+    CellMetricsTable.validate(table)
+    assert len(table) == 24 and set(table["ophys_experiment_id"]) == {int(PLANE)}
+    truth = {c["id"]: c for c in json.loads(spec.truth_path.read_text())["planes"][0]["cells"]}
+    rows = table[table["valid_roi"] & table["p_sg"].lt(0.05)]
+    tuned = rows[[truth[int(i)]["tuned"] for i in rows["cell_roi_id"]]]
+    assert len(tuned) >= 5
+    # responsive tuned cells' preferred static-grating orientation is the true one (measured: 12 of 12)
+    true_ori = np.array([truth[int(i)]["pref_orientation_sg_deg"] for i in tuned["cell_roi_id"]])
+    assert np.mean(tuned["pref_ori_sg"].to_numpy() == true_ori) >= 0.9, (tuned["pref_ori_sg"].to_numpy(), true_ori)
+
+
+def test_nwb_roi_table_carries_the_metrics(processed):
+    result, _, storage, _ = processed
+    from release_platform.nwb.readers import read_roi_table
+
+    checks = {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+    nwb_checks = {k: v for k, v in checks.items() if "nwb" in k}
+    assert nwb_checks and all(nwb_checks.values()), nwb_checks  # PyNWB validation and NWB Inspector pass
+    table = pd.read_parquet(storage / f"cell_metrics/{SESSION}/cell_metrics.parquet").set_index("cell_roi_id")
+    rois = read_roi_table(next((storage / "behavior_ophys_nwb").rglob(f"behavior_ophys_experiment_{PLANE}.nwb")))
+    for col in ("p_sg", "pref_ori_sg", "osi_sg", "reliability_sg"):
+        np.testing.assert_array_equal(rois[col].to_numpy(dtype=float), table.loc[rois.index.astype(int), col].to_numpy(dtype=float))
+
+
+def test_release_cell_metrics_table(processed):
+    _, _, storage, release = processed
+    assert release.success
+    checks = {c.check_name: c.passed for c in (e.event_specific_data for e in release.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+    assert checks == {"cell_metrics_table_valid": True}
+    table = pd.read_csv(storage / "cell_metrics_table/cell_metrics.csv")
+    session = pd.read_parquet(storage / f"cell_metrics/{SESSION}/cell_metrics.parquet")
+    assert len(table) == len(session) == 24
+    assert list(table.columns[:4]) == ["ophys_experiment_id", "cell_roi_id", "cell_specimen_id", "valid_roi"]
+    merged = table.merge(session, on="cell_roi_id", suffixes=("", "_session"))
+    np.testing.assert_allclose(merged["p_sg"], merged["p_sg_session"])
