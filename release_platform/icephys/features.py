@@ -93,22 +93,29 @@ def detect_spikes(
     row = np.searchsorted(row_start, peaks, side="right") - 1
 
     # dV/dt only around the candidates: each one's window (plus a margin for the filter's transients) is
-    # gathered into one matrix, low-passed along its rows and differenced; the centre goes into dvdt
+    # gathered into one matrix, low-passed along its rows and differenced; it stays in that matrix (row: the
+    # candidate, column: the offset from its peak), so no trace-length dV/dt is ever made
     cutoff_hz = None if params.filter_khz is None else min(params.filter_khz * 1e3, 0.4 * fs)
     pad = 0 if cutoff_hz is None else max(32, 8 * int(np.ceil(fs / cutoff_hz)))
-    dvdt = np.zeros(len(V))
+    cols = np.arange(-rise - 1 - pad, fall + 2 + pad)
     if len(peaks):
-        cols = np.arange(-rise - 1 - pad, fall + 2 + pad)
-        idx = peaks[:, None] + cols
         first, last = row_start[row][:, None], row_end[row][:, None] - 1
-        local = V[np.clip(idx, first, last)]
+        raw = V[np.clip(peaks[:, None] + cols, first, last)]
+        local = raw
         if cutoff_hz is not None:
             sos = signal.bessel(4, cutoff_hz, fs=fs, output="sos", norm="phase")
-            local = signal.sosfiltfilt(sos, local, axis=1)
+            local = signal.sosfiltfilt(sos, raw, axis=1)
         dv = np.diff(local, axis=1) * (fs * 1e-3)
-        centre = slice(pad, len(cols) - 1 - pad)
-        ok = (idx[:, :-1] >= first) & (idx[:, 1:] <= last)
-        dvdt[idx[:, :-1][:, centre][ok[:, centre]]] = dv[:, centre][ok[:, centre]]
+    else:
+        raw, dv = np.zeros((0, len(cols))), np.zeros((0, len(cols) - 1))
+    c0 = -int(cols[0])  # the peak's column in raw and dv; a window of offsets [a, b) is the slice [c0 + a, c0 + b)
+    cand = np.arange(len(peaks))  # each surviving spike's row in dv
+    lowest, highest = -rise - 1, fall + 1  # offsets from the peak with a valid dV/dt
+
+    def dvdt(at: np.ndarray) -> np.ndarray:
+        """dV/dt at sample indices ``at`` (one row per spike), relative to each spike's own peak."""
+        off = np.clip(at - peaks[:, None], lowest, highest) - cols[0]
+        return dv[cand[:, None], off]
 
     def bounds(peaks, row):
         prev = np.concatenate([[-1], peaks[:-1]])
@@ -117,40 +124,41 @@ def detect_spikes(
     lo = bounds(peaks, row)
     win = peaks[:, None] - rise + np.arange(rise)
     ok = win >= lo[:, None]
-    vals = np.where(ok, _take(dvdt, win), -np.inf)
+    vals = np.where(ok, dv[:, c0 - rise : c0], -np.inf)
     r = np.arange(len(peaks))
     up_idx = win[r, vals.argmax(axis=1)] if len(peaks) else np.empty(0, int)
     upstroke = vals.max(axis=1) if len(peaks) else np.empty(0)
     keep = upstroke >= params.dv_cutoff
-    peaks, row, lo, up_idx, upstroke = peaks[keep], row[keep], lo[keep], up_idx[keep], upstroke[keep]
+    peaks, row, lo, up_idx, upstroke, cand = peaks[keep], row[keep], lo[keep], up_idx[keep], upstroke[keep], cand[keep]
     r = np.arange(len(peaks))
 
     back = up_idx[:, None] - rise + 1 + np.arange(rise)
-    below = (back >= lo[:, None]) & (_take(dvdt, back) <= params.thresh_frac * upstroke[:, None])
+    below = (back >= lo[:, None]) & (dvdt(back) <= params.thresh_frac * upstroke[:, None])
     has = below.any(axis=1)
     last = rise - 1 - below[:, ::-1].argmax(axis=1) if len(peaks) else np.empty(0, int)
     thr = np.where(has, back[r, last] + 1, lo)
 
     tall = V[peaks] - V[thr] >= params.min_height_mv  # ipfx's minimum threshold-to-peak height
-    peaks, row, lo, up_idx, upstroke, thr = peaks[tall], row[tall], lo[tall], up_idx[tall], upstroke[tall], thr[tall]
+    peaks, row, lo, up_idx, upstroke, thr, cand = peaks[tall], row[tall], lo[tall], up_idx[tall], upstroke[tall], thr[tall], cand[tall]
     r = np.arange(len(peaks))
 
     nxt = np.concatenate([thr[1:], [len(V)]])
     hi = np.minimum.reduce([peaks + fall, row_end[row], np.where(np.concatenate([row[1:] == row[:-1], [False]]), nxt, len(V))])
     fwd = peaks[:, None] + np.arange(fall)
     inside = fwd < hi[:, None]
-    downstroke = np.where(inside, _take(dvdt, fwd), np.inf).min(axis=1) if len(peaks) else np.empty(0)
-    trough = np.where(inside, _take(V, fwd), np.inf).min(axis=1) if len(peaks) else np.empty(0)
+    v_fwd = raw[cand, c0 : c0 + fall]
+    downstroke = np.where(inside, dv[cand, c0 : c0 + fall], np.inf).min(axis=1) if len(peaks) else np.empty(0)
+    trough = np.where(inside, v_fwd, np.inf).min(axis=1) if len(peaks) else np.empty(0)
 
     thr_v, peak_v = V[thr], V[peaks]
     half = thr_v + 0.5 * (peak_v - thr_v)
     # rising crossing: last sample below half before the peak (within the rise window)
     rw = peaks[:, None] - rise + np.arange(rise + 1)
-    rbelow = (rw >= thr[:, None]) & (_take(V, rw) < half[:, None])
+    rbelow = (rw >= thr[:, None]) & (raw[cand, c0 - rise : c0 + 1] < half[:, None])
     k = rw[r, rise - rbelow[:, ::-1].argmax(axis=1)] if len(peaks) else np.empty(0, int)
     t_rise = k + (half - V[k]) / (_take(V, k + 1) - V[k])
     t_rise = np.where(rbelow.any(axis=1), t_rise, np.nan)
-    fbelow = inside & (_take(V, fwd) < half[:, None])
+    fbelow = inside & (v_fwd < half[:, None])
     k2 = fwd[r, fbelow.argmax(axis=1)] if len(peaks) else np.empty(0, int)
     t_fall = (k2 - 1) + (_take(V, k2 - 1) - half) / (_take(V, k2 - 1) - V[k2])
     t_fall = np.where(fbelow.any(axis=1), t_fall, np.nan)

@@ -99,9 +99,10 @@ def _text(value) -> str:
 
 
 def _scalar(group: h5py.Group, name: str) -> Optional[float]:
-    if name not in group:
+    dataset = group.get(name)
+    if dataset is None:
         return None
-    value = float(np.asarray(group[name][()]).reshape(-1)[0])
+    value = float(np.asarray(dataset[()]).reshape(-1)[0])
     return value if np.isfinite(value) else None
 
 
@@ -117,15 +118,22 @@ def _clamp_mode(neurodata_type: str) -> Optional[str]:
 
 def _series_values(series: h5py.Group, start: int = 0, count: Optional[int] = None, *, path: str) -> np.ndarray:
     data = series["data"]
-    unit = _text(data.attrs.get("unit", "")).strip().lower()
+    attrs = data.attrs
+    unit = _text(attrs.get("unit", "")).strip().lower()
     scale = _VOLTS.get(unit, _AMPERES.get(unit))
     if scale is None:
         raise InputError(f"series {series.name}: unit {unit!r} is neither volts nor amperes", path=path)
     stop = data.shape[0] if count is None or count < 0 else start + count
-    raw = np.asarray(data[start:stop], dtype=np.float64)
-    conversion = float(data.attrs.get("conversion", 1.0))
-    offset = float(data.attrs.get("offset", 0.0))
-    return (raw * conversion + offset) * scale
+    raw = data[start:stop]
+    conversion = float(attrs.get("conversion", 1.0))
+    offset = float(attrs.get("offset", 0.0))
+    values = raw.astype(np.float64, copy=raw.dtype == np.float64)  # scaled in place from here
+    if conversion != 1.0:
+        values *= conversion
+    if offset != 0.0:
+        values += offset
+    values *= scale
+    return values
 
 
 def _rate_and_start(series: h5py.Group, *, path: str) -> tuple[float, float]:
