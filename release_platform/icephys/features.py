@@ -144,11 +144,10 @@ def detect_spikes(
 
     nxt = np.concatenate([thr[1:], [len(V)]])
     hi = np.minimum.reduce([peaks + fall, row_end[row], np.where(np.concatenate([row[1:] == row[:-1], [False]]), nxt, len(V))])
-    fwd = peaks[:, None] + np.arange(fall)
-    inside = fwd < hi[:, None]
+    inside = np.arange(fall)[None, :] < (hi - peaks)[:, None]  # offsets [0, fall) from the peak before hi
     v_fwd = raw[cand, c0 : c0 + fall]
-    downstroke = np.where(inside, dv[cand, c0 : c0 + fall], np.inf).min(axis=1) if len(peaks) else np.empty(0)
-    trough = np.where(inside, v_fwd, np.inf).min(axis=1) if len(peaks) else np.empty(0)
+    downstroke = np.minimum.reduce(dv[cand, c0 : c0 + fall], axis=1, where=inside, initial=np.inf)
+    trough = np.minimum.reduce(v_fwd, axis=1, where=inside, initial=np.inf)
 
     thr_v, peak_v = V[thr], V[peaks]
     half = thr_v + 0.5 * (peak_v - thr_v)
@@ -159,7 +158,7 @@ def detect_spikes(
     t_rise = k + (half - V[k]) / (_take(V, k + 1) - V[k])
     t_rise = np.where(rbelow.any(axis=1), t_rise, np.nan)
     fbelow = inside & (v_fwd < half[:, None])
-    k2 = fwd[r, fbelow.argmax(axis=1)] if len(peaks) else np.empty(0, int)
+    k2 = peaks + fbelow.argmax(axis=1) if len(peaks) else np.empty(0, int)
     t_fall = (k2 - 1) + (_take(V, k2 - 1) - half) / (_take(V, k2 - 1) - V[k2])
     t_fall = np.where(fbelow.any(axis=1), t_fall, np.nan)
 

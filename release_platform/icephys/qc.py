@@ -84,9 +84,12 @@ class SweepQcCriteria(pydantic.BaseModel):
 
 
 def _edges(deviation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    on = deviation != 0
-    step = np.diff(on.astype(np.int8), prepend=0, append=0)
-    return np.flatnonzero(step == 1), np.flatnonzero(step == -1)  # onsets, first sample after each pulse
+    """Onsets of the runs of non-zero samples and the first sample after each run."""
+    on = np.flatnonzero(deviation)
+    if not len(on):
+        return on, on
+    breaks = np.flatnonzero(np.diff(on) > 1)
+    return np.concatenate([on[:1], on[breaks + 1]]), np.concatenate([on[breaks] + 1, on[-1:] + 1])
 
 
 def test_pulse_resistance(sweep: Sweep, window_s: float = 0.001) -> tuple[float, float]:
@@ -264,8 +267,11 @@ def sweep_qc(recording: CellRecording, criteria: SweepQcCriteria = SweepQcCriter
     result: dict[int, dict[str, Any]] = {}
     for sw, d in zip(sweeps, desc):
         n_stim = len(sw.stimulus)
-        finite = np.isfinite(sw.response)
-        end = int(np.flatnonzero(finite)[-1]) if finite.any() else -1
+        if len(sw.response) and np.isfinite(sw.response[-1]):
+            end = len(sw.response) - 1
+        else:
+            finite = np.isfinite(sw.response)
+            end = int(np.flatnonzero(finite)[-1]) if finite.any() else -1
         result[sw.sweep_number] = {
             "sweep_number": sw.sweep_number,
             "stimulus_name": sw.stimulus_name,
@@ -299,7 +305,7 @@ def sweep_qc(recording: CellRecording, criteria: SweepQcCriteria = SweepQcCriter
         pre_noise = win.std(starts, np.minimum(starts + w15, ends))
         slow_lo = np.maximum(starts, stim_on - w500)
         slow_hi = np.minimum(stim_on, ends)
-        slow_vm, slow_noise = win.mean(slow_lo, slow_hi), win.std(slow_lo, slow_hi)
+        slow_vm, slow_noise = win.mean_std(slow_lo, slow_hi)
         post_lo = np.maximum(n - w500, stim_off + (n - stim_off) // 2)
         post_vm, post_noise = win.mean(post_lo, n), win.std(n - w15, n)
         for r, i in enumerate(cc):

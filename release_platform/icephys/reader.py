@@ -116,24 +116,51 @@ def _clamp_mode(neurodata_type: str) -> Optional[str]:
     return None
 
 
-def _series_values(series: h5py.Group, start: int = 0, count: Optional[int] = None, *, path: str) -> np.ndarray:
+@dataclasses.dataclass
+class _Source:
+    """Where a series' samples are and how to scale them (read later, into one buffer for the cell)."""
+
+    data: h5py.Dataset
+    start: int
+    stop: int
+    conversion: float
+    offset: float
+    scale: float
+
+
+def _source(series: h5py.Group, start: int = 0, count: Optional[int] = None, *, path: str) -> _Source:
     data = series["data"]
     attrs = data.attrs
     unit = _text(attrs.get("unit", "")).strip().lower()
     scale = _VOLTS.get(unit, _AMPERES.get(unit))
     if scale is None:
         raise InputError(f"series {series.name}: unit {unit!r} is neither volts nor amperes", path=path)
-    stop = data.shape[0] if count is None or count < 0 else start + count
-    raw = data[start:stop]
-    conversion = float(attrs.get("conversion", 1.0))
-    offset = float(attrs.get("offset", 0.0))
-    values = raw.astype(np.float64, copy=raw.dtype == np.float64)  # scaled in place from here
-    if conversion != 1.0:
-        values *= conversion
-    if offset != 0.0:
-        values += offset
-    values *= scale
-    return values
+    n = data.shape[0]
+    start, stop, _ = slice(start, n if count is None or count < 0 else start + count).indices(n)
+    return _Source(data, start, max(stop, start), float(attrs.get("conversion", 1.0)), float(attrs.get("offset", 0.0)), scale)
+
+
+def _load(entries: list[tuple[Sweep, _Source, _Source]]) -> list[Sweep]:
+    """Read every sweep's stimulus and response into one float64 buffer (one allocation per cell instead
+    of two per sweep), converted from the stored dtype and scaled in place; the sweeps hold views of it."""
+    total = sum(src.stop - src.start for _, stim, resp in entries for src in (stim, resp))
+    buffer = np.empty(total, dtype=np.float64)
+    at = 0
+    for sweep, stim, resp in entries:
+        arrays = []
+        for src in (stim, resp):
+            values = buffer[at : at + src.stop - src.start]
+            at += len(values)
+            if len(values):
+                values[...] = src.data[src.start : src.stop]
+            if src.conversion != 1.0:
+                values *= src.conversion
+            if src.offset != 0.0:
+                values += src.offset
+            values *= src.scale
+            arrays.append(values)
+        sweep.stimulus, sweep.response = arrays
+    return [sweep for sweep, _, _ in entries]
 
 
 def _rate_and_start(series: h5py.Group, *, path: str) -> tuple[float, float]:
@@ -147,7 +174,7 @@ def _rate_and_start(series: h5py.Group, *, path: str) -> tuple[float, float]:
     raise InputError(f"series {series.name}: no starting_time/rate and no timestamps", path=path)
 
 
-def _make_sweep(number: int, stim: h5py.Group, resp: h5py.Group, windows, *, path: str) -> Sweep:
+def _make_sweep(number: int, stim: h5py.Group, resp: h5py.Group, windows, *, path: str) -> tuple[Sweep, _Source, _Source]:
     resp_type = _text(resp.attrs.get("neurodata_type", ""))
     clamp = _clamp_mode(resp_type)
     if clamp is None:
@@ -157,25 +184,26 @@ def _make_sweep(number: int, stim: h5py.Group, resp: h5py.Group, windows, *, pat
     if not (np.isfinite(rate) and rate > 0):
         raise InputError(f"sweep {number}: response {resp.name} has no valid sampling rate", path=path)
     (s_start, s_count), (r_start, r_count) = windows
-    stimulus = _series_values(stim, s_start, s_count, path=path)
-    response = _series_values(resp, r_start, r_count, path=path)
+    stimulus = _source(stim, s_start, s_count, path=path)
+    response = _source(resp, r_start, r_count, path=path)
     name = _text(resp.attrs.get("stimulus_description", stim.attrs.get("stimulus_description", "")))
     if not name or name == "N/A":
         name = _text(stim.attrs.get("stimulus_description", ""))
     bridge = _scalar(resp, "bridge_balance")
     leak = _scalar(resp, "bias_current")
-    return Sweep(
+    sweep = Sweep(
         sweep_number=int(number),
         stimulus_name=name,
         clamp_mode=clamp,
         rate_hz=rate,
         starting_time_s=t0,
-        stimulus=stimulus,
-        response=response,
+        stimulus=np.empty(0),
+        response=np.empty(0),
         gain=_scalar(resp, "gain"),
         bridge_balance_mohm=None if bridge is None else bridge * 1e-6,
         leak_pa=None if leak is None else leak * 1e12,
     )
+    return sweep, stimulus, response
 
 
 def _sweep_number(series: h5py.Group, default: int) -> int:
@@ -183,7 +211,7 @@ def _sweep_number(series: h5py.Group, default: int) -> int:
     return default if value is None else int(np.asarray(value).reshape(-1)[0])
 
 
-def _from_icephys_tables(fh: h5py.File, table: h5py.Group, *, path: str) -> list[Sweep]:
+def _from_icephys_tables(fh: h5py.File, table: h5py.Group, *, path: str) -> list[tuple[Sweep, _Source, _Source]]:
     stim_col = table["stimuli/stimulus"][()]
     resp_col = table["responses/response"][()]
     ids = table["id"][()]
@@ -196,7 +224,7 @@ def _from_icephys_tables(fh: h5py.File, table: h5py.Group, *, path: str) -> list
     return sweeps
 
 
-def _from_sweep_table(fh: h5py.File, table: h5py.Group, *, path: str) -> list[Sweep]:
+def _from_sweep_table(fh: h5py.File, table: h5py.Group, *, path: str) -> list[tuple[Sweep, _Source, _Source]]:
     numbers = table["sweep_number"][()]
     series = table["series"][()]
     index = table["series_index"][()] if "series_index" in table else np.arange(1, len(series) + 1)
@@ -209,7 +237,7 @@ def _from_sweep_table(fh: h5py.File, table: h5py.Group, *, path: str) -> list[Sw
     return _pair(groups, path=path)
 
 
-def _from_attributes(fh: h5py.File, *, path: str) -> list[Sweep]:
+def _from_attributes(fh: h5py.File, *, path: str) -> list[tuple[Sweep, _Source, _Source]]:
     groups: dict[int, list[h5py.Group]] = {}
     for where in ("acquisition", "stimulus/presentation"):
         if where not in fh:
@@ -221,7 +249,7 @@ def _from_attributes(fh: h5py.File, *, path: str) -> list[Sweep]:
     return _pair(groups, path=path)
 
 
-def _pair(groups: dict[int, list[h5py.Group]], *, path: str) -> list[Sweep]:
+def _pair(groups: dict[int, list[h5py.Group]], *, path: str) -> list[tuple[Sweep, _Source, _Source]]:
     sweeps = []
     for number in sorted(groups):
         stim = [g for g in groups[number] if _text(g.attrs.get("neurodata_type", "")).endswith("StimulusSeries")]
@@ -256,6 +284,7 @@ def read_cell(
                 layout, sweeps = "sweep_table", _from_sweep_table(fh, ice["sweep_table"], path=path)
             else:
                 layout, sweeps = "series_attributes", _from_attributes(fh, path=path)
+            sweeps = _load(sweeps)
             identifier = _text(fh["identifier"][()]) if "identifier" in fh else ""
             start = _text(fh["session_start_time"][()]) if "session_start_time" in fh else None
     except InputError:
