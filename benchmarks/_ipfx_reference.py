@@ -18,8 +18,9 @@ from ipfx.sweep import Sweep, SweepSet  # noqa: E402
 
 
 def main(npz_path, meta_path, repeat):
-    arrays = np.load(npz_path)
     meta = json.load(open(meta_path))
+    with np.load(npz_path) as npz:  # into memory first: the timing below is the analysis, not the file
+        arrays = {k: npz[k] for k in npz.files}
     sweeps = meta["sweeps"]
     start, end = sweeps[0]["start"], sweeps[0]["end"]
 

@@ -34,6 +34,7 @@ sweep with most spikes) ``adaptation_index`` (mean of (ISI[n+1] - ISI[n]) / (ISI
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import bottleneck as bn
@@ -61,6 +62,11 @@ class SpikeParams(pydantic.BaseModel):
     filter_khz: Optional[float] = 20.0  # low-pass for dV/dt (capped at 0.4 x sampling rate); None: raw
 
 
+@functools.lru_cache(maxsize=16)
+def _bessel_sos(cutoff_hz: float, fs: float) -> np.ndarray:
+    return signal.bessel(4, cutoff_hz, fs=fs, output="sos", norm="phase")
+
+
 def _take(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return arr[np.clip(idx, 0, len(arr) - 1)]
 
@@ -80,7 +86,8 @@ def detect_spikes(
     for v, a, b in zip(voltages, row_start, row_end):  # one copy per sweep
         V[a:b] = v
     V[row_end] = _LOW
-    V[np.isnan(V)] = _LOW
+    if np.isnan(V.min()):  # a reduction finds NaN without a mask of the whole trace
+        V[np.isnan(V)] = _LOW
     rise = max(int(round(params.max_rise_ms * 1e-3 * fs)), 2)
     fall = max(int(round(params.max_fall_ms * 1e-3 * fs)), 2)
 
@@ -98,24 +105,31 @@ def detect_spikes(
     cutoff_hz = None if params.filter_khz is None else min(params.filter_khz * 1e3, 0.4 * fs)
     pad = 0 if cutoff_hz is None else max(32, 8 * int(np.ceil(fs / cutoff_hz)))
     cols = np.arange(-rise - 1 - pad, fall + 2 + pad)
+    width = len(cols)
     if len(peaks):
-        first, last = row_start[row][:, None], row_end[row][:, None] - 1
-        raw = V[np.clip(peaks[:, None] + cols, first, last)]
+        # windows inside their sweep are rows of a strided view of V (contiguous copies); the few that
+        # cross a sweep's edge repeat its first/last sample
+        lo_i, hi_i = peaks + cols[0], peaks + cols[-1]
+        inrow = (lo_i >= row_start[row]) & (hi_i < row_end[row])
+        if len(V) >= width:
+            raw, edge = np.lib.stride_tricks.sliding_window_view(V, width)[np.clip(lo_i, 0, len(V) - width)], ~inrow
+        else:
+            raw, edge = np.empty((len(peaks), width)), np.ones(len(peaks), dtype=bool)
+        if edge.any():
+            raw[edge] = V[np.clip(peaks[edge][:, None] + cols, row_start[row][edge][:, None], row_end[row][edge][:, None] - 1)]
         local = raw
         if cutoff_hz is not None:
-            sos = signal.bessel(4, cutoff_hz, fs=fs, output="sos", norm="phase")
-            local = signal.sosfiltfilt(sos, raw, axis=1)
-        dv = np.diff(local, axis=1) * (fs * 1e-3)
+            local = signal.sosfiltfilt(_bessel_sos(cutoff_hz, fs).copy(), raw, axis=1)
     else:
-        raw, dv = np.zeros((0, len(cols))), np.zeros((0, len(cols) - 1))
+        raw = local = np.zeros((0, width))
+    # dv (difference of the filtered window, V/s) with ``rise`` unused columns in front, so that windows
+    # reaching back before a spike's first column stay rectangular slices (those samples are masked)
+    dv_ext = np.zeros((len(peaks), rise + width - 1))
+    dv = dv_ext[:, rise:]
+    np.subtract(local[:, 1:], local[:, :-1], out=dv)
+    dv *= fs * 1e-3
     c0 = -int(cols[0])  # the peak's column in raw and dv; a window of offsets [a, b) is the slice [c0 + a, c0 + b)
-    cand = np.arange(len(peaks))  # each surviving spike's row in dv
-    lowest, highest = -rise - 1, fall + 1  # offsets from the peak with a valid dV/dt
-
-    def dvdt(at: np.ndarray) -> np.ndarray:
-        """dV/dt at sample indices ``at`` (one row per spike), relative to each spike's own peak."""
-        off = np.clip(at - peaks[:, None], lowest, highest) - cols[0]
-        return dv[cand[:, None], off]
+    cand = np.arange(len(peaks))  # each surviving spike's row in raw and dv
 
     def bounds(peaks, row):
         prev = np.concatenate([[-1], peaks[:-1]])
@@ -133,7 +147,8 @@ def detect_spikes(
     r = np.arange(len(peaks))
 
     back = up_idx[:, None] - rise + 1 + np.arange(rise)
-    below = (back >= lo[:, None]) & (dvdt(back) <= params.thresh_frac * upstroke[:, None])
+    back_dv = np.lib.stride_tricks.sliding_window_view(dv_ext, rise, axis=1)[cand, up_idx - peaks - rise + 1 - cols[0] + rise]
+    below = (back >= lo[:, None]) & (back_dv <= params.thresh_frac * upstroke[:, None])
     has = below.any(axis=1)
     last = rise - 1 - below[:, ::-1].argmax(axis=1) if len(peaks) else np.empty(0, int)
     thr = np.where(has, back[r, last] + 1, lo)
@@ -184,7 +199,10 @@ def detect_spikes(
 
 def _sse(tb: np.ndarray, Yb: np.ndarray, Mb: np.ndarray, taus: np.ndarray) -> np.ndarray:
     """Residual sum of squares of the best ``a + b exp(-t / tau)`` per sweep (rows) and tau (columns)."""
-    E = np.exp(-tb[None, None, :] / taus[:, :, None]) * Mb[:, None, :]
+    if taus.strides[0] == 0:  # the same taus for every sweep: one exponential per tau
+        E = np.exp(-tb[None, None, :] / taus[:1, :, None]) * Mb[:, None, :]
+    else:
+        E = np.exp(-tb[None, None, :] / taus[:, :, None]) * Mb[:, None, :]
     n = Mb.sum(axis=1)[:, None]
     se, see = E.sum(axis=2), (E * E).sum(axis=2)
     sy = (Mb * Yb).sum(axis=1)[:, None]
@@ -263,13 +281,15 @@ def long_square_features(
     w100 = int(round(0.1 * fs))
     baseline = np.array([np.nanmean(v[max(0, a - w100) : a]) if a > 0 else np.nan for v, a in zip(voltages, on)])
     steady = np.array([np.nanmean(v[max(a, b - w100) : b]) for v, a, b in zip(voltages, on, off)])
-    in_stim = spikes[(spikes["threshold_index"] >= 0)]
+    keep = (spikes["threshold_index"].to_numpy() >= 0) & np.isin(spikes["sweep_number"].to_numpy(), numbers)
+    col = {c: spikes[c].to_numpy()[keep] for c in ("sweep_number", "threshold_index", "threshold_v", "peak_v", "upstroke",
+                                                     "downstroke", "width_ms")}
     counts = np.zeros(n, dtype=int)
     first_t = np.full(n, np.nan)
-    pos = {int(s): i for i, s in enumerate(numbers)}
-    if len(in_stim):
-        si = in_stim["sweep_number"].map(pos).to_numpy()
-        ti = in_stim["threshold_index"].to_numpy()
+    order = np.argsort(numbers, kind="stable")
+    if len(col["sweep_number"]):
+        si = order[np.searchsorted(numbers[order], col["sweep_number"])]
+        ti = col["threshold_index"]
         inside = (ti >= on[si]) & (ti < off[si])
         counts = np.bincount(si[inside], minlength=n)
         first_idx = np.full(n, np.iinfo(np.int64).max)
@@ -310,11 +330,12 @@ def long_square_features(
         out["rheobase_pa"] = float(amps[rb])
         out["rheobase_sweep_number"] = int(numbers[rb])
         out["first_spike_latency_s"] = float(first_t[rb])
-        first = in_stim[(in_stim["sweep_number"] == numbers[rb]) & (in_stim["threshold_index"] >= on[rb])].sort_values("threshold_index").iloc[0]
+        candidates = np.flatnonzero((col["sweep_number"] == numbers[rb]) & (col["threshold_index"] >= on[rb]))
+        j = candidates[np.argmin(col["threshold_index"][candidates])]
         out.update(
-            threshold_v_mv=float(first["threshold_v"]), peak_v_mv=float(first["peak_v"]),
-            upstroke_v_per_s=float(first["upstroke"]), downstroke_v_per_s=float(first["downstroke"]),
-            width_ms=float(first["width_ms"]) if np.isfinite(first["width_ms"]) else None,
+            threshold_v_mv=float(col["threshold_v"][j]), peak_v_mv=float(col["peak_v"][j]),
+            upstroke_v_per_s=float(col["upstroke"][j]), downstroke_v_per_s=float(col["downstroke"][j]),
+            width_ms=float(col["width_ms"][j]) if np.isfinite(col["width_ms"][j]) else None,
         )
         above = np.flatnonzero(amps >= amps[rb])
         out["fi_slope_hz_per_pa"] = _fit_line(amps[above], rates[above])
@@ -322,7 +343,7 @@ def long_square_features(
         hero = hero_candidates[np.argmin(amps[hero_candidates])] if len(hero_candidates) else spiking[np.argmax(counts[spiking])]
         out["hero_sweep_number"] = int(numbers[hero])
         out["hero_rate_hz"] = float(rates[hero])
-        t = np.sort(in_stim.loc[in_stim["sweep_number"] == numbers[hero], "threshold_index"].to_numpy())
+        t = np.sort(col["threshold_index"][col["sweep_number"] == numbers[hero]])
         t = t[(t >= on[hero]) & (t < off[hero])] / fs
         isi = np.diff(t)
         if len(isi) >= 1:
