@@ -128,11 +128,17 @@ def detect_spikes(
     dv = dv_ext[:, rise:]
     np.subtract(local[:, 1:], local[:, :-1], out=dv)
     dv *= fs * 1e-3
+    if len(peaks) and edge.any():  # a forward difference needs its next sample inside the sweep: 0 at the sweep's end
+        past = (peaks[edge][:, None] + cols[None, :-1]) >= row_end[row][edge][:, None] - 1
+        rows = np.flatnonzero(edge)
+        block = dv[rows]
+        block[past] = 0.0
+        dv[rows] = block
     c0 = -int(cols[0])  # the peak's column in raw and dv; a window of offsets [a, b) is the slice [c0 + a, c0 + b)
     cand = np.arange(len(peaks))  # each surviving spike's row in raw and dv
 
     def bounds(peaks, row):
-        prev = np.concatenate([[-1], peaks[:-1]])
+        prev = np.concatenate([[-1], peaks[:-1]])[: len(peaks)]  # no candidate: nothing before it either
         return np.maximum.reduce([peaks - rise, row_start[row], prev + 1])
 
     lo = bounds(peaks, row)
@@ -157,8 +163,9 @@ def detect_spikes(
     peaks, row, lo, up_idx, upstroke, thr, cand = peaks[tall], row[tall], lo[tall], up_idx[tall], upstroke[tall], thr[tall], cand[tall]
     r = np.arange(len(peaks))
 
-    nxt = np.concatenate([thr[1:], [len(V)]])
-    hi = np.minimum.reduce([peaks + fall, row_end[row], np.where(np.concatenate([row[1:] == row[:-1], [False]]), nxt, len(V))])
+    nxt = np.concatenate([thr[1:], [len(V)]])[: len(peaks)]
+    same_row_next = np.concatenate([row[1:] == row[:-1], [False]])[: len(peaks)]
+    hi = np.minimum.reduce([peaks + fall, row_end[row], np.where(same_row_next, nxt, len(V))])
     inside = np.arange(fall)[None, :] < (hi - peaks)[:, None]  # offsets [0, fall) from the peak before hi
     v_fwd = raw[cand, c0 : c0 + fall]
     downstroke = np.minimum.reduce(dv[cand, c0 : c0 + fall], axis=1, where=inside, initial=np.inf)

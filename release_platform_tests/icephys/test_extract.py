@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 from data_fixtures.icephys import spike_shape_truth
 from release_platform.errors import InputError
-from release_platform.icephys import extract_cell, fit_exponential_tau, read_cell, stimulus_type_for
+from release_platform.icephys import detect_spikes, extract_cell, fit_exponential_tau, read_cell, stimulus_type_for
+from release_platform.icephys.features import SPIKE_COLUMNS
 from release_platform_tests.icephys.conftest import BAD, HIDDEN_SEEDS
 
 @pytest.fixture(scope="module")
@@ -226,3 +228,24 @@ def test_exponential_fit_recovers_time_constants():
         t = np.arange(int(fs * (5 * tau + 0.01 * i))) / fs
         segments.append(-70 - 15 * (1 - np.exp(-t / tau)) + 0.1 * rng.standard_normal(len(t)))
     assert fit_exponential_tau(segments, fs) == pytest.approx(taus, rel=0.01)
+
+
+def test_spikes_of_a_sweep_do_not_depend_on_the_quiet_sweeps_around_it(hidden_cells, extracted):
+    seed = HIDDEN_SEEDS[0]
+    cell, result = hidden_cells[seed], extracted[seed]
+    truth = {s["sweep_number"]: s for s in cell.truth["sweeps"]}
+    recording = read_cell(cell.nwb_path)
+    current = [s for s in recording.sweeps if s.clamp_mode == "current" and s.stimulus_type == "Long Square"]
+    quiet = [s for s in current if truth[s.sweep_number]["spike_count"] == 0]
+    spiking = next(s for s in current if truth[s.sweep_number]["spike_count"] >= 3)
+    rate = spiking.rate_hz
+    assert len(quiet) >= 2
+    # no sample reaches the peak level, or no candidate is a spike: an empty table, not an error
+    for voltages in ([s.response for s in quiet], [np.full(1000, -70.0)]):
+        none = detect_spikes(voltages, rate, list(range(len(voltages))))
+        assert list(none.columns) == SPIKE_COLUMNS and len(none) == 0
+    alone = detect_spikes([spiking.response], rate, [spiking.sweep_number])
+    mixed = detect_spikes([quiet[0].response, spiking.response, quiet[-1].response], rate,
+                          [quiet[0].sweep_number, spiking.sweep_number, quiet[-1].sweep_number])
+    assert len(alone) == truth[spiking.sweep_number]["spike_count"]
+    pd.testing.assert_frame_equal(alone, mixed.reset_index(drop=True))
