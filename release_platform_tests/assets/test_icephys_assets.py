@@ -118,20 +118,33 @@ def test_a_file_without_current_clamp_fails_only_its_partition(materialized, tmp
     assert client.icephys_cell_qc(5099) is None
 
 
-def test_release_ships_the_cells_table_and_dandi_named_nwb_files(materialized):
+@pytest.fixture(scope="module")
+def cells_table(materialized):
+    """The release-level ``icephys_cells_table`` of the demo cells, materialized once for the release tests."""
+    from release_platform.assets import icephys as ai
+    from release_platform.assets import release as ar
+
+    _, _, storage, _, _, instance, _ = materialized
+    resources = {"storage": ar.StorageResource(root=str(storage))}
+    table = dg.materialize([ai.icephys_cells_table, ai.icephys_cells_table_valid], instance=instance, resources=resources)
+    return table, pd.read_parquet(storage / "icephys_cells_table" / "icephys_cells_table.parquet"), resources
+
+
+def _sha256(path) -> bytes:
     import hashlib
 
-    from release_platform.assets import icephys as ai
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+def test_release_ships_the_cells_table_and_dandi_named_nwb_files(materialized, cells_table):
     from release_platform.assets import release as ar
     from release_platform.release.manifest import load_manifest
     from release_platform.release.verify import verify_release
 
     _, _, storage, client, _, instance, _ = materialized
-    resources = {"storage": ar.StorageResource(root=str(storage))}
-    table = dg.materialize([ai.icephys_cells_table, ai.icephys_cells_table_valid], instance=instance, resources=resources)
+    table, cells, resources = cells_table
     assert table.success
     assert [c.passed for c in table.get_asset_check_evaluations()] == [True]
-    cells = pd.read_parquet(storage / "icephys_cells_table" / "icephys_cells_table.parquet")
     assert cells["icephys_cell_id"].tolist() == [int(c) for c in CELLS]
     for row in cells.itertuples():
         truth = _truth(client, row.icephys_cell_id)
@@ -150,5 +163,41 @@ def test_release_ships_the_cells_table_and_dandi_named_nwb_files(materialized):
     for cell, mouse in zip(cells["icephys_cell_id"], cells["mouse_id"]):
         released = project / f"sub-{mouse}" / f"sub-{mouse}_ses-{cell}_icephys.nwb"
         source = client.well_known_file("IcephysCell", int(cell), "IcephysNwb")
-        assert hashlib.sha256(released.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
+        assert _sha256(released) == _sha256(source)
     assert verify_release(project).ok
+
+
+def test_allen_layout_release_ships_byte_identical_cell_files_and_verifies(materialized, cells_table, capsys):
+    from release_platform.assets import release as ar
+    from release_platform.cli import main
+    from release_platform.release.manifest import load_manifest
+
+    _, _, storage, client, _, instance, _ = materialized
+    table, cells, resources = cells_table
+    assert table.success
+    instance.add_dynamic_partitions("release_version", ["1.0.0-allen"])
+    release = dg.materialize([ar.release_manifest, *ar.RELEASE_CHECKS], partition_key="1.0.0-allen", instance=instance,
+                             resources=resources,
+                             run_config={"ops": {"release_manifest": {"config": {"project": "cells_allen", "layout": "allen"}}}})
+    assert release.success and all(c.passed for c in release.get_asset_check_evaluations())
+    project = storage / "release_manifest" / "1.0.0-allen" / "cells_allen"
+    manifest = load_manifest(next((project / "manifests").glob("cells_allen_manifest_v*.json")))
+    assert sorted(manifest["metadata_files"]) == ["icephys_cells_table"]
+    assert len(manifest["data_files"]) == len(CELLS)
+    shipped = sorted(p.relative_to(project).as_posix() for p in project.rglob("*.nwb"))
+    assert shipped == sorted(f"icephys_cells/{cell}/icephys_cell_{cell}.nwb" for cell in cells["icephys_cell_id"])
+    for cell in cells["icephys_cell_id"]:
+        released = project / "icephys_cells" / str(cell) / f"icephys_cell_{cell}.nwb"
+        assert _sha256(released) == _sha256(client.well_known_file("IcephysCell", int(cell), "IcephysNwb"))
+    capsys.readouterr()
+    assert main(["verify", str(project)]) == 0
+    # the same command fails once a shipped cell file no longer matches its manifest entry
+    released = project / "icephys_cells" / str(cells["icephys_cell_id"].iloc[0]) / f"icephys_cell_{cells['icephys_cell_id'].iloc[0]}.nwb"
+    original = released.read_bytes()
+    try:
+        released.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+        assert main(["verify", str(project)]) == 1
+        assert released.name in capsys.readouterr().out
+    finally:
+        released.write_bytes(original)
+    assert main(["verify", str(project)]) == 0
