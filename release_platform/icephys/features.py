@@ -1,8 +1,9 @@
 """Spike detection, per-spike features and per-cell electrophysiology features.
 
-Spikes (all current-clamp sweeps of a cell at once: the sweeps are concatenated, separated by one very
-low sample, and every step works on index matrices of all spikes, with no per-sample loop; dV/dt is only
-computed in each candidate's window, gathered into one matrix and filtered along its rows):
+Spikes (all current-clamp sweeps of a cell at once: positions index a virtual concatenation of the sweeps,
+each followed by one very low separator sample, which is never built; each candidate's window of raw V is
+copied once into one matrix, and every later step works on index arithmetic over that matrix, with no
+per-sample loop; dV/dt is only computed in those windows, filtered along the matrix rows, and kept there):
 
 * a spike is a local maximum of V at or above ``min_peak_mv``, at least ``min_height_mv`` above both
   its prominence base and its threshold, whose rise reaches ``dv_cutoff`` V/s (the largest dV/dt within ``max_rise_ms`` before
@@ -67,8 +68,49 @@ def _bessel_sos(cutoff_hz: float, fs: float) -> np.ndarray:
     return signal.bessel(4, cutoff_hz, fs=fs, output="sos", norm="phase")
 
 
-def _take(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return arr[np.clip(idx, 0, len(arr) - 1)]
+def _local_maxima(v: np.ndarray, min_peak: float, *, first_sample: bool) -> np.ndarray:
+    """Samples at or above ``min_peak`` higher than the one before and not lower than the one after; beyond
+    the sweep's ends lies the separator (below any voltage); ``first_sample=False``: the first sample of
+    the whole concatenation, which has no sample before it, is never one."""
+    high = np.flatnonzero(v >= min_peak)
+    if not len(high):
+        return high
+    n = len(v)
+    before = np.where(high > 0, v[np.maximum(high - 1, 0)], _LOW)
+    after = np.where(high < n - 1, v[np.minimum(high + 1, n - 1)], _LOW)
+    ok = (v[high] > before) & (v[high] >= after)
+    if not first_sample:
+        ok &= high > 0
+    return high[ok]
+
+
+def _prominences(v: np.ndarray, peaks: np.ndarray, wlen: int, *, separator_before: bool) -> np.ndarray:
+    """scipy's prominences within ``wlen`` as in the concatenation: a window reaching past the sweep's end
+    (or its start, when a sweep precedes it) meets the separator, which is then the base on that side."""
+    reach = wlen // 2
+    crosses = (peaks + reach > len(v) - 1) | ((peaks - reach < 0) if separator_before else False)
+    out = np.empty(len(peaks))
+    if (~crosses).any():
+        out[~crosses] = signal.peak_prominences(v, peaks[~crosses], wlen=wlen)[0]
+    if crosses.any():
+        padded = np.concatenate([[_LOW], v, [_LOW]]) if separator_before else np.concatenate([v, [_LOW]])
+        out[crosses] = signal.peak_prominences(padded, peaks[crosses] + int(separator_before), wlen=wlen)[0]
+    return out
+
+
+def _windows(v: np.ndarray, peaks: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """V at ``peaks + cols`` (one row per peak): rows of a strided view of the sweep (contiguous copies);
+    windows crossing the sweep's edge repeat its first/last sample."""
+    n, width = len(v), len(cols)
+    lo = peaks + cols[0]
+    inside = (lo >= 0) & (peaks + cols[-1] <= n - 1)
+    if n >= width:
+        out = np.lib.stride_tricks.sliding_window_view(v, width)[np.clip(lo, 0, n - width)]
+    else:
+        out, inside = np.empty((len(peaks), width)), np.zeros(len(peaks), dtype=bool)
+    if not inside.all():
+        out[~inside] = v[np.clip(peaks[~inside][:, None] + cols, 0, n - 1)]
+    return out
 
 
 def detect_spikes(
@@ -79,25 +121,14 @@ def detect_spikes(
     if not len(voltages):
         return pd.DataFrame({c: pd.Series(dtype=float) for c in SPIKE_COLUMNS})
     fs = float(rate_hz)
-    lengths = np.array([len(v) for v in voltages])
-    row_start = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
-    row_end = row_start + lengths  # exclusive
-    V = np.empty(int(row_end[-1]) + 1)
-    for v, a, b in zip(voltages, row_start, row_end):  # one copy per sweep
-        V[a:b] = v
-    V[row_end] = _LOW
-    if np.isnan(V.min()):  # a reduction finds NaN without a mask of the whole trace
-        V[np.isnan(V)] = _LOW
     rise = max(int(round(params.max_rise_ms * 1e-3 * fs)), 2)
     fall = max(int(round(params.max_fall_ms * 1e-3 * fs)), 2)
-
-    # candidate peaks: local maxima at or above min_peak_mv, prominent by min_height_mv within their spike window
-    high = np.flatnonzero(V[1:-1] >= params.min_peak_mv) + 1
-    peaks = high[(V[high] > V[high - 1]) & (V[high] >= V[high + 1])]
-    if len(peaks):
-        prominence = signal.peak_prominences(V, peaks, wlen=2 * (rise + fall) + 1)[0]
-        peaks = peaks[prominence >= params.min_height_mv]
-    row = np.searchsorted(row_start, peaks, side="right") - 1
+    # positions are indices into a virtual concatenation of the sweeps, each followed by one separator
+    # sample below any voltage; the sweeps themselves are never copied into it
+    lengths = np.array([len(v) for v in voltages], dtype=np.int64)
+    row_start = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+    row_end = row_start + lengths  # exclusive
+    total = int(row_end[-1]) + 1
 
     # dV/dt only around the candidates: each one's window (plus a margin for the filter's transients) is
     # gathered into one matrix, low-passed along its rows and differenced; it stays in that matrix (row: the
@@ -106,29 +137,35 @@ def detect_spikes(
     pad = 0 if cutoff_hz is None else max(32, 8 * int(np.ceil(fs / cutoff_hz)))
     cols = np.arange(-rise - 1 - pad, fall + 2 + pad)
     width = len(cols)
-    if len(peaks):
-        # windows inside their sweep are rows of a strided view of V (contiguous copies); the few that
-        # cross a sweep's edge repeat its first/last sample
-        lo_i, hi_i = peaks + cols[0], peaks + cols[-1]
-        inrow = (lo_i >= row_start[row]) & (hi_i < row_end[row])
-        if len(V) >= width:
-            raw, edge = np.lib.stride_tricks.sliding_window_view(V, width)[np.clip(lo_i, 0, len(V) - width)], ~inrow
-        else:
-            raw, edge = np.empty((len(peaks), width)), np.ones(len(peaks), dtype=bool)
-        if edge.any():
-            raw[edge] = V[np.clip(peaks[edge][:, None] + cols, row_start[row][edge][:, None], row_end[row][edge][:, None] - 1)]
-        local = raw
-        if cutoff_hz is not None:
-            local = signal.sosfiltfilt(_bessel_sos(cutoff_hz, fs).copy(), raw, axis=1)
-    else:
-        raw = local = np.zeros((0, width))
+
+    # candidate peaks: local maxima at or above min_peak_mv, prominent by min_height_mv within their spike window
+    found, windows = [], []
+    for i, v in enumerate(voltages):
+        v = np.asarray(v, dtype=np.float64)
+        if not len(v):
+            continue
+        if np.isnan(v.min()):  # a reduction finds NaN without a mask of the whole sweep
+            v = np.where(np.isnan(v), _LOW, v)
+        p = _local_maxima(v, params.min_peak_mv, first_sample=i > 0)
+        if len(p):
+            p = p[_prominences(v, p, 2 * (rise + fall) + 1, separator_before=i > 0) >= params.min_height_mv]
+        if len(p):
+            windows.append(_windows(v, p, cols))
+            found.append(p + row_start[i])
+    peaks = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+    row = np.searchsorted(row_start, peaks, side="right") - 1
+    raw = np.concatenate(windows) if windows else np.zeros((0, width))
+    edge = (peaks + cols[0] < row_start[row]) | (peaks + cols[-1] >= row_end[row])
+    local = raw
+    if cutoff_hz is not None and len(peaks):
+        local = signal.sosfiltfilt(_bessel_sos(cutoff_hz, fs).copy(), raw, axis=1)
     # dv (difference of the filtered window, V/s) with ``rise`` unused columns in front, so that windows
     # reaching back before a spike's first column stay rectangular slices (those samples are masked)
     dv_ext = np.zeros((len(peaks), rise + width - 1))
     dv = dv_ext[:, rise:]
     np.subtract(local[:, 1:], local[:, :-1], out=dv)
     dv *= fs * 1e-3
-    if len(peaks) and edge.any():  # a forward difference needs its next sample inside the sweep: 0 at the sweep's end
+    if edge.any():  # a forward difference needs its next sample inside the sweep: 0 at the sweep's end
         past = (peaks[edge][:, None] + cols[None, :-1]) >= row_end[row][edge][:, None] - 1
         rows = np.flatnonzero(edge)
         block = dv[rows]
@@ -159,29 +196,33 @@ def detect_spikes(
     last = rise - 1 - below[:, ::-1].argmax(axis=1) if len(peaks) else np.empty(0, int)
     thr = np.where(has, back[r, last] + 1, lo)
 
-    tall = V[peaks] - V[thr] >= params.min_height_mv  # ipfx's minimum threshold-to-peak height
+    def at(idx: np.ndarray) -> np.ndarray:
+        """V at one sample per spike, within its window."""
+        return raw[cand, idx - peaks + c0]
+
+    tall = raw[cand, c0] - at(thr) >= params.min_height_mv  # ipfx's minimum threshold-to-peak height
     peaks, row, lo, up_idx, upstroke, thr, cand = peaks[tall], row[tall], lo[tall], up_idx[tall], upstroke[tall], thr[tall], cand[tall]
     r = np.arange(len(peaks))
 
-    nxt = np.concatenate([thr[1:], [len(V)]])[: len(peaks)]
+    nxt = np.concatenate([thr[1:], [total]])[: len(peaks)]
     same_row_next = np.concatenate([row[1:] == row[:-1], [False]])[: len(peaks)]
-    hi = np.minimum.reduce([peaks + fall, row_end[row], np.where(same_row_next, nxt, len(V))])
+    hi = np.minimum.reduce([peaks + fall, row_end[row], np.where(same_row_next, nxt, total)])
     inside = np.arange(fall)[None, :] < (hi - peaks)[:, None]  # offsets [0, fall) from the peak before hi
     v_fwd = raw[cand, c0 : c0 + fall]
     downstroke = np.minimum.reduce(dv[cand, c0 : c0 + fall], axis=1, where=inside, initial=np.inf)
     trough = np.minimum.reduce(v_fwd, axis=1, where=inside, initial=np.inf)
 
-    thr_v, peak_v = V[thr], V[peaks]
+    thr_v, peak_v = at(thr), raw[cand, c0]
     half = thr_v + 0.5 * (peak_v - thr_v)
     # rising crossing: last sample below half before the peak (within the rise window)
     rw = peaks[:, None] - rise + np.arange(rise + 1)
     rbelow = (rw >= thr[:, None]) & (raw[cand, c0 - rise : c0 + 1] < half[:, None])
     k = rw[r, rise - rbelow[:, ::-1].argmax(axis=1)] if len(peaks) else np.empty(0, int)
-    t_rise = k + (half - V[k]) / (_take(V, k + 1) - V[k])
+    t_rise = k + (half - at(k)) / (at(k + 1) - at(k))
     t_rise = np.where(rbelow.any(axis=1), t_rise, np.nan)
     fbelow = inside & (v_fwd < half[:, None])
     k2 = peaks + fbelow.argmax(axis=1) if len(peaks) else np.empty(0, int)
-    t_fall = (k2 - 1) + (_take(V, k2 - 1) - half) / (_take(V, k2 - 1) - V[k2])
+    t_fall = (k2 - 1) + (at(k2 - 1) - half) / (at(k2 - 1) - at(k2))
     t_fall = np.where(fbelow.any(axis=1), t_fall, np.nan)
 
     base = row_start[row]
