@@ -98,19 +98,31 @@ def _prominences(v: np.ndarray, peaks: np.ndarray, wlen: int, *, separator_befor
     return out
 
 
-def _windows(v: np.ndarray, peaks: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """V at ``peaks + cols`` (one row per peak): rows of a strided view of the sweep (contiguous copies);
-    windows crossing the sweep's edge repeat its first/last sample."""
+def _windows(v: np.ndarray, peaks: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+    """V at ``peaks + cols`` into ``out`` (one row per peak): rows of a strided view of the sweep
+    (contiguous copies); windows crossing the sweep's edge repeat its first/last sample."""
     n, width = len(v), len(cols)
     lo = peaks + cols[0]
     inside = (lo >= 0) & (peaks + cols[-1] <= n - 1)
     if n >= width:
-        out = np.lib.stride_tricks.sliding_window_view(v, width)[np.clip(lo, 0, n - width)]
+        out[...] = np.lib.stride_tricks.sliding_window_view(v, width)[np.clip(lo, 0, n - width)]
     else:
-        out, inside = np.empty((len(peaks), width)), np.zeros(len(peaks), dtype=bool)
+        inside = np.zeros(len(peaks), dtype=bool)
     if not inside.all():
         out[~inside] = v[np.clip(peaks[~inside][:, None] + cols, 0, n - 1)]
-    return out
+
+
+def _sosfiltfilt_rows(sos: np.ndarray, ext: np.ndarray, edge: int) -> np.ndarray:
+    """``scipy.signal.sosfiltfilt(sos, x, axis=1)`` (odd padding, default length) of the rows ``x`` that
+    sit in ``ext[:, edge:-edge]``: the padding is written around them in place instead of into a new
+    array; the same arithmetic as scipy's, step for step."""
+    x = ext[:, edge:-edge]
+    ext[:, :edge] = 2 * x[:, :1] - x[:, edge:0:-1]
+    ext[:, -edge:] = 2 * x[:, -1:] - x[:, -2 : -(edge + 2) : -1]
+    zi = signal.sosfilt_zi(sos).reshape(len(sos), 1, 2)
+    y, _ = signal.sosfilt(sos, ext, axis=1, zi=zi * ext[:, :1])
+    y, _ = signal.sosfilt(sos, y[:, ::-1], axis=1, zi=zi * y[:, -1:])
+    return y[:, ::-1][:, edge:-edge]
 
 
 def detect_spikes(
@@ -139,7 +151,7 @@ def detect_spikes(
     width = len(cols)
 
     # candidate peaks: local maxima at or above min_peak_mv, prominent by min_height_mv within their spike window
-    found, windows = [], []
+    found, sweeps = [], []
     for i, v in enumerate(voltages):
         v = np.asarray(v, dtype=np.float64)
         if not len(v):
@@ -150,15 +162,23 @@ def detect_spikes(
         if len(p):
             p = p[_prominences(v, p, 2 * (rise + fall) + 1, separator_before=i > 0) >= params.min_height_mv]
         if len(p):
-            windows.append(_windows(v, p, cols))
+            sweeps.append((v, p))
             found.append(p + row_start[i])
     peaks = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
     row = np.searchsorted(row_start, peaks, side="right") - 1
-    raw = np.concatenate(windows) if windows else np.zeros((0, width))
+    # the windows go straight into the middle of the filter's padded input (scipy's default odd padding)
+    sos = None if cutoff_hz is None else _bessel_sos(cutoff_hz, fs).copy()
+    margin = 0 if sos is None else 3 * (2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum())))
+    ext = np.empty((len(peaks), width + 2 * margin))
+    raw = ext[:, margin : margin + width]
+    at_row = 0
+    for v, p in sweeps:
+        _windows(v, p, cols, raw[at_row : at_row + len(p)])
+        at_row += len(p)
     edge = (peaks + cols[0] < row_start[row]) | (peaks + cols[-1] >= row_end[row])
     local = raw
-    if cutoff_hz is not None and len(peaks):
-        local = signal.sosfiltfilt(_bessel_sos(cutoff_hz, fs).copy(), raw, axis=1)
+    if sos is not None and len(peaks):
+        local = _sosfiltfilt_rows(sos, ext, margin)
     # dv (difference of the filtered window, V/s) with ``rise`` unused columns in front, so that windows
     # reaching back before a spike's first column stay rectangular slices (those samples are masked)
     dv_ext = np.zeros((len(peaks), rise + width - 1))
