@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from release_platform.errors import InputError
-from release_platform.icephys.features import SpikeParams, detect_spikes, long_square_features
+from release_platform.icephys.features import SpikeParams, detect_spikes, long_square_features, ramp_features, short_square_features
 from release_platform.icephys.qc import CellQcCriteria, SweepQcCriteria, cell_qc, sweep_qc
 from release_platform.icephys.reader import CellRecording, read_cell
 
@@ -113,6 +113,14 @@ def _extract(recording: CellRecording, seal, access, rin, cell_criteria, sweep_c
         [(sweeps[s.sweep_number]["stimulus_start_index"], sweeps[s.sweep_number]["stimulus_end_index"] + 1) for s in ls],
         ls_spikes,
     )
+    ss = [s for s in analysable if s.stimulus_type == "Short Square" and sweeps[s.sweep_number]["passed"]]
+    features.update(short_square_features([sweeps[s.sweep_number]["stimulus_amplitude"] for s in ss], [s.sweep_number for s in ss],
+                                          [sweeps[s.sweep_number]["spike_count"] for s in ss]))
+    ramps = [s for s in analysable if s.stimulus_type == "Ramp" and sweeps[s.sweep_number]["passed"]
+             and sweeps[s.sweep_number]["stimulus_start_index"] is not None]
+    features.update(ramp_features([s.stimulus for s in ramps], rate, [s.sweep_number for s in ramps],
+                                  [sweeps[s.sweep_number]["stimulus_start_index"] for s in ramps],
+                                  spikes[spikes["sweep_number"].isin([s.sweep_number for s in ramps])]))
     features["n_spikes"] = int(len(spikes))
     features["n_sweeps_passed"] = int(sum(1 for r in sweeps.values() if r["passed"]))
     features["n_sweeps"] = len(sweeps)

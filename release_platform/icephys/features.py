@@ -31,6 +31,9 @@ slope of the rate over the stimulus against the amplitude, sweeps at or above rh
 downstroke and width, and on the *hero* sweep (the smallest amplitude 39-61 pA above rheobase, else the
 sweep with most spikes) ``adaptation_index`` (mean of (ISI[n+1] - ISI[n]) / (ISI[n+1] + ISI[n])),
 ``mean_isi_s`` and ``hero_rate_hz``.
+
+From short squares, the smallest amplitude that evokes a spike (``short_square_threshold_pa``); from the
+ramp, the current injected at the first spike's threshold (``ramp_rheobase_pa``).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ import pandas as pd
 import pydantic
 from scipy import signal
 
-__all__ = ["SpikeParams", "detect_spikes", "fit_exponential_tau", "long_square_features", "SPIKE_COLUMNS"]
+__all__ = ["SpikeParams", "detect_spikes", "fit_exponential_tau", "long_square_features", "short_square_features", "ramp_features",
+           "SPIKE_COLUMNS"]
 
 SPIKE_COLUMNS = [
     "sweep_number", "threshold_index", "threshold_t", "threshold_v", "peak_index", "peak_t", "peak_v",
@@ -418,4 +422,49 @@ def long_square_features(
             out["mean_isi_s"] = float(isi.mean())
         if len(isi) >= 2:
             out["adaptation_index"] = float(np.mean(np.diff(isi) / (isi[1:] + isi[:-1])))
+    return out
+
+
+def short_square_features(amplitudes_pa: Sequence[float], sweep_numbers: Sequence[int], spike_counts: Sequence[int]) -> dict[str, Any]:
+    """Threshold current from short squares (sweeps that passed QC): ``short_square_threshold_pa``, the
+    smallest depolarizing amplitude that evoked a spike, with its sweep, and
+    ``short_square_max_subthreshold_pa``, the largest amplitude below it that did not (the threshold of
+    the cell's charging lies between the two)."""
+    amps = np.asarray(amplitudes_pa, dtype=float)
+    numbers = np.asarray(sweep_numbers)
+    counts = np.asarray(spike_counts, dtype=int)
+    out: dict[str, Any] = {"n_short_square_sweeps": int(len(amps)), "short_square_threshold_pa": None,
+                           "short_square_threshold_sweep_number": None, "short_square_max_subthreshold_pa": None}
+    spiking = np.flatnonzero((counts > 0) & (amps > 0))
+    if len(spiking):
+        k = spiking[np.argmin(amps[spiking])]
+        out["short_square_threshold_pa"] = float(amps[k])
+        out["short_square_threshold_sweep_number"] = int(numbers[k])
+        below = np.flatnonzero((counts == 0) & (amps > 0) & (amps < amps[k]))
+        if len(below):
+            out["short_square_max_subthreshold_pa"] = float(amps[below].max())
+    return out
+
+
+def ramp_features(
+    stimuli: Sequence[np.ndarray],
+    rate_hz: float,
+    sweep_numbers: Sequence[int],
+    stim_starts: Sequence[int],
+    spikes: pd.DataFrame,
+) -> dict[str, Any]:
+    """Ramp rheobase (sweeps that passed QC, pA stimuli relative to their first sample): on the first ramp
+    sweep with a spike after the ramp's start, ``ramp_rheobase_pa`` is the injected current at its first
+    spike's threshold sample and ``ramp_first_spike_latency_s`` the time from the ramp's start."""
+    out: dict[str, Any] = {"n_ramp_sweeps": int(len(stimuli)), "ramp_sweep_number": None, "ramp_rheobase_pa": None,
+                           "ramp_first_spike_latency_s": None}
+    numbers = spikes["sweep_number"].to_numpy()
+    thresholds = spikes["threshold_index"].to_numpy()
+    for stimulus, number, start in sorted(zip(stimuli, sweep_numbers, stim_starts), key=lambda x: x[1]):
+        mine = thresholds[(numbers == number) & (thresholds >= start)]
+        if len(mine) and len(stimulus):
+            first = int(mine.min())
+            out.update(ramp_sweep_number=int(number), ramp_rheobase_pa=float(stimulus[first] - stimulus[0]),
+                       ramp_first_spike_latency_s=(first - int(start)) / float(rate_hz))
+            break
     return out

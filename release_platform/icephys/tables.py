@@ -34,10 +34,13 @@ CELL_FEATURE_COLUMNS = [
     "icephys_cell_id", "n_sweeps", "n_sweeps_passed", "n_long_square_sweeps", "n_spikes", "vrest_mv", "rheobase_pa",
     "rheobase_sweep_number", "input_resistance_mohm", "tau_ms", "sag", "fi_slope_hz_per_pa", "first_spike_latency_s",
     "threshold_v_mv", "peak_v_mv", "upstroke_v_per_s", "downstroke_v_per_s", "width_ms", "hero_sweep_number",
-    "adaptation_index", "mean_isi_s", "hero_rate_hz",
+    "adaptation_index", "mean_isi_s", "hero_rate_hz", "n_short_square_sweeps", "short_square_threshold_pa",
+    "short_square_threshold_sweep_number", "short_square_max_subthreshold_pa", "n_ramp_sweeps", "ramp_sweep_number",
+    "ramp_rheobase_pa", "ramp_first_spike_latency_s",
 ]
-_INT_FEATURES = ("icephys_cell_id", "n_sweeps", "n_sweeps_passed", "n_long_square_sweeps", "n_spikes")
-_NULLABLE_INT_FEATURES = ("rheobase_sweep_number", "hero_sweep_number")
+_INT_FEATURES = ("icephys_cell_id", "n_sweeps", "n_sweeps_passed", "n_long_square_sweeps", "n_spikes", "n_short_square_sweeps",
+                 "n_ramp_sweeps")
+_NULLABLE_INT_FEATURES = ("rheobase_sweep_number", "hero_sweep_number", "short_square_threshold_sweep_number", "ramp_sweep_number")
 
 
 class IcephysSweepTable(pa.DataFrameModel):
@@ -106,7 +109,7 @@ class IcephysCellQc(pa.DataFrameModel):
 
 
 class IcephysCellFeatures(pa.DataFrameModel):
-    """One row per cell: long-square and spike features (null where the cell has no suitable sweep)."""
+    """One row per cell: long-square, short-square, ramp and spike features (null where the cell has no suitable sweep)."""
 
     icephys_cell_id: Series[int] = pa.Field(gt=0, unique=True)
     n_sweeps: Series[int] = pa.Field(gt=0)
@@ -130,6 +133,14 @@ class IcephysCellFeatures(pa.DataFrameModel):
     adaptation_index: Series[float] = pa.Field(nullable=True, in_range={"min_value": -1, "max_value": 1})
     mean_isi_s: Series[float] = pa.Field(gt=0, nullable=True)
     hero_rate_hz: Series[float] = pa.Field(ge=0, nullable=True)
+    n_short_square_sweeps: Series[int] = pa.Field(ge=0)
+    short_square_threshold_pa: Series[float] = pa.Field(gt=0, nullable=True)
+    short_square_threshold_sweep_number: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    short_square_max_subthreshold_pa: Series[float] = pa.Field(gt=0, nullable=True)
+    n_ramp_sweeps: Series[int] = pa.Field(ge=0)
+    ramp_sweep_number: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    ramp_rheobase_pa: Series[float] = pa.Field(nullable=True)
+    ramp_first_spike_latency_s: Series[float] = pa.Field(ge=0, nullable=True)
 
     class Config:
         strict = True

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_fixtures.icephys import spike_shape_truth
+from data_fixtures.icephys import hidden_params, spike_shape_truth
 from release_platform.errors import InputError
 from release_platform.icephys import detect_spikes, extract_cell, fit_exponential_tau, read_cell, stimulus_type_for
 from release_platform.icephys.features import SPIKE_COLUMNS
@@ -249,3 +249,40 @@ def test_spikes_of_a_sweep_do_not_depend_on_the_quiet_sweeps_around_it(hidden_ce
                           [quiet[0].sweep_number, spiking.sweep_number, quiet[-1].sweep_number])
     assert len(alone) == truth[spiking.sweep_number]["spike_count"]
     pd.testing.assert_frame_equal(alone, mixed.reset_index(drop=True))
+
+
+@pytest.fixture(scope="module")
+def bracketed_cell(icephys_root):
+    """A hidden cell whose short squares (300-1000 pA in 100 pA steps) bracket its threshold current."""
+    from release_platform_tests.icephys.conftest import _make
+
+    seed = HIDDEN_SEEDS[1]
+    amplitudes = tuple(float(a) for a in range(300, 1001, 100))
+    return _make(icephys_root, 7100 + seed, hidden_params(seed, short_square_amplitudes_pa=amplitudes), seed)
+
+
+def test_short_square_threshold_current_within_one_step(bracketed_cell):
+    cell = bracketed_cell
+    f = extract_cell(cell.nwb_path).cell_features
+    short = [s for s in cell.truth["sweeps"] if s["kind"] == "short_square"]
+    spiking = min(s["amplitude"] for s in short if s["spike_count"] > 0)
+    quiet = max(s["amplitude"] for s in short if s["spike_count"] == 0 and s["amplitude"] < spiking)
+    assert f["n_short_square_sweeps"] == len(short)
+    assert f["short_square_threshold_pa"] == pytest.approx(spiking, abs=1e-3)  # stored as float32 amperes
+    assert f["short_square_max_subthreshold_pa"] == pytest.approx(quiet, abs=1e-3)
+    # the model's threshold current for a 3 ms pulse lies in the step below the first spiking amplitude
+    assert quiet < cell.truth["short_square_threshold_pa"] <= spiking and spiking - quiet == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("seed", HIDDEN_SEEDS)
+def test_ramp_rheobase_is_the_current_at_the_first_spike(hidden_cells, extracted, seed):
+    cell, f = hidden_cells[seed], extracted[seed].cell_features
+    fs = cell.truth["sampling_rate_hz"]
+    ramp = next(s for s in cell.truth["sweeps"] if s["kind"] == "ramp")
+    assert ramp["spike_count"] > 0
+    rate, latency = ramp["amplitude"], ramp["spike_times_s"][0] - ramp["stimulus_start_s"]
+    assert f["ramp_sweep_number"] == ramp["sweep_number"] and f["n_ramp_sweeps"] == 1
+    # the threshold sample is exact to one sample, so the current to one sample of the ramp
+    assert f["ramp_rheobase_pa"] == pytest.approx(rate * latency, abs=1.01 * rate / fs)
+    # latency from the first sample where the command differs from its holding value (one after the ramp's 0 pA start)
+    assert f["ramp_first_spike_latency_s"] == pytest.approx(latency - 1 / fs, abs=1.01 / fs)
