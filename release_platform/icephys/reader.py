@@ -6,7 +6,8 @@
   lists the series of each sweep number; the stimulus is the ``*StimulusSeries`` among them;
 * neither table: stimulus and response series are paired by their ``sweep_number`` attribute.
 
-Reading goes straight through h5py (no object mapping), values are scaled by each dataset's
+Reading goes straight through h5py (no object mapping): the metadata of every sweep first, then all samples
+into one float64 buffer per cell (the sweeps' arrays are views of it), scaled in place by each dataset's
 ``conversion``/``offset`` and returned in mV and pA: current clamp stimulus pA / response mV, voltage clamp
 stimulus mV / response pA. Stimulus types come from a configurable map of raw stimulus names (prefix
 match, longest prefix wins), not from a naming convention.
