@@ -4,7 +4,9 @@ roi_traces + neuropil_traces -> demixed_traces -> neuropil_corrected_traces -> d
 calls the plane function of :mod:`release_platform.ophys.pipeline` (the same one the standalone module
 ``python -m release_platform.modules.<stage>`` calls), writes HDF5 under
 ``<storage>/<asset>/<session>/<ophys_experiment_id>/`` and returns a small record per plane (file paths
-and QC lists) through the IO manager.
+and QC lists) through the IO manager. The demixed, neuropil-corrected and dF/F files are registered in LIMS
+(``DemixedTracesFile``, ``NeuropilCorrection``, ``OphysDffTraceFile`` on the ophys experiment) once every plane's
+file is written.
 """
 
 import time
@@ -14,10 +16,12 @@ import dagster as dg
 import h5py
 import numpy as np
 
+from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
 from release_platform.inputs import OphysPlane, OphysSessionInputs
+from release_platform.lims.resource import LimsResource
 from release_platform.ophys import pipeline, qc
 from release_platform.ophys.dff import fit_long_window
 from release_platform.ophys.io import DEMIXED_TRACES_FILE, DFF_FILE, read_ratio_status, read_traces
@@ -85,7 +89,7 @@ def extracted_traces(context: dg.AssetExecutionContext, ophys_session_inputs: Op
 @dg.asset(partitions_def=OPHYS, group_name=GROUP, pool=HEAVY_POOL, kinds={"hdf5"},
           description="ROI traces with overlapping ROIs demixed frame by frame; flagged ROIs are NaN rows.")
 def demixed_traces(context: dg.AssetExecutionContext, ophys_session_inputs: OphysSessionInputs, roi_traces: dict,
-                   storage: StorageResource) -> dict:
+                   lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     out = {}
     for plane in ophys_session_inputs.planes:
@@ -105,6 +109,7 @@ def demixed_traces(context: dg.AssetExecutionContext, ophys_session_inputs: Ophy
             "excluded_roi_ids": [str(i) for i in result.excluded_roi_ids],
             "dropped_frame_count": int(result.dropped_frame_count),
         }
+    register_produced_files(lims, "demixed_traces", {pid: rec["file"] for pid, rec in out.items()})
     context.add_output_metadata(
         {
             "flagged_rois": dg.MetadataValue.json({k: v["negative_baseline_roi_ids"] for k, v in out.items()}),
@@ -124,7 +129,7 @@ class NeuropilConfig(dg.Config):
 @dg.asset(partitions_def=OPHYS, group_name=GROUP, kinds={"hdf5"},
           description="Neuropil-corrected fluorescence FC = F_demixed - r * F_neuropil, with r and RMSE per ROI.")
 def neuropil_corrected_traces(context: dg.AssetExecutionContext, config: NeuropilConfig, ophys_session_inputs: OphysSessionInputs,
-                              demixed_traces: dict, neuropil_traces: dict, storage: StorageResource) -> dict:
+                              demixed_traces: dict, neuropil_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     out, summaries = {}, {}
     for plane in ophys_session_inputs.planes:
@@ -146,6 +151,7 @@ def neuropil_corrected_traces(context: dg.AssetExecutionContext, config: Neuropi
             "skipped_roi_ids": [str(i) for i in result.skipped_roi_ids],
         }
         summaries[pid] = summary.__dict__
+    register_produced_files(lims, "neuropil_corrected_traces", {pid: rec["file"] for pid, rec in out.items()})
     context.add_output_metadata(
         {
             "r_summary": dg.MetadataValue.json(summaries),
@@ -165,7 +171,7 @@ class DffConfig(dg.Config):
 @dg.asset(partitions_def=OPHYS, group_name=GROUP, kinds={"hdf5"},
           description="dF/F per ROI with its noise sigma and small-baseline frame count; estimator by name.")
 def dff_traces(context: dg.AssetExecutionContext, config: DffConfig, ophys_session_inputs: OphysSessionInputs,
-               neuropil_corrected_traces: dict, demixed_traces: dict, storage: StorageResource) -> dict:
+               neuropil_corrected_traces: dict, demixed_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     out = {}
     for plane in ophys_session_inputs.planes:
@@ -198,6 +204,7 @@ def dff_traces(context: dg.AssetExecutionContext, config: DffConfig, ophys_sessi
             "invalid_roi_ids": [str(i) for i in result.invalid_roi_ids],
             "baseline_window_clipped": clipped,
         }
+    register_produced_files(lims, "dff_traces", {pid: rec["file"] for pid, rec in out.items()})
     first = next(iter(out.values()))
     context.add_output_metadata(
         {
