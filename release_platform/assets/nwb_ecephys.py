@@ -32,6 +32,9 @@ def _failure(context, exc: InputError) -> dg.Failure:
 def _nwb_inputs(context, session: EcephysSessionInputs, storage: StorageResource) -> ecephys_nwb.EcephysNwbInputs:
     """Writer inputs from the validated session, whose probes carry their LIMS records (no LIMS query here)."""
     key = context.partition_key
+    if any(not getattr(p, "lims_record", None) for p in session.probes):
+        raise InputError("ecephys_session_inputs was materialized before its probes carried their LIMS records; "
+                         "re-materialize ecephys_session_inputs")
     return ecephys_nwb.EcephysNwbInputs.from_session(
         session,
         [p.lims_record for p in session.probes],

@@ -70,6 +70,9 @@ def behavior_ophys_nwb(
     out_dir = storage.dir_for("behavior_ophys_nwb", key)
     written: dict[str, dict] = {}
     try:
+        if "behavior_session" not in ophys_session_inputs.__dict__:
+            raise InputError("ophys_session_inputs was materialized before it carried the linked behavior session; "
+                             "re-materialize ophys_session_inputs")
         behavior = ophys_session_inputs.behavior_session
         behavior_id = None if behavior is None else behavior.session_id
         for plane in ophys_session_inputs.planes:

@@ -58,3 +58,19 @@ def test_input_records_carry_probes_and_linked_behavior_session(demo_lims):
             linked_seen += 1
             assert {"BehaviorTrials", "BehaviorLicks", "BehaviorRewards"} <= set(ophys.behavior_session.files)
     assert linked_seen >= 1
+
+
+def test_ecephys_writer_inputs_come_from_the_carried_records(demo_lims, tmp_path):
+    from types import SimpleNamespace
+
+    from release_platform.assets.nwb_ecephys import _nwb_inputs
+    from release_platform.assets.resources import StorageResource
+    from release_platform.errors import InputError
+
+    context, storage = SimpleNamespace(partition_key="4001"), StorageResource(root=str(tmp_path))
+    session = resolve_session(demo_lims, "ecephys_session", 4001)
+    inputs = _nwb_inputs(context, session, storage)
+    assert [p.id for p in inputs.probes] == [p.probe_id for p in session.probes]
+    stale = session.model_copy(update={"probes": [p.model_copy(update={"lims_record": {}}) for p in session.probes]})
+    with pytest.raises(InputError, match="re-materialize ecephys_session_inputs"):
+        _nwb_inputs(context, stale, storage)
