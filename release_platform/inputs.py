@@ -77,13 +77,15 @@ class OphysPlane(pydantic.BaseModel):
     rois: list[Roi]
 
 
-class OphysSessionInputs(SessionBase):
-    planes: list[OphysPlane]
-
-
 class BehaviorSessionInputs(SessionBase):
     n_trials: int
     n_stimulus_presentations: int
+
+
+class OphysSessionInputs(SessionBase):
+    planes: list[OphysPlane]
+    #: The behavior session recorded with this ophys session (validated), None when LIMS links none.
+    behavior_session: Optional[BehaviorSessionInputs] = None
 
 
 class EcephysProbeInputs(pydantic.BaseModel):
@@ -97,6 +99,9 @@ class EcephysProbeInputs(pydantic.BaseModel):
     n_channels: int
     n_units: int
     n_spikes: int
+    #: The probe's LIMS record (``LimsClient.ecephys_probes``: channels, units, well-known files), so later
+    #: steps need not ask LIMS again. Left out of JSON summaries.
+    lims_record: dict[str, Any] = pydantic.Field(default_factory=dict, exclude=True, repr=False)
 
 
 class EcephysSessionInputs(SessionBase):
@@ -218,8 +223,10 @@ def validate_ophys_session(
     record: Mapping[str, Any],
     experiments: Sequence[Mapping[str, Any]],
     rois_by_experiment: Mapping[int, Sequence[Mapping[str, Any]]],
+    behavior_session: Optional[BehaviorSessionInputs] = None,
 ) -> OphysSessionInputs:
-    """Check an ophys session: stimulus table, timestamps, every plane's movie and ROIs."""
+    """Check an ophys session: stimulus table, timestamps, every plane's movie and ROIs; ``behavior_session`` is
+    the linked behavior session, already validated."""
     base = _session_base(record)
     entity = f"ophys_session {base['session_id']}"
     if not experiments:
@@ -229,7 +236,7 @@ def validate_ophys_session(
     planes = []
     for exp in experiments:
         planes.append(_validate_plane(entity, exp, rois_by_experiment.get(int(exp["id"]), ())))
-    return OphysSessionInputs(**base, planes=planes)
+    return OphysSessionInputs(**base, planes=planes, behavior_session=behavior_session)
 
 
 def _validate_plane(entity: str, exp: Mapping[str, Any], rois: Sequence[Mapping[str, Any]]) -> OphysPlane:
@@ -486,6 +493,7 @@ def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping
                 n_channels=len(probe["channels"]),
                 n_units=len(probe.get("units") or []),
                 n_spikes=int(n_spikes),
+                lims_record=dict(probe),
             )
         )
     return EcephysSessionInputs(**base, probes=out)
@@ -514,13 +522,17 @@ def validate_icephys_cell(record: Mapping[str, Any]) -> IcephysCellInputs:
 def resolve_session(client, kind: str, session_id: int | str) -> SessionBase:
     """Fetch a session's LIMS records through ``client`` (a LimsClient) and validate its files.
 
+    The result carries everything later steps need from LIMS (an ophys session its linked behavior session,
+    an ecephys session its probes' records with channels and units), so no later step queries LIMS again.
     The input assets and the ``session_inputs`` module both call this.
     """
     record = client.session(kind, session_id)
     if kind == "ophys_session":
         experiments = client.ophys_experiments(session_id)
         rois = {int(e["id"]): client.roi_masks(int(e["id"])) for e in experiments}
-        return validate_ophys_session(record, experiments, rois)
+        behavior_id = client.linked_behavior_session("ophys_session", session_id)
+        behavior = resolve_session(client, "behavior_session", behavior_id) if behavior_id is not None else None
+        return validate_ophys_session(record, experiments, rois, behavior)
     if kind == "behavior_session":
         return validate_behavior_session(record)
     if kind == "ecephys_session":

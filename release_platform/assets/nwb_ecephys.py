@@ -1,13 +1,15 @@
 """Ecephys assets per ``ecephys_session`` partition: units, the session NWB and one LFP NWB per probe.
 
 Thin wiring around :mod:`release_platform.nwb.ecephys` (the same code the ``write_ecephys_nwb`` module
-runs). Produced files are registered in LIMS as ``EcephysNwb`` (session) and ``EcephysLfpNwb`` (probe).
+runs). Produced files are registered in LIMS as ``EcephysNwb`` (session) and ``EcephysLfpNwb`` (probe) through
+:mod:`release_platform.assets.lims_registration`.
 """
 
 import time
 
 import dagster as dg
 
+from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result, units_content_result
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
@@ -27,11 +29,15 @@ def _failure(context, exc: InputError) -> dg.Failure:
     return dg.Failure(description=message, allow_retries=False)
 
 
-def _nwb_inputs(context, session: EcephysSessionInputs, lims: LimsResource, storage: StorageResource) -> ecephys_nwb.EcephysNwbInputs:
+def _nwb_inputs(context, session: EcephysSessionInputs, storage: StorageResource) -> ecephys_nwb.EcephysNwbInputs:
+    """Writer inputs from the validated session, whose probes carry their LIMS records (no LIMS query here)."""
     key = context.partition_key
+    if any(not getattr(p, "lims_record", None) for p in session.probes):
+        raise InputError("ecephys_session_inputs was materialized before its probes carried their LIMS records; "
+                         "re-materialize ecephys_session_inputs")
     return ecephys_nwb.EcephysNwbInputs.from_session(
         session,
-        lims.get_client().ecephys_probes(key),
+        [p.lims_record for p in session.probes],
         output_path=storage.dir_for("ecephys_session_nwb", key) / f"ecephys_session_{key}.nwb",
     )
 
@@ -39,10 +45,10 @@ def _nwb_inputs(context, session: EcephysSessionInputs, lims: LimsResource, stor
 @dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"hdf5"},
           description="Spikes grouped to units per probe (times in s, amplitudes in V); unknown clusters reported.")
 def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
-                  lims: LimsResource, storage: StorageResource) -> dict:
+                  storage: StorageResource) -> dict:
     started = time.monotonic()
     try:
-        inputs = _nwb_inputs(context, ecephys_session_inputs, lims, storage)
+        inputs = _nwb_inputs(context, ecephys_session_inputs, storage)
         out, unknown = {}, {}
         for probe in ecephys_nwb.selected_probes(inputs):
             units = ecephys_nwb.probe_units(inputs, probe)
@@ -84,11 +90,11 @@ def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_input
                         ecephys_units: dict, lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     try:
-        inputs = _with_units_files(_nwb_inputs(context, ecephys_session_inputs, lims, storage), ecephys_units)
+        inputs = _with_units_files(_nwb_inputs(context, ecephys_session_inputs, storage), ecephys_units)
         result, report = ecephys_nwb.write_session_nwb(inputs)
     except InputError as exc:
         raise _failure(context, exc) from None
-    lims.get_client().register_file("EcephysSession", int(context.partition_key), "EcephysNwb", result.path)
+    register_produced_files(lims, "ecephys_session_nwb", {context.partition_key: result.path})
     context.add_output_metadata(
         {
             "path": str(result.path),
@@ -109,9 +115,8 @@ def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_input
 def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
                           lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
-    client = lims.get_client()
     try:
-        inputs = _nwb_inputs(context, ecephys_session_inputs, lims, storage)
+        inputs = _nwb_inputs(context, ecephys_session_inputs, storage)
     except InputError as exc:
         raise _failure(context, exc) from None
     written, failed, without_lfp = {}, {}, []
@@ -127,7 +132,7 @@ def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inp
             failed[probe.name] = str(exc)
             context.log.error(str(exc))
             continue
-        client.register_file("EcephysProbe", probe.id, "EcephysLfpNwb", result.path)
+        register_produced_files(lims, "ecephys_probe_lfp_nwb", {probe.id: result.path})
         written[probe.name] = str(result.path)
     if failed:
         raise dg.Failure(

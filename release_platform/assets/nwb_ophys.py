@@ -3,13 +3,13 @@
 
 * ``behavior_ophys_nwb`` (``ophys_session`` partition): one ``behavior_ophys_experiment_<id>.nwb`` per imaging
   plane under ``<storage>/behavior_ophys_nwb/<session>/``, from the validated inputs, the trace assets and,
-  when LIMS links one, the behavior session recorded with it (trials, licks, rewards).
+  when LIMS links one, the behavior session recorded with it (trials, licks, rewards), which the input asset carries.
 * ``behavior_nwb`` (``behavior_session`` partition): ``behavior_session_<id>.nwb`` under
   ``<storage>/behavior_nwb/<session>/``.
 
 Each produced file is registered in LIMS (``BehaviorOphysNwb`` on the ophys experiment, ``BehaviorNwb`` on the
-behavior session) once every file of the partition is written and verified by the write protocol; this is the
-one LIMS write-back place for these files. Blocking, partitioned checks per asset: PyNWB validation, and NWB
+behavior session, through :mod:`release_platform.assets.lims_registration`) once every file of the partition is
+written and verified by the write protocol. Blocking, partitioned checks per asset: PyNWB validation, and NWB
 Inspector with the dandi config (zero CRITICAL, zero BEST_PRACTICE_VIOLATION; suggestions counted in metadata).
 """
 
@@ -19,11 +19,12 @@ from typing import Literal
 
 import dagster as dg
 
+from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
-from release_platform.inputs import BehaviorSessionInputs, OphysSessionInputs, resolve_session
+from release_platform.inputs import BehaviorSessionInputs, OphysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.nwb import behavior as behavior_nwb_writer
 from release_platform.nwb import ophys as ophys_nwb_writer
@@ -66,12 +67,14 @@ def behavior_ophys_nwb(
 ) -> dict:
     started = time.monotonic()
     key = context.partition_key
-    client = lims.get_client()
     out_dir = storage.dir_for("behavior_ophys_nwb", key)
     written: dict[str, dict] = {}
     try:
-        behavior_id = client.linked_behavior_session("ophys_session", key)
-        behavior = resolve_session(client, "behavior_session", behavior_id) if behavior_id is not None else None
+        if "behavior_session" not in ophys_session_inputs.__dict__:
+            raise InputError("ophys_session_inputs was materialized before it carried the linked behavior session; "
+                             "re-materialize ophys_session_inputs")
+        behavior = ophys_session_inputs.behavior_session
+        behavior_id = None if behavior is None else behavior.session_id
         for plane in ophys_session_inputs.planes:
             pid = str(plane.ophys_experiment_id)
             inputs = ophys_nwb_writer.OphysNwbInputs.from_session(
@@ -86,8 +89,7 @@ def behavior_ophys_nwb(
                             "n_datasets_checked": result.n_datasets_checked}
     except InputError as exc:
         raise _failure(context, exc, "ophys_session") from None
-    for pid, rec in written.items():
-        client.register_file("OphysExperiment", int(pid), "BehaviorOphysNwb", rec["path"])
+    register_produced_files(lims, "behavior_ophys_nwb", {pid: rec["path"] for pid, rec in written.items()})
     context.add_output_metadata(
         {
             "files": dg.MetadataValue.json({pid: rec["path"] for pid, rec in written.items()}),
@@ -124,7 +126,7 @@ def behavior_nwb(
         result = behavior_nwb_writer.write_behavior_nwb(inputs)
     except InputError as exc:
         raise _failure(context, exc, "behavior_session") from None
-    lims.get_client().register_file("BehaviorSession", int(key), "BehaviorNwb", result.output_path)
+    register_produced_files(lims, "behavior_nwb", {key: result.output_path})
     context.add_output_metadata(
         {
             "path": result.output_path,

@@ -1,9 +1,12 @@
 """Ophys processing assets per ``ophys_session`` partition (imaging planes inside).
 
 roi_traces + neuropil_traces -> demixed_traces -> neuropil_corrected_traces -> dff_traces. Each step
-calls the same standalone module ``run`` function that ``python -m release_platform.modules.<stage>``
-calls, writes HDF5 under ``<storage>/<asset>/<session>/<ophys_experiment_id>/`` and returns a small
-record per plane (file paths and QC lists) through the IO manager.
+calls the plane function of :mod:`release_platform.ophys.pipeline` (the same one the standalone module
+``python -m release_platform.modules.<stage>`` calls), writes HDF5 under
+``<storage>/<asset>/<session>/<ophys_experiment_id>/`` and returns a small record per plane (file paths
+and QC lists) through the IO manager. The demixed, neuropil-corrected and dF/F files are registered in LIMS
+(``DemixedTracesFile``, ``NeuropilCorrection``, ``OphysDffTraceFile`` on the ophys experiment) once every plane's
+file is written.
 """
 
 import time
@@ -13,20 +16,21 @@ import dagster as dg
 import h5py
 import numpy as np
 
+from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
 from release_platform.inputs import OphysPlane, OphysSessionInputs
-from release_platform.modules import demixing, dff, neuropil_correction, trace_extraction
-from release_platform.ophys import qc
+from release_platform.lims.resource import LimsResource
+from release_platform.ophys import pipeline, qc
 from release_platform.ophys.dff import fit_long_window
-from release_platform.ophys.io import read_traces
+from release_platform.ophys.io import DEMIXED_TRACES_FILE, DFF_FILE, read_ratio_status, read_traces
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
 GROUP = "ophys_session"
 
 
-def _stage(context, plane: OphysPlane, fn: Callable[[], dict]) -> dict:
+def _stage(context, plane: OphysPlane, fn: Callable[[], Any]) -> Any:
     """Run one plane's stage; bad input becomes one clear Failure naming session, plane and file."""
     try:
         return fn()
@@ -67,18 +71,11 @@ def extracted_traces(context: dg.AssetExecutionContext, ophys_session_inputs: Op
         directory = storage.dir_for("roi_traces", context.partition_key) / pid
         result = _stage(
             context, plane,
-            lambda: trace_extraction.run(
-                trace_extraction.Inputs(
-                    motion_corrected_stack=plane.movie_path,
-                    motion_border=plane.motion_border,
-                    storage_directory=directory,
-                    rois=_roi_records(plane),
-                )
-            ),
+            lambda: pipeline.extract_plane(plane.movie_path, _roi_records(plane), plane.motion_border, directory),
         )
-        labels = {str(k): list(v) for k, v in result["exclusion_labels_by_roi"].items()}
-        roi_out[pid] = {"file": str(result["roi_trace_file"]), "exclusion_labels": labels}
-        neuropil_out[pid] = {"file": str(result["neuropil_trace_file"]), "mask_file": str(result["neuropil_mask_file"])}
+        labels = {str(k): list(v) for k, v in result.exclusion_labels.items()}
+        roi_out[pid] = {"file": str(result.roi_traces), "exclusion_labels": labels}
+        neuropil_out[pid] = {"file": str(result.neuropil_traces), "mask_file": str(result.neuropil_masks)}
         excluded[pid] = sorted(k for k, v in labels.items() if v)
     meta = {
         "rois": sum(len(p.rois) for p in ophys_session_inputs.planes),
@@ -92,31 +89,27 @@ def extracted_traces(context: dg.AssetExecutionContext, ophys_session_inputs: Op
 @dg.asset(partitions_def=OPHYS, group_name=GROUP, pool=HEAVY_POOL, kinds={"hdf5"},
           description="ROI traces with overlapping ROIs demixed frame by frame; flagged ROIs are NaN rows.")
 def demixed_traces(context: dg.AssetExecutionContext, ophys_session_inputs: OphysSessionInputs, roi_traces: dict,
-                   storage: StorageResource) -> dict:
+                   lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     out = {}
     for plane in ophys_session_inputs.planes:
         pid = str(plane.ophys_experiment_id)
         upstream = roi_traces[pid]
-        target = storage.dir_for("demixed_traces", context.partition_key) / pid / "demixed_traces.h5"
+        target = storage.dir_for("demixed_traces", context.partition_key) / pid / DEMIXED_TRACES_FILE
         result = _stage(
             context, plane,
-            lambda: demixing.run(
-                demixing.Inputs(
-                    movie_h5=plane.movie_path,
-                    traces_h5=upstream["file"],
-                    roi_masks=_roi_records(plane, upstream["exclusion_labels"]),
-                    output_file=target,
-                )
+            lambda: pipeline.demix_plane(
+                plane.movie_path, upstream["file"], _roi_records(plane, upstream["exclusion_labels"]), target
             ),
         )
         out[pid] = {
-            "file": str(result["output_file"]),
-            "negative_transient_roi_ids": [str(i) for i in result["negative_transient_roi_ids"]],
-            "negative_baseline_roi_ids": [str(i) for i in result["negative_baseline_roi_ids"]],
-            "excluded_roi_ids": [str(i) for i in result["excluded_roi_ids"]],
-            "dropped_frame_count": int(result["dropped_frame_count"]),
+            "file": str(result.demixed_traces),
+            "negative_transient_roi_ids": [str(i) for i in result.negative_transient_roi_ids],
+            "negative_baseline_roi_ids": [str(i) for i in result.negative_baseline_roi_ids],
+            "excluded_roi_ids": [str(i) for i in result.excluded_roi_ids],
+            "dropped_frame_count": int(result.dropped_frame_count),
         }
+    register_produced_files(lims, "demixed_traces", {pid: rec["file"] for pid, rec in out.items()})
     context.add_output_metadata(
         {
             "flagged_rois": dg.MetadataValue.json({k: v["negative_baseline_roi_ids"] for k, v in out.items()}),
@@ -136,7 +129,7 @@ class NeuropilConfig(dg.Config):
 @dg.asset(partitions_def=OPHYS, group_name=GROUP, kinds={"hdf5"},
           description="Neuropil-corrected fluorescence FC = F_demixed - r * F_neuropil, with r and RMSE per ROI.")
 def neuropil_corrected_traces(context: dg.AssetExecutionContext, config: NeuropilConfig, ophys_session_inputs: OphysSessionInputs,
-                              demixed_traces: dict, neuropil_traces: dict, storage: StorageResource) -> dict:
+                              demixed_traces: dict, neuropil_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     out, summaries = {}, {}
     for plane in ophys_session_inputs.planes:
@@ -144,26 +137,21 @@ def neuropil_corrected_traces(context: dg.AssetExecutionContext, config: Neuropi
         directory = storage.dir_for("neuropil_corrected_traces", context.partition_key) / pid
         result = _stage(
             context, plane,
-            lambda: neuropil_correction.run(
-                neuropil_correction.Inputs(
-                    roi_trace_file=demixed_traces[pid]["file"],
-                    neuropil_trace_file=neuropil_traces[pid]["file"],
-                    storage_directory=directory,
-                    method=config.method,
-                    fixed_r=config.fixed_r,
-                )
+            lambda: pipeline.correct_plane(
+                demixed_traces[pid]["file"], neuropil_traces[pid]["file"], directory,
+                method=config.method, fixed_r=config.fixed_r,
             ),
         )
-        path = str(result["neuropil_correction_trace_file"])
-        with h5py.File(path, "r") as fh:
-            summary = qc.summarize_ratios(fh["r"][()], fh["status"][()].astype(str))
+        path = str(result.neuropil_corrected)
+        summary = qc.summarize_ratios(*_stage(context, plane, lambda: read_ratio_status(path)))
         out[pid] = {
             "file": path,
-            "fallback_r": result["fallback_r"],
-            "unconverged_roi_ids": [str(i) for i in result["unconverged_roi_ids"]],
-            "skipped_roi_ids": [str(i) for i in result["skipped_roi_ids"]],
+            "fallback_r": result.fallback_r,
+            "unconverged_roi_ids": [str(i) for i in result.unconverged_roi_ids],
+            "skipped_roi_ids": [str(i) for i in result.skipped_roi_ids],
         }
         summaries[pid] = summary.__dict__
+    register_produced_files(lims, "neuropil_corrected_traces", {pid: rec["file"] for pid, rec in out.items()})
     context.add_output_metadata(
         {
             "r_summary": dg.MetadataValue.json(summaries),
@@ -183,12 +171,12 @@ class DffConfig(dg.Config):
 @dg.asset(partitions_def=OPHYS, group_name=GROUP, kinds={"hdf5"},
           description="dF/F per ROI with its noise sigma and small-baseline frame count; estimator by name.")
 def dff_traces(context: dg.AssetExecutionContext, config: DffConfig, ophys_session_inputs: OphysSessionInputs,
-               neuropil_corrected_traces: dict, demixed_traces: dict, storage: StorageResource) -> dict:
+               neuropil_corrected_traces: dict, demixed_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
     started = time.monotonic()
     out = {}
     for plane in ophys_session_inputs.planes:
         pid = str(plane.ophys_experiment_id)
-        target = storage.dir_for("dff_traces", context.partition_key) / pid / "dff.h5"
+        target = storage.dir_for("dff_traces", context.partition_key) / pid / DFF_FILE
         window_s, clipped = _stage(
             context, plane,
             lambda: fit_long_window(config.method, plane.frame_rate_hz, plane.movie_shape[0], config.long_baseline_filter_s),
@@ -198,29 +186,25 @@ def dff_traces(context: dg.AssetExecutionContext, config: DffConfig, ophys_sessi
                 f"ophys_experiment {pid}: {plane.movie_shape[0]} frames are shorter than the {config.method} baseline "
                 f"window; using {window_s:.3f} s"
             )
+        parameters = {"long_baseline_filter_s": window_s, "short_filter_s": config.short_filter_s}
         result = _stage(
             context, plane,
-            lambda: dff.run(
-                dff.Inputs(
-                    input_file=neuropil_corrected_traces[pid]["file"],
-                    output_file=target,
-                    movie_frame_rate_hz=plane.frame_rate_hz,
-                    method=config.method,
-                    long_baseline_filter_s=window_s,
-                    short_filter_s=config.short_filter_s,
-                )
+            lambda: pipeline.dff_plane(
+                neuropil_corrected_traces[pid]["file"], target, plane.frame_rate_hz, method=config.method,
+                parameters={k: v for k, v in parameters.items() if v is not None},
             ),
         )
         unusable = set(demixed_traces[pid]["excluded_roi_ids"]) | set(demixed_traces[pid]["negative_baseline_roi_ids"])
         valid_ids = [str(r.id) for r in plane.rois if r.valid and str(r.id) not in unusable]
         out[pid] = {
-            "file": str(result["output_file"]),
-            "method": result["method"],
-            "parameters": result["parameters"],
+            "file": str(result.dff),
+            "method": result.method,
+            "parameters": result.parameters,
             "valid_roi_ids": valid_ids,
-            "invalid_roi_ids": [str(i) for i in result["invalid_roi_ids"]],
+            "invalid_roi_ids": [str(i) for i in result.invalid_roi_ids],
             "baseline_window_clipped": clipped,
         }
+    register_produced_files(lims, "dff_traces", {pid: rec["file"] for pid, rec in out.items()})
     first = next(iter(out.values()))
     context.add_output_metadata(
         {

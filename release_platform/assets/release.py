@@ -8,8 +8,9 @@ Staging (partitioned by session kind, in that kind's group, so each session job 
   the probes table names, ``lfp_probe_<probe id>.nwb``, staged next to the session).
 
 Each reads its partition's metadata rows, copies (verified, one read for SHA-256 + BLAKE2b + dandi-etag) the files
-they name into ``<root>/<asset>/<partition>/`` and records their digests in ``release_records.json`` there. A
-re-run skips unchanged files, so a new session costs only its own files.
+they name into ``<root>/<asset>/<partition>/``, records their digests in ``release_records.json`` there and advances
+the session's LIMS ``workflow_state`` to ``passed`` (:mod:`release_platform.assets.lims_registration`). A re-run
+skips unchanged files, so a new session costs only its own files.
 
 Assembly: ``release_manifest`` is partitioned by a dynamic ``release_version`` partition whose keys are semantic
 versions (add one per release, e.g. in the UI or with ``instance.add_dynamic_partitions("release_version",
@@ -30,10 +31,12 @@ from typing import Literal, Optional
 import dagster as dg
 
 from release_platform.assets.icephys import ICEPHYS_RELEASE_TABLES
+from release_platform.assets.lims_registration import mark_release_files_staged
 from release_platform.assets.metadata import RELEASE_ASSETS as METADATA_RELEASE_ASSETS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
+from release_platform.lims.resource import LimsResource
 from release_platform.metadata.io import read_parquet
 from release_platform.release.build import (
     ReleaseResult,
@@ -102,7 +105,8 @@ def _staging_asset(name: str, kind: str, metadata_asset: str, tables: tuple[str,
         description=f"This {kind}'s release data files (named by {', '.join(tables)}), copied, verified and digested "
                     "(SHA-256, BLAKE2b, dandi-etag) for release; digests in release_records.json.",
     )
-    def _asset(context: dg.AssetExecutionContext, config: StagingConfig, storage: StorageResource) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, config: StagingConfig, lims: LimsResource,
+               storage: StorageResource) -> dg.MaterializeResult:
         pk = context.partition_key
         entity = f"{kind} {pk}"
         root = storage.root_path()
@@ -119,7 +123,9 @@ def _staging_asset(name: str, kind: str, metadata_asset: str, tables: tuple[str,
         except InputError as exc:
             raise _failure(context, str(exc.with_entity(entity))) from None
         context.log.info(f"{entity}: {report.describe()}")
+        state = mark_release_files_staged(lims, kind, pk)
         return dg.MaterializeResult(metadata={
+            "workflow_state": state or "unchanged",
             "files": len(staged),
             "bytes": report.bytes_total,
             "bytes_copied": report.bytes_copied,

@@ -22,13 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pydantic
 
-from release_platform.errors import InputError
 from release_platform.modules._harness import main_for
-from release_platform.ophys.dff import DEFAULT_METHOD, compute_dff
-from release_platform.ophys.io import read_traces, write_traces
+from release_platform.ophys import io
+from release_platform.ophys.dff import DEFAULT_METHOD
+from release_platform.ophys.pipeline import dff_plane
+
 
 _METHOD_PARAMETERS = (
     "long_baseline_filter_s", "short_filter_s", "median_kernel_long", "median_kernel_short", "noise_kernel_length",
@@ -45,32 +45,25 @@ class Inputs(pydantic.BaseModel):
     median_kernel_long: Optional[int] = None
     median_kernel_short: Optional[int] = None
     noise_kernel_length: Optional[int] = None
-    input_dataset: str = "FC"
-    roi_field: str = "roi_names"
-    output_dataset: str = "data"
-    sigma_dataset: str = "sigma_dff"
-    baseline_frames_dataset: str = "num_small_baseline_frames"
+    input_dataset: str = io.NEUROPIL_CORRECTED_DATASET
+    roi_field: str = io.ROI_NAMES_DATASET
+    output_dataset: str = io.TRACE_DATASET
+    sigma_dataset: str = io.SIGMA_DFF_DATASET
+    baseline_frames_dataset: str = io.SMALL_BASELINE_FRAMES_DATASET
 
 
 def run(inputs: Inputs) -> dict:
-    traces = read_traces(inputs.input_file, dataset=inputs.input_dataset, roi_field=inputs.roi_field)
-    parameters = {name: getattr(inputs, name) for name in _METHOD_PARAMETERS if getattr(inputs, name) is not None}
-    try:
-        result = compute_dff(traces.traces, inputs.movie_frame_rate_hz, method=inputs.method, **parameters)
-    except InputError as exc:
-        if exc.path is None:  # name the traces file in the message
-            raise InputError(exc.problem, entity=exc.entity, path=inputs.input_file) from None
-        raise
-    write_traces(
-        inputs.output_file, result.dff, traces.roi_ids, dataset=inputs.output_dataset, roi_field=inputs.roi_field,
-        extra={inputs.sigma_dataset: result.sigma_dff, inputs.baseline_frames_dataset: result.num_small_baseline_frames},
+    plane = dff_plane(
+        inputs.input_file, inputs.output_file, inputs.movie_frame_rate_hz, method=inputs.method,
+        parameters={name: getattr(inputs, name) for name in _METHOD_PARAMETERS if getattr(inputs, name) is not None},
+        input_dataset=inputs.input_dataset, roi_field=inputs.roi_field, output_dataset=inputs.output_dataset,
+        sigma_dataset=inputs.sigma_dataset, baseline_frames_dataset=inputs.baseline_frames_dataset,
     )
-    ids = np.array(traces.roi_ids, dtype=object)
     return {
-        "output_file": inputs.output_file,
-        "method": result.method,
-        "parameters": result.parameters,
-        "invalid_roi_ids": ids[result.invalid_rows].tolist(),
+        "output_file": plane.dff,
+        "method": plane.method,
+        "parameters": plane.parameters,
+        "invalid_roi_ids": plane.invalid_roi_ids,
     }
 
 

@@ -17,16 +17,15 @@ atomically. Output JSON: ``roi_trace_file``, ``neuropil_trace_file``, ``neuropil
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Union
 
 import pydantic
 
 from release_platform.modules._harness import main_for
-from release_platform.ophys.extraction import DEFAULT_INNER_RADIUS_PX, DEFAULT_OUTER_RADIUS_PX, extract_traces
-from release_platform.ophys.io import open_movie, write_traces
-from release_platform.storage import atomic_path
+from release_platform.ophys import io
+from release_platform.ophys.extraction import DEFAULT_INNER_RADIUS_PX, DEFAULT_OUTER_RADIUS_PX
+from release_platform.ophys.pipeline import extract_plane
 
 
 class MotionBorderModel(pydantic.BaseModel):
@@ -63,33 +62,25 @@ class Inputs(pydantic.BaseModel):
     block_frames: Optional[int] = pydantic.Field(None, ge=1)
 
     def output_paths(self) -> list[Path]:
-        return [self.storage_directory / n for n in ("roi_traces.h5", "neuropil_traces.h5", "neuropil_masks.json")]
+        return [self.storage_directory / n for n in (io.ROI_TRACES_FILE, io.NEUROPIL_TRACES_FILE, io.NEUROPIL_MASKS_FILE)]
 
 
 def run(inputs: Inputs) -> dict:
-    stack = inputs.motion_corrected_stack
-    with open_movie(stack) as movie:
-        result = extract_traces(
-            movie,
-            [roi.model_dump() for roi in inputs.rois],
-            inputs.motion_border.model_dump(),
-            inner_radius_px=inputs.inner_radius_px,
-            outer_radius_px=inputs.outer_radius_px,
-            block_frames=inputs.block_frames,
-            path=stack,
-        )
-    out_dir = inputs.storage_directory
-    roi_file = write_traces(out_dir / "roi_traces.h5", result.roi_traces, result.roi_ids)
-    neuropil_file = write_traces(out_dir / "neuropil_traces.h5", result.neuropil_traces, result.roi_ids)
-    mask_file = out_dir / "neuropil_masks.json"
-    with atomic_path(mask_file) as tmp:
-        tmp.write_text(json.dumps({"neuropils": result.neuropil_mask_records()}))
+    plane = extract_plane(
+        inputs.motion_corrected_stack,
+        [roi.model_dump() for roi in inputs.rois],
+        inputs.motion_border.model_dump(),
+        inputs.storage_directory,
+        inner_radius_px=inputs.inner_radius_px,
+        outer_radius_px=inputs.outer_radius_px,
+        block_frames=inputs.block_frames,
+    )
     return {
-        "roi_trace_file": roi_file,
-        "neuropil_trace_file": neuropil_file,
-        "neuropil_mask_file": mask_file,
-        "exclusion_labels": result.exclusion_records(),
-        "exclusion_labels_by_roi": result.exclusion_labels,
+        "roi_trace_file": plane.roi_traces,
+        "neuropil_trace_file": plane.neuropil_traces,
+        "neuropil_mask_file": plane.neuropil_masks,
+        "exclusion_labels": plane.exclusion_records,
+        "exclusion_labels_by_roi": plane.exclusion_labels,
     }
 
 

@@ -9,5 +9,8 @@ points a notebook or an asset calls::
     FC                 --dff.compute_dff(method=...)-->  dF/F, sigma_dF/F, small-baseline frame counts
     dF/F               --events.detect_events(method=...)-->  events (registry; no detector shipped)
 
-:mod:`release_platform.ophys.io` reads and writes the h5 files atomically.
+:mod:`release_platform.ophys.pipeline` runs one imaging plane through the first four stages from file to file
+(``extract_plane``, ``demix_plane``, ``correct_plane``, ``dff_plane``, each returning a dataclass); the assets
+and the standalone modules both call it. :mod:`release_platform.ophys.io` is the only place the pipeline's h5
+layouts are read and written (atomically).
 """

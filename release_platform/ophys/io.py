@@ -2,6 +2,17 @@
 
 Conventions
 -----------
+* The per-plane pipeline files, each read and written only here:
+
+  ===========================  =============================================================
+  ``roi_traces.h5``            ``data`` (N x T ROI-mask means), ``roi_names``
+  ``neuropil_traces.h5``       ``data`` (N x T annulus means), ``roi_names``
+  ``neuropil_masks.json``      ``{"neuropils": [LIMS-format mask records]}``
+  ``demixed_traces.h5``        ``data`` (N x T, NaN rows for excluded / flagged ROIs), ``roi_names``
+  ``neuropil_correction.h5``   ``FC`` (N x T neuropil-corrected), ``r``, ``RMSE``, ``r_fit``,
+                               ``fallback_used``, ``status`` (bytes), ``roi_names``, group ``r_vals/<row>``
+  ``dff.h5``                   ``data`` (N x T dF/F), ``roi_names``, ``sigma_dff``, ``num_small_baseline_frames``
+  ===========================  =============================================================
 * A *trace file* holds one 2-D float dataset (``data`` by default; ``FC`` for neuropil-corrected
   traces) of shape N x T (ROIs x frames) and ``roi_names``: the N ROI ids as byte strings, in row
   order. Extra per-ROI vectors (``r``, ``RMSE``, ``sigma_dff``, ...) may sit beside them.
@@ -20,6 +31,7 @@ Every reader turns a missing file, a corrupt file, a missing dataset or a wrong 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +42,23 @@ import numpy as np
 import scipy.sparse as sparse
 
 from release_platform.errors import InputError
-from release_platform.atomic import atomic_write
+from release_platform.atomic import atomic_path, atomic_write
 
 TRACE_DATASET = "data"
 ROI_NAMES_DATASET = "roi_names"
 MOVIE_DATASET = "data"
+
+#: File names of the per-plane pipeline files (see the module docstring for their layouts).
+ROI_TRACES_FILE = "roi_traces.h5"
+NEUROPIL_TRACES_FILE = "neuropil_traces.h5"
+NEUROPIL_MASKS_FILE = "neuropil_masks.json"
+DEMIXED_TRACES_FILE = "demixed_traces.h5"
+NEUROPIL_CORRECTED_FILE = "neuropil_correction.h5"
+DFF_FILE = "dff.h5"
+#: The trace dataset of the neuropil-corrected file and the per-ROI vectors of the dF/F file.
+NEUROPIL_CORRECTED_DATASET = "FC"
+SIGMA_DFF_DATASET = "sigma_dff"
+SMALL_BASELINE_FRAMES_DATASET = "num_small_baseline_frames"
 
 #: Default memory budget for one block of movie frames as read from the file (bytes).
 DEFAULT_BLOCK_BYTES = 64 * 1024**2
@@ -245,6 +269,113 @@ def check_roi_ids_match(
         raise InputError("ROI ids disagree: " + "; ".join(parts), entity=entity, path=path)
     if same_order and exp != got:
         raise InputError(f"ROI ids of {expected_label} and {found_label} are in a different order", entity=entity, path=path)
+
+
+# ----------------------------------------------------------------------------------------------
+# the per-plane pipeline files
+
+
+def write_neuropil_masks(path: str | os.PathLike, records: Sequence[Mapping[str, Any]]) -> Path:
+    """Atomically write ``neuropil_masks.json`` (``{"neuropils": records}``)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"neuropils": list(records)}))
+    return path
+
+
+@dataclass(frozen=True)
+class NeuropilCorrectedFile:
+    """``neuropil_correction.h5``: ``traces`` (FC, N x T) with ``roi_ids``, and per-ROI ``r``, ``rmse``, ``status``."""
+
+    traces: np.ndarray
+    roi_ids: list[str]
+    r: np.ndarray
+    rmse: np.ndarray
+    status: np.ndarray
+    path: Path
+
+
+def write_neuropil_corrected(
+    path: str | os.PathLike,
+    *,
+    corrected: np.ndarray,
+    roi_ids: Sequence[Any],
+    r: np.ndarray,
+    rmse: np.ndarray,
+    r_fit: np.ndarray,
+    fallback_used: np.ndarray,
+    status: Sequence[str],
+    r_vals: Sequence[np.ndarray | None],
+) -> Path:
+    """Atomically write ``neuropil_correction.h5`` (layout in the module docstring); ``r_vals[row]`` None
+    leaves that row out of the ``r_vals`` group."""
+    path = Path(path)
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset(NEUROPIL_CORRECTED_DATASET, data=corrected, compression="gzip")
+            handle.create_dataset("r", data=r)
+            handle.create_dataset("RMSE", data=rmse)
+            handle.create_dataset("r_fit", data=r_fit)
+            handle.create_dataset("fallback_used", data=fallback_used)
+            handle.create_dataset("status", data=np.array([s.encode() for s in status], dtype=np.bytes_))
+            handle.create_dataset(ROI_NAMES_DATASET, data=encode_roi_ids(roi_ids))
+            group = handle.create_group("r_vals")
+            for row, values in enumerate(r_vals):
+                if values is not None:
+                    group.create_dataset(str(row), data=values)
+
+    expected = (np.asarray(corrected).nbytes + 6 * np.asarray(r).nbytes
+                + sum(np.asarray(v).nbytes for v in r_vals if v is not None))
+    atomic_write(path, write, expected_bytes=expected + (1 << 16))
+    return path
+
+
+def read_neuropil_corrected(path: str | os.PathLike, *, entity: str | None = None) -> NeuropilCorrectedFile:
+    """Read ``neuropil_correction.h5``: FC traces, ROI ids, and ``r``, ``RMSE``, ``status`` checked to have N values."""
+    traces = read_traces(path, dataset=NEUROPIL_CORRECTED_DATASET, entity=entity)
+    n = len(traces.roi_ids)
+    r = read_vector(path, "r", length=n, entity=entity)
+    rmse = read_vector(path, "RMSE", length=n, entity=entity)
+    with open_h5(path, entity=entity) as handle:
+        status_ds = require_dataset(handle, "status", ndim=1, numeric=False, entity=entity)
+        status = np.asarray(_read(status_ds, entity=entity)).astype(str)
+    if status.shape[0] != n:
+        raise InputError(f"dataset 'status' has {status.shape[0]} values, expected {n}", entity=entity, path=path)
+    return NeuropilCorrectedFile(traces=traces.traces, roi_ids=traces.roi_ids, r=r, rmse=rmse, status=status,
+                                 path=Path(path))
+
+
+def read_ratio_status(path: str | os.PathLike, *, entity: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``r`` and ``status`` (as str) of ``neuropil_correction.h5`` without reading the traces."""
+    r = read_vector(path, "r", entity=entity)
+    with open_h5(path, entity=entity) as handle:
+        status = np.asarray(_read(require_dataset(handle, "status", ndim=1, numeric=False, entity=entity), entity=entity)).astype(str)
+    if status.shape[0] != r.shape[0]:
+        raise InputError(f"dataset 'status' has {status.shape[0]} values, 'r' has {r.shape[0]}", entity=entity, path=path)
+    return r, status
+
+
+def write_dff(
+    path: str | os.PathLike,
+    dff: np.ndarray,
+    roi_ids: Sequence[Any],
+    *,
+    sigma_dff: np.ndarray,
+    num_small_baseline_frames: np.ndarray,
+    dataset: str = TRACE_DATASET,
+    roi_field: str = ROI_NAMES_DATASET,
+    sigma_dataset: str = SIGMA_DFF_DATASET,
+    baseline_frames_dataset: str = SMALL_BASELINE_FRAMES_DATASET,
+) -> Path:
+    """Atomically write ``dff.h5`` (dataset names overridable, as the dF/F module's JSON allows)."""
+    return write_traces(path, dff, roi_ids, dataset=dataset, roi_field=roi_field,
+                        extra={sigma_dataset: sigma_dff, baseline_frames_dataset: num_small_baseline_frames})
+
+
+def read_dff(path: str | os.PathLike, *, entity: str | None = None) -> TraceFile:
+    """The dF/F traces of ``dff.h5`` (``data``, ``roi_names``)."""
+    return read_traces(path, entity=entity)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -175,3 +175,20 @@ def test_dff_finite_for_valid_rois_and_estimator_recorded(processed):
     valid = np.isin([str(i) for i in dff.roi_ids], record["valid_roi_ids"])
     assert valid.sum() >= 15 and np.isfinite(dff.traces[valid]).all()
 
+
+
+def test_intermediate_files_are_registered_in_lims(processed):
+    """demixed, neuropil-corrected and dF/F files become the plane's well-known files at the paths the assets wrote."""
+    _, _, storage = processed
+    client = LimsClient()
+    try:
+        files = client.well_known_files("OphysExperiment", int(PLANE))
+    finally:
+        client.dispose()
+    expected = {
+        "DemixedTracesFile": storage / "demixed_traces" / SESSION / PLANE / "demixed_traces.h5",
+        "NeuropilCorrection": storage / "neuropil_corrected_traces" / SESSION / PLANE / "neuropil_correction.h5",
+        "OphysDffTraceFile": storage / "dff_traces" / SESSION / PLANE / "dff.h5",
+    }
+    for type_name, path in expected.items():
+        assert files[type_name].resolve() == path.resolve(), type_name
