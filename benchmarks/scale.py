@@ -234,16 +234,22 @@ def main(argv=None) -> int:
             # 3. Per-partition LIMS queries.
             rng = random.Random(1)
             sample = rng.sample([s for ms in containers.values() for s in ms], min(args.samples, args.sessions))
-            times = []
+            times, parts = [], {"session": [], "planes": [], "behavior": []}
             for sid in sample:
-                t = time.perf_counter()
+                t0 = time.perf_counter()
                 client.session("ophys_session", sid)
+                t1 = time.perf_counter()
                 client.ophys_experiments(sid)
+                t2 = time.perf_counter()
                 client.linked_behavior_session("ophys_session", sid)
-                times.append(time.perf_counter() - t)
+                t3 = time.perf_counter()
+                times.append(t3 - t0)
+                for name, dt_s in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+                    parts[name].append(dt_s)
             times.sort()
             p95 = times[int(0.95 * (len(times) - 1))]
-            report("LIMS per partition", statistics.median(times), f"(median of {len(times)}; p95 {p95 * 1e3:.1f} ms)")
+            split = ", ".join(f"{k} {statistics.median(v) * 1e3:.1f}" for k, v in parts.items())
+            report("LIMS per partition", statistics.median(times), f"(median of {len(times)}; p95 {p95 * 1e3:.1f} ms; {split} ms)")
 
         # 4. The UI's partitions page: GraphQL against a running webserver over the same instance.
         with webserver(env, home) as url:

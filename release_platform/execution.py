@@ -108,7 +108,10 @@ def queue_for_step(step, default_queue: str) -> str:
 def _submit_routed(app, plan_context, step, queue, priority, known_state):
     from dagster_celery.executor import _submit_task
 
-    return _submit_task(app, plan_context, step, queue_for_step(step, queue), priority, known_state)
+    routed = queue_for_step(step, queue)
+    if routed != queue:  # dagster-celery's own "Submitting ... to queue" event names the queue before routing
+        plan_context.log.info(f'step "{step.key}" (pool {step.pool}) sent to queue "{routed}"')
+    return _submit_task(app, plan_context, step, routed, priority, known_state)
 
 
 def _celery_executor_class():

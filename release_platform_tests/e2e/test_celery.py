@@ -210,6 +210,11 @@ def step_events(instance, run_id: str):
     return rows
 
 
+def log_messages(instance, run_id: str) -> list[str]:
+    return [r.event_log_entry.user_message for r in instance.get_records_for_run(run_id, limit=100000).records
+            if r.event_log_entry.dagster_event is None]
+
+
 def heavy_step_keys() -> set[str]:
     from release_platform.assets.partitions import HEAVY_POOL
     from release_platform.definitions import ASSETS
@@ -240,7 +245,10 @@ def test_two_workers_reproduce_the_in_process_run_under_the_heavy_pool_limit(clu
                     starts[step] = ts
                 elif step in heavy and kind in ("STEP_SUCCESS", "STEP_FAILURE"):
                     intervals.append((starts.pop(step), ts))
+        routed = {m for run_id in run_ids for m in log_messages(instance, run_id)}
     assert workers_used == {"w1@test", "w2@test"}, workers_used  # the steps were spread over both workers
+    for step in heavy:  # every heavy step of the two jobs was sent to the heavy queue
+        assert any(m.startswith(f'step "{step}"') and m.endswith('sent to queue "release_platform_heavy"') for m in routed), step
     assert len(intervals) == 3, intervals  # ophys: trace extraction, demixing; ecephys: LFP
     # Most heavy steps running at any instant, across both runs and both workers.
     edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
