@@ -405,6 +405,12 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    from release_platform.execution import cmd_worker as start_worker
+
+    return start_worker(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="release-platform", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -440,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", metavar="RUN_ID",
                    help="with --fix: also free this run, whose process cannot be checked from this machine")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("worker", help="start a Celery worker for RELEASE_PLATFORM_EXECUTOR=celery (see README)")
+    p.add_argument("--queues", default="dagster,release_platform_heavy",
+                   help="comma-separated queues to consume (default: both; 'release_platform_heavy' for heavy steps only)")
+    p.add_argument("--concurrency", type=int, default=1, help="steps this worker runs at once (default 1)")
+    p.add_argument("--name", help="worker name (default release_platform-<pid>@<host>)")
+    p.set_defaults(func=cmd_worker)
 
     from release_platform.release.commands import add_release_commands
 

@@ -21,6 +21,7 @@ from release_platform.assets.release import RELEASE_ASSETS, RELEASE_CHECKS, RELE
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
 from release_platform.assets.stimulus import STIMULUS_ASSETS, STIMULUS_CHECKS
+from release_platform.execution import select_executor, step_retry_policy
 from release_platform.lims.resource import LimsResource
 
 ASSETS = [
@@ -38,6 +39,7 @@ SESSION_JOBS = {
         name=f"{kind}_job",
         selection=dg.AssetSelection.assets(*[key for a in ASSETS if a.partitions_def == pdef for key in a.keys]),
         description=f"Process one {kind} partition end to end.",
+        op_retry_policy=step_retry_policy(),  # on workers: transient errors retry; input errors never do
     )
     for kind, pdef in PARTITIONS_BY_KIND.items()
 }
@@ -57,5 +59,6 @@ defs = dg.Definitions(
     resources=RESOURCES,
     sensors=[make_session_sensor(kind, job) for kind, job in SESSION_JOBS.items()],
     jobs=[*SESSION_JOBS.values(), release_metadata_job, *RELEASE_JOBS, experiment_backfill_job],
-    executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
+    # Multiprocess on one machine, or Celery workers with RELEASE_PLATFORM_EXECUTOR=celery (release_platform/execution.py).
+    executor=select_executor(),
 )

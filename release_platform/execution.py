@@ -1,0 +1,230 @@
+"""Where steps run: the multiprocess executor of one machine (default) or Celery workers on a broker.
+
+``RELEASE_PLATFORM_EXECUTOR=celery`` selects Celery for every job of the code location; nothing else
+changes (assets, jobs, checks and the instance are the same). The broker is
+``RELEASE_PLATFORM_CELERY_BROKER`` (default ``redis://127.0.0.1:6379/0``; ``amqp://guest:guest@host:5672//``
+for RabbitMQ), the result backend ``RELEASE_PLATFORM_CELERY_BACKEND`` (default: the broker when it is Redis).
+Workers start with ``release-platform worker`` and must see the same Dagster instance (PostgreSQL through
+``RELEASE_PLATFORM_DAGSTER_PG_URL``), LIMS and storage root as the process that launches runs.
+
+Heavy steps (those in the ``release_platform_heavy`` pool: movie streaming, LFP) are sent to their own queue,
+``release_platform_heavy``, so a worker pool can be sized for them; the pool's slots, kept in the Dagster
+instance, still cap how many run at once across all workers.
+
+Faults: tasks are acknowledged late and rejected (re-queued) when the worker process running them dies, so a
+step whose worker is killed runs again on another worker; steps of the session jobs retry with backoff on
+transient errors (e.g. LIMS unavailable) and never on input errors (raised as ``Failure(allow_retries=False)``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Sequence
+
+import dagster as dg
+
+from release_platform.assets.partitions import HEAVY_POOL
+
+EXECUTOR_ENV = "RELEASE_PLATFORM_EXECUTOR"
+BROKER_ENV = "RELEASE_PLATFORM_CELERY_BROKER"
+BACKEND_ENV = "RELEASE_PLATFORM_CELERY_BACKEND"
+KEY_PREFIX_ENV = "RELEASE_PLATFORM_CELERY_KEY_PREFIX"
+VISIBILITY_TIMEOUT_ENV = "RELEASE_PLATFORM_CELERY_VISIBILITY_TIMEOUT"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+DEFAULT_QUEUE = "dagster"
+HEAVY_QUEUE = HEAVY_POOL
+QUEUES = (DEFAULT_QUEUE, HEAVY_QUEUE)
+# Redis (and SQS) re-deliver a message nobody acknowledged after this many seconds: it must exceed the
+# longest step, or a step still running is started a second time elsewhere.
+DEFAULT_VISIBILITY_TIMEOUT_S = 4 * 3600
+
+# Transient failures (LIMS unavailable, a broker reconnect, a flaky file server) retry with exponential
+# backoff: ~10 s, 20 s, 40 s. Input errors are raised as Failure(allow_retries=False) and never retry.
+STEP_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def step_retry_policy() -> dg.RetryPolicy | None:
+    """The session jobs' step retry policy on Celery workers; none on one machine, where a failure is
+    reported at once to the person running the command."""
+    return STEP_RETRY_POLICY if executor_name() == "celery" else None
+
+
+def executor_name() -> str:
+    """``multiprocess`` (default) or ``celery``, from ``RELEASE_PLATFORM_EXECUTOR``."""
+    name = (os.environ.get(EXECUTOR_ENV) or "multiprocess").strip().lower()
+    if name not in ("multiprocess", "celery"):
+        raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected 'multiprocess' or 'celery'")
+    return name
+
+
+def broker_url() -> str:
+    return os.environ.get(BROKER_ENV) or DEFAULT_BROKER
+
+
+def backend_url() -> str:
+    """The result backend: ``RELEASE_PLATFORM_CELERY_BACKEND``, else the broker if it is Redis, else ``rpc://``."""
+    explicit = os.environ.get(BACKEND_ENV)
+    if explicit:
+        return explicit
+    broker = broker_url()
+    return broker if broker.startswith(("redis://", "rediss://")) else "rpc://"
+
+
+def celery_settings() -> dict:
+    """Settings of the Celery app, identical for the process that submits steps and for the workers."""
+    visibility = float(os.environ.get(VISIBILITY_TIMEOUT_ENV) or DEFAULT_VISIBILITY_TIMEOUT_S)
+    transport = {"visibility_timeout": visibility, "max_retries": 10, "interval_start": 0, "interval_step": 1,
+                 "interval_max": 5}
+    backend_transport: dict = {}
+    prefix = os.environ.get(KEY_PREFIX_ENV)
+    if prefix:  # several platforms (or test runs) can share one Redis without seeing each other's tasks
+        transport["global_keyprefix"] = prefix
+        backend_transport["global_keyprefix"] = prefix
+    return {
+        "task_acks_late": True,  # acknowledge after the step ran, not when it was received
+        "task_reject_on_worker_lost": True,  # the worker process died mid-step: put the task back on the queue
+        "worker_prefetch_multiplier": 1,  # a worker reserves one step at a time; others stay on the queue
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_default_priority": 5,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": backend_transport,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 7 * 24 * 3600,
+    }
+
+
+def queue_for_step(step, default_queue: str) -> str:
+    """An explicit ``dagster-celery/queue`` tag wins; else heavy-pool steps go to the heavy queue."""
+    from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+    explicit = step.tags.get(DAGSTER_CELERY_QUEUE_TAG)
+    if explicit:
+        return explicit
+    return HEAVY_QUEUE if getattr(step, "pool", None) == HEAVY_POOL else default_queue
+
+
+def _submit_routed(app, plan_context, step, queue, priority, known_state):
+    from dagster_celery.executor import _submit_task
+
+    routed = queue_for_step(step, queue)
+    if routed != queue:  # dagster-celery's own "Submitting ... to queue" event names the queue before routing
+        plan_context.log.info(f'step "{step.key}" (pool {step.pool}) sent to queue "{routed}"')
+    return _submit_task(app, plan_context, step, routed, priority, known_state)
+
+
+def _celery_executor_class():
+    from dagster_celery.executor import CeleryExecutor
+
+    class PoolRoutedCeleryExecutor(CeleryExecutor):
+        """dagster-celery's executor, sending heavy-pool steps to the heavy queue."""
+
+        def execute(self, plan_context, execution_plan):
+            from dagster_celery.core_execution_loop import core_celery_execution_loop
+
+            return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=_submit_routed)
+
+    return PoolRoutedCeleryExecutor
+
+
+def _make_celery_executor_def() -> dg.ExecutorDefinition:
+    from dagster._core.execution.retries import RetryMode
+    from dagster_celery.executor import CELERY_CONFIG
+
+    @dg.executor(name="release_platform_celery", config_schema=CELERY_CONFIG,
+                 requirements=dg.multiple_process_executor_requirements())
+    def release_platform_celery_executor(init_context):
+        config = init_context.executor_config
+        return _celery_executor_class()(
+            broker=config.get("broker"), backend=config.get("backend"), include=config.get("include"),
+            config_source=config.get("config_source"), retries=RetryMode.from_config(config["retries"]),
+        )
+
+    return release_platform_celery_executor
+
+
+def celery_executor_config() -> dict:
+    return {"broker": broker_url(), "backend": backend_url(), "config_source": celery_settings()}
+
+
+def select_executor() -> dg.ExecutorDefinition:
+    """The executor of the code location, chosen by ``RELEASE_PLATFORM_EXECUTOR``."""
+    if executor_name() == "celery":
+        return _make_celery_executor_def().configured(celery_executor_config())
+    return dg.multiprocess_executor.configured({"max_concurrent": 2})
+
+
+def worker_app():
+    """The Celery app a worker runs: the same broker, backend and settings as the executor, with
+    dagster-celery's step task registered."""
+    from dagster._core.execution.retries import RetryMode
+    from dagster_celery.make_app import make_app
+    from dagster_celery.tasks import create_task
+
+    executor = _celery_executor_class()(broker=broker_url(), backend=backend_url(), config_source=celery_settings(),
+                                        retries=RetryMode(RetryMode.ENABLED))
+    app = make_app(executor.app_args())
+    create_task(app)
+    return app
+
+
+def run_worker(queues: Sequence[str] = QUEUES, concurrency: int = 1, name: str | None = None,
+               loglevel: str = "INFO") -> None:
+    """Start a Celery worker in this process (blocks until it is stopped with SIGTERM/SIGINT)."""
+    from release_platform.dagster_home import prepare_dagster_home
+
+    unknown = [q for q in queues if not q]
+    if unknown or not queues:
+        raise ValueError("worker: give at least one non-empty queue name")
+    if concurrency < 1:
+        raise ValueError(f"worker: concurrency must be >= 1, got {concurrency}")
+    os.environ.setdefault(EXECUTOR_ENV, "celery")
+    prepare_dagster_home()
+    hostname = name or f"release_platform-{os.getpid()}@{socket.gethostname()}"
+    app = worker_app()
+    app.worker_main(["worker", "-Q", ",".join(queues), "-c", str(concurrency), "-n", hostname, "-P", "prefork",
+                     "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
+
+
+# Reconstructable session jobs: a process (or a worker) rebuilds them from these module-level functions.
+def _resolved(job_name: str) -> dg.JobDefinition:
+    from release_platform.definitions import defs
+
+    return defs.resolve_job_def(job_name)
+
+
+def ophys_session_job() -> dg.JobDefinition:
+    return _resolved("ophys_session_job")
+
+
+def behavior_session_job() -> dg.JobDefinition:
+    return _resolved("behavior_session_job")
+
+
+def ecephys_session_job() -> dg.JobDefinition:
+    return _resolved("ecephys_session_job")
+
+
+def icephys_cell_job() -> dg.JobDefinition:
+    return _resolved("icephys_cell_job")
+
+
+RECONSTRUCTABLE_JOBS = {
+    "ophys_session": ophys_session_job, "behavior_session": behavior_session_job,
+    "ecephys_session": ecephys_session_job, "icephys_cell": icephys_cell_job,
+}
+
+
+def execute_partition(instance, kind: str, partition_key: str) -> dg.ExecutionResult:
+    """Run ``<kind>_job`` for one partition with the code location's executor (Celery workers when
+    ``RELEASE_PLATFORM_EXECUTOR=celery``); this process orchestrates, the workers run the steps."""
+    job = dg.reconstructable(RECONSTRUCTABLE_JOBS[kind])
+    return dg.execute_job(job, instance=instance, tags={"dagster/partition": partition_key,
+                                                         "release_platform/submitter": uuid.uuid4().hex[:8]})
+
+
+def cmd_worker(args) -> int:
+    """``release-platform worker``: parsed arguments to :func:`run_worker`."""
+    run_worker([q.strip() for q in args.queues.split(",")], concurrency=args.concurrency, name=args.name)
+    return 0
