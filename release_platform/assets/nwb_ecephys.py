@@ -15,6 +15,7 @@ from release_platform.ecephys.units import write_grouping
 from release_platform.errors import InputError
 from release_platform.inputs import EcephysSessionInputs
 from release_platform.lims.resource import LimsResource
+from release_platform.ecephys.probes import probe_units
 from release_platform.nwb import ecephys as ecephys_nwb
 
 ECEPHYS = PARTITIONS_BY_KIND["ecephys_session"]
@@ -45,7 +46,7 @@ def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: Ece
         inputs = _nwb_inputs(context, ecephys_session_inputs, lims, storage)
         out, unknown = {}, {}
         for probe in ecephys_nwb.selected_probes(inputs):
-            units = ecephys_nwb.probe_units(inputs, probe)
+            units = probe_units(probe, entity=ecephys_nwb.probe_entity(inputs, probe))
             target = storage.dir_for("ecephys_units", context.partition_key) / f"units_{probe.name}.h5"
             write_grouping(target, units.grouping)
             out[probe.name] = {"file": str(target), "n_units": int(len(units.grouping.unit_ids)),

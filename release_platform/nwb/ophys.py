@@ -69,19 +69,22 @@ from release_platform.errors import InputError, validate_model
 from release_platform.inputs import Roi, Subject
 from release_platform.nwb.behavior import (
     BehaviorTables,
-    Compression,
-    NwbOutput,
     add_behavior_content,
-    add_running_speed,
     add_stimulus_presentations,
-    aware_datetime,
-    backend_configuration,
     load_licks,
     load_rewards,
-    load_running_speed,
     load_stimulus_presentations,
-    load_table,
     load_trials,
+)
+from release_platform.nwb.common import (
+    Compression,
+    NwbOutput,
+    add_running_speed,
+    aware_datetime,
+    backend_configuration,
+    load_running_speed,
+    load_table,
+    make_subject,
     new_nwbfile,
     write_through_protocol,
 )
@@ -753,12 +756,11 @@ def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
         experiment_description="Two-photon calcium imaging of mouse visual cortex during visual stimulation"
                                + ("" if inputs.behavior is None else " and a change-detection task"),
         keywords=["ophys", "two-photon calcium imaging", "visual cortex", "mouse"] + ([] if inputs.behavior is None else ["behavior"]),
-        subject=inputs.subject,
+        subject=make_subject(inputs.subject, inputs.session_start_time, entity=entity),
         provenance=_provenance(inputs, config),
         writer="release_platform.nwb.ophys",
         notes=_notes(inputs),
         stimulus_notes=inputs.session_type,
-        entity=entity,
     )
     iterators: list[TraceIterator] = []
     try:
