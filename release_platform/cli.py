@@ -127,7 +127,8 @@ def _say(text: str) -> None:
 def execute_job(instance, job_name: str, partition_key: str | None, label: str, log_level: str = "WARNING"):
     """Run one job in this process with the CLI logger, tagged with this process (so ``doctor`` can tell a
     dead run from a live one) and watched while it waits for a pool slot (see assets/orchestration.py)."""
-    from release_platform.assets.orchestration import SlotWaitWatcher, owner_tags, sleep_while_waiting_for_slots
+    from release_platform.assets.dagster_internals import sleep_while_waiting_for_slots
+    from release_platform.assets.orchestration import SlotWaitWatcher, owner_tags
     from release_platform.definitions import defs
 
     sleep_while_waiting_for_slots()
@@ -330,15 +331,15 @@ def cmd_backfill(args) -> int:
 
 
 def _wait_for_backfills(instance, backfill_ids: list[str], timeout_s: float) -> int:
-    from dagster._core.execution.backfill import BulkActionStatus
+    from release_platform.assets.dagster_internals import backfill_state
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        statuses = {bid: instance.get_backfill(bid).status for bid in backfill_ids}
-        if all(s not in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING) for s in statuses.values()):
-            for bid, status in statuses.items():
-                print(f"backfill {bid}: {status.value}")
-            return 0 if all(s == BulkActionStatus.COMPLETED_SUCCESS for s in statuses.values()) else 1
+        states = {bid: backfill_state(instance, bid) for bid in backfill_ids}
+        if all(finished for finished, _, _ in states.values()):
+            for bid, (_, _, name) in states.items():
+                print(f"backfill {bid}: {name}")
+            return 0 if all(ok for _, ok, _ in states.values()) else 1
         time.sleep(2)
     print(f"backfills still running after {timeout_s:.0f} s (is the Dagster daemon running? make ui starts one)", file=sys.stderr)
     return 1
