@@ -58,7 +58,7 @@ from release_platform.nwb.common import (
     require_intervals,
     require_times,
     safe_name,
-    write_through_protocol,
+    write_nwb_from_inputs,
 )
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import provenance_record
@@ -405,4 +405,4 @@ def add_behavior_content(nwbfile, tables: BehaviorTables) -> None:
 def write_behavior_nwb(inputs: BehaviorNwbInputs, *, config: BackendConfiguration | None = None,
                        round_trip: bool = True) -> NwbOutput:
     """Write ``behavior_session_<id>.nwb`` through the write protocol; raises ``NwbWriteError`` on failure."""
-    return write_through_protocol(inputs, build_behavior_nwbfile, config=config, round_trip=round_trip)
+    return write_nwb_from_inputs(inputs, build_behavior_nwbfile, config=config, round_trip=round_trip)

@@ -11,7 +11,7 @@ The behavior, behavior-ophys and ecephys writers (:mod:`release_platform.nwb.beh
   derivation of ``subject_id`` and age (``P<days>D``) from LIMS facts;
 * :func:`read_csv` (the one source-CSV reader), :func:`canonical_frame` and :func:`load_table`;
 * :func:`interval_table` (a ``TimeIntervals`` from a frame) and :func:`add_running_speed`;
-* :func:`write_through_protocol`: write ``inputs.output_path`` through
+* :func:`write_nwb_from_inputs`: write ``inputs.output_path`` through
   :func:`release_platform.nwb.protocol.write_nwb` and return an :class:`NwbOutput`.
 
 Table conventions (the behavior and ophys files): booleans stay booleans; a column of booleans with missing
@@ -69,7 +69,7 @@ __all__ = [
     "interval_table",
     "timing",
     "add_running_speed",
-    "write_through_protocol",
+    "write_nwb_from_inputs",
 ]
 
 INSTITUTION = "Allen Institute"
@@ -381,7 +381,7 @@ def add_running_speed(nwbfile, running: pd.DataFrame, *, description: str = RUNN
 # ---------------------------------------------------------------------------------------------------------
 
 
-def write_through_protocol(inputs, build: Callable[..., Any], *, config: BackendConfiguration | None = None,
+def write_nwb_from_inputs(inputs, build: Callable[..., Any], *, config: BackendConfiguration | None = None,
                            round_trip: bool = True) -> NwbOutput:
     """Write ``inputs.output_path`` from ``build(inputs, config=...)`` through the write protocol.
 

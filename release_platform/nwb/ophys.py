@@ -45,6 +45,10 @@ Layout (written through :func:`release_platform.nwb.protocol.write_nwb`):
 Before anything is written the inputs are cross-checked (one :class:`InputError` naming the file): every
 trace file holds exactly the ROI table's ids (rows are reordered to the table's order), has one column
 per ophys frame time, and the motion offsets have one row per frame.
+
+Size: about 840 lines, one module because the input model, the cross-checks of the trace files and the
+assembly of the plane's file share one ROI ordering and one set of trace iterators (the behavior part is in
+:mod:`release_platform.nwb.behavior`, the shared file-level pieces in :mod:`release_platform.nwb.common`).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ from release_platform.nwb.common import (
     load_table,
     make_subject,
     new_nwbfile,
-    write_through_protocol,
+    write_nwb_from_inputs,
 )
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import provenance_record, regular_rate
@@ -733,10 +737,10 @@ def build_behavior_ophys_nwbfile(inputs: OphysNwbInputs, *, config: BackendConfi
     # share an ancestor" with the ROI table; it does once the file is assembled.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not share an ancestor.*")
-        return _build(inputs, config)
+        return _assemble_plane_nwbfile(inputs, config)
 
 
-def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
+def _assemble_plane_nwbfile(inputs: OphysNwbInputs, config: BackendConfiguration | None):
     from pynwb import TimeSeries
     from pynwb.base import Images
     from pynwb.image import GrayscaleImage
@@ -841,4 +845,4 @@ def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
 def write_behavior_ophys_nwb(inputs: OphysNwbInputs, *, config: BackendConfiguration | None = None,
                              round_trip: bool = True) -> NwbOutput:
     """Write ``behavior_ophys_experiment_<id>.nwb`` through the write protocol; ``NwbWriteError`` on failure."""
-    return write_through_protocol(inputs, build_behavior_ophys_nwbfile, config=config, round_trip=round_trip)
+    return write_nwb_from_inputs(inputs, build_behavior_ophys_nwbfile, config=config, round_trip=round_trip)
