@@ -32,7 +32,6 @@ readers give it back. File creation, the subject and running speed come from :mo
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -45,6 +44,7 @@ import pydantic
 from release_platform.errors import InputError, validate_model
 from release_platform.inputs import Subject
 from release_platform.nwb.common import (
+    AwareDatetime,
     Compression,
     NwbOutput,
     add_running_speed,
@@ -55,6 +55,7 @@ from release_platform.nwb.common import (
     load_table,
     make_subject,
     new_nwbfile,
+    require_session_facts,
     require_intervals,
     require_times,
     safe_name,
@@ -95,7 +96,7 @@ class BehaviorNwbInputs(pydantic.BaseModel):
 
     behavior_session_id: int
     output_dir: str
-    session_start_time: dt.datetime
+    session_start_time: AwareDatetime
     session_type: str = ""
     equipment_name: Optional[str] = None
     project_code: Optional[str] = None
@@ -107,10 +108,6 @@ class BehaviorNwbInputs(pydantic.BaseModel):
     stimulus_presentations_path: Optional[str] = None
     compression: Compression = "release"
 
-    @pydantic.field_validator("session_start_time")
-    @classmethod
-    def _aware_start(cls, value: dt.datetime) -> dt.datetime:
-        return aware_datetime(value)
 
     @property
     def entity(self) -> str:
@@ -124,10 +121,7 @@ class BehaviorNwbInputs(pydantic.BaseModel):
     def from_session(cls, session: Any, *, output_dir: str | os.PathLike, **overrides: Any) -> "BehaviorNwbInputs":
         """Inputs from a validated :class:`~release_platform.inputs.BehaviorSessionInputs` (LIMS files)."""
         entity = f"behavior_session {session.session_id}"
-        if session.date_of_acquisition is None:
-            raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
-        if session.subject is None:
-            raise InputError("session has no subject (donor) in LIMS", entity=entity)
+        require_session_facts(session, entity)
         files = session.files
         for key in ("BehaviorTrials", "BehaviorLicks", "BehaviorRewards"):
             if key not in files:

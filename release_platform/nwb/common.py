@@ -32,7 +32,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,8 @@ __all__ = [
     "backend_configuration",
     "quiet_codec_warnings",
     "aware_datetime",
+    "AwareDatetime",
+    "require_session_facts",
     "read_csv",
     "canonical_frame",
     "load_table",
@@ -102,6 +104,18 @@ def aware_datetime(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
     if value is None:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+
+#: A datetime field of a writer's inputs: naive values (LIMS) are taken as UTC.
+AwareDatetime = Annotated[dt.datetime, pydantic.AfterValidator(aware_datetime)]
+
+
+def require_session_facts(session: Any, entity: str) -> None:
+    """One InputError when a LIMS session lacks what every NWB file needs: its acquisition date and subject."""
+    if session.date_of_acquisition is None:
+        raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
+    if session.subject is None:
+        raise InputError("session has no subject (donor) in LIMS", entity=entity)
 
 
 class NwbOutput(pydantic.BaseModel):

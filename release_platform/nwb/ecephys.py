@@ -68,6 +68,7 @@ from release_platform.ecephys.probes import (
 from release_platform.ecephys.units import load_npy
 from release_platform.errors import InputError, validate_model
 from release_platform.nwb.common import (
+    AwareDatetime,
     add_running_speed,
     age_in_days,
     aware_datetime,
@@ -76,6 +77,7 @@ from release_platform.nwb.common import (
     new_nwbfile,
     nwb_subject,
     read_csv,
+    require_session_facts,
     safe_name,
     subject_id_of,
 )
@@ -158,7 +160,7 @@ class EcephysNwbInputs(pydantic.BaseModel):
 
     output_path: str
     session_id: int
-    session_start_time: dt.datetime
+    session_start_time: AwareDatetime
     stimulus_table_path: Optional[str] = None
     invalid_epochs: list[InvalidEpoch] = []
     session_sync_path: Optional[str] = None
@@ -173,10 +175,6 @@ class EcephysNwbInputs(pydantic.BaseModel):
     lfp_buffer_gb: float = pydantic.Field(default=0.25, gt=0)
     lfp_chunk_mb: float = pydantic.Field(default=4.0, gt=0)
 
-    @pydantic.field_validator("session_start_time")
-    @classmethod
-    def _aware(cls, value: dt.datetime) -> dt.datetime:
-        return aware_datetime(value)
 
     @pydantic.model_validator(mode="after")
     def _unique_probes(self) -> "EcephysNwbInputs":
@@ -205,11 +203,8 @@ class EcephysNwbInputs(pydantic.BaseModel):
         records (``LimsClient.ecephys_probes``: channels with ``local_index``/``structure_acronym``; units
         with ``ecephys_channel_id`` and a ``metrics`` dict). LFP files go beside ``output_path``."""
         entity = f"ecephys_session {session.session_id}"
-        if session.date_of_acquisition is None:
-            raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
+        require_session_facts(session, entity)
         subject = session.subject
-        if subject is None:
-            raise InputError("session has no subject (donor) in LIMS", entity=entity)
         start = aware_datetime(session.date_of_acquisition)
         age_days = age_in_days(subject.date_of_birth, start)
         records = {int(r["id"]): r for r in probe_records}

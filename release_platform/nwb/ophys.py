@@ -54,7 +54,6 @@ assembly of the plane's file share one ROI ordering and one set of trace iterato
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import os
@@ -81,15 +80,16 @@ from release_platform.nwb.behavior import (
     load_trials,
 )
 from release_platform.nwb.common import (
+    AwareDatetime,
     Compression,
     NwbOutput,
     add_running_speed,
-    aware_datetime,
     backend_configuration,
     load_running_speed,
     load_table,
     make_subject,
     new_nwbfile,
+    require_session_facts,
     write_nwb_from_inputs,
 )
 from release_platform.nwb.config import BackendConfiguration
@@ -185,7 +185,7 @@ class OphysNwbInputs(pydantic.BaseModel):
     ophys_experiment_id: int
     ophys_session_id: int
     output_dir: str
-    session_start_time: dt.datetime
+    session_start_time: AwareDatetime
     session_type: str = ""
     equipment_name: Optional[str] = None
     project_code: Optional[str] = None
@@ -214,10 +214,6 @@ class OphysNwbInputs(pydantic.BaseModel):
     compression: Compression = "release"
     stream_traces: bool = True
 
-    @pydantic.field_validator("session_start_time")
-    @classmethod
-    def _aware_start(cls, value: dt.datetime) -> dt.datetime:
-        return aware_datetime(value)
 
     @pydantic.model_validator(mode="after")
     def _unique_rois(self) -> "OphysNwbInputs":
@@ -256,10 +252,7 @@ class OphysNwbInputs(pydantic.BaseModel):
         (``{"file": ..., ...}`` as the ophys assets return per plane) and the linked behavior session
         (:class:`~release_platform.inputs.BehaviorSessionInputs` or None)."""
         entity = f"ophys_session {session.session_id} (ophys_experiment {plane.ophys_experiment_id})"
-        if session.date_of_acquisition is None:
-            raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
-        if session.subject is None:
-            raise InputError("session has no subject (donor) in LIMS", entity=entity)
+        require_session_facts(session, entity)
         files, pfiles = session.files, plane.files
         for key, where in (("OphysTimestamps", files), ("OphysMaxIntImage", pfiles), ("OphysAverageIntensityProjectionImage", pfiles)):
             if key not in where:

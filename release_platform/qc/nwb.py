@@ -7,7 +7,7 @@ the description of a failure names each failing file and its first problem.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from release_platform.nwb.inspection import InspectionReport, inspect_nwb, units_content_problems, validate_nwb
 from release_platform.qc.registry import CheckResult, Importance, describe_failures, is_blocking, register
@@ -19,13 +19,18 @@ NWB_INSPECTOR = "nwb.inspector"
 UNITS_CONTENT = "nwb.units_content"
 
 
+def _per_file(check_id: str, importance: Importance, what: str, problems_of: Callable[[str], list[str]],
+              paths: Iterable[str | os.PathLike]) -> CheckResult:
+    """Passes when ``problems_of`` finds no problem in any file; the problems per failing file in metadata."""
+    problems = {str(p): problems_of(p) for p in paths}
+    bad = {p: msgs for p, msgs in problems.items() if msgs}
+    return CheckResult(check_id, importance, not bad, describe_failures(what, bad), {"files_checked": len(problems), "problems": bad})
+
+
 @register(PYNWB_VALIDATION, Importance.PYNWB_VALIDATION, "PyNWB validation reports no problem.")
 def check_pynwb_validation(paths: Iterable[str | os.PathLike]) -> CheckResult:
     """Passes when PyNWB validation reports no problem in any of ``paths``."""
-    problems = {str(p): validate_nwb(p) for p in paths}
-    bad = {p: msgs for p, msgs in problems.items() if msgs}
-    return CheckResult(PYNWB_VALIDATION, Importance.PYNWB_VALIDATION, not bad, describe_failures("PyNWB validation", bad),
-                       {"files_checked": len(problems), "problems": bad})
+    return _per_file(PYNWB_VALIDATION, Importance.PYNWB_VALIDATION, "PyNWB validation", validate_nwb, paths)
 
 
 def inspector_result(reports: Mapping[str, InspectionReport]) -> CheckResult:
@@ -57,7 +62,4 @@ def check_nwb_inspector(paths: Iterable[str | os.PathLike]) -> CheckResult:
 @register(UNITS_CONTENT, Importance.CRITICAL, "Units: spike times and amplitudes finite, every unit has at least one spike.")
 def check_units_content(paths: Iterable[str | os.PathLike]) -> CheckResult:
     """Passes when no file's units table has NaN/infinite spike times or amplitudes, or a unit without spikes."""
-    problems = {str(p): units_content_problems(p) for p in paths}
-    bad = {p: msgs for p, msgs in problems.items() if msgs}
-    return CheckResult(UNITS_CONTENT, Importance.CRITICAL, not bad, describe_failures("units content check", bad),
-                       {"files_checked": len(problems), "problems": bad})
+    return _per_file(UNITS_CONTENT, Importance.CRITICAL, "units content check", units_content_problems, paths)
