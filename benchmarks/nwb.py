@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from release_platform.inputs import Roi, Subject  # noqa: E402
 from release_platform.nwb import ophys as O  # noqa: E402
-from release_platform.nwb.behavior import backend_configuration, quiet_codec_warnings  # noqa: E402
+from release_platform.nwb.common import backend_configuration, quiet_codec_warnings  # noqa: E402
 from release_platform.nwb.config import codec_available  # noqa: E402
 from release_platform.nwb.protocol import write_nwb  # noqa: E402
 from release_platform.ophys.io import encode_roi_ids, read_traces, write_traces  # noqa: E402

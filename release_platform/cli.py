@@ -7,15 +7,23 @@ unless ``RELEASE_PLATFORM_LIMS_URL`` / ``RELEASE_PLATFORM_DAGSTER_PG_URL`` point
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 from release_platform.errors import InputError
 from release_platform.lims import LimsClient, LimsUnavailableError
+from release_platform.assets.runs import (
+    DEMO_RELEASE_VERSION,
+    instance as _instance,
+    materialize_partition,
+    run_release,
+    run_release_metadata,
+    session_key,
+    sync_partitions,
+    was_interrupted,
+)
 from release_platform.storage import platform_home, storage_root
 
 
@@ -45,130 +53,8 @@ def cmd_seed(args) -> int:
     return 0
 
 
-def _instance():
-    from release_platform.dagster_home import prepare_dagster_home
-
-    prepare_dagster_home()
-    import dagster as dg
-
-    return dg.DagsterInstance.get()
-
-
-def sync_partitions(instance, client: LimsClient) -> dict[str, list[str]]:
-    """Add every LIMS session as a partition of its kind (what the sensors do tick by tick)."""
-    from release_platform.assets.partitions import PARTITIONS_BY_KIND
-
-    out = {}
-    for kind, pdef in PARTITIONS_BY_KIND.items():
-        keys = [str(i) for i in client.session_ids(kind)]
-        existing = set(instance.get_dynamic_partitions(pdef.name))
-        missing = [k for k in keys if k not in existing]
-        if missing:
-            instance.add_dynamic_partitions(pdef.name, missing)
-        out[kind] = keys
-    return out
-
-
-class _UserMessages(logging.Filter):
-    """Pass the steps' own log messages; drop Dagster's framework events (the run summary reports failures
-    in one line each instead of the full chained traceback)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        meta = getattr(record, "dagster_meta", None)
-        if not isinstance(meta, dict):
-            return True
-        if meta.get("dagster_event") is not None:
-            return False
-        # Dagster's own note on each step skipped after a failure (the summary lists them in one line)
-        return not str(meta.get("orig_message") or "").startswith("Dependencies for step ")
-
-
-class _OneLine(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        meta = getattr(record, "dagster_meta", None)
-        if isinstance(meta, dict) and meta.get("orig_message") is not None:
-            text, step = str(meta["orig_message"]), meta.get("step_key")
-        else:
-            text, step = record.getMessage(), None
-        lines = text.strip().splitlines() or [""]
-        return f"  {record.levelname.lower()}: {step + ': ' if step else ''}{lines[0]}"
-
-
-def _console_logger(init_context) -> logging.Logger:
-    logger = logging.Logger("release_platform.run", level=init_context.logger_config["log_level"].upper())
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_UserMessages())
-    handler.setFormatter(_OneLine())
-    logger.addHandler(handler)
-    return logger
-
-
-def cli_console_logger():
-    """release-platform's console logger (a Dagster logger): the steps' own messages, one line each, on stderr."""
-    import dagster as dg
-
-    return dg.LoggerDefinition(
-        _console_logger,
-        config_schema={"log_level": dg.Field(str, is_required=False, default_value="WARNING")},
-        description=cli_console_logger.__doc__,
-    )
-
-
-def session_key(key, kind: str) -> str:
-    from release_platform.assets.partitions import session_key as check_key
-
-    return check_key(key, kind)
-
-
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def execute_job(instance, job_name: str, partition_key: str | None, label: str, log_level: str = "WARNING"):
-    """Run one job in this process with the CLI logger, tagged with this process (so ``doctor`` can tell a
-    dead run from a live one) and watched while it waits for a pool slot (see assets/orchestration.py)."""
-    from release_platform.assets.orchestration import SlotWaitWatcher, owner_tags, sleep_while_waiting_for_slots
-    from release_platform.definitions import defs
-
-    sleep_while_waiting_for_slots()
-    job = defs.resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger()})
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    run_id = str(uuid.uuid4())
-    with SlotWaitWatcher(instance, run_id, label, _say):
-        return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
-                                      run_config=run_config, run_id=run_id, tags=owner_tags())
-
-
-def was_interrupted(instance, result) -> bool:
-    """Whether Ctrl-C/SIGTERM stopped the run (canceled while it waited, or a step interrupted)."""
-    import dagster as dg
-
-    run = instance.get_run_by_id(result.run_id)
-    if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
-        return True
-    return any(e.event_type_value == "STEP_FAILURE" and e.event_specific_data.error is not None
-               and e.event_specific_data.error.cls_name == "DagsterExecutionInterruptedError" for e in result.all_events)
-
-
-def materialize_partition(instance, kind: str, partition_key: str, log_level: str = "WARNING"):
-    """Run the kind's job for one partition in this process; returns the Dagster result."""
-    key = session_key(partition_key, kind)
-    return execute_job(instance, f"{kind}_job", key, f"{kind} {key}", log_level)
-
-
-def run_release_metadata(instance, log_level: str = "WARNING"):
-    """Assemble the release-level metadata tables from every materialized session partition."""
-    return execute_job(instance, "release_metadata_job", None, "release metadata", log_level)
-
-
-DEMO_RELEASE_VERSION = "1.0.0"
-
-
-def run_release(instance, version: str, log_level: str = "WARNING"):
-    """Assemble, stage and verify one release version (a ``release_version`` partition)."""
-    if version not in instance.get_dynamic_partitions("release_version"):
-        instance.add_dynamic_partitions("release_version", [version])
-    return execute_job(instance, "release_job", version, f"release {version}", log_level)
 
 
 def cmd_materialize(args) -> int:
@@ -330,15 +216,15 @@ def cmd_backfill(args) -> int:
 
 
 def _wait_for_backfills(instance, backfill_ids: list[str], timeout_s: float) -> int:
-    from dagster._core.execution.backfill import BulkActionStatus
+    from release_platform.assets.dagster_internals import backfill_state
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        statuses = {bid: instance.get_backfill(bid).status for bid in backfill_ids}
-        if all(s not in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING) for s in statuses.values()):
-            for bid, status in statuses.items():
-                print(f"backfill {bid}: {status.value}")
-            return 0 if all(s == BulkActionStatus.COMPLETED_SUCCESS for s in statuses.values()) else 1
+        states = {bid: backfill_state(instance, bid) for bid in backfill_ids}
+        if all(finished for finished, _, _ in states.values()):
+            for bid, (_, _, name) in states.items():
+                print(f"backfill {bid}: {name}")
+            return 0 if all(ok for _, ok, _ in states.values()) else 1
         time.sleep(2)
     print(f"backfills still running after {timeout_s:.0f} s (is the Dagster daemon running? make ui starts one)", file=sys.stderr)
     return 1

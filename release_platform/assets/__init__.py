@@ -1,1 +1,1 @@
-"""The Dagster layer: thin wiring around the science packages, one module per stage."""
+"""The Dagster layer: thin wiring around the science packages, one module per stage; checks.py turns qc/ results into asset checks, runs.py runs jobs for the command line, dagster_internals.py isolates the private Dagster API."""

@@ -6,13 +6,11 @@ backfills are executed by the Dagster daemon (``make ui`` runs one); they show i
 """
 
 
-import time
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.execution.backfill import PartitionBackfill
-from dagster._core.utils import make_new_backfill_id
 
+from release_platform.assets.dagster_internals import new_partition_backfill
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.lims.client import LimsClient
 from release_platform.lims.resource import LimsResource
@@ -53,20 +51,15 @@ def launch_experiment_backfill(
             continue
         for start in range(0, len(keys), batch_size):
             batch = keys[start : start + batch_size]
-            backfill = PartitionBackfill.from_asset_partitions(
-                backfill_id=make_new_backfill_id(),
-                asset_graph=asset_graph,
+            backfill = new_partition_backfill(
+                instance,
+                asset_graph,
                 partition_names=batch,
                 asset_selection=selection,
-                backfill_timestamp=time.time(),
                 tags={"release_platform/experiment_container": str(experiment_container_id), "release_platform/kind": kind},
-                dynamic_partitions_store=instance,
-                all_partitions=False,
                 title=f"experiment {experiment_container_id}: {kind} {start // batch_size + 1}",
                 description=f"{len(batch)} {kind} partitions of experiment container {experiment_container_id}",
-                run_config=None,
             )
-            instance.add_backfill(backfill)
             launched.append(LaunchedBackfill(backfill.backfill_id, kind, tuple(batch)))
     return launched
 

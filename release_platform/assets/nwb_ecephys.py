@@ -10,14 +10,16 @@ import time
 import dagster as dg
 
 from release_platform.assets.lims_registration import register_produced_files
-from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result, units_content_result
+from release_platform.assets.checks import asset_check_result
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
+from release_platform.ecephys.probes import probe_units
 from release_platform.ecephys.units import write_grouping
 from release_platform.errors import InputError
 from release_platform.inputs import EcephysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.nwb import ecephys as ecephys_nwb
+from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation, check_units_content
 
 ECEPHYS = PARTITIONS_BY_KIND["ecephys_session"]
 GROUP = "ecephys_session"
@@ -51,7 +53,7 @@ def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: Ece
         inputs = _nwb_inputs(context, ecephys_session_inputs, storage)
         out, unknown = {}, {}
         for probe in ecephys_nwb.selected_probes(inputs):
-            units = ecephys_nwb.probe_units(inputs, probe)
+            units = probe_units(probe, entity=ecephys_nwb.probe_entity(inputs, probe))
             target = storage.dir_for("ecephys_units", context.partition_key) / f"units_{probe.name}.h5"
             write_grouping(target, units.grouping)
             out[probe.name] = {"file": str(target), "n_units": int(len(units.grouping.unit_ids)),
@@ -150,30 +152,30 @@ def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inp
 
 @dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
 def ecephys_session_nwb_pynwb_valid(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
-    return pynwb_validation_result([ecephys_session_nwb["path"]])
+    return asset_check_result(check_pynwb_validation([ecephys_session_nwb["path"]]))
 
 
 @dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
                 description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
 def ecephys_session_nwb_inspector(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
-    return inspector_result([ecephys_session_nwb["path"]])
+    return asset_check_result(check_nwb_inspector([ecephys_session_nwb["path"]]))
 
 
 @dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
                 description="Units: spike times and amplitudes finite, every unit has at least one spike.")
 def ecephys_session_nwb_units_content(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
-    return units_content_result([ecephys_session_nwb["path"]])
+    return asset_check_result(check_units_content([ecephys_session_nwb["path"]]))
 
 
 @dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
 def ecephys_probe_lfp_nwb_pynwb_valid(ecephys_probe_lfp_nwb: dict) -> dg.AssetCheckResult:
-    return pynwb_validation_result(ecephys_probe_lfp_nwb["probes"].values())
+    return asset_check_result(check_pynwb_validation(ecephys_probe_lfp_nwb["probes"].values()))
 
 
 @dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True,
                 description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
 def ecephys_probe_lfp_nwb_inspector(ecephys_probe_lfp_nwb: dict) -> dg.AssetCheckResult:
-    return inspector_result(ecephys_probe_lfp_nwb["probes"].values())
+    return asset_check_result(check_nwb_inspector(ecephys_probe_lfp_nwb["probes"].values()))
 
 
 ECEPHYS_ASSETS = [ecephys_units, ecephys_session_nwb, ecephys_probe_lfp_nwb]

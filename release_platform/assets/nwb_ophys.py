@@ -20,7 +20,7 @@ from typing import Literal
 import dagster as dg
 
 from release_platform.assets.lims_registration import register_produced_files
-from release_platform.assets.nwb_checks import inspector_result, pynwb_validation_result
+from release_platform.assets.checks import asset_check_result
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
@@ -28,6 +28,7 @@ from release_platform.inputs import BehaviorSessionInputs, OphysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.nwb import behavior as behavior_nwb_writer
 from release_platform.nwb import ophys as ophys_nwb_writer
+from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
 BEHAVIOR = PARTITIONS_BY_KIND["behavior_session"]
@@ -146,21 +147,21 @@ with warnings.catch_warnings():
     @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
                     description="PyNWB validation reports no problem in any plane's file.")
     def behavior_ophys_nwb_pynwb_valid(behavior_ophys_nwb: dict) -> dg.AssetCheckResult:
-        return pynwb_validation_result(rec["path"] for rec in behavior_ophys_nwb["planes"].values())
+        return asset_check_result(check_pynwb_validation(rec["path"] for rec in behavior_ophys_nwb["planes"].values()))
 
     @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
                     description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION in every plane's file.")
     def behavior_ophys_nwb_inspector(behavior_ophys_nwb: dict) -> dg.AssetCheckResult:
-        return inspector_result(rec["path"] for rec in behavior_ophys_nwb["planes"].values())
+        return asset_check_result(check_nwb_inspector(rec["path"] for rec in behavior_ophys_nwb["planes"].values()))
 
     @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True, description="PyNWB validation reports no problem.")
     def behavior_nwb_pynwb_valid(behavior_nwb: dict) -> dg.AssetCheckResult:
-        return pynwb_validation_result([behavior_nwb["path"]])
+        return asset_check_result(check_pynwb_validation([behavior_nwb["path"]]))
 
     @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True,
                     description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
     def behavior_nwb_inspector(behavior_nwb: dict) -> dg.AssetCheckResult:
-        return inspector_result([behavior_nwb["path"]])
+        return asset_check_result(check_nwb_inspector([behavior_nwb["path"]]))
 
 
 NWB_OPHYS_ASSETS = [behavior_ophys_nwb, behavior_nwb]

@@ -13,10 +13,9 @@ import time
 from typing import Any, Callable, Literal, Optional
 
 import dagster as dg
-import h5py
-import numpy as np
 
 from release_platform.assets.lims_registration import register_produced_files
+from release_platform.assets.checks import asset_check_result
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
@@ -25,6 +24,7 @@ from release_platform.lims.resource import LimsResource
 from release_platform.ophys import pipeline, qc
 from release_platform.ophys.dff import fit_long_window
 from release_platform.ophys.io import DEMIXED_TRACES_FILE, DFF_FILE, read_ratio_status, read_traces
+from release_platform.qc import ophys as qc_ophys
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
 GROUP = "ophys_session"
@@ -225,52 +225,28 @@ def _plane_entity(context, pid: str) -> str:
     return f"ophys_session {context.partition_key} ({plane})" if context.has_partition_key else plane
 
 
-MAX_UNCONVERGED_FRACTION = 0.10
+MAX_UNCONVERGED_FRACTION = qc_ophys.MAX_UNCONVERGED_FRACTION
 
 
 @dg.asset_check(asset=neuropil_corrected_traces, partitions_def=OPHYS, blocking=False,
                 description=f"Warn when more than {MAX_UNCONVERGED_FRACTION:.0%} of a plane's ROIs have an unconverged r.")
 def neuropil_r_distribution(context: dg.AssetCheckExecutionContext, neuropil_corrected_traces: dict) -> dg.AssetCheckResult:
-    per_plane = {}
+    planes = {}
     for pid, rec in neuropil_corrected_traces.items():
-        with h5py.File(rec["file"], "r") as fh:
-            per_plane[pid] = qc.summarize_ratios(fh["r"][()], fh["status"][()].astype(str)).__dict__
-    worst = max(p["unconverged_fraction"] for p in per_plane.values())
-    over = {pid: p for pid, p in per_plane.items() if p["unconverged_fraction"] > MAX_UNCONVERGED_FRACTION}
-    return dg.AssetCheckResult(
-        passed=not over,
-        severity=dg.AssetCheckSeverity.WARN,
-        description="\n".join(
-            f"{_plane_entity(context, pid)}: {p['n_unconverged']} of {p['n_fit']} ROIs have an "
-            f"unconverged neuropil ratio r ({p['unconverged_fraction']:.0%} > {MAX_UNCONVERGED_FRACTION:.0%})"
-            for pid, p in over.items()
-        ) or None,
-        metadata={"worst_unconverged_fraction": worst, "planes": dg.MetadataValue.json(per_plane)},
-    )
+        r, status = read_ratio_status(rec["file"], entity=_plane_entity(context, pid))
+        planes[pid] = qc_ophys.PlaneRatios(_plane_entity(context, pid), r, status)
+    return asset_check_result(qc_ophys.check_neuropil_r_distribution(planes, MAX_UNCONVERGED_FRACTION))
 
 
 @dg.asset_check(asset=dff_traces, partitions_def=OPHYS, blocking=True,
                 description="Every valid ROI (valid in LIMS, not excluded or flagged upstream) has finite dF/F at every frame.")
 def dff_finite_for_valid_rois(context: dg.AssetCheckExecutionContext, dff_traces: dict) -> dg.AssetCheckResult:
-    bad: dict[str, list[str]] = {}
-    checked = 0
+    planes = {}
     for pid, rec in dff_traces.items():
         traces = read_traces(rec["file"])
-        ids = [str(i) for i in traces.roi_ids]
-        valid = np.isin(ids, rec["valid_roi_ids"])
-        checked += int(valid.sum())
-        rows = qc.nonfinite_valid_rows(traces.traces, valid)
-        if rows.size:
-            bad[pid] = [ids[i] for i in rows]
-    return dg.AssetCheckResult(
-        passed=not bad,
-        description="\n".join(
-            f"{_plane_entity(context, pid)}: {dff_traces[pid]['file']}: dF/F is NaN or infinite for "
-            f"{len(ids)} valid ROI(s): {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
-            for pid, ids in bad.items()
-        ) or None,
-        metadata={"valid_rois_checked": checked, "rois_with_nonfinite_dff": dg.MetadataValue.json(bad)},
-    )
+        planes[pid] = qc_ophys.PlaneDff(_plane_entity(context, pid), rec["file"], traces.traces, [str(i) for i in traces.roi_ids],
+                                        rec["valid_roi_ids"])
+    return asset_check_result(qc_ophys.check_dff_finite(planes))
 
 
 OPHYS_ASSETS = [extracted_traces, demixed_traces, neuropil_corrected_traces, dff_traces]

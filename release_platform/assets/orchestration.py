@@ -14,10 +14,10 @@ claimed and every later heavy step waits for it. Two mechanisms give such slots 
   whenever one of its steps waits for a slot held by a dead run (:class:`SlotWaitWatcher`).
 
 Everything here uses the instance's public run methods and the event log storage's concurrency methods
-(``get_concurrency_keys``, ``get_concurrency_info``, ``free_concurrency_slots_for_run``), except two small
-functions that touch Dagster internals, each documented and tested: :func:`interrupt_captured` (reads the
-flag Dagster sets on SIGINT/SIGTERM) and :func:`sleep_while_waiting_for_slots` (makes an in-process run that
-waits for a slot sleep instead of spinning).
+(``get_concurrency_keys``, ``get_concurrency_info``, ``free_concurrency_slots_for_run``); the two things
+that need Dagster internals, :func:`interrupt_captured` (the flag Dagster sets on SIGINT/SIGTERM) and
+:func:`sleep_while_waiting_for_slots` (an in-process run waiting for a slot sleeps instead of spinning), are in
+:mod:`release_platform.assets.dagster_internals`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import dagster as dg
+
+from release_platform.assets.dagster_internals import interrupt_captured
 
 TAG_PID = "release_platform/pid"
 TAG_HOST = "release_platform/host"
@@ -193,39 +195,6 @@ def repair(instance: dg.DagsterInstance, states: Iterable[RunState], force_run_i
 
 
 # -- a step waiting for a slot ---------------------------------------------------------------------------
-def interrupt_captured() -> bool:
-    """Whether Dagster captured a SIGINT/SIGTERM that it has not acted on yet.
-
-    During a run Dagster replaces the SIGINT/SIGTERM handlers with one that only sets a flag, acted on when
-    the next step starts; a run that only waits for a pool slot never gets there. Private Dagster API, kept
-    to this one function."""
-    from dagster._utils.interrupts import check_captured_interrupt
-
-    return check_captured_interrupt()
-
-
-def sleep_while_waiting_for_slots() -> None:
-    """Make in-process runs sleep between their checks for a free pool slot.
-
-    Dagster 1.13's ``InstanceConcurrencyContext.interval_to_next_pending_claim_check`` returns
-    ``min(0, ...)``, which is never positive, so a run whose step waits for a slot loops without sleeping (a
-    core at full use for as long as it waits). This replaces it with the time until the next scheduled check
-    (``max(0, min(...))``, at most Dagster's 15 s back-off). Idempotent. Private Dagster API, kept here."""
-    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-
-    if getattr(InstanceConcurrencyContext.interval_to_next_pending_claim_check, "sleeps", False):
-        return
-
-    def interval_to_next_pending_claim_check(self) -> float:
-        if not self._pending_claims:
-            return 0.0
-        now = time.time()
-        return max(0.0, min((ready_at - now for ready_at in self._pending_timeouts.values()), default=0.0))
-
-    interval_to_next_pending_claim_check.sleeps = True
-    InstanceConcurrencyContext.interval_to_next_pending_claim_check = interval_to_next_pending_claim_check
-
-
 class WaitInterrupted(KeyboardInterrupt):
     """Raised in the main thread to stop a run that waits for a pool slot after Ctrl-C (or SIGTERM)."""
 

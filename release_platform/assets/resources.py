@@ -7,6 +7,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
+from release_platform.assets.dagster_internals import current_asset_names
 from release_platform.assets.partitions import session_key
 from release_platform.storage import artifact_dir, partition_lock, storage_root
 
@@ -32,7 +33,7 @@ class StorageResource(dg.ConfigurableResource):
         once naming the pid that holds it."""
         partition_key = session_key(partition_key, asset_name)
         key = (asset_name, partition_key)
-        if key not in self._held and asset_name in _materializing():
+        if key not in self._held and asset_name in current_asset_names():
             self._held[key] = partition_lock(self.root_path(), asset_name, partition_key).acquire()
         return artifact_dir(self.root_path(), asset_name, partition_key)
 
@@ -41,16 +42,3 @@ class StorageResource(dg.ConfigurableResource):
         self._held.clear()
         for lock in held:
             lock.release()
-
-
-def _materializing() -> set[str]:
-    """Names of the assets the current step materializes (empty outside a step)."""
-    from dagster._core.execution.context.compute import current_execution_context
-
-    ctx = current_execution_context.get()
-    if ctx is None:
-        return set()
-    try:
-        return {key.path[-1] for key in ctx.op_execution_context.selected_asset_keys}
-    except Exception:  # noqa: BLE001 - an op without assets
-        return set()

@@ -16,6 +16,7 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
+from release_platform.assets.checks import asset_check_result
 from release_platform.assets.metadata import RELEASE_GROUP
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
@@ -24,7 +25,8 @@ from release_platform.inputs import OphysSessionInputs
 from release_platform.modules import observatory_analysis
 from release_platform.stimulus.lsn import DEFAULT_SHUFFLES
 from release_platform.stimulus.running import speed_per_frame
-from release_platform.stimulus.schema import ID_COLUMNS, CellMetricsTable, check_responsive_fraction
+from release_platform.qc.stimulus import check_responsive_fraction
+from release_platform.stimulus.schema import ID_COLUMNS, CellMetricsTable
 from release_platform.storage import atomic_path
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
@@ -135,11 +137,7 @@ def cell_metrics_schema(context: dg.AssetCheckExecutionContext, cell_metrics: di
 @dg.asset_check(asset=cell_metrics, partitions_def=OPHYS, blocking=False,
                 description="Warn when the fraction of valid ROIs responsive to gratings or scenes (p < 0.05) is outside 5-95%.")
 def responsive_fraction(context: dg.AssetCheckExecutionContext, cell_metrics: dict) -> dg.AssetCheckResult:
-    result = check_responsive_fraction(pd.read_parquet(cell_metrics["file"]))
-    return dg.AssetCheckResult(
-        passed=result.passed, severity=dg.AssetCheckSeverity.WARN, description=result.message,
-        metadata={"fraction": result.fraction, "cells": result.n_cells, "check_id": result.id},
-    )
+    return asset_check_result(check_responsive_fraction(pd.read_parquet(cell_metrics["file"])))
 
 
 # --- release-level table ---------------------------------------------------------------------------------------

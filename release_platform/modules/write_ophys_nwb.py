@@ -10,8 +10,9 @@ behavior session: ``behavior_session_id``, ``trials_path``, ``licks_path``, ``re
 true). Unknown keys are rejected.
 
 Output JSON: ``output_path``, ``identifier``, ``n_bytes``, ``n_datasets_checked``, ``compression`` and, when
-inspected, ``inspector``: ``{config: "dandi", counts: {importance: n}, passed, messages}`` (``passed`` = zero
-CRITICAL and zero BEST_PRACTICE_VIOLATION; ``messages`` lists every message as plain fields). A failed write
+inspected, ``inspector``: ``{config: "dandi", counts: {importance: n}, passed, messages}`` (``passed`` = the registry's
+NWB Inspector check, :func:`release_platform.qc.nwb.inspector_result`: no message of a blocking importance,
+:data:`release_platform.qc.BLOCKING`; ``messages`` lists every message as plain fields). A failed write
 exits with status 1 and one message naming the session, the plane and the file; ``<output>.error`` then
 holds what was written.
 
@@ -24,8 +25,7 @@ from __future__ import annotations
 from release_platform.modules._harness import main_for
 from release_platform.nwb.inspection import inspect_nwb
 from release_platform.nwb.ophys import OphysNwbInputs, write_behavior_ophys_nwb
-
-BLOCKING = ("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION")
+from release_platform.qc.nwb import inspector_result
 
 
 class Inputs(OphysNwbInputs):
@@ -40,7 +40,7 @@ def run(inputs: Inputs) -> dict:
         output["inspector"] = {
             "config": "dandi",
             "counts": report.counts,
-            "passed": not report.at(*BLOCKING),
+            "passed": inspector_result({output["output_path"]: report}).passed,
             "messages": [{k: m[k] for k in ("importance", "check_function_name", "location", "message")} for m in report.messages],
         }
     return output

@@ -151,10 +151,6 @@ class BackendConfiguration(pydantic.BaseModel):
             return self.datasets[max(hits, key=len)]
         return self.default
 
-    def with_datasets(self, **datasets: DatasetIOConfiguration) -> "BackendConfiguration":
-        """A copy with extra (or replaced) location entries."""
-        return self.model_copy(update={"datasets": {**self.datasets, **datasets}})
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Locations of the datasets of an in-memory NWBFile

@@ -1,7 +1,10 @@
-"""Ecephys (Neuropixels) NWB: the session file and one LFP file per probe, plus readers.
+"""Ecephys (Neuropixels) NWB: the session file and one LFP file per probe.
 
 Inputs follow the AllenSDK ``write_ecephys_nwb`` input JSON (field names kept for LIMS compatibility):
-:class:`EcephysNwbInputs`. :meth:`EcephysNwbInputs.from_session` builds the same model from the
+:class:`EcephysNwbInputs`, whose probes, channels and units are the models of
+:mod:`release_platform.ecephys.probes` (which also groups a probe's spikes by unit). The readers of these
+files are in :mod:`release_platform.nwb.readers`; the file-level fields, subject and tables come from
+:mod:`release_platform.nwb.common`. :meth:`EcephysNwbInputs.from_session` builds the same model from the
 validated session description (:class:`release_platform.inputs.EcephysSessionInputs`) and the LIMS probe
 records, so the standalone module and the Dagster assets call the same functions.
 
@@ -32,52 +35,70 @@ the probe's device, only the LFP channels in the electrodes table, and one acqui
 ``probe_<id>_lfp`` holding one ``ElectricalSeries`` ``probe_<id>_lfp_data`` (samples x channels, the
 input's integer samples with ``conversion`` V/bit, explicit timestamps), added once. The samples are
 streamed from the input HDF5 buffer by buffer, never loaded whole.
+
+Size: about 870 lines, kept in one module because the session and LFP files share the input model, the
+probe devices and the electrodes table, and the input-JSON schema is one published contract.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import h5py
 import numpy as np
 import pandas as pd
 import pydantic
 
-import release_platform
-from release_platform.ecephys import units as units_mod
+from release_platform.ecephys.probes import (
+    DEFAULT_FILTERING,
+    UNIT_METRICS,
+    Channel,
+    ProbeInputs,
+    ProbeUnits,
+    Unit,
+    probe_units,
+)
+from release_platform.ecephys.units import load_npy
 from release_platform.errors import InputError, validate_model
+from release_platform.nwb.common import (
+    AwareDatetime,
+    add_running_speed,
+    age_in_days,
+    aware_datetime,
+    canonical_frame,
+    interval_table,
+    new_nwbfile,
+    nwb_subject,
+    read_csv,
+    require_session_facts,
+    safe_name,
+    subject_id_of,
+)
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import (
     H5DatasetIterator,
     WriteResult,
-    regular_rate,
-    deterministic_identifier,
     provenance_json,
     provenance_record,
+    regular_rate,
     write_nwb,
 )
 
 __all__ = [
-    "UNIT_METRICS",
-    "Channel",
-    "Unit",
-    "LfpInputs",
-    "ProbeInputs",
     "InvalidEpoch",
     "SessionMetadata",
     "EcephysNwbInputs",
     "ProbeOutput",
     "EcephysNwbOutputs",
     "SessionBuildReport",
+    "probe_entity",
     "selected_probes",
     "lfp_output_path",
     "build_session_nwbfile",
@@ -85,43 +106,10 @@ __all__ = [
     "build_lfp_nwbfile",
     "write_probe_lfp_nwb",
     "write_ecephys_nwb",
-    "read_units",
-    "read_electrodes",
-    "read_intervals",
-    "read_lfp",
-    "open_lfp",
 ]
 
 log = logging.getLogger(__name__)
 
-INSTITUTION = "Allen Institute"
-DEFAULT_FILTERING = "AP band: 500 Hz high-pass; LFP band: 1000 Hz low-pass"
-
-#: Quality-metric columns of the units table (input schema order) and their descriptions.
-UNIT_METRICS: dict[str, str] = {
-    "firing_rate": "mean firing rate over the session (Hz)",
-    "snr": "signal-to-noise ratio of the mean waveform on the peak channel",
-    "isi_violations": "rate of refractory-period violations relative to the firing rate",
-    "presence_ratio": "fraction of the session (in bins) in which the unit fired",
-    "amplitude_cutoff": "estimated fraction of spikes missed below the detection threshold",
-    "isolation_distance": "Mahalanobis isolation distance in PC space",
-    "l_ratio": "L-ratio in PC space",
-    "d_prime": "LDA d-prime between this unit and its neighbours",
-    "nn_hit_rate": "nearest-neighbour hit rate",
-    "nn_miss_rate": "nearest-neighbour miss rate",
-    "max_drift": "maximum drift of the unit's position (µm)",
-    "cumulative_drift": "cumulative drift of the unit's position (µm)",
-    "silhouette_score": "silhouette score in PC space",
-    "waveform_duration": "trough-to-peak duration of the mean waveform (ms)",
-    "waveform_halfwidth": "spike width at half maximum amplitude (ms)",
-    "PT_ratio": "peak-to-trough amplitude ratio of the mean waveform",
-    "repolarization_slope": "slope of the repolarization phase of the mean waveform",
-    "recovery_slope": "slope of the recovery phase of the mean waveform",
-    "amplitude": "peak-to-trough amplitude of the mean waveform (µV)",
-    "spread": "spatial extent of the waveform along the probe (µm)",
-    "velocity_above": "propagation velocity above the soma (s/m)",
-    "velocity_below": "propagation velocity below the soma (s/m)",
-}
 
 #: Stimulus-table columns the AllenSDK drops (PsychoPy rendering state, not stimulus parameters).
 DROPPED_STIMULUS_COLUMNS = (
@@ -132,139 +120,6 @@ DROPPED_STIMULUS_COLUMNS = (
 # ---------------------------------------------------------------------------------------------------------
 # Inputs (input-JSON schema)
 # ---------------------------------------------------------------------------------------------------------
-
-
-class Channel(pydantic.BaseModel):
-    """One recording site. Extra keys (LIMS columns) are ignored. ``local_index`` is accepted for
-    ``probe_channel_number``."""
-
-    model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
-
-    id: int
-    probe_id: Optional[int] = None
-    valid_data: bool = True
-    probe_channel_number: int = pydantic.Field(validation_alias=pydantic.AliasChoices("probe_channel_number", "local_index"))
-    probe_vertical_position: float
-    probe_horizontal_position: float
-    structure_id: Optional[int] = None
-    structure_acronym: Optional[str] = ""
-    anterior_posterior_ccf_coordinate: Optional[float] = None
-    dorsal_ventral_ccf_coordinate: Optional[float] = None
-    left_right_ccf_coordinate: Optional[float] = None
-    impedence: Optional[float] = math.nan
-    filtering: str = DEFAULT_FILTERING
-
-
-class Unit(pydantic.BaseModel):
-    """One sorted unit with its quality metrics (missing metrics are NaN). Extra keys are ignored."""
-
-    model_config = pydantic.ConfigDict(extra="ignore")
-
-    id: int
-    peak_channel_id: int
-    local_index: int
-    cluster_id: int
-    quality: str = "good"
-    firing_rate: Optional[float] = None
-    snr: Optional[float] = None
-    isi_violations: Optional[float] = None
-    presence_ratio: Optional[float] = None
-    amplitude_cutoff: Optional[float] = None
-    isolation_distance: Optional[float] = None
-    l_ratio: Optional[float] = None
-    d_prime: Optional[float] = None
-    nn_hit_rate: Optional[float] = None
-    nn_miss_rate: Optional[float] = None
-    max_drift: Optional[float] = None
-    cumulative_drift: Optional[float] = None
-    silhouette_score: Optional[float] = None
-    waveform_duration: Optional[float] = None
-    waveform_halfwidth: Optional[float] = None
-    PT_ratio: Optional[float] = None
-    repolarization_slope: Optional[float] = None
-    recovery_slope: Optional[float] = None
-    amplitude: Optional[float] = None
-    spread: Optional[float] = None
-    velocity_above: Optional[float] = None
-    velocity_below: Optional[float] = None
-
-
-class LfpInputs(pydantic.BaseModel):
-    """A probe's LFP. ``input_data_path``: HDF5 with ``data`` (samples x LFP channels; attribute
-    ``conversion`` in V/bit for integer samples) and, unless given as separate ``.npy`` files,
-    ``timestamps`` (s) and ``channels`` (probe channel numbers of the columns). ``conversion`` overrides
-    the attribute. Without timestamps the series gets ``starting_time`` 0 and the probe's LFP rate."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    input_data_path: str
-    input_timestamps_path: Optional[str] = None
-    input_channels_path: Optional[str] = None
-    output_path: Optional[str] = None
-    conversion: Optional[float] = None
-
-
-class ProbeInputs(pydantic.BaseModel):
-    """One probe. Sorter outputs come from the ``*_path`` fields, each defaulting to the Kilosort file name
-    in ``sorting_dir``.
-
-    ``units_file`` (optional): the probe's spikes already grouped to units, an HDF5 file written by
-    :func:`release_platform.ecephys.units.write_grouping` from these same sorter outputs (the
-    ``ecephys_units`` asset writes one per probe). When given, the grouping is read from it instead of
-    recomputed; its unit ids must equal ``units`` in order. The written NWB is the same either way.
-    """
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    id: int
-    name: str
-    sorting_dir: Optional[str] = None
-    spike_times_path: Optional[str] = None
-    spike_clusters_file: Optional[str] = None
-    spike_templates_path: Optional[str] = None
-    spike_amplitudes_path: Optional[str] = None
-    templates_path: Optional[str] = None
-    inverse_whitening_matrix_path: Optional[str] = None
-    mean_waveforms_path: Optional[str] = None
-    csd_path: Optional[str] = None
-    units_file: Optional[str] = None
-    sampling_rate: float = pydantic.Field(default=30000.0, gt=0)
-    lfp_sampling_rate: float = pydantic.Field(default=2500.0, gt=0)
-    temporal_subsampling_factor: float = 2.0
-    amplitude_scale_factor: float = pydantic.Field(default=units_mod.DEFAULT_AMPLITUDE_SCALE_FACTOR, gt=0)
-    scale_mean_waveform_and_csd: float = 1.0
-    channels: list[Channel]
-    units: list[Unit]
-    lfp: Optional[LfpInputs] = None
-
-    @pydantic.model_validator(mode="after")
-    def _sorting_located(self) -> "ProbeInputs":
-        required = ("spike_times_path", "spike_clusters_file", "spike_templates_path", "spike_amplitudes_path",
-                    "templates_path", "inverse_whitening_matrix_path")
-        if self.sorting_dir is None and any(getattr(self, f) is None for f in required):
-            missing = [f for f in required if getattr(self, f) is None]
-            raise ValueError(f"probe {self.name}: give sorting_dir or every sorter output path (missing {missing})")
-        return self
-
-    def sorting_paths(self) -> dict[str, Optional[str]]:
-        """Sorter output paths keyed by :data:`release_platform.ecephys.units.SORTING_FILE_NAMES` field."""
-        explicit = {
-            "spike_times": self.spike_times_path,
-            "spike_clusters": self.spike_clusters_file,
-            "spike_templates": self.spike_templates_path,
-            "amplitudes": self.spike_amplitudes_path,
-            "templates": self.templates_path,
-            "whitening_mat_inv": self.inverse_whitening_matrix_path,
-            "mean_waveforms": self.mean_waveforms_path,
-        }
-        out: dict[str, Optional[str]] = {}
-        for field, name in units_mod.SORTING_FILE_NAMES.items():
-            p = explicit[field]
-            if p is None and self.sorting_dir is not None:
-                cand = Path(self.sorting_dir) / name
-                p = os.fspath(cand) if (field != "mean_waveforms" or cand.exists()) else None
-            out[field] = p
-        return out
 
 
 class InvalidEpoch(pydantic.BaseModel):
@@ -305,7 +160,7 @@ class EcephysNwbInputs(pydantic.BaseModel):
 
     output_path: str
     session_id: int
-    session_start_time: dt.datetime
+    session_start_time: AwareDatetime
     stimulus_table_path: Optional[str] = None
     invalid_epochs: list[InvalidEpoch] = []
     session_sync_path: Optional[str] = None
@@ -320,10 +175,6 @@ class EcephysNwbInputs(pydantic.BaseModel):
     lfp_buffer_gb: float = pydantic.Field(default=0.25, gt=0)
     lfp_chunk_mb: float = pydantic.Field(default=4.0, gt=0)
 
-    @pydantic.field_validator("session_start_time")
-    @classmethod
-    def _aware(cls, value: dt.datetime) -> dt.datetime:
-        return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
     @pydantic.model_validator(mode="after")
     def _unique_probes(self) -> "EcephysNwbInputs":
@@ -352,17 +203,10 @@ class EcephysNwbInputs(pydantic.BaseModel):
         records (``LimsClient.ecephys_probes``: channels with ``local_index``/``structure_acronym``; units
         with ``ecephys_channel_id`` and a ``metrics`` dict). LFP files go beside ``output_path``."""
         entity = f"ecephys_session {session.session_id}"
-        if session.date_of_acquisition is None:
-            raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
+        require_session_facts(session, entity)
         subject = session.subject
-        if subject is None:
-            raise InputError("session has no subject (donor) in LIMS", entity=entity)
-        start = session.date_of_acquisition
-        start = start if start.tzinfo is not None else start.replace(tzinfo=dt.timezone.utc)
-        age_days = None
-        if subject.date_of_birth is not None:
-            dob = subject.date_of_birth if subject.date_of_birth.tzinfo else subject.date_of_birth.replace(tzinfo=dt.timezone.utc)
-            age_days = (start - dob).days
+        start = aware_datetime(session.date_of_acquisition)
+        age_days = age_in_days(subject.date_of_birth, start)
         records = {int(r["id"]): r for r in probe_records}
         out_dir = Path(output_path).parent
         probes = []
@@ -462,7 +306,8 @@ class SessionBuildReport:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _probe_entity(inputs: EcephysNwbInputs, probe: ProbeInputs) -> str:
+def probe_entity(inputs: EcephysNwbInputs, probe: ProbeInputs) -> str:
+    """``ecephys_session <id> (<probe name>)``: how errors name one probe of the session."""
     return f"{inputs.entity} ({probe.name})"
 
 
@@ -485,52 +330,33 @@ def _backend(inputs: EcephysNwbInputs, config: BackendConfiguration | None) -> B
     return config if config is not None else BackendConfiguration.for_tier(inputs.compression)
 
 
-def _sex(value: str) -> str:
-    v = (value or "").strip().lower()
-    return {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O"}.get(v, "U")
-
-
 def _subject(meta: SessionMetadata):
-    from pynwb.file import Subject
-
-    kwargs: dict[str, Any] = dict(
-        subject_id=str(meta.donor_id) if meta.donor_id is not None else meta.specimen_name.replace("/", "_"),
+    """The NWB subject of the session metadata (``subject_id`` = donor id, else the specimen name)."""
+    return nwb_subject(
+        subject_id=subject_id_of(meta.donor_id if meta.donor_id is not None else meta.specimen_name),
         description=f"specimen {meta.specimen_name}",
-        genotype=meta.full_genotype or None,
-        sex=_sex(meta.sex),
+        genotype=meta.full_genotype,
+        sex=meta.sex,
         species=meta.species,
-        strain=meta.strain or None,
+        strain=meta.strain,
+        age_days=meta.age_in_days,
+        date_of_birth=meta.date_of_birth,
     )
-    if meta.age_in_days is not None and np.isfinite(meta.age_in_days):
-        kwargs["age"] = f"P{int(round(meta.age_in_days))}D"
-    elif meta.date_of_birth is not None:
-        dob = meta.date_of_birth
-        kwargs["date_of_birth"] = dob if dob.tzinfo else dob.replace(tzinfo=dt.timezone.utc)
-    return Subject(**{k: v for k, v in kwargs.items() if v is not None})
-
-
-def _digest_of(record: Mapping[str, Any]) -> str:
-    return hashlib.sha256(provenance_json(record).encode()).hexdigest()[:16]
 
 
 def _new_nwbfile(inputs: EcephysNwbInputs, *, kind: str, ids: Sequence[Any], description: str, provenance: dict, writer: str):
-    from pynwb import NWBFile
-
-    meta = inputs.session_metadata
-    return NWBFile(
-        session_description=description,
-        identifier=deterministic_identifier(kind, *ids, _digest_of(provenance)),
+    return new_nwbfile(
+        kind=kind,
+        ids=ids,
+        session_id=inputs.session_id,
         session_start_time=inputs.session_start_time,
-        file_create_date=inputs.session_start_time,
-        session_id=str(inputs.session_id),
-        institution=INSTITUTION,
+        description=description,
         experiment_description="Extracellular electrophysiology with Neuropixels probes during visual stimulation",
         keywords=["ecephys", "Neuropixels", "visual cortex", "mouse"],
-        stimulus_notes=meta.stimulus_name or None,
-        source_script=provenance_json(provenance),
-        source_script_file_name=writer,
-        was_generated_by=[["release_platform", release_platform.__version__]],
-        subject=_subject(meta),
+        subject=_subject(inputs.session_metadata),
+        provenance=provenance,
+        writer=writer,
+        stimulus_notes=inputs.session_metadata.stimulus_name,
     )
 
 
@@ -596,63 +422,16 @@ def _add_electrodes(nwbfile, probes_and_channels: Sequence[tuple[ProbeInputs, Se
     return rows
 
 
-def _read_csv(path: str | os.PathLike, entity: str, required: Sequence[str], what: str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} is missing", entity=entity, path=path)
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"unreadable {what}: {exc}", entity=entity, path=path) from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise InputError(f"{what} lacks required columns {missing}", entity=entity, path=path)
-    return frame
-
-
-def _table_columns(frame: pd.DataFrame, descriptions: Mapping[str, str] | None = None) -> list:
-    """VectorData columns for a TimeIntervals-like table (all-NaN columns dropped, NWB-friendly dtypes)."""
-    from hdmf.common import VectorData
-
-    cols = []
-    for name in frame.columns:
-        s = frame[name]
-        if name not in ("start_time", "stop_time") and s.isna().all():
-            continue
-        if name in ("start_time", "stop_time"):
-            data = s.to_numpy(dtype=np.float64)
-        elif pd.api.types.is_bool_dtype(s):
-            data = s.to_numpy(dtype=np.float64)
-        elif pd.api.types.is_numeric_dtype(s):
-            data = s.to_numpy()
-            if data.dtype.kind not in "iuf":
-                data = data.astype(np.float64)
-        else:
-            values = s.to_numpy(dtype=object)
-            as_bool = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
-            if as_bool and all(isinstance(v, (bool, np.bool_)) for v in as_bool):
-                data = np.array([np.nan if (isinstance(v, float) and math.isnan(v)) else float(v) for v in values])
-            else:
-                data = ["N/A" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in values]
-        desc = (descriptions or {}).get(name) or f"{name} of each interval"
-        cols.append(VectorData(name=str(name), description=desc, data=data))
-    return cols
-
-
 def _time_intervals(name: str, description: str, frame: pd.DataFrame, descriptions: Mapping[str, str] | None = None):
-    from pynwb.epoch import TimeIntervals
-
-    frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
-    cols = _table_columns(frame, {"start_time": "start time of the interval (s)", "stop_time": "stop time of the interval (s)",
-                                  **(descriptions or {})})
-    order = {"start_time": 0, "stop_time": 1}
-    cols.sort(key=lambda c: order.get(c.name, 2))
-    return TimeIntervals(name=name, description=description, id=np.arange(len(frame)), columns=cols)
+    """A ``TimeIntervals`` in the AllenSDK ecephys convention: rows sorted by start time (ids 0..n-1), booleans
+    as float, a missing string as "N/A"."""
+    frame = canonical_frame(frame.sort_values("start_time", kind="stable").reset_index(drop=True))
+    return interval_table(name, description, frame, descriptions, missing_text="N/A", bools_as_float=True)
 
 
 def _stimulus_tables(inputs: EcephysNwbInputs) -> list:
     entity = inputs.entity
-    frame = _read_csv(inputs.stimulus_table_path, entity, [], "stimulus table")
+    frame = read_csv(inputs.stimulus_table_path, entity=entity, what="stimulus table")
     frame = frame.rename(columns={"Start": "start_time", "End": "stop_time"})
     missing = [c for c in ("start_time", "stop_time", "stimulus_name") if c not in frame.columns]
     if missing:
@@ -665,10 +444,9 @@ def _stimulus_tables(inputs: EcephysNwbInputs) -> list:
     frame["stimulus_name"] = frame["stimulus_name"].fillna("N/A").astype(str)
     tables = []
     for stim_name, group in frame.groupby("stimulus_name", sort=True):
-        safe = str(stim_name).replace("/", "_").replace(":", "_")
         tables.append(
             _time_intervals(
-                f"{safe}_presentations",
+                f"{safe_name(stim_name)}_presentations",
                 f"Presentation times and stimuli details for '{stim_name}' stimuli",
                 group,
                 {"stimulus_name": "name of the stimulus"},
@@ -678,30 +456,15 @@ def _stimulus_tables(inputs: EcephysNwbInputs) -> list:
 
 
 def _add_running(nwbfile, inputs: EcephysNwbInputs) -> None:
-    from pynwb import TimeSeries
-
-    frame = _read_csv(inputs.running_speed_path, inputs.entity, ["timestamps", "speed"], "running speed table")
-    frame = frame.sort_values("timestamps", kind="stable")
-    timestamps = frame["timestamps"].to_numpy(dtype=np.float64)
-    regular = regular_rate(timestamps)
-    timing = dict(starting_time=regular[0], rate=regular[1]) if regular else dict(timestamps=timestamps)
-    module = nwbfile.create_processing_module("running", "Running speed of the mouse on the wheel")
-    module.add(
-        TimeSeries(
-            name="running_speed",
-            description="Running speed of the mouse on the wheel",
-            data=frame["speed"].to_numpy(dtype=np.float64),
-            unit="cm/s",
-            **timing,
-        )
-    )
+    frame = read_csv(inputs.running_speed_path, entity=inputs.entity, what="running speed table", required=["timestamps", "speed"])
+    add_running_speed(nwbfile, frame.sort_values("timestamps", kind="stable"), description="Running speed of the mouse on the wheel")
 
 
 def _add_optotagging(nwbfile, inputs: EcephysNwbInputs) -> None:
     from pynwb import TimeSeries
 
     path = inputs.optotagging_table_path
-    frame = _read_csv(path, inputs.entity, ["start_time", "stop_time"], "optotagging table")
+    frame = read_csv(path, entity=inputs.entity, what="optotagging table", required=["start_time", "stop_time"])
     frame = frame.rename(columns={"name": "stimulus_name"})
     if "duration" not in frame.columns:
         frame["duration"] = frame["stop_time"] - frame["start_time"]
@@ -734,83 +497,6 @@ def _add_optotagging(nwbfile, inputs: EcephysNwbInputs) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Units
 # ---------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ProbeUnits:
-    probe: ProbeInputs
-    units: list[Unit]
-    grouping: units_mod.SpikeGrouping
-    waveforms: Optional[np.ndarray]  # units x samples x channels (V)
-    n_template_samples: int
-
-
-def probe_units(inputs: EcephysNwbInputs, probe: ProbeInputs) -> ProbeUnits:
-    """One probe's units: spikes grouped by unit with amplitudes (V), unknown clusters reported, mean waveforms.
-
-    With ``probe.units_file`` the grouping is read from that file (see :class:`ProbeInputs`) and only the
-    templates (for their sample count) and mean waveforms are opened; otherwise it is computed from the
-    sorter outputs."""
-    entity = _probe_entity(inputs, probe)
-    units = list(probe.units)
-    channel_ids = {c.id for c in probe.channels}
-    bad_peak = sorted({u.peak_channel_id for u in units} - channel_ids)
-    if bad_peak:
-        raise InputError(f"units name peak channels {bad_peak} that are not channels of the probe", entity=entity)
-    unit_ids = np.array([u.id for u in units], dtype=np.int64)
-    cluster_ids = np.array([u.cluster_id for u in units], dtype=np.int64)
-    paths = probe.sorting_paths()
-    if probe.units_file is None:
-        sorting = units_mod.load_sorting(paths=paths, entity=entity)
-        grouping = units_mod.units_from_sorting(
-            sorting,
-            unit_ids,
-            cluster_ids,
-            sampling_rate_hz=probe.sampling_rate,
-            amplitude_scale_factor=probe.amplitude_scale_factor,
-            entity=entity,
-        )
-        mean_waveforms, n_template_samples = sorting.mean_waveforms, int(sorting.templates.shape[1])
-    else:
-        grouping = _read_probe_grouping(probe.units_file, unit_ids, entity)
-        templates = units_mod.load_npy(paths["templates"], entity=entity)
-        if templates.ndim != 3:
-            raise InputError(f"templates has shape {templates.shape}, expected templates x samples x channels",
-                             entity=entity, path=paths["templates"])
-        n_template_samples = int(templates.shape[1])
-        mean_waveforms = None if paths["mean_waveforms"] is None else units_mod.load_npy(paths["mean_waveforms"], entity=entity)
-        if mean_waveforms is not None and mean_waveforms.ndim != 3:
-            raise InputError(f"mean_waveforms has shape {mean_waveforms.shape}, expected clusters x samples x channels",
-                             entity=entity, path=paths["mean_waveforms"])
-    waveforms = None
-    if mean_waveforms is not None:
-        if mean_waveforms.shape[2] != len(probe.channels):
-            raise InputError(
-                f"mean_waveforms has {mean_waveforms.shape[2]} channels but the probe has {len(probe.channels)}",
-                entity=entity,
-                path=paths["mean_waveforms"],
-            )
-        waveforms = units_mod.unit_mean_waveforms(mean_waveforms, cluster_ids, probe.scale_mean_waveform_and_csd, entity=entity)
-    return ProbeUnits(probe, units, grouping, waveforms, n_template_samples)
-
-
-def _read_probe_grouping(path: str, unit_ids: np.ndarray, entity: str) -> units_mod.SpikeGrouping:
-    """The grouping in ``path``, checked to hold exactly the probe's units in order and spike amplitudes."""
-    grouping = units_mod.read_grouping(path, entity=entity)
-    got = np.asarray(grouping.unit_ids, dtype=np.int64)
-    if got.shape != unit_ids.shape or not np.array_equal(got, unit_ids):
-        extra = sorted(set(got.tolist()) - set(unit_ids.tolist()))
-        missing = sorted(set(unit_ids.tolist()) - set(got.tolist()))
-        detail = f"units not in the file {missing}, units not of the probe {extra}" if (extra or missing) else "in another order"
-        raise InputError(
-            f"grouped-units file does not match the probe's units ({len(got)} units in the file, {len(unit_ids)} on the probe; "
-            f"{detail}); rewrite it from the current sorter outputs and unit records",
-            entity=entity,
-            path=path,
-        )
-    if "spike_amplitudes" not in grouping.values:
-        raise InputError("grouped-units file has no spike_amplitudes", entity=entity, path=path)
-    return grouping
 
 
 def _units_table(per_probe: Sequence[ProbeUnits], electrode_rows: Mapping[int, int], electrodes_table, resolution: float):
@@ -951,21 +637,21 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
     groups = [(p, p.channels, _add_probe_device(nwbfile, p, has_lfp=p.lfp is not None)) for p in probes]
     electrode_rows = _add_electrodes(nwbfile, groups) if probes else {}
 
-    per_probe = [probe_units(inputs, p) for p in probes]
+    per_probe = [probe_units(p, entity=probe_entity(inputs, p)) for p in probes]
     for pu in per_probe:
         report.unknown_clusters[pu.probe.name] = dict(pu.grouping.unknown_clusters)
         report.n_dropped_negative[pu.probe.name] = pu.grouping.n_dropped_negative
         if pu.grouping.unknown_clusters:
-            msg = (f"{_probe_entity(inputs, pu.probe)}: {pu.grouping.n_unknown_spikes} spikes of clusters "
+            msg = (f"{probe_entity(inputs, pu.probe)}: {pu.grouping.n_unknown_spikes} spikes of clusters "
                    f"{sorted(pu.grouping.unknown_clusters)} that no unit claims were dropped")
             log.warning(msg)
             report.warnings.append(msg)
         if pu.grouping.n_dropped_negative:
-            msg = f"{_probe_entity(inputs, pu.probe)}: {pu.grouping.n_dropped_negative} spikes with negative times were dropped"
+            msg = f"{probe_entity(inputs, pu.probe)}: {pu.grouping.n_dropped_negative} spikes with negative times were dropped"
             log.warning(msg)
             report.warnings.append(msg)
         if pu.probe.csd_path:
-            report.warnings.append(f"{_probe_entity(inputs, pu.probe)}: csd_path given but current source density is not written")
+            report.warnings.append(f"{probe_entity(inputs, pu.probe)}: csd_path given but current source density is not written")
     if per_probe and any(pu.units for pu in per_probe):
         resolution = 1.0 / max(p.sampling_rate for p in probes)
         nwbfile.units = _units_table(per_probe, electrode_rows, nwbfile.electrodes, resolution)
@@ -1010,13 +696,13 @@ def write_session_nwb(
 def _read_index_array(path: str, entity: str, what: str) -> np.ndarray:
     p = Path(path)
     if p.suffix == ".npy":
-        return np.asarray(units_mod.load_npy(p, entity=entity, mmap=False))
+        return np.asarray(load_npy(p, entity=entity, mmap=False))
     raise InputError(f"{what} must be a .npy file", entity=entity, path=p)
 
 
 def _lfp_parts(inputs: EcephysNwbInputs, probe: ProbeInputs, config: BackendConfiguration):
     """Open the LFP source: data iterator, timestamps (iterator/array/None), channels, conversion."""
-    entity = _probe_entity(inputs, probe)
+    entity = probe_entity(inputs, probe)
     lfp = probe.lfp
     if lfp is None:
         raise InputError("the probe has no LFP input", entity=entity)
@@ -1153,7 +839,7 @@ def write_probe_lfp_nwb(
     return write_nwb(
         lfp_output_path(inputs, probe),
         lambda: build_lfp_nwbfile(inputs, probe, config=config),
-        entity=_probe_entity(inputs, probe),
+        entity=probe_entity(inputs, probe),
         config=config,
     )
 
@@ -1187,122 +873,3 @@ def write_ecephys_nwb(inputs: EcephysNwbInputs, *, config: BackendConfiguration 
         errors=errors,
         warnings=report.warnings,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Readers
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _open(path: str | os.PathLike) -> h5py.File:
-    path = Path(path)
-    if not path.exists():
-        raise InputError("NWB file is missing", path=path)
-    try:
-        return h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot open NWB file (corrupt or truncated?): {exc}", path=path) from None
-
-
-def _decode(values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind == "O" and len(values) and isinstance(values.flat[0], bytes):
-        return np.array([v.decode() for v in values.flat], dtype=object).reshape(values.shape)
-    if values.dtype.kind == "S":
-        return np.char.decode(values, "utf-8").astype(object)
-    return values
-
-
-def _read_table(group: h5py.Group, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    ids = group["id"][()]
-    colnames = [c.decode() if isinstance(c, bytes) else str(c) for c in group.attrs.get("colnames", [])]
-    out: dict[str, Any] = {}
-    for name in colnames:
-        if columns is not None and name not in columns:
-            continue
-        ds = group[name]
-        if ds.dtype.kind == "O" and h5py.check_dtype(ref=ds.dtype) is not None:
-            continue  # object references (e.g. electrode group): use group_name / probe_id instead
-        if f"{name}_index" in group:
-            ends = group[f"{name}_index"][()].astype(np.int64)
-            flat = _decode(ds[()])
-            out[name] = np.split(flat, ends[:-1]) if len(ends) else []
-        else:
-            values = _decode(ds[()])
-            out[name] = list(values) if values.ndim > 1 else values
-    return pd.DataFrame(out, index=pd.Index(ids, name="id"))
-
-
-def read_units(path: str | os.PathLike, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """The units table of a session file: one row per unit (index = unit id); ragged columns
-    (``spike_times``, ``spike_amplitudes``, ``electrodes``) as one array per row; ``waveform_mean`` as one
-    samples x channels array per row."""
-    with _open(path) as fh:
-        if "units" not in fh:
-            return pd.DataFrame(index=pd.Index([], name="id"))
-        return _read_table(fh["units"], columns)
-
-
-def read_electrodes(path: str | os.PathLike) -> pd.DataFrame:
-    """The electrodes table (index = channel id), without the object-reference ``group`` column."""
-    with _open(path) as fh:
-        return _read_table(fh["general/extracellular_ephys/electrodes"])
-
-
-def read_intervals(path: str | os.PathLike, name: str) -> pd.DataFrame:
-    """A ``TimeIntervals`` table under ``intervals/<name>`` (or a processing-module path such as
-    ``processing/optotagging/optogenetic_stimulation``)."""
-    with _open(path) as fh:
-        key = name if "/" in name else f"intervals/{name}"
-        if key not in fh:
-            raise InputError(f"no table {key!r} in the file", path=path)
-        return _read_table(fh[key])
-
-
-@dataclasses.dataclass
-class LfpData:
-    """LFP read back from a probe file: raw ``data`` (samples x channels), ``conversion`` (V per unit of
-    data), ``timestamps`` (s) and ``electrode_ids`` (channel ids of the columns)."""
-
-    data: Any
-    conversion: float
-    timestamps: Any
-    electrode_ids: np.ndarray
-
-    def volts(self, rows: slice = slice(None)) -> np.ndarray:
-        return np.asarray(self.data[rows], dtype=np.float64) * self.conversion
-
-
-@contextlib.contextmanager
-def open_lfp(path: str | os.PathLike) -> Iterator[LfpData]:
-    """The LFP of a probe file with ``data`` and ``timestamps`` as lazy h5py datasets (read slices)."""
-    fh = _open(path)
-    try:
-        acq = fh["acquisition"]
-        lfp_names = [k for k in acq if k.endswith("_lfp")]
-        if len(lfp_names) != 1:
-            raise InputError(f"expected one LFP container in acquisition, found {lfp_names}", path=path)
-        container = acq[lfp_names[0]]
-        series_names = list(container)
-        if len(series_names) != 1:
-            raise InputError(f"expected one ElectricalSeries in {lfp_names[0]}, found {series_names}", path=path)
-        es = container[series_names[0]]
-        data = es["data"]
-        if "timestamps" in es:
-            timestamps = es["timestamps"]
-        else:
-            start = float(es["starting_time"][()])
-            rate = float(es["starting_time"].attrs["rate"])
-            timestamps = start + np.arange(data.shape[0]) / rate
-        rows = es["electrodes"][()]
-        table_ids = fh["general/extracellular_ephys/electrodes/id"][()]
-        yield LfpData(data=data, conversion=float(data.attrs.get("conversion", 1.0)), timestamps=timestamps,
-                      electrode_ids=np.asarray(table_ids)[rows])
-    finally:
-        fh.close()
-
-
-def read_lfp(path: str | os.PathLike) -> LfpData:
-    """The LFP of a probe file loaded into memory (for tests and small files; use :func:`open_lfp` otherwise)."""
-    with open_lfp(path) as lfp:
-        return LfpData(data=lfp.data[()], conversion=lfp.conversion, timestamps=np.asarray(lfp.timestamps[()]),
-                       electrode_ids=lfp.electrode_ids)

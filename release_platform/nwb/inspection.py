@@ -2,8 +2,9 @@
 
 Both return plain data (dicts, lists of strings) so the Dagster asset checks, the standalone modules and
 the tests can use them alike. Importance levels are NWB Inspector's: ``ERROR``, ``PYNWB_VALIDATION``,
-``CRITICAL``, ``BEST_PRACTICE_VIOLATION``, ``BEST_PRACTICE_SUGGESTION``. With the DANDI config,
-``ERROR``/``PYNWB_VALIDATION``/``CRITICAL`` block publication, ``BEST_PRACTICE_VIOLATION`` warns.
+``CRITICAL``, ``BEST_PRACTICE_VIOLATION``, ``BEST_PRACTICE_SUGGESTION``. Which of them block publication
+is defined once, in :data:`release_platform.qc.BLOCKING`; the checks built on these functions are in
+:mod:`release_platform.qc.nwb`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["IMPORTANCE_LEVELS", "BLOCKING_LEVELS", "InspectionReport", "inspect_nwb", "validate_nwb", "validate_open_nwb",
+from release_platform.qc.registry import Importance
+
+__all__ = ["IMPORTANCE_LEVELS", "InspectionReport", "inspect_nwb", "validate_nwb", "validate_open_nwb",
            "units_content_problems"]
 
-IMPORTANCE_LEVELS = ("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION", "BEST_PRACTICE_SUGGESTION")
-#: Levels that DANDI treats as errors (block upload).
-BLOCKING_LEVELS = ("ERROR", "PYNWB_VALIDATION", "CRITICAL")
+#: NWB Inspector's importance levels, most severe first (the names of :class:`release_platform.qc.Importance`).
+IMPORTANCE_LEVELS = tuple(level.name for level in Importance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +34,6 @@ class InspectionReport:
     config: Optional[str]
     counts: dict[str, int]
     messages: list[dict[str, Any]]
-
-    @property
-    def n_blocking(self) -> int:
-        return sum(self.counts[level] for level in BLOCKING_LEVELS)
 
     def at(self, *levels: str) -> list[dict[str, Any]]:
         """The messages of the given importance levels."""

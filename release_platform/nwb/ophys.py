@@ -45,12 +45,15 @@ Layout (written through :func:`release_platform.nwb.protocol.write_nwb`):
 Before anything is written the inputs are cross-checked (one :class:`InputError` naming the file): every
 trace file holds exactly the ROI table's ids (rows are reordered to the table's order), has one column
 per ophys frame time, and the motion offsets have one row per frame.
+
+Size: about 840 lines, one module because the input model, the cross-checks of the trace files and the
+assembly of the plane's file share one ROI ordering and one set of trace iterators (the behavior part is in
+:mod:`release_platform.nwb.behavior`, the shared file-level pieces in :mod:`release_platform.nwb.common`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import os
@@ -69,21 +72,25 @@ from release_platform.errors import InputError, validate_model
 from release_platform.inputs import Roi, Subject
 from release_platform.nwb.behavior import (
     BehaviorTables,
-    Compression,
-    NwbOutput,
     add_behavior_content,
-    add_running_speed,
     add_stimulus_presentations,
-    aware_datetime,
-    backend_configuration,
     load_licks,
     load_rewards,
-    load_running_speed,
     load_stimulus_presentations,
-    load_table,
     load_trials,
+)
+from release_platform.nwb.common import (
+    AwareDatetime,
+    Compression,
+    NwbOutput,
+    add_running_speed,
+    backend_configuration,
+    load_running_speed,
+    load_table,
+    make_subject,
     new_nwbfile,
-    write_through_protocol,
+    require_session_facts,
+    write_nwb_from_inputs,
 )
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import provenance_record, regular_rate
@@ -178,7 +185,7 @@ class OphysNwbInputs(pydantic.BaseModel):
     ophys_experiment_id: int
     ophys_session_id: int
     output_dir: str
-    session_start_time: dt.datetime
+    session_start_time: AwareDatetime
     session_type: str = ""
     equipment_name: Optional[str] = None
     project_code: Optional[str] = None
@@ -207,10 +214,6 @@ class OphysNwbInputs(pydantic.BaseModel):
     compression: Compression = "release"
     stream_traces: bool = True
 
-    @pydantic.field_validator("session_start_time")
-    @classmethod
-    def _aware_start(cls, value: dt.datetime) -> dt.datetime:
-        return aware_datetime(value)
 
     @pydantic.model_validator(mode="after")
     def _unique_rois(self) -> "OphysNwbInputs":
@@ -249,10 +252,7 @@ class OphysNwbInputs(pydantic.BaseModel):
         (``{"file": ..., ...}`` as the ophys assets return per plane) and the linked behavior session
         (:class:`~release_platform.inputs.BehaviorSessionInputs` or None)."""
         entity = f"ophys_session {session.session_id} (ophys_experiment {plane.ophys_experiment_id})"
-        if session.date_of_acquisition is None:
-            raise InputError("session has no date_of_acquisition in LIMS", entity=entity)
-        if session.subject is None:
-            raise InputError("session has no subject (donor) in LIMS", entity=entity)
+        require_session_facts(session, entity)
         files, pfiles = session.files, plane.files
         for key, where in (("OphysTimestamps", files), ("OphysMaxIntImage", pfiles), ("OphysAverageIntensityProjectionImage", pfiles)):
             if key not in where:
@@ -730,10 +730,10 @@ def build_behavior_ophys_nwbfile(inputs: OphysNwbInputs, *, config: BackendConfi
     # share an ancestor" with the ROI table; it does once the file is assembled.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not share an ancestor.*")
-        return _build(inputs, config)
+        return _assemble_plane_nwbfile(inputs, config)
 
 
-def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
+def _assemble_plane_nwbfile(inputs: OphysNwbInputs, config: BackendConfiguration | None):
     from pynwb import TimeSeries
     from pynwb.base import Images
     from pynwb.image import GrayscaleImage
@@ -753,12 +753,11 @@ def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
         experiment_description="Two-photon calcium imaging of mouse visual cortex during visual stimulation"
                                + ("" if inputs.behavior is None else " and a change-detection task"),
         keywords=["ophys", "two-photon calcium imaging", "visual cortex", "mouse"] + ([] if inputs.behavior is None else ["behavior"]),
-        subject=inputs.subject,
+        subject=make_subject(inputs.subject, inputs.session_start_time, entity=entity),
         provenance=_provenance(inputs, config),
         writer="release_platform.nwb.ophys",
         notes=_notes(inputs),
         stimulus_notes=inputs.session_type,
-        entity=entity,
     )
     iterators: list[TraceIterator] = []
     try:
@@ -839,4 +838,4 @@ def _build(inputs: OphysNwbInputs, config: BackendConfiguration | None):
 def write_behavior_ophys_nwb(inputs: OphysNwbInputs, *, config: BackendConfiguration | None = None,
                              round_trip: bool = True) -> NwbOutput:
     """Write ``behavior_ophys_experiment_<id>.nwb`` through the write protocol; ``NwbWriteError`` on failure."""
-    return write_through_protocol(inputs, build_behavior_ophys_nwbfile, config=config, round_trip=round_trip)
+    return write_nwb_from_inputs(inputs, build_behavior_ophys_nwbfile, config=config, round_trip=round_trip)

@@ -13,6 +13,8 @@ reader turns a missing or corrupt file into one :class:`~release_platform.errors
   the ``load_*`` functions of :mod:`release_platform.nwb.behavior` and :mod:`release_platform.nwb.ophys`.
 * :func:`read_projections`, :func:`read_ophys_timestamps`, :func:`read_session_metadata`,
   :func:`read_imaging_plane`.
+* ecephys files: :func:`read_units` (ragged columns as one array per row), :func:`read_electrodes`,
+  :func:`read_intervals`, and a probe file's LFP: :func:`open_lfp` (lazy) and :func:`read_lfp`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ __all__ = [
     "read_motion_offsets",
     "read_ophys_timestamps",
     "read_imaging_plane",
+    "read_units",
+    "read_electrodes",
+    "read_intervals",
+    "LfpData",
+    "open_lfp",
+    "read_lfp",
 ]
 
 #: Trace set name -> location of its RoiResponseSeries in a behavior-ophys file.
@@ -349,3 +357,101 @@ def read_imaging_plane(path: str | os.PathLike) -> dict[str, Any]:
             "device": _link_target(p, "device").rsplit("/", 1)[-1],
             "grid_spacing": p["grid_spacing"][()].tolist() if "grid_spacing" in p else None,
         }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ecephys session and LFP files
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _ecephys_table(group: h5py.Group, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    ids = group["id"][()]
+    colnames = [c.decode() if isinstance(c, bytes) else str(c) for c in group.attrs.get("colnames", [])]
+    out: dict[str, Any] = {}
+    for name in colnames:
+        if columns is not None and name not in columns:
+            continue
+        ds = group[name]
+        if ds.dtype.kind == "O" and h5py.check_dtype(ref=ds.dtype) is not None:
+            continue  # object references (e.g. electrode group): use group_name / probe_id instead
+        if f"{name}_index" in group:
+            ends = group[f"{name}_index"][()].astype(np.int64)
+            flat = _decode(ds[()])
+            out[name] = np.split(flat, ends[:-1]) if len(ends) else []
+        else:
+            values = _decode(ds[()])
+            out[name] = list(values) if values.ndim > 1 else values
+    return pd.DataFrame(out, index=pd.Index(ids, name="id"))
+
+
+def read_units(path: str | os.PathLike, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The units table of a session file: one row per unit (index = unit id); ragged columns
+    (``spike_times``, ``spike_amplitudes``, ``electrodes``) as one array per row; ``waveform_mean`` as one
+    samples x channels array per row."""
+    with open_nwb(path) as fh:
+        if "units" not in fh:
+            return pd.DataFrame(index=pd.Index([], name="id"))
+        return _ecephys_table(fh["units"], columns)
+
+
+def read_electrodes(path: str | os.PathLike) -> pd.DataFrame:
+    """The electrodes table (index = channel id), without the object-reference ``group`` column."""
+    with open_nwb(path) as fh:
+        return _ecephys_table(fh["general/extracellular_ephys/electrodes"])
+
+
+def read_intervals(path: str | os.PathLike, name: str) -> pd.DataFrame:
+    """A ``TimeIntervals`` table under ``intervals/<name>`` (or a processing-module path such as
+    ``processing/optotagging/optogenetic_stimulation``)."""
+    with open_nwb(path) as fh:
+        key = name if "/" in name else f"intervals/{name}"
+        if key not in fh:
+            raise InputError(f"no table {key!r} in the file", path=path)
+        return _ecephys_table(fh[key])
+
+
+@dataclasses.dataclass
+class LfpData:
+    """LFP read back from a probe file: raw ``data`` (samples x channels), ``conversion`` (V per unit of
+    data), ``timestamps`` (s) and ``electrode_ids`` (channel ids of the columns)."""
+
+    data: Any
+    conversion: float
+    timestamps: Any
+    electrode_ids: np.ndarray
+
+    def volts(self, rows: slice = slice(None)) -> np.ndarray:
+        return np.asarray(self.data[rows], dtype=np.float64) * self.conversion
+
+
+@contextlib.contextmanager
+def open_lfp(path: str | os.PathLike) -> Iterator[LfpData]:
+    """The LFP of a probe file with ``data`` and ``timestamps`` as lazy h5py datasets (read slices)."""
+    with open_nwb(path) as fh:
+        acq = fh["acquisition"]
+        lfp_names = [k for k in acq if k.endswith("_lfp")]
+        if len(lfp_names) != 1:
+            raise InputError(f"expected one LFP container in acquisition, found {lfp_names}", path=path)
+        container = acq[lfp_names[0]]
+        series_names = list(container)
+        if len(series_names) != 1:
+            raise InputError(f"expected one ElectricalSeries in {lfp_names[0]}, found {series_names}", path=path)
+        es = container[series_names[0]]
+        data = es["data"]
+        if "timestamps" in es:
+            timestamps = es["timestamps"]
+        else:
+            start = float(es["starting_time"][()])
+            rate = float(es["starting_time"].attrs["rate"])
+            timestamps = start + np.arange(data.shape[0]) / rate
+        rows = es["electrodes"][()]
+        table_ids = fh["general/extracellular_ephys/electrodes/id"][()]
+        yield LfpData(data=data, conversion=float(data.attrs.get("conversion", 1.0)), timestamps=timestamps,
+                      electrode_ids=np.asarray(table_ids)[rows])
+
+
+def read_lfp(path: str | os.PathLike) -> LfpData:
+    """The LFP of a probe file loaded into memory (for tests and small files; use :func:`open_lfp` otherwise)."""
+    with open_lfp(path) as lfp:
+        return LfpData(data=lfp.data[()], conversion=lfp.conversion, timestamps=np.asarray(lfp.timestamps[()]),
+                       electrode_ids=lfp.electrode_ids)

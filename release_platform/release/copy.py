@@ -45,9 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
 
+from release_platform.atomic import open_temp, temp_name
 from release_platform.errors import InputError
 from release_platform.release.digests import RELEASE_DIGESTS, Digests, MultiDigest, block_sizes, digest_file, read_blocks
-from release_platform.release.paths import SafeRoot, commit, open_temp, release_parts, temp_name
+from release_platform.release.paths import SafeRoot, commit, release_parts
 
 Verify = Literal["sha256", "size"]
 VERIFY_MODES = ("sha256", "size")

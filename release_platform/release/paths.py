@@ -18,10 +18,10 @@ import contextlib
 import errno
 import os
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from release_platform.atomic import open_temp, temp_name  # noqa: F401 - re-exported for release writers
+from release_platform.atomic import open_temp
 from release_platform.errors import InputError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -211,7 +211,3 @@ def commit(dfd: int, tmp: str, name: str, *, where: Path) -> None:
     os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     with contextlib.suppress(OSError):
         os.fsync(dfd)
-
-
-def posix_relpath(path: str | os.PathLike, root: str | os.PathLike) -> str:
-    return PurePosixPath(Path(os.fspath(path)).relative_to(Path(os.fspath(root)))).as_posix()

@@ -240,8 +240,10 @@ def test_shipped_instance_config_enables_run_monitoring_and_frees_slots_of_ended
 def test_a_run_waiting_for_a_slot_sleeps_until_its_next_check(tmp_path):
     from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
-    orchestration.sleep_while_waiting_for_slots()
-    orchestration.sleep_while_waiting_for_slots()  # idempotent
+    from release_platform.assets.dagster_internals import sleep_while_waiting_for_slots
+
+    sleep_while_waiting_for_slots()
+    sleep_while_waiting_for_slots()  # idempotent
     with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
         instance.event_log_storage.set_concurrency_slots("full_pool", 0)
         run = dg.DagsterRun(job_name="job", run_id=str(uuid.uuid4()))

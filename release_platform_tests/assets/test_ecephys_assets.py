@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from release_platform.nwb.ecephys import read_units
+from release_platform.nwb.readers import read_units
 
 
 def _run(demo_lims, instance, key="4001"):

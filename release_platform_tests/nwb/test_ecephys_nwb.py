@@ -16,7 +16,9 @@ from data_fixtures.spec import corrupt_file
 from release_platform.ecephys import units as U
 from release_platform.errors import InputError
 from release_platform.modules import write_ecephys_nwb as module
+from release_platform.ecephys import probes as P
 from release_platform.nwb import ecephys as E
+from release_platform.nwb import readers as R
 from release_platform.nwb.inspection import inspect_nwb
 from release_platform.nwb.protocol import H5DatasetIterator, NwbWriteError, read_provenance
 
@@ -85,7 +87,7 @@ def _expected(probe):
 
 def test_every_spike_train_and_amplitude_reads_back_as_generated(session):
     spec, _, outputs = session
-    units = E.read_units(outputs.nwb_path)
+    units = R.read_units(outputs.nwb_path)
     for probe in spec.probes:
         truth, samples, clusters = _expected(probe)
         for uid, c in zip(truth["unit_ids"], truth["unit_cluster_ids"]):
@@ -121,9 +123,9 @@ def test_orphan_clusters_are_reported_not_lost(session):
 
 def test_units_table_metrics_waveforms_and_electrodes(session):
     spec, _, outputs = session
-    units = E.read_units(outputs.nwb_path)
-    electrodes = E.read_electrodes(outputs.nwb_path)
-    assert set(E.UNIT_METRICS) <= set(units.columns)
+    units = R.read_units(outputs.nwb_path)
+    electrodes = R.read_electrodes(outputs.nwb_path)
+    assert set(P.UNIT_METRICS) <= set(units.columns)
     for probe in spec.probes:
         mw = np.load(probe.sorting_dir / "mean_waveforms.npy")
         channel_ids = [c["id"] for c in sorted(probe.channels, key=lambda c: c["probe_channel_number"])]
@@ -152,7 +154,7 @@ def test_lfp_reads_back_equal_to_the_input(session):
     for probe, out in zip(spec.probes, outputs.probe_outputs):
         assert out.id == probe.probe_id and out.error is None
         assert os.path.basename(out.nwb_path) == f"lfp_probe_{probe.probe_id}.nwb"
-        lfp = E.read_lfp(out.nwb_path)
+        lfp = R.read_lfp(out.nwb_path)
         with h5py.File(probe.lfp_path, "r") as f:
             np.testing.assert_array_equal(lfp.data, f["data"][()])
             assert lfp.data.dtype == f["data"].dtype
@@ -186,17 +188,17 @@ def test_stimulus_optotagging_running_and_invalid_times(session):
     spec, _, outputs = session
     stim = pd.read_csv(spec.stimulus_table_path)
     for name, group in stim.groupby("stimulus_name"):
-        table = E.read_intervals(outputs.nwb_path, f"{name}_presentations")
+        table = R.read_intervals(outputs.nwb_path, f"{name}_presentations")
         assert len(table) == len(group)
         np.testing.assert_allclose(table["start_time"], np.sort(group["start_time"].to_numpy()))
         for col in group.columns:
             if group[col].isna().all():
                 assert col not in table.columns
     opto = pd.read_csv(spec.optotagging_table_path)
-    table = E.read_intervals(outputs.nwb_path, "processing/optotagging/optogenetic_stimulation")
+    table = R.read_intervals(outputs.nwb_path, "processing/optotagging/optogenetic_stimulation")
     assert len(table) == len(opto)
     assert {"condition", "level", "duration", "stimulus_name"} <= set(table.columns)
-    invalid = E.read_intervals(outputs.nwb_path, "invalid_times")
+    invalid = R.read_intervals(outputs.nwb_path, "invalid_times")
     assert list(invalid["tags"].iloc[0]) == ["EcephysProbe", "1", "probeA"]
     running = pd.read_csv(spec.running_speed_path)
     with h5py.File(outputs.nwb_path, "r") as f:
@@ -254,7 +256,7 @@ def test_missing_optional_inputs_give_a_valid_file(tmp_path):
     assert report.at("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION") == []
     with h5py.File(outputs.nwb_path, "r") as f:
         assert "processing" not in f or "optotagging" not in f["processing"]
-    assert len(E.read_units(outputs.nwb_path)) == len(spec.probes[0].units)
+    assert len(R.read_units(outputs.nwb_path)) == len(spec.probes[0].units)
 
 
 def test_skip_probes(session, tmp_path):
@@ -264,7 +266,7 @@ def test_skip_probes(session, tmp_path):
     assert list(tmp_path.iterdir()) == []
     out = E.write_ecephys_nwb(inputs.model_copy(update={"skip_probes": [spec.probes[0].name],
                                                         "output_path": os.fspath(tmp_path / "s.nwb")}))
-    units = E.read_units(out.nwb_path)
+    units = R.read_units(out.nwb_path)
     assert set(units.index) == {u["id"] for u in spec.probes[1].units}
     assert [p.name for p in out.probe_outputs] == [spec.probes[1].name]
     assert not (tmp_path / f"lfp_probe_{spec.probes[0].probe_id}.nwb").exists()
@@ -314,7 +316,7 @@ def test_inputs_from_lims_records(lims, tmp_path):
     inputs = E.EcephysNwbInputs.from_session(session, lims.ecephys_probes(SESSION_ID + 4), output_path=tmp_path / "out" / "s.nwb")
     assert inputs.session_metadata.age_in_days == (dt.datetime(2021, 3, 4) - dt.datetime(2020, 11, 1)).days
     outputs = E.write_ecephys_nwb(inputs)
-    units = E.read_units(outputs.nwb_path)
+    units = R.read_units(outputs.nwb_path)
     for probe in spec.probes:
         truth, samples, clusters = _expected(probe)
         uid, c = truth["unit_ids"][0], truth["unit_cluster_ids"][0]
@@ -327,7 +329,7 @@ def _with_units_files(inputs, tmp_path, output_path):
     """``inputs`` writing to ``output_path`` with every probe's grouping precomputed into a units file."""
     probes = []
     for probe in inputs.probes:
-        path = U.write_grouping(tmp_path / "units" / f"units_{probe.name}.h5", E.probe_units(inputs, probe).grouping)
+        path = U.write_grouping(tmp_path / "units" / f"units_{probe.name}.h5", P.probe_units(probe, entity=E.probe_entity(inputs, probe)).grouping)
         probes.append(probe.model_copy(update={"units_file": os.fspath(path)}))
     return inputs.model_copy(update={"probes": probes, "output_path": os.fspath(output_path)})
 
@@ -352,7 +354,7 @@ def test_session_file_from_units_files_is_identical_and_does_not_regroup(session
 def test_units_file_that_does_not_match_the_probe_is_an_input_error_naming_it(session, tmp_path):
     _, inputs, _ = session
     probe = inputs.probes[0]
-    g = E.probe_units(inputs, probe).grouping
+    g = P.probe_units(probe, entity=E.probe_entity(inputs, probe)).grouping
     order = np.arange(len(g.unit_ids))[::-1]  # same units, other order
     reordered = U.SpikeGrouping(g.unit_ids[order], g.spike_times, g.ends, g.values, g.unknown_clusters, g.n_dropped_negative)
     fewer = U.SpikeGrouping(g.unit_ids[:-1], g.spike_times[: g.ends[-2]], g.ends[:-1],
@@ -364,10 +366,10 @@ def test_units_file_that_does_not_match_the_probe_is_an_input_error_naming_it(se
         path = U.write_grouping(tmp_path / f"{name}.h5", bad)
         broken = probe.model_copy(update={"units_file": os.fspath(path)})
         with pytest.raises(InputError, match=expected) as exc:
-            E.probe_units(inputs, broken)
+            P.probe_units(broken, entity=E.probe_entity(inputs, broken))
         assert f"{name}.h5" in str(exc.value) and probe.name in str(exc.value)
     with pytest.raises(InputError, match="grouped-units file is missing") as exc:
-        E.probe_units(inputs, probe.model_copy(update={"units_file": os.fspath(tmp_path / "absent.h5")}))
+        P.probe_units(probe.model_copy(update={"units_file": os.fspath(tmp_path / "absent.h5")}), entity=E.probe_entity(inputs, probe))
     assert "absent.h5" in str(exc.value)
 
 

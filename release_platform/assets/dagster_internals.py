@@ -1,0 +1,99 @@
+"""The only module that touches Dagster's private API (``dagster._*``), for what has no public route in the
+pinned Dagster (1.13). Each function is small, documented and tested; everything else in the platform uses
+public Dagster API only.
+
+* :func:`interrupt_captured`: whether Dagster captured a SIGINT/SIGTERM it has not acted on yet;
+* :func:`sleep_while_waiting_for_slots`: fix for a busy loop of in-process runs waiting for a pool slot;
+* :func:`current_asset_names`: the assets the current step materializes (for partition locks);
+* :func:`new_partition_backfill`: a backfill over named partitions of an asset selection (what the UI's
+  backfill dialog submits);
+* :func:`backfill_state`: whether a backfill is finished and whether it succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+__all__ = ["interrupt_captured", "sleep_while_waiting_for_slots", "current_asset_names", "new_partition_backfill",
+           "backfill_state"]
+
+
+def interrupt_captured() -> bool:
+    """Whether Dagster captured a SIGINT/SIGTERM that it has not acted on yet.
+
+    During a run Dagster replaces the SIGINT/SIGTERM handlers with one that only sets a flag, acted on when
+    the next step starts; a run that only waits for a pool slot never gets there. Private Dagster API, kept
+    to this one function."""
+    from dagster._utils.interrupts import check_captured_interrupt
+
+    return check_captured_interrupt()
+
+
+def sleep_while_waiting_for_slots() -> None:
+    """Make in-process runs sleep between their checks for a free pool slot.
+
+    Dagster 1.13's ``InstanceConcurrencyContext.interval_to_next_pending_claim_check`` returns
+    ``min(0, ...)``, which is never positive, so a run whose step waits for a slot loops without sleeping (a
+    core at full use for as long as it waits). This replaces it with the time until the next scheduled check
+    (``max(0, min(...))``, at most Dagster's 15 s back-off). Idempotent. Private Dagster API, kept here."""
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+    if getattr(InstanceConcurrencyContext.interval_to_next_pending_claim_check, "sleeps", False):
+        return
+
+    def interval_to_next_pending_claim_check(self) -> float:
+        if not self._pending_claims:
+            return 0.0
+        now = time.time()
+        return max(0.0, min((ready_at - now for ready_at in self._pending_timeouts.values()), default=0.0))
+
+    interval_to_next_pending_claim_check.sleeps = True
+    InstanceConcurrencyContext.interval_to_next_pending_claim_check = interval_to_next_pending_claim_check
+
+
+def current_asset_names() -> set[str]:
+    """Names of the assets the current step materializes (empty outside a step)."""
+    from dagster._core.execution.context.compute import current_execution_context
+
+    ctx = current_execution_context.get()
+    if ctx is None:
+        return set()
+    try:
+        return {key.path[-1] for key in ctx.op_execution_context.selected_asset_keys}
+    except Exception:  # noqa: BLE001 - an op without assets
+        return set()
+
+
+def new_partition_backfill(instance, asset_graph, *, partition_names: Sequence[str], asset_selection: Sequence[Any],
+                           tags: Mapping[str, str], title: str, description: str):
+    """Submit a backfill of ``asset_selection`` over exactly ``partition_names`` to the instance (the daemon runs
+    it); returns the backfill (its ``backfill_id`` names it in the UI)."""
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(),
+        asset_graph=asset_graph,
+        partition_names=list(partition_names),
+        asset_selection=list(asset_selection),
+        backfill_timestamp=time.time(),
+        tags=dict(tags),
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=title,
+        description=description,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return backfill
+
+
+def backfill_state(instance, backfill_id: str) -> tuple[bool, Optional[bool], str]:
+    """``(finished, succeeded, status name)`` of a backfill; ``succeeded`` is None while it runs."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    status = instance.get_backfill(backfill_id).status
+    if status in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING):
+        return False, None, status.value
+    return True, status == BulkActionStatus.COMPLETED_SUCCESS, status.value

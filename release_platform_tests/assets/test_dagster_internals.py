@@ -1,0 +1,42 @@
+"""Dagster's private API is used in one module only, and its functions do what they say."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dagster as dg
+
+import release_platform
+from release_platform.assets import dagster_internals as internals
+
+PRIVATE = re.compile(r"^\s*(from|import)\s+dagster\._", re.MULTILINE)
+
+
+def test_private_dagster_imports_live_in_one_module():
+    root = Path(release_platform.__file__).parent
+    users = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if PRIVATE.search(p.read_text()))
+    assert users == ["assets/dagster_internals.py"], users
+
+
+def test_outside_a_step_no_asset_is_materializing_and_no_interrupt_is_captured():
+    assert internals.current_asset_names() == set()
+    assert internals.interrupt_captured() is False
+
+
+def test_a_partition_backfill_is_submitted_for_exactly_the_named_partitions(tmp_path):
+    parts = dg.DynamicPartitionsDefinition(name="things")
+
+    @dg.asset(partitions_def=parts)
+    def thing() -> None:
+        return None
+
+    graph = dg.Definitions(assets=[thing]).resolve_asset_graph()
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("things", ["1", "2", "3"])
+        backfill = internals.new_partition_backfill(instance, graph, partition_names=["1", "3"], asset_selection=[thing.key],
+                                                    tags={"k": "v"}, title="t", description="d")
+        stored = instance.get_backfill(backfill.backfill_id)
+        assert sorted(stored.asset_backfill_data.target_subset.get_partitions_subset(thing.key).get_partition_keys()) == ["1", "3"]
+        assert stored.tags["k"] == "v"
+        assert internals.backfill_state(instance, backfill.backfill_id) == (False, None, "REQUESTED")
