@@ -129,8 +129,9 @@ def _celery_executor_class():
 
 
 def _make_celery_executor_def() -> dg.ExecutorDefinition:
-    from dagster._core.execution.retries import RetryMode
     from dagster_celery.executor import CELERY_CONFIG
+
+    from release_platform.assets.dagster_internals import step_retry_mode
 
     @dg.executor(name="release_platform_celery", config_schema=CELERY_CONFIG,
                  requirements=dg.multiple_process_executor_requirements())
@@ -138,7 +139,7 @@ def _make_celery_executor_def() -> dg.ExecutorDefinition:
         config = init_context.executor_config
         return _celery_executor_class()(
             broker=config.get("broker"), backend=config.get("backend"), include=config.get("include"),
-            config_source=config.get("config_source"), retries=RetryMode.from_config(config["retries"]),
+            config_source=config.get("config_source"), retries=step_retry_mode(config["retries"]),
         )
 
     return release_platform_celery_executor
@@ -158,12 +159,13 @@ def select_executor() -> dg.ExecutorDefinition:
 def worker_app():
     """The Celery app a worker runs: the same broker, backend and settings as the executor, with
     dagster-celery's step task registered."""
-    from dagster._core.execution.retries import RetryMode
     from dagster_celery.make_app import make_app
     from dagster_celery.tasks import create_task
 
+    from release_platform.assets.dagster_internals import step_retry_mode
+
     executor = _celery_executor_class()(broker=broker_url(), backend=backend_url(), config_source=celery_settings(),
-                                        retries=RetryMode(RetryMode.ENABLED))
+                                        retries=step_retry_mode())
     app = make_app(executor.app_args())
     create_task(app)
     return app

@@ -7,7 +7,8 @@ public Dagster API only.
 * :func:`current_asset_names`: the assets the current step materializes (for partition locks);
 * :func:`new_partition_backfill`: a backfill over named partitions of an asset selection (what the UI's
   backfill dialog submits);
-* :func:`backfill_state`: whether a backfill is finished and whether it succeeded.
+* :func:`backfill_state`: whether a backfill is finished and whether it succeeded;
+* :func:`step_retry_mode`: the executor-level retry mode dagster-celery's executor and worker app take.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["interrupt_captured", "sleep_while_waiting_for_slots", "current_asset_names", "new_partition_backfill",
-           "backfill_state"]
+           "backfill_state", "step_retry_mode"]
 
 
 def interrupt_captured() -> bool:
@@ -97,3 +98,11 @@ def backfill_state(instance, backfill_id: str) -> tuple[bool, Optional[bool], st
     if status in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING):
         return False, None, status.value
     return True, status == BulkActionStatus.COMPLETED_SUCCESS, status.value
+
+
+def step_retry_mode(config: Any = None):
+    """Dagster's ``RetryMode`` from an executor's ``retries`` config (``None``: enabled), as dagster-celery's
+    executor and worker app take it; the class has no public import path."""
+    from dagster._core.execution.retries import RetryMode
+
+    return RetryMode(RetryMode.ENABLED) if config is None else RetryMode.from_config(config)

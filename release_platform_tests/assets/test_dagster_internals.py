@@ -40,3 +40,8 @@ def test_a_partition_backfill_is_submitted_for_exactly_the_named_partitions(tmp_
         assert sorted(stored.asset_backfill_data.target_subset.get_partitions_subset(thing.key).get_partition_keys()) == ["1", "3"]
         assert stored.tags["k"] == "v"
         assert internals.backfill_state(instance, backfill.backfill_id) == (False, None, "REQUESTED")
+
+
+def test_step_retry_mode_reads_the_executor_config():
+    assert internals.step_retry_mode().name == "ENABLED"
+    assert internals.step_retry_mode({"disabled": {}}).name == "DISABLED"
