@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 
 from release_platform.stimulus.table import SPONTANEOUS
 
@@ -119,19 +119,38 @@ def speed_tuning(dff: np.ndarray, speed: np.ndarray, mask: np.ndarray, epoch: st
 
 
 def shifted_bin_variance(x_time: np.ndarray, pos: np.ndarray, sizes: np.ndarray, shifts: np.ndarray, *,
-                         max_batch_values: int = 20_000_000) -> np.ndarray:
+                         method: str = "auto", max_batch_values: int = 20_000_000) -> np.ndarray:
     """Variance across bins of the binned mean of ``x_time`` circularly shifted by each of ``shifts`` frames.
 
     ``x_time``: N x T in time order; ``pos`` the binned time positions in bin order, ``sizes[b]`` frames per bin.
-    For a shift ``k`` the bin sum is ``sum_t x[(t - k) mod T] * I_b[t]``, a circular cross-correlation of the
-    trace with the bin's indicator, so every shift of every bin comes from one FFT product per bin
-    (``irfft(conj(rfft(x)) * rfft(I_b))``), computed on blocks of cells. Returns len(shifts) x N.
+    For a shift ``k`` the bin sum is ``sum_t x[(t - k) mod T] * I_b[t]``. ``method="fft"``: a circular
+    cross-correlation of the trace with the bin's indicator, every shift of a bin from one FFT product
+    (``irfft(conj(rfft(x)) * rfft(I_b))``) on blocks of cells, cost ~ bins x N x T log T; ``"sparse"``: per batch
+    of shifts one sparse one-hot (shift, bin) x frame matrix times the traces, cost ~ shifts x N x T;
+    ``"auto"``: FFT when the bins are fewer than a fifth of the shifts (measured break-even). Returns
+    len(shifts) x N.
     """
     n, t = x_time.shape
     shifts = np.asarray(shifts, dtype=np.int64) % max(t, 1)
     out = np.empty((len(shifts), n))
     if not len(shifts) or not n:
         return out
+    if method == "auto":
+        method = "fft" if 5 * len(sizes) < len(shifts) else "sparse"
+    if method == "sparse":
+        label = np.repeat(np.arange(len(sizes)), sizes)
+        xt = np.ascontiguousarray(x_time.T)  # T x N: each bin sum reads whole rows
+        batch = max(1, max_batch_values // (4 * max(len(pos), 1)))  # one-hot entries per batch: a quarter of the budget
+        for a in range(0, len(shifts), batch):
+            ks = shifts[a : a + batch]
+            rows = (np.arange(len(ks))[:, None] * len(sizes) + label[None, :]).ravel()
+            cols = ((pos[None, :] - ks[:, None]) % t).ravel()
+            onehot = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(ks) * len(sizes), t))
+            sums = (onehot @ xt).reshape(len(ks), len(sizes), n) / sizes[None, :, None]
+            out[a : a + batch] = np.var(sums, axis=1)
+        return out
+    if method != "fft":
+        raise ValueError(f"method must be 'auto', 'fft' or 'sparse', not {method!r}")
     bin_of_time = np.full(t, -1)
     bin_of_time[pos] = np.repeat(np.arange(len(sizes)), sizes)
     indicators = np.zeros((len(sizes), t))

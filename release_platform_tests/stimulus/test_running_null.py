@@ -55,12 +55,13 @@ def test_fft_shifts_equal_the_directly_shifted_traces():
     pos = rng.permutation(1000)[:900]
     sizes = np.array([300, 200, 200, 200])
     shifts = np.array([0, 1, 17, 500, 999])
-    got = running.shifted_bin_variance(x, pos, sizes, shifts, max_batch_values=3000)  # 3 cells per block
     bounds = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    for i, k in enumerate(shifts):
-        y = x[:, (pos - k) % 1000]
-        want = np.var(np.add.reduceat(y, bounds, axis=1) / sizes, axis=1)
-        np.testing.assert_allclose(got[i], want, rtol=1e-9, atol=1e-14)
+    for method in ("fft", "sparse"):
+        got = running.shifted_bin_variance(x, pos, sizes, shifts, method=method, max_batch_values=3000)  # blocks
+        for i, k in enumerate(shifts):
+            y = x[:, (pos - k) % 1000]
+            want = np.var(np.add.reduceat(y, bounds, axis=1) / sizes, axis=1)
+            np.testing.assert_allclose(got[i], want, rtol=1e-9, atol=1e-14, err_msg=method)
 
 
 def test_null_is_calibrated_on_untuned_cells_and_tuned_cells_are_detected(epoch):
