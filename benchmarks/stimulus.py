@@ -115,7 +115,7 @@ _PEAK_COLUMNS = {
         ("sfdi_sg", "sf_index_sg", None, ""), ("run_mod_sg", "run_modulation_sg", None, ""), ("p_run_mod_sg", "p_run_sg", None, "")],
     "natural_scenes": [
         ("pref_image_ns", "scene_ns", None, ""), ("p_ns", "ptest_ns", None, ""), ("peak_dff_ns", "peak_dff_ns", None, ""),
-        ("image_sel_ns", "image_selectivity_ns", None, "ours: fractions of the images shown; AllenSDK divides by 118"),
+        ("image_sel_ns", "image_selectivity_ns", None, "same with 118 images (ours: fractions of the images shown; AllenSDK /118)"),
         ("time_to_peak_ns", "time_to_peak_ns", None, ""),
         ("reliability_ns", "reliability_ns", None, "same frames for 7-frame sweeps (AllenSDK hard-codes 28:42)"),
         ("run_mod_ns", "run_modulation_ns", None, ""), ("p_run_mod_ns", "p_run_ns", None, "")],
@@ -208,6 +208,8 @@ def run_allensdk(python: str, s, a, table: pd.DataFrame, cells: int, rf_cells: i
 
     print(f"\n  {'metric':44s} {'max abs diff':>13s} {'max rel diff':>13s} {'NaN differ':>10s}  note")
     for label, da, dr, nan_diff, why in rows:
+        if np.isnan(da) and not nan_diff and not why:
+            why = "NaN in both for every compared cell (too few running or stationary trials)"
         if label.endswith("(equal)"):
             print(f"  {label:44s} {da:12.0%}  {'':13s} {'':>10s}  {why}")
         else:
