@@ -15,12 +15,24 @@ receptive-field shuffle loop computing a response-triggered average per shuffle)
 on a subset of cells (and, for the RF loop, of shuffles) and scaled linearly to the full session; the output
 says so. Printed: per-stage times, speed ratios, and the largest relative differences where the definitions
 agree (mean sweep responses, trial p-values, condition means, OSI, DSI, preferred direction).
+
+With ``--allensdk-python /work/venvs/allensdk/bin/python`` (a separate interpreter with ``allensdk==2.16.2``,
+never a project dependency) the same arrays are also written to a temporary directory and
+``benchmarks/_allensdk_stimulus_driver.py`` runs AllenSDK's ``DriftingGratings``, ``StaticGratings``,
+``NaturalScenes`` and ``LocallySparseNoise`` on them (``--allensdk-cells`` cells; the receptive-field analysis,
+10,000 shuffles per cell, on ``--allensdk-rf-cells`` cells). Printed: per metric, the largest absolute and
+relative difference against ours on those cells (or the fraction equal, for preferred conditions) with a note
+where the definitions differ on purpose, and the session speed ratio with AllenSDK's per-cell times scaled
+linearly to ``--cells`` (said in the output).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +57,7 @@ def ref_sweep_response(fc, starts, sweep, inter, extra):
             temp = fc[c, s - inter : s + sweep + inter]
             temp = 100.0 * (temp / np.mean(temp[:inter]) - 1.0)
             msr[i, c] = temp[inter : inter + sweep + extra].mean()
-            pval[i, c] = stats.f_oneway(temp[:inter], temp[inter:]).pvalue
+            pval[i, c] = stats.f_oneway(temp[:inter], temp[inter : inter + sweep + extra]).pvalue
     return msr, pval
 
 
@@ -86,6 +98,134 @@ def rel_diff(a, b):
     return float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-12))) if ok.any() else float("nan")
 
 
+# ours -> (AllenSDK peak column, how to map AllenSDK's value, note on the definition)
+_PEAK_COLUMNS = {
+    "drifting_gratings": [
+        ("pref_dir_dg", "ori_dg", "ori", ""), ("pref_tf_dg", "tf_dg", "tf", ""),
+        ("osi_dg", "osi_dg", None, "orthogonal/null found by angle (same as AllenSDK's index offsets for 8 directions)"),
+        ("dsi_dg", "dsi_dg", None, ""), ("peak_dff_dg", "peak_dff_dg", None, ""), ("p_dg", "ptest_dg", None, ""),
+        ("reliability_dg", "reliability_dg", None, "same frames at 30 Hz (ours: the response window at any rate; AllenSDK hard-codes 30:90)"),
+        ("tfdi_dg", "tf_index_dg", None, "same with 5 TFs (ours: n - n_levels with the TFs present; AllenSDK hard-codes 5)"),
+        ("run_mod_dg", "run_modulation_dg", None, ""), ("p_run_mod_dg", "p_run_dg", None, "")],
+    "static_gratings": [
+        ("pref_ori_sg", "ori_sg", "ori", ""), ("pref_sf_sg", "sf_sg", "sf", ""), ("pref_phase_sg", "phase_sg", "phase", ""),
+        ("osi_sg", "osi_sg", None, ""), ("peak_dff_sg", "peak_dff_sg", None, ""), ("p_sg", "ptest_sg", None, ""),
+        ("time_to_peak_sg", "time_to_peak_sg", None, ""),
+        ("reliability_sg", "reliability_sg", None, "same frames for 7-frame sweeps (ours: the response window; AllenSDK hard-codes 28:42)"),
+        ("sfdi_sg", "sf_index_sg", None, ""), ("run_mod_sg", "run_modulation_sg", None, ""), ("p_run_mod_sg", "p_run_sg", None, "")],
+    "natural_scenes": [
+        ("pref_image_ns", "scene_ns", None, ""), ("p_ns", "ptest_ns", None, ""), ("peak_dff_ns", "peak_dff_ns", None, ""),
+        ("image_sel_ns", "image_selectivity_ns", None, "same with 118 images (ours: fractions of the images shown; AllenSDK /118)"),
+        ("time_to_peak_ns", "time_to_peak_ns", None, ""),
+        ("reliability_ns", "reliability_ns", None, "same frames for 7-frame sweeps (AllenSDK hard-codes 28:42)"),
+        ("run_mod_ns", "run_modulation_ns", None, ""), ("p_run_mod_ns", "p_run_ns", None, "")],
+    "locally_sparse_noise": [
+        (m, m, None, "events, shuffle test (max-T vs Holm-Sidak), fits and chi-square re-implemented (lsn.py docstring)")
+        for m in ("rf_chi2_lsn", "rf_area_on_lsn", "rf_center_on_x_lsn", "rf_center_on_y_lsn", "rf_area_off_lsn",
+                  "rf_center_off_x_lsn", "rf_center_off_y_lsn", "rf_distance_lsn", "rf_overlap_index_lsn")],
+}
+_CATEGORICAL = {"pref_dir_dg", "pref_tf_dg", "pref_ori_sg", "pref_sf_sg", "pref_phase_sg", "pref_image_ns"}
+STIMULI = ("drifting_gratings", "static_gratings", "natural_scenes", "locally_sparse_noise")
+
+
+def abs_rel(a, b):
+    """Largest absolute and relative difference over the entries finite in both, and how many NaN patterns differ."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    nan_mismatch = int(np.sum(np.isfinite(a) != np.isfinite(b)))
+    if not ok.any():
+        return float("nan"), float("nan"), nan_mismatch
+    d = np.abs(a[ok] - b[ok])
+    return float(d.max()), float(np.max(d / np.maximum(np.abs(b[ok]), 1e-12))), nan_mismatch
+
+
+def _grid_values(table: pd.DataFrame, name: str, column: str) -> np.ndarray:
+    """The value list AllenSDK's peak indices point into (its stimulus table after ``fillna(0)``)."""
+    vals = np.unique(stimulus_block(table, name)[column].fillna(0.0).to_numpy(float))
+    return vals.astype(int) if name == "drifting_gratings" else vals
+
+
+def run_allensdk(python: str, s, a, table: pd.DataFrame, cells: int, rf_cells: int, ours_seconds: float, n_total: int) -> None:
+    """Run AllenSDK on the first ``cells`` cells in ``python`` and print the metric differences and speed ratio."""
+    driver = Path(__file__).with_name("_allensdk_stimulus_driver.py")
+    sub = np.arange(min(cells, n_total))
+    with tempfile.TemporaryDirectory(prefix="allensdk_stimulus_") as tmp:
+        work = Path(tmp)
+        np.save(work / "fc.npy", s.corrected[sub])
+        np.save(work / "dff.npy", s.dff[sub])
+        np.save(work / "speed.npy", s.speed)
+        np.save(work / "lsn_template.npy", s.lsn_template)
+        s.table.to_csv(work / "table.csv", index=False)
+        (work / "params.json").write_text(json.dumps({"frame_rate_hz": 30.0, "rf_cells": int(min(rf_cells, len(sub))),
+                                                      "stimuli": list(STIMULI)}))
+        print(f"\nAllenSDK ({python}): {len(sub)} cells, receptive fields on {min(rf_cells, len(sub))} ...", flush=True)
+        proc = subprocess.run([python, str(driver), str(work)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-4000:])
+            raise SystemExit(f"AllenSDK driver failed (exit {proc.returncode})")
+        ref = dict(np.load(work / "allensdk.npz"))
+        timing = json.loads((work / "timings.json").read_text())
+        peaks = {name: pd.read_csv(work / f"{name}_peak.csv") for name in STIMULI if (work / f"{name}_peak.csv").is_file()}
+
+    rows = []
+    for name in STIMULI:
+        sw = a.results[name].sweeps
+        starts = np.asarray(sw.starts, dtype=int)
+        rstart = ref[f"{name}/start"]
+        common, oi, ri = np.intersect1d(starts, rstart, return_indices=True)
+        note = "" if len(common) == len(rstart) else f"{len(rstart) - len(common)} AllenSDK trials lack a full window in ours"
+        d = abs_rel(sw.mean_response[oi][:, sub], ref[f"{name}/msr"][ri])
+        rows.append((f"{name}: mean sweep response", *d, note))
+        d = abs_rel(sw.p_value[oi][:, sub], ref[f"{name}/pval"][ri])
+        rows.append((f"{name}: trial p-value", *d, ""))
+        if name == "drifting_gratings":
+            resp = ref[f"{name}/response"]
+            tfs = _grid_values(table, name, "temporal_frequency")
+            r = resp[:, 1:, : len(sub), 0] if tfs[0] == 0 else resp[:, :, : len(sub), 0]
+            ours = a.results[name].response[..., 0][:, :, sub]
+            rows.append((f"{name}: condition means", *abs_rel(ours, r), ""))
+        if name == "locally_sparse_noise":
+            resp = ref[f"{name}/response"]  # rows x cols x cells+1 x (on, off)
+            lsn = a.results[name]
+            rows.append((f"{name}: ON mean-response map", *abs_rel(lsn.mean_on[sub], np.moveaxis(resp[:, :, : len(sub), 0], 2, 0)), ""))
+            rows.append((f"{name}: OFF mean-response map", *abs_rel(lsn.mean_off[sub], np.moveaxis(resp[:, :, : len(sub), 1], 2, 0)), ""))
+        peak = peaks.get(name)
+        if peak is None:
+            continue
+        n_rows = len(peak)
+        m = a.metrics.iloc[np.arange(n_rows)]
+        for ours_col, sdk_col, mapping, why in _PEAK_COLUMNS[name]:
+            theirs = peak[sdk_col].to_numpy(float)
+            if mapping is not None:
+                vals = _grid_values(table, name, {"ori": "orientation", "tf": "temporal_frequency", "sf": "spatial_frequency",
+                                                  "phase": "phase"}[mapping])
+                theirs = np.where(np.isfinite(theirs), vals[np.nan_to_num(theirs).astype(int)], np.nan)
+            mine = m[ours_col].to_numpy(float)
+            if ours_col in _CATEGORICAL:
+                rows.append((f"{ours_col} (equal)", float(np.mean(mine == theirs)), float("nan"), 0, why))
+            else:
+                rows.append((ours_col, *abs_rel(mine, theirs), why))
+
+    print(f"\n  {'metric':44s} {'max abs diff':>13s} {'max rel diff':>13s} {'NaN differ':>10s}  note")
+    for label, da, dr, nan_diff, why in rows:
+        if np.isnan(da) and not nan_diff and not why:
+            why = "NaN in both for every compared cell (too few running or stationary trials)"
+        if label.endswith("(equal)"):
+            print(f"  {label:44s} {da:12.0%}  {'':13s} {'':>10s}  {why}")
+        else:
+            print(f"  {label:44s} {da:13.3g} {dr:13.3g} {nan_diff:10d}  {why}")
+
+    sec = timing["seconds"]
+    per_cell = sum(sec[n] for n in STIMULI if n in sec) / timing["cells"]
+    rf_per_cell = sec.get("receptive_fields", 0.0) / max(timing["rf_cells"], 1)
+    total = (per_cell + rf_per_cell) * n_total
+    print(f"\nAllenSDK times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sec.items())
+          + f" on {timing['cells']} cells (receptive fields on {timing['rf_cells']})")
+    print(f"AllenSDK session estimate, scaled linearly to {n_total} cells: {per_cell * n_total:.0f} s stimulus classes + "
+          f"{rf_per_cell * n_total:.0f} s receptive fields (10,000 shuffles) = {total:.0f} s")
+    print(f"ours (whole session, measured): {ours_seconds:.1f} s -> {total / ours_seconds:.0f}x faster")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=300)
@@ -93,6 +233,10 @@ def main(argv=None) -> int:
     ap.add_argument("--lsn-frames", type=int, default=8880)
     ap.add_argument("--ref-cells", type=int, default=10, help="cells the reference loops run on (scaled to --cells)")
     ap.add_argument("--ref-shuffles", type=int, default=20, help="RF shuffles the reference loop runs (scaled)")
+    ap.add_argument("--allensdk-python", help="interpreter with allensdk==2.16.2: also compare with AllenSDK itself")
+    ap.add_argument("--allensdk-cells", type=int, default=10, help="cells AllenSDK's stimulus classes run on (scaled)")
+    ap.add_argument("--allensdk-rf-cells", type=int, default=2, help="cells AllenSDK's receptive-field analysis runs on (scaled)")
+    ap.add_argument("--skip-port", action="store_true", help="skip the in-process reference loops")
     args = ap.parse_args(argv)
     design = AnalysisDesign(lsn_frames=args.lsn_frames)
     t0 = time.perf_counter()
@@ -106,8 +250,12 @@ def main(argv=None) -> int:
     ours = time.perf_counter() - t0
     print(f"ours: whole session (every stimulus, running tuning, {args.shuffles} RF shuffles): {ours:.1f} s")
 
-    # reference on a subset of cells, scaled
     table = validate_stimulus_table(s.table)
+    if args.allensdk_python:
+        run_allensdk(args.allensdk_python, s, a, table, args.allensdk_cells, args.allensdk_rf_cells, ours, args.cells)
+    if args.skip_port:
+        return 0
+    # reference on a subset of cells, scaled
     sub = np.arange(min(args.ref_cells, args.cells))
     scale = args.cells / len(sub)
     ref_total = 0.0

@@ -35,6 +35,7 @@ from release_platform.assets.lims_registration import mark_release_files_staged
 from release_platform.assets.metadata import RELEASE_ASSETS as METADATA_RELEASE_ASSETS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
+from release_platform.assets.stimulus import STIMULUS_RELEASE_TABLES
 from release_platform.errors import InputError
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata.io import read_parquet
@@ -166,6 +167,7 @@ def _previous_manifest(storage: StorageResource, project: str, version: str) -> 
         *[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping()) for name in STAGING_ASSETS],
         *sorted({asset for asset, _ in METADATA_RELEASE_ASSETS.values()}),
         *sorted({asset for asset, _ in ICEPHYS_RELEASE_TABLES.values()}),
+        *sorted({asset for asset, _ in STIMULUS_RELEASE_TABLES.values()}),
     ],
     group_name=RELEASE_GROUP,
     kinds={"json"},
@@ -179,7 +181,7 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
     try:
         parse_semver(version)
         table_paths = {}
-        for table, (asset, _) in {**METADATA_RELEASE_ASSETS, **ICEPHYS_RELEASE_TABLES}.items():
+        for table, (asset, _) in {**METADATA_RELEASE_ASSETS, **ICEPHYS_RELEASE_TABLES, **STIMULUS_RELEASE_TABLES}.items():
             path = root / asset / f"{table}.parquet"
             if path.is_file():
                 table_paths[table] = path

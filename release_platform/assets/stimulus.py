@@ -144,6 +144,8 @@ def responsive_fraction(context: dg.AssetCheckExecutionContext, cell_metrics: di
 
 RELEASE_TABLE = "cell_metrics"
 RELEASE_ASSET = "cell_metrics_table"
+#: release table -> (asset writing <asset>/<table>.parquet, per-session source asset), read by ``release_manifest``
+STIMULUS_RELEASE_TABLES = {RELEASE_TABLE: (RELEASE_ASSET, "cell_metrics")}
 
 
 def _release_file(storage: StorageResource, suffix: str):

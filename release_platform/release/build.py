@@ -86,15 +86,17 @@ def writer_lock(root: SafeRoot, what: str = "release") -> WriterLock:
 def discover_tables(storage_root: str | os.PathLike, tables: Optional[Sequence[str]] = None) -> dict[str, Path]:
     """Release-level tables under a storage root: ``<root>/<asset dir>/<table>.parquet`` (else ``.csv``).
 
-    Only the known release tables (the metadata package's registry) are looked for, unless ``tables`` names
-    others. InputError if a named table is missing or a table is found in two asset directories.
+    Only the known release tables (the metadata package's registry and
+    :data:`~release_platform.release.layouts.METADATA_ONLY_TABLES`) are looked for, unless ``tables`` names others. InputError if a named table is missing or a table is found in two asset directories.
     """
     from release_platform.metadata.schemas import TABLES
 
     root = Path(storage_root)
     if not root.is_dir():
         raise InputError("storage root not found", path=root)
-    names = list(tables) if tables else list(TABLES)
+    from release_platform.release.layouts import METADATA_ONLY_TABLES
+
+    names = list(tables) if tables else [*TABLES, *METADATA_ONLY_TABLES]
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     found: dict[str, Path] = {}
     for name in names:

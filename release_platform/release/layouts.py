@@ -34,6 +34,12 @@ from release_platform.errors import InputError
 METADATA_DIR = "project_metadata"
 MANIFESTS_DIR = "manifests"
 
+#: Release tables that name no data files of their own and are shipped as ``project_metadata/<table>.csv`` only,
+#: next to the metadata registry's tables: table name -> the storage asset directory that writes
+#: ``<asset>/<table>.parquet`` (and ``.csv``). ``cell_metrics`` is the Visual Coding stimulus metrics, one row
+#: per ROI per plane, joined to ``ophys_cells_table`` on ``cell_roi_id`` / ``cell_specimen_id``.
+METADATA_ONLY_TABLES: dict[str, str] = {"cell_metrics": "cell_metrics_table"}
+
 
 @dataclass(frozen=True)
 class FileRole:

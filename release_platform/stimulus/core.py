@@ -58,8 +58,9 @@ class SweepResponses:
 
     ``trial_index``: rows of the stimulus block kept (``K``); ``baseline``: mean corrected fluorescence
     over the pre-stimulus window; ``mean_response``: mean percent dF/F over the response window
-    (``100 * (F / baseline - 1)``); ``p_value``: one-way ANOVA baseline part vs response part of the
-    window; ``dx``: mean running speed over the response window (cm/s, NaN without running speed).
+    (``100 * (F / baseline - 1)``); ``p_value``: one-way ANOVA of the baseline part against the response
+    part ``[inter, inter + sweep + extra)`` of the window (AllenSDK ``do_p_value``); ``dx``: mean running
+    speed over the response window (cm/s, NaN without running speed).
     """
 
     trial_index: np.ndarray
@@ -122,19 +123,18 @@ def sweep_responses(
     full_a, full_b = s - windows.inter, s + windows.sweep + windows.inter
     prefix = _prefix(centred)
     bsum, bsq, bn = _window_sums(prefix, base_a, base_b)
-    rsum, _, rn = _window_sums(prefix, resp_a, resp_b)
-    fsum, fsq, fn = _window_sums(prefix, full_a, full_b)
-    # ANOVA of the window: baseline part [0, inter) vs the rest [inter, sweep + 2 inter)
+    rsum, rsq, rn = _window_sums(prefix, resp_a, resp_b)
+    _, _, fn = _window_sums(prefix, full_a, full_b)
+    # ANOVA: baseline part [0, inter) vs response part [inter, inter + sweep + extra) of the window (AllenSDK)
     with np.errstate(invalid="ignore", divide="ignore"):
         b_mean = bsum / windows.inter
         baseline = b_mean + offset.T
         resp_mean = rsum / (windows.sweep + windows.extra) + offset.T
         mean_response = 100.0 * (resp_mean / baseline - 1.0)
-        n1, n2 = windows.inter, windows.sweep + windows.inter
-        rest_sum, rest_sq = fsum - bsum, fsq - bsq
-        m2 = rest_sum / n2
-        ssw = (bsq - n1 * b_mean**2) + (rest_sq - n2 * m2**2)
-        grand = fsum / (n1 + n2)
+        n1, n2 = windows.inter, windows.sweep + windows.extra
+        m2 = rsum / n2
+        ssw = (bsq - n1 * b_mean**2) + (rsq - n2 * m2**2)
+        grand = (bsum + rsum) / (n1 + n2)
         ssb = n1 * (b_mean - grand) ** 2 + n2 * (m2 - grand) ** 2
         f = ssb / (ssw / (n1 + n2 - 2))
         p = stats.f.sf(f, 1, n1 + n2 - 2)

@@ -314,7 +314,7 @@ def _flashed(corrected, block, frame_rate_hz, speed, *, kind: str) -> GratingsRe
         images = grid.axes["frame"]
         img_mean = gs.mean[:-1]  # images x N
         lo, hi_ = np.nanmin(img_mean, axis=0), np.nanmax(img_mean, axis=0)
-        thr = lo[None, :] + (hi_ - lo)[None, :] * np.linspace(0, 1, 1000)[:, None]  # 1000 x N
+        thr = lo[None, :] + (hi_ - lo)[None, :] * (np.arange(1000) / 1000.0)[:, None]  # 1000 x N, AllenSDK grid
         frac = (img_mean[None, :, :] > thr[:, None, :]).sum(axis=1) / np.isfinite(img_mean).sum(axis=0)
         vals.update({"pref_image_ns": images[np.maximum(pref, 0)], "image_sel_ns": 1.0 - 2.0 * frac.mean(axis=0)})
     for k, v in vals.items():
@@ -329,8 +329,8 @@ def natural_scenes(corrected: np.ndarray, block: pd.DataFrame, frame_rate_hz: fl
     ``time_to_peak_ns``, ``reliability_ns``, ``run_mod_ns``, ``p_run_mod_ns``.
 
     Images are the distinct ``frame`` values >= 0 in the table (any number), ``-1`` is the blank;
-    ``image_sel_ns`` = 1 - 2 x the mean, over 1000 thresholds from the smallest to the largest image
-    response, of the fraction of images above the threshold (fractions of the images shown; AllenSDK divides
-    by a hard-coded 118). Timing and checks as static gratings.
+    ``image_sel_ns`` = 1 - 2 x the mean, over 1000 thresholds ``min + j (max - min) / 1000`` (j = 0..999,
+    AllenSDK's grid) between the smallest and largest image response, of the fraction of images above the
+    threshold (fractions of the images shown; AllenSDK divides by a hard-coded 118). Timing and checks as static gratings.
     """
     return _flashed(corrected, block, frame_rate_hz, speed, kind="ns")

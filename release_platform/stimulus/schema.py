@@ -130,7 +130,8 @@ def metric_description(name: str) -> str:
                          ("speed_max_", "mean speed of the running bin with the largest response, epoch "),
                          ("speed_min_", "mean speed of the running bin with the smallest response, epoch "),
                          ("ptest_", "KS-test p-value of the preferred running bin against the others, epoch "),
-                         ("mod_", "running-speed modulated (1) or not (0) against shuffles, epoch ")):
+                         ("p_mod_", "circular-shift shuffle p-value of the running-speed modulation, epoch "),
+                         ("mod_", "running-speed modulated (1) or not (0) against circular-shift shuffles, epoch ")):
         if name.startswith(prefix):
             return text + name[len(prefix):]
     return f"stimulus metric {name}"

@@ -35,7 +35,7 @@ METRICS_BY_STIMULUS = {
     **{name: (f"peak_frame_{s}", f"reliability_{s}") for name, s in NATURAL_MOVIES.items()},
     **{name: lsn.LSN_METRICS for name in LSN_STIMULI},
 }
-RUNNING_METRICS = tuple(f"{m}_{e}" for e in ("sp", "vis") for m in ("speed_max", "speed_min", "ptest", "mod"))
+RUNNING_METRICS = tuple(f"{m}_{e}" for e in ("sp", "vis") for m in ("speed_max", "speed_min", "ptest", "mod", "p_mod"))
 
 
 def metric_columns(stimuli: Sequence[str], with_running: bool) -> list[str]:

@@ -182,7 +182,7 @@ def test_sweep_responses_match_the_allensdk_definition():
         win = fc[:, s0 - w.inter : s0 + w.sweep + w.inter]
         pct = 100 * (win / win[:, : w.inter].mean(axis=1, keepdims=True) - 1)
         np.testing.assert_allclose(sw.mean_response[k], pct[:, w.inter : w.inter + w.sweep + w.extra].mean(axis=1), rtol=1e-9)
-        p = [stats.f_oneway(pct[c, : w.inter], pct[c, w.inter :]).pvalue for c in range(4)]
+        p = [stats.f_oneway(pct[c, : w.inter], pct[c, w.inter : w.inter + w.sweep + w.extra]).pvalue for c in range(4)]
         np.testing.assert_allclose(sw.p_value[k], p, rtol=1e-6)
         assert sw.dx[k] == pytest.approx(speed[s0 : s0 + w.sweep + w.extra].mean())
 
