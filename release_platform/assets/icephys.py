@@ -33,7 +33,7 @@ from release_platform.metadata.files import FILE_KINDS, FileLinks, attach_files
 from release_platform.metadata.io import read_parquet, write_csv, write_parquet
 from release_platform.metadata.schemas import empty_table
 from release_platform.metadata.validation import validate_table
-from release_platform.modules._harness import write_output_json
+from release_platform.jsonio import write_output_json
 from release_platform.icephys.tables import icephys_cells_rows
 from release_platform.icephys.io import copy_verified
 

@@ -22,7 +22,7 @@ from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
 from release_platform.inputs import OphysSessionInputs
-from release_platform.modules import observatory_analysis
+from release_platform.stimulus.files import analyze_plane_files
 from release_platform.stimulus.lsn import DEFAULT_SHUFFLES
 from release_platform.stimulus.running import speed_per_frame
 from release_platform.qc.stimulus import check_responsive_fraction
@@ -75,11 +75,11 @@ def stimulus_responses(context: dg.AssetExecutionContext, config: StimulusConfig
             if not table:
                 raise InputError("no StimulusTable file registered for the session")
             running = _running_csv(ophys_session_inputs, plane, plane.movie_shape[0], directory / "running_speed.csv")
-            result = observatory_analysis.run(observatory_analysis.Inputs(
-                corrected_fluorescence_file=neuropil_corrected_traces[pid]["file"], dff_file=dff_traces[pid]["file"],
-                stimulus_table_file=table, running_speed_file=running, frame_rate_hz=plane.frame_rate_hz,
-                stimuli=config.stimuli, n_shuffles=config.n_shuffles, seed=config.seed, output_file=directory / "analysis.h5",
-            ))
+            result = analyze_plane_files(
+                neuropil_corrected_traces[pid]["file"], dff_traces[pid]["file"], table, plane.frame_rate_hz,
+                directory / "analysis.h5", running_speed_file=running, stimuli=config.stimuli,
+                n_shuffles=config.n_shuffles, seed=config.seed,
+            )
         except InputError as exc:
             _fail(context, str(exc.with_entity(entity)))
         for msg in result["messages"]:

@@ -29,42 +29,17 @@ import argparse
 import errno
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-import numpy as np
 import pydantic
 
 from release_platform.errors import InputError, validate_model
-from release_platform.storage import atomic_path
+from release_platform.jsonio import write_output_json  # noqa: F401 - the harness writes every output JSON with it
 
 M = TypeVar("M", bound=pydantic.BaseModel)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, pydantic.BaseModel):
-        return _jsonable(value.model_dump(mode="json"))
-    return value
-
-
-def write_output_json(path: str | os.PathLike, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def load_inputs(model: type[M], path: str | os.PathLike) -> M:
