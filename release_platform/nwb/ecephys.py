@@ -51,13 +51,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence
 
-import h5py
 import numpy as np
 import pandas as pd
 import pydantic
 
 from release_platform.ecephys.probes import (
-    DEFAULT_FILTERING,
     UNIT_METRICS,
     Channel,
     ProbeInputs,
@@ -65,7 +63,6 @@ from release_platform.ecephys.probes import (
     Unit,
     probe_units,
 )
-from release_platform.ecephys.units import load_npy
 from release_platform.errors import InputError, validate_model
 from release_platform.nwb.common import (
     AwareDatetime,
@@ -83,11 +80,9 @@ from release_platform.nwb.common import (
 )
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import (
-    H5DatasetIterator,
     WriteResult,
     provenance_json,
     provenance_record,
-    regular_rate,
     write_nwb,
 )
 
@@ -688,162 +683,6 @@ def write_session_nwb(
     return result, report
 
 
-# ---------------------------------------------------------------------------------------------------------
-# LFP files
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _read_index_array(path: str, entity: str, what: str) -> np.ndarray:
-    p = Path(path)
-    if p.suffix == ".npy":
-        return np.asarray(load_npy(p, entity=entity, mmap=False))
-    raise InputError(f"{what} must be a .npy file", entity=entity, path=p)
-
-
-def _lfp_parts(inputs: EcephysNwbInputs, probe: ProbeInputs, config: BackendConfiguration):
-    """Open the LFP source: data iterator, timestamps (iterator/array/None), channels, conversion."""
-    entity = probe_entity(inputs, probe)
-    lfp = probe.lfp
-    if lfp is None:
-        raise InputError("the probe has no LFP input", entity=entity)
-    data_path = Path(lfp.input_data_path)
-    if not data_path.exists():
-        raise InputError("LFP data file is missing", entity=entity, path=data_path)
-    try:
-        with h5py.File(data_path, "r") as fh:
-            if "data" not in fh or not isinstance(fh["data"], h5py.Dataset):
-                raise InputError("LFP file has no dataset 'data'", entity=entity, path=data_path)
-            shape, dtype = fh["data"].shape, fh["data"].dtype
-            conversion_attr = fh["data"].attrs.get("conversion")
-            channels = fh["channels"][()] if (lfp.input_channels_path is None and "channels" in fh) else None
-            has_ts = "timestamps" in fh
-            ts_len = fh["timestamps"].shape[0] if has_ts else None
-    except InputError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"cannot open LFP file (corrupt or truncated?): {exc}", entity=entity, path=data_path) from None
-    if len(shape) != 2:
-        raise InputError(f"LFP dataset 'data' has shape {shape}, expected samples x channels", entity=entity, path=data_path)
-    if lfp.input_channels_path is not None:
-        channels = _read_index_array(lfp.input_channels_path, entity, "LFP channels")
-    if channels is None:
-        raise InputError("no LFP channel list (dataset 'channels' or input_channels_path)", entity=entity, path=data_path)
-    channels = np.asarray(channels, dtype=np.int64).reshape(-1)
-    if len(channels) != shape[1]:
-        raise InputError(f"LFP has {shape[1]} columns but {len(channels)} channel numbers", entity=entity, path=data_path)
-    by_number = {c.probe_channel_number: c for c in probe.channels}
-    unknown = sorted(set(channels.tolist()) - set(by_number))
-    if unknown:
-        raise InputError(f"LFP channels {unknown} are not channels of the probe", entity=entity, path=data_path)
-    conversion = lfp.conversion if lfp.conversion is not None else (None if conversion_attr is None else float(conversion_attr))
-    if conversion is None:
-        if np.issubdtype(dtype, np.integer):
-            raise InputError("LFP samples are integers but no conversion (V/bit) is given (attribute or lfp.conversion)",
-                             entity=entity, path=data_path)
-        conversion = 1.0
-
-    timestamps = None
-    if lfp.input_timestamps_path is not None:
-        timestamps = _read_index_array(lfp.input_timestamps_path, entity, "LFP timestamps").astype(np.float64)
-        if len(timestamps) != shape[0]:
-            raise InputError(f"{len(timestamps)} LFP timestamps for {shape[0]} samples", entity=entity, path=lfp.input_timestamps_path)
-        regular = regular_rate(timestamps)
-        if regular:
-            timestamps = regular
-    elif has_ts:
-        if ts_len != shape[0]:
-            raise InputError(f"{ts_len} LFP timestamps for {shape[0]} samples", entity=entity, path=data_path)
-        if shape[0]:
-            try:
-                with h5py.File(data_path, "r") as fh:
-                    regular = regular_rate(fh["timestamps"])
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read LFP timestamps (corrupt?): {exc}", entity=entity, path=data_path) from None
-            timestamps = regular if regular else "h5"
-    data_cfg = config.for_location(f"acquisition/probe_{probe.id}_lfp/probe_{probe.id}_lfp_data/data")
-    row_bytes = max(shape[1] * np.dtype(dtype).itemsize, 1)
-    rows = max(1, min(int(shape[0]) or 1, int(inputs.lfp_chunk_mb * (1 << 20) // row_bytes)))
-    chunk = tuple(min(c, max(s, 1)) for c, s in zip(data_cfg.chunk_shape, shape)) if data_cfg.chunk_shape else (rows, max(shape[1], 1))
-    data_it = H5DatasetIterator(data_path, "data", entity=entity, chunk_shape=chunk, buffer_gb=inputs.lfp_buffer_gb)
-
-    if isinstance(timestamps, str):
-        ts_rows = max(1, min(int(shape[0]), 1 << 20))
-        try:
-            timestamps = H5DatasetIterator(data_path, "timestamps", entity=entity, chunk_shape=(ts_rows,), buffer_gb=inputs.lfp_buffer_gb)
-        except BaseException:
-            data_it.close()
-            raise
-    return data_it, timestamps, [by_number[int(n)] for n in channels], conversion, shape
-
-
-@_quiet_region_warnings
-def build_lfp_nwbfile(inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None):
-    """The in-memory LFP ``NWBFile`` of one probe; the samples stay on disk until written (streamed)."""
-    from pynwb.ecephys import LFP, ElectricalSeries
-
-    config = _backend(inputs, config)
-    lfp = probe.lfp
-    files = {"lfp_data": lfp.input_data_path if lfp else None,
-             "lfp_timestamps": lfp.input_timestamps_path if lfp else None,
-             "lfp_channels": lfp.input_channels_path if lfp else None}
-    params = {"session_id": inputs.session_id, "probe_id": probe.id, "probe_name": probe.name,
-              "lfp_sampling_rate": probe.lfp_sampling_rate, "temporal_subsampling_factor": probe.temporal_subsampling_factor,
-              "conversion": lfp.conversion if lfp else None, "compression": config.tier,
-              "session_metadata": inputs.session_metadata.model_dump(mode="json")}
-    data_it, timestamps, channels, conversion, shape = _lfp_parts(inputs, probe, config)
-    try:
-        provenance = provenance_record(writer="release_platform.nwb.ecephys.write_probe_lfp_nwb", parameters=params, inputs=files)
-        nwbfile = _new_nwbfile(
-            inputs,
-            kind="ecephys_probe_lfp",
-            ids=[inputs.session_id, probe.id],
-            description=f"LFP data and timestamps for probe {probe.name} (probe_id {probe.id}) of an Ecephys session",
-            provenance=provenance,
-            writer="release_platform.nwb.ecephys",
-        )
-        group = _add_probe_device(nwbfile, probe, has_lfp=True)
-        _add_electrodes(nwbfile, [(probe, channels, group)])
-        region = nwbfile.create_electrode_table_region(
-            region=list(range(len(channels))), description=f"LFP channels of {probe.name}"
-        )
-        kwargs: dict[str, Any] = {}
-        if timestamps is None:
-            kwargs.update(starting_time=0.0, rate=float(probe.lfp_sampling_rate))
-        elif isinstance(timestamps, tuple):  # regular: (starting_time, rate)
-            kwargs.update(starting_time=float(timestamps[0]), rate=float(timestamps[1]))
-        else:
-            kwargs["timestamps"] = timestamps
-        series = ElectricalSeries(
-            name=f"probe_{probe.id}_lfp_data",
-            description=f"Local field potential of {probe.name}, low-pass filtered and down-sampled",
-            data=data_it,
-            electrodes=region,
-            conversion=float(conversion),
-            filtering=DEFAULT_FILTERING,
-            **kwargs,
-        )
-        nwbfile.add_acquisition(LFP(name=f"probe_{probe.id}_lfp", electrical_series=series))
-    except BaseException:
-        data_it.close()
-        if isinstance(timestamps, H5DatasetIterator):
-            timestamps.close()
-        raise
-    return nwbfile
-
-
-def write_probe_lfp_nwb(
-    inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None
-) -> WriteResult:
-    """Write one probe's LFP file (streaming) through the write protocol."""
-    config = _backend(inputs, config)
-    return write_nwb(
-        lfp_output_path(inputs, probe),
-        lambda: build_lfp_nwbfile(inputs, probe, config=config),
-        entity=probe_entity(inputs, probe),
-        config=config,
-    )
-
-
 def write_ecephys_nwb(inputs: EcephysNwbInputs, *, config: BackendConfiguration | None = None) -> EcephysNwbOutputs:
     """Write the session file, then each selected probe's LFP file.
 
@@ -873,3 +712,7 @@ def write_ecephys_nwb(inputs: EcephysNwbInputs, *, config: BackendConfiguration 
         errors=errors,
         warnings=report.warnings,
     )
+
+
+# The LFP writers live in their own module, which imports this one's helpers; re-exported here.
+from release_platform.nwb.ecephys_lfp import build_lfp_nwbfile, write_probe_lfp_nwb  # noqa: E402
