@@ -36,8 +36,9 @@ the probe's device, only the LFP channels in the electrodes table, and one acqui
 input's integer samples with ``conversion`` V/bit, explicit timestamps), added once. The samples are
 streamed from the input HDF5 buffer by buffer, never loaded whole.
 
-Size: about 870 lines, kept in one module because the session and LFP files share the input model, the
-probe devices and the electrodes table, and the input-JSON schema is one published contract.
+Size: about 720 lines: the input-JSON schema (one published contract for the session and LFP files), the
+probe devices and electrodes table both files share, and the session writer. The LFP writers are in
+:mod:`release_platform.nwb.ecephys_lfp` (re-exported here).
 """
 
 from __future__ import annotations
