@@ -41,7 +41,8 @@ class PlaneDff:
           f"Warn when more than {MAX_UNCONVERGED_FRACTION:.0%} of a plane's ROIs have an unconverged r.")
 def check_neuropil_r_distribution(planes: Mapping[str, PlaneRatios], max_fraction: float = MAX_UNCONVERGED_FRACTION) -> CheckResult:
     """Fails (a warning) when a plane's fraction of ROIs with an unconverged neuropil ratio exceeds ``max_fraction``."""
-    per_plane = {pid: summarize_ratios(p.r, p.status).__dict__ for pid, p in planes.items()}
+    per_plane = {pid: {k: round(v, 4) if isinstance(v, float) else v for k, v in summarize_ratios(p.r, p.status).__dict__.items()}
+                 for pid, p in planes.items()}  # rounded: these are shown to people
     worst = max(p["unconverged_fraction"] for p in per_plane.values())
     over = {pid: p for pid, p in per_plane.items() if p["unconverged_fraction"] > max_fraction}
     message = "\n".join(
