@@ -12,19 +12,13 @@ import pytest
 
 from release_platform.assets import metadata as am
 from release_platform.assets.inputs import behavior_session_inputs
-from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
-from release_platform.inputs import SessionBase
 from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
-from release_platform.metadata import DataFiles, file_id, gather_for
+from release_platform.metadata import file_id
 from release_platform.metadata.io import read_parquet
+from release_platform_tests.assets.metadata_upstream import upstream_of
 from release_platform_tests.metadata import LimsWorld, day, touch
-
-# NWB asset -> session kind of its partitions
-NWB_KINDS = {"behavior_nwb": "behavior_session", "behavior_ophys_nwb": "ophys_session",
-             "ecephys_session_nwb": "ecephys_session", "ecephys_probe_lfp_nwb": "ecephys_session"}
-
 
 @pytest.fixture
 def env(tmp_path):
@@ -65,35 +59,8 @@ def env(tmp_path):
     client.dispose()
 
 
-def _input_stand_in(kind: str) -> dg.AssetsDefinition:
-    """The input asset's contract for the metadata assets (the session with its release rows, gathered from LIMS
-    as the real input asset does), without validating raw data files the hand-built LIMS does not have."""
-
-    @dg.asset(name=f"{kind}_inputs", partitions_def=PARTITIONS_BY_KIND[kind])
-    def _inputs(context, lims: LimsResource):
-        rows, _ = gather_for(lims.get_client(), kind, [int(context.partition_key)])
-        return SessionBase(kind=kind, session_id=int(context.partition_key), release_rows=rows)
-
-    return _inputs
-
-
-def _nwb_stand_in(env, name: str) -> dg.AssetsDefinition:
-    """An NWB asset reporting the files listed in ``env["written"]`` for its partition."""
-    kind = am.NWB_FILE_KIND[name]
-
-    @dg.asset(name=name, partitions_def=PARTITIONS_BY_KIND[NWB_KINDS[name]])
-    def _nwb(context):
-        return DataFiles(kind, env["written"][name].get(context.partition_key, {}))
-
-    return _nwb
-
-
 def _upstream(env, names):
-    """Stand-ins for the upstream assets of the metadata assets ``names``."""
-    specs = [am.SESSION_ASSETS[n] for n in names]
-    kinds = sorted({kind for kind, *_ in specs})
-    nwb = sorted({a for *_, nwb_assets in specs for a in nwb_assets})
-    return [*(_input_stand_in(k) for k in kinds), *(_nwb_stand_in(env, n) for n in nwb)]
+    return upstream_of(names, env["written"])
 
 
 def _checks_for(*asset_names):
