@@ -31,6 +31,7 @@ from release_platform.lims.resource import LimsResource
 from release_platform.metadata.files import DataFiles
 from release_platform.nwb import behavior as behavior_nwb_writer
 from release_platform.nwb import ophys as ophys_nwb_writer
+from release_platform.nwb.ophys_sources import PlaneOutputs
 from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
@@ -41,6 +42,19 @@ class NwbConfig(dg.Config):
     """``compression``: ``release`` (gzip, default), ``fast`` (LZF) or ``internal`` (Blosc-zstd; needs hdf5plugin)."""
 
     compression: Literal["release", "internal", "fast"] = "release"
+
+
+def _plane_outputs(roi: dict, neuropil: dict, demixed: dict, corrected: dict, dff: dict) -> PlaneOutputs:
+    """One plane's records of the trace assets as the writer's typed :class:`PlaneOutputs`."""
+    return PlaneOutputs(
+        roi_traces=roi["file"], neuropil_traces=neuropil["file"], demixed_traces=demixed["file"],
+        neuropil_corrected_traces=corrected["file"], dff_traces=dff["file"],
+        extraction_labels=roi.get("exclusion_labels") or {},
+        demix_excluded_roi_ids=demixed.get("excluded_roi_ids") or [],
+        negative_baseline_roi_ids=demixed.get("negative_baseline_roi_ids") or [],
+        dff_invalid_roi_ids=dff.get("invalid_roi_ids") or [], dff_valid_roi_ids=dff.get("valid_roi_ids"),
+        dff_method=dff.get("method", "unknown"), dff_parameters=dict(dff.get("parameters") or {}),
+    )
 
 
 @dg.asset(
@@ -75,12 +89,11 @@ def behavior_ophys_nwb(
         behavior_id = None if behavior is None else behavior.session_id
         for plane in ophys_session_inputs.planes:
             pid = str(plane.ophys_experiment_id)
+            outputs = _plane_outputs(roi_traces[pid], neuropil_traces[pid], demixed_traces[pid],
+                                     neuropil_corrected_traces[pid], dff_traces[pid])
             inputs = ophys_nwb_writer.OphysNwbInputs.from_session(
-                ophys_session_inputs, plane, output_dir=out_dir,
-                roi_traces=roi_traces[pid], neuropil_traces=neuropil_traces[pid], demixed_traces=demixed_traces[pid],
-                neuropil_corrected_traces=neuropil_corrected_traces[pid], dff_traces=dff_traces[pid],
-                behavior_session=behavior, compression=config.compression,
-                cell_metrics_path=stimulus_responses[pid]["metrics_file"],
+                ophys_session_inputs, plane, output_dir=out_dir, outputs=outputs, behavior_session=behavior,
+                compression=config.compression, cell_metrics_path=stimulus_responses[pid]["metrics_file"],
             )
             result = ophys_nwb_writer.write_behavior_ophys_nwb(inputs)
             written[pid] = {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes,
