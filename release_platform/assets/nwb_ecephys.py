@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from release_platform.assets.checks import asset_check_result
+from release_platform.assets.checks import asset_check_result, nwb_file_checks
 from release_platform.assets.failures import partition_failure
 from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
@@ -23,7 +23,7 @@ from release_platform.inputs import EcephysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata.files import DataFiles
 from release_platform.nwb import ecephys as ecephys_nwb
-from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation, check_units_content
+from release_platform.qc.nwb import check_units_content
 
 ECEPHYS = PARTITIONS_BY_KIND["ecephys_session"]
 GROUP = "ecephys_session"
@@ -147,32 +147,14 @@ def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inp
     return DataFiles("ecephys_lfp_nwb", paths)
 
 
-@dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
-def ecephys_session_nwb_pynwb_valid(ecephys_session_nwb: DataFiles) -> dg.AssetCheckResult:
-    return asset_check_result(check_pynwb_validation(ecephys_session_nwb.paths.values()))
-
-
-@dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
-                description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
-def ecephys_session_nwb_inspector(ecephys_session_nwb: DataFiles) -> dg.AssetCheckResult:
-    return asset_check_result(check_nwb_inspector(ecephys_session_nwb.paths.values()))
+ecephys_session_nwb_pynwb_valid, ecephys_session_nwb_inspector = nwb_file_checks(ecephys_session_nwb, ECEPHYS)
+ecephys_probe_lfp_nwb_pynwb_valid, ecephys_probe_lfp_nwb_inspector = nwb_file_checks(ecephys_probe_lfp_nwb, ECEPHYS)
 
 
 @dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
                 description="Units: spike times and amplitudes finite, every unit has at least one spike.")
 def ecephys_session_nwb_units_content(ecephys_session_nwb: DataFiles) -> dg.AssetCheckResult:
     return asset_check_result(check_units_content(ecephys_session_nwb.paths.values()))
-
-
-@dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
-def ecephys_probe_lfp_nwb_pynwb_valid(ecephys_probe_lfp_nwb: DataFiles) -> dg.AssetCheckResult:
-    return asset_check_result(check_pynwb_validation(ecephys_probe_lfp_nwb.paths.values()))
-
-
-@dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True,
-                description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
-def ecephys_probe_lfp_nwb_inspector(ecephys_probe_lfp_nwb: DataFiles) -> dg.AssetCheckResult:
-    return asset_check_result(check_nwb_inspector(ecephys_probe_lfp_nwb.paths.values()))
 
 
 ECEPHYS_ASSETS = [ecephys_units, ecephys_session_nwb, ecephys_probe_lfp_nwb]

@@ -15,12 +15,11 @@ Inspector with the dandi config (zero CRITICAL, zero BEST_PRACTICE_VIOLATION; su
 """
 
 import time
-import warnings
 from typing import Literal
 
 import dagster as dg
 
-from release_platform.assets.checks import asset_check_result
+from release_platform.assets.checks import nwb_file_checks
 from release_platform.assets.failures import partition_failure
 from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
@@ -32,7 +31,6 @@ from release_platform.metadata.files import DataFiles
 from release_platform.nwb import behavior as behavior_nwb_writer
 from release_platform.nwb import ophys as ophys_nwb_writer
 from release_platform.nwb.ophys_sources import PlaneOutputs
-from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
 BEHAVIOR = PARTITIONS_BY_KIND["behavior_session"]
@@ -150,28 +148,8 @@ def behavior_nwb(
     return DataFiles("behavior_nwb", {int(key): result.output_path})
 
 
-# Checks on partitioned assets need partitions_def (Dagster marks it "preview"; accepted knowingly).
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-
-    @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
-                    description="PyNWB validation reports no problem in any plane's file.")
-    def behavior_ophys_nwb_pynwb_valid(behavior_ophys_nwb: DataFiles) -> dg.AssetCheckResult:
-        return asset_check_result(check_pynwb_validation(behavior_ophys_nwb.paths.values()))
-
-    @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
-                    description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION in every plane's file.")
-    def behavior_ophys_nwb_inspector(behavior_ophys_nwb: DataFiles) -> dg.AssetCheckResult:
-        return asset_check_result(check_nwb_inspector(behavior_ophys_nwb.paths.values()))
-
-    @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True, description="PyNWB validation reports no problem.")
-    def behavior_nwb_pynwb_valid(behavior_nwb: DataFiles) -> dg.AssetCheckResult:
-        return asset_check_result(check_pynwb_validation(behavior_nwb.paths.values()))
-
-    @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True,
-                    description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
-    def behavior_nwb_inspector(behavior_nwb: DataFiles) -> dg.AssetCheckResult:
-        return asset_check_result(check_nwb_inspector(behavior_nwb.paths.values()))
+behavior_ophys_nwb_pynwb_valid, behavior_ophys_nwb_inspector = nwb_file_checks(behavior_ophys_nwb, OPHYS, "plane's file")
+behavior_nwb_pynwb_valid, behavior_nwb_inspector = nwb_file_checks(behavior_nwb, BEHAVIOR)
 
 
 NWB_OPHYS_ASSETS = [behavior_ophys_nwb, behavior_nwb]
