@@ -1,7 +1,8 @@
-"""The sources the ophys NWB writer reads: the pipeline's trace files streamed as NWB datasets
-(:class:`TraceIterator`), timestamps, projections, motion offsets, per-ROI vectors and stimulus metrics, each
-checked against the plane's ROI table. Split from :mod:`release_platform.nwb.ophys` (the writer) to keep
-each file readable."""
+"""The sources the ophys NWB writer reads: what the pipeline produced for a plane (:class:`PlaneOutputs`, a
+typed record), its trace files streamed as NWB datasets (:class:`TraceIterator`), timestamps, projections,
+motion offsets, per-ROI vectors and stimulus metrics, each checked against the plane's ROI table. The
+pipeline's HDF5 files are read only through :mod:`release_platform.ophys.io` (which owns their layouts).
+Split from :mod:`release_platform.nwb.ophys` (the writer) to keep each file readable."""
 
 from __future__ import annotations
 
