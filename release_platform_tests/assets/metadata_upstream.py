@@ -14,6 +14,18 @@ from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.inputs import SessionBase
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata import DataFiles, gather_for
+from release_platform_tests.metadata import LimsWorld, day
+
+def ophys_mouse(w: LimsWorld) -> None:
+    """Mouse m1: training behavior session 1, mesoscope ophys session 101 (planes 1011 with one ROI, 1012) recorded
+    with behavior session 2, in container 900."""
+    w.donor("m1")
+    w.behavior(1, "m1", "TRAINING_1_gratings", day(0))
+    w.ophys(101, "m1", "OPHYS_1_images_A", day(1), [(1011, 175, "VISp", 0, "passed", [(1, True, 9)]), (1012, 275, "VISp", 1)],
+            project="VisualBehaviorMultiscope", rig="MESO.1")
+    w.behavior(2, "m1", "OPHYS_1_images_A", day(1), ophys_session_id=101)
+    w.container(900, [("OphysSession", 101)])
+
 
 # NWB asset -> session kind of its partitions
 NWB_KINDS = {"behavior_nwb": "behavior_session", "behavior_ophys_nwb": "ophys_session",

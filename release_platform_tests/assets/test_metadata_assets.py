@@ -17,8 +17,9 @@ from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata import file_id
 from release_platform.metadata.io import read_parquet
-from release_platform_tests.assets.metadata_upstream import upstream_of
+from release_platform_tests.assets.metadata_upstream import ophys_mouse, upstream_of
 from release_platform_tests.metadata import LimsWorld, day, touch
+
 
 @pytest.fixture
 def env(tmp_path):
@@ -26,12 +27,7 @@ def env(tmp_path):
     client = LimsClient(url)
     client.upgrade()
     w = LimsWorld(client)
-    w.donor("m1")
-    w.behavior(1, "m1", "TRAINING_1_gratings", day(0))
-    w.ophys(101, "m1", "OPHYS_1_images_A", day(1), [(1011, 175, "VISp", 0, "passed", [(1, True, 9)]), (1012, 275, "VISp", 1)],
-            project="VisualBehaviorMultiscope", rig="MESO.1")
-    w.behavior(2, "m1", "OPHYS_1_images_A", day(1), ophys_session_id=101)
-    w.container(900, [("OphysSession", 101)])
+    ophys_mouse(w)
     w.ecephys(301, "m1", "EPHYS_1_images_G", day(2), [
         dict(id=3011, name="probeA", channels=[(30110, 0, "VISp", True), (30111, 1, None, False)], units=[(1, 30110, {"firing_rate": 2.0})],
              lfp=tmp_path / "raw_lfp_3011.h5"),

@@ -22,7 +22,7 @@ from release_platform.metadata import file_id
 from release_platform.release.layouts import dandi_path_problems
 from release_platform.release.manifest import load_manifest
 from release_platform.release.verify import verify_release
-from release_platform_tests.assets.metadata_upstream import upstream_of
+from release_platform_tests.assets.metadata_upstream import ophys_mouse, upstream_of
 from release_platform_tests.metadata import LimsWorld, day
 from release_platform.metadata.io import write_parquet
 from release_platform_tests.release import flip_byte, world, write_file
@@ -70,12 +70,7 @@ def env(tmp_path):
     client = LimsClient(url)
     client.upgrade()
     w = LimsWorld(client)
-    w.donor("m1")
-    w.behavior(1, "m1", "TRAINING_1_gratings", day(0))
-    w.ophys(101, "m1", "OPHYS_1_images_A", day(1), [(1011, 175, "VISp", 0, "passed", [(1, True, 9)]), (1012, 275, "VISp", 1)],
-            project="VisualBehaviorMultiscope", rig="MESO.1")
-    w.behavior(2, "m1", "OPHYS_1_images_A", day(1), ophys_session_id=101)
-    w.container(900, [("OphysSession", 101)])
+    ophys_mouse(w)
     w.ecephys(301, "m1", "EPHYS_1_images_G", day(2), [
         dict(id=3011, name="probeA", channels=[(30110, 0, "VISp", True)], units=[(1, 30110, {"firing_rate": 2.0})])])
     root = tmp_path / "storage"
