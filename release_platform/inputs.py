@@ -43,6 +43,10 @@ class SessionBase(pydantic.BaseModel):
     equipment_name: Optional[str] = None
     subject: Optional[Subject] = None
     files: dict[str, str] = {}
+    #: The LIMS rows this session's release metadata is built from (a
+    #: :class:`release_platform.metadata.LimsRows`: its mouse's whole history, planes, containers, probes, ...),
+    #: fetched by the input asset so the metadata assets need not ask LIMS again. Left out of JSON summaries.
+    release_rows: Any = pydantic.Field(default=None, exclude=True, repr=False)
 
     @property
     def entity(self) -> str:

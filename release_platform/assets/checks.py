@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import dagster as dg
 
 from release_platform.qc import CheckResult, is_blocking
 
-__all__ = ["asset_check_result"]
+__all__ = ["asset_check_result", "nwb_file_checks"]
 
 
 def _metadata_value(value: Any) -> Any:
@@ -30,3 +31,30 @@ def asset_check_result(result: CheckResult) -> dg.AssetCheckResult:
         description=result.message,
         metadata=metadata,
     )
+
+
+def nwb_file_checks(asset: dg.AssetsDefinition, partitions_def: dg.PartitionsDefinition,
+                    each: str = "") -> list[dg.AssetChecksDefinition]:
+    """The two blocking checks of an NWB asset, on the files it returns (a
+    :class:`~release_platform.metadata.files.DataFiles`): ``<asset>_pynwb_valid`` (PyNWB validation) and
+    ``<asset>_inspector`` (NWB Inspector, dandi config). ``each`` names the files in the descriptions
+    (e.g. ``"plane's file"``)."""
+    from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation
+
+    name = asset.key.path[-1]
+    any_file, every_file = (f" in any {each}", f" in every {each}") if each else ("", "")
+    # A check on a partitioned asset needs partitions_def (Dagster marks it "preview"; accepted knowingly).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+
+        @dg.asset_check(asset=asset, name=f"{name}_pynwb_valid", partitions_def=partitions_def, blocking=True,
+                        description=f"PyNWB validation reports no problem{any_file}.")
+        def _valid(files) -> dg.AssetCheckResult:
+            return asset_check_result(check_pynwb_validation(files.paths.values()))
+
+        @dg.asset_check(asset=asset, name=f"{name}_inspector", partitions_def=partitions_def, blocking=True,
+                        description=f"NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION{every_file}.")
+        def _inspector(files) -> dg.AssetCheckResult:
+            return asset_check_result(check_nwb_inspector(files.paths.values()))
+
+    return [_valid, _inspector]

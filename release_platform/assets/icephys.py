@@ -14,6 +14,7 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
+from release_platform.assets.failures import asset_failure
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
@@ -77,8 +78,7 @@ def icephys_extraction(
             entity=f"icephys_cell {cell}",
         )
     except InputError as exc:
-        context.log.error(str(exc))
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise asset_failure(context, exc) from None
     cell_id = int(cell)
     paths = {}
     for name, frame in (
@@ -148,9 +148,7 @@ def icephys_cell_nwb(context: dg.AssetExecutionContext, icephys_cell_inputs: Ice
     try:
         digest = copy_verified(icephys_cell_inputs.nwb_path, target)
     except InputError as exc:
-        message = str(exc.with_entity(f"icephys_cell {cell}"))
-        context.log.error(message)
-        raise dg.Failure(description=message, allow_retries=False) from None
+        raise asset_failure(context, exc, f"icephys_cell {cell}") from None
     context.add_output_metadata({"path": str(target), "sha256": digest, "bytes": target.stat().st_size})
     return {"file": str(target), "sha256": digest}
 
@@ -173,9 +171,7 @@ def icephys_cell_metadata(context: dg.AssetExecutionContext, icephys_cell_inputs
         links = FileLinks(paths={"icephys_nwb": {int(cell): str(nwb)}})
         rows = attach_files(rows, "icephys_nwb", links, "error").frame
     except InputError as exc:
-        message = str(exc.with_entity(f"icephys_cell {cell}"))
-        context.log.error(message)
-        raise dg.Failure(description=message, allow_retries=False) from None
+        raise asset_failure(context, exc, f"icephys_cell {cell}") from None
     path = write_parquet(CELLS_TABLE, rows, storage.dir_for("icephys_cell_metadata", cell) / f"{CELLS_TABLE}.parquet")
     return dg.MaterializeResult(metadata={"path": str(path), "dagster/row_count": len(rows)})
 
@@ -217,9 +213,7 @@ def icephys_cells_table(context: dg.AssetExecutionContext, storage: StorageResou
         try:
             frames.append(read_parquet(CELLS_TABLE, storage.dir_for("icephys_cell_metadata", pk) / f"{CELLS_TABLE}.parquet"))
         except InputError as exc:
-            message = f"{CELLS_TABLE}: icephys_cell {pk}: {exc}"
-            context.log.error(message)
-            raise dg.Failure(description=message, allow_retries=False) from None
+            raise asset_failure(context, f"{CELLS_TABLE}: icephys_cell {pk}: {exc}") from None
     frame = pd.concat(frames, ignore_index=True) if frames else empty_table(CELLS_TABLE)
     frame = frame.sort_values("icephys_cell_id", kind="stable").reset_index(drop=True)
     root = storage.root_path() / CELLS_TABLE

@@ -1,18 +1,42 @@
-"""First asset per session kind: resolve the session's inputs from LIMS and validate them."""
+"""First asset per session kind: resolve the session's inputs from LIMS and validate them.
 
+Each carries everything later steps need from LIMS: an ophys session its linked behavior session, an ecephys
+session its probes' records, and every kind with release metadata the rows those tables are built from
+(``release_rows``, :func:`release_platform.metadata.gather.gather_for`), so nothing downstream queries LIMS again.
+"""
+
+
+import warnings
 
 import dagster as dg
 
 from release_platform import inputs
+from release_platform.assets.failures import partition_failure
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.errors import InputError
 from release_platform.lims.resource import LimsResource
+from release_platform.metadata.files import MetadataWarning
+from release_platform.metadata.gather import gather_for
 
 
-def _fail(context: dg.AssetExecutionContext, exc: InputError, kind: str) -> dg.Failure:
-    message = str(exc.with_entity(f"{kind} {context.partition_key}"))
-    context.log.error(message)
-    return dg.Failure(description=message, allow_retries=False)
+def _resolve(context: dg.AssetExecutionContext, lims: LimsResource, kind: str, *, release_rows: bool = True):
+    """The validated session, with the LIMS rows of its release metadata when ``release_rows``."""
+    client = lims.get_client()
+    try:
+        resolved = inputs.resolve_session(client, kind, context.partition_key)
+        if release_rows:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MetadataWarning)
+                rows, _ = gather_for(client, kind, [resolved.session_id])
+            for w in caught:
+                if issubclass(w.category, MetadataWarning):
+                    context.log.warning(f"{resolved.entity}: {w.message}")
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            resolved = resolved.model_copy(update={"release_rows": rows})
+    except InputError as exc:
+        raise partition_failure(context, exc, kind) from None
+    return resolved
 
 
 @dg.asset(
@@ -22,10 +46,7 @@ def _fail(context: dg.AssetExecutionContext, exc: InputError, kind: str) -> dg.F
     description="The session's planes, movies, ROI masks and stimulus table from LIMS, validated.",
 )
 def ophys_session_inputs(context: dg.AssetExecutionContext, lims: LimsResource) -> inputs.OphysSessionInputs:
-    try:
-        resolved = inputs.resolve_session(lims.get_client(), "ophys_session", context.partition_key)
-    except InputError as exc:
-        raise _fail(context, exc, "ophys_session") from None
+    resolved = _resolve(context, lims, "ophys_session")
     context.add_output_metadata(
         {
             "planes": len(resolved.planes),
@@ -46,10 +67,7 @@ def ophys_session_inputs(context: dg.AssetExecutionContext, lims: LimsResource) 
     description="The behavior session's trials, licks, rewards, running and stimulus tables from LIMS, validated.",
 )
 def behavior_session_inputs(context: dg.AssetExecutionContext, lims: LimsResource) -> inputs.BehaviorSessionInputs:
-    try:
-        resolved = inputs.resolve_session(lims.get_client(), "behavior_session", context.partition_key)
-    except InputError as exc:
-        raise _fail(context, exc, "behavior_session") from None
+    resolved = _resolve(context, lims, "behavior_session")
     context.add_output_metadata(
         {"trials": resolved.n_trials, "stimulus_presentations": resolved.n_stimulus_presentations, "session_type": resolved.session_type}
     )
@@ -63,10 +81,7 @@ def behavior_session_inputs(context: dg.AssetExecutionContext, lims: LimsResourc
     description="The ecephys session's probes, channels, units and sorter outputs from LIMS, validated.",
 )
 def ecephys_session_inputs(context: dg.AssetExecutionContext, lims: LimsResource) -> inputs.EcephysSessionInputs:
-    try:
-        resolved = inputs.resolve_session(lims.get_client(), "ecephys_session", context.partition_key)
-    except InputError as exc:
-        raise _fail(context, exc, "ecephys_session") from None
+    resolved = _resolve(context, lims, "ecephys_session")
     problems = {p.name: p.lfp_problem for p in resolved.probes if p.lfp_problem}
     for problem in problems.values():
         context.log.warning(problem)
@@ -88,10 +103,7 @@ def ecephys_session_inputs(context: dg.AssetExecutionContext, lims: LimsResource
     description="The cell's icephys NWB file from LIMS, validated.",
 )
 def icephys_cell_inputs(context: dg.AssetExecutionContext, lims: LimsResource) -> inputs.IcephysCellInputs:
-    try:
-        resolved = inputs.resolve_session(lims.get_client(), "icephys_cell", context.partition_key)
-    except InputError as exc:
-        raise _fail(context, exc, "icephys_cell") from None
+    resolved = _resolve(context, lims, "icephys_cell", release_rows=False)
     context.add_output_metadata({"sweeps": resolved.n_sweeps, "nwb_path": resolved.nwb_path})
     return resolved
 

@@ -7,62 +7,43 @@ Parquet file of every materialized partition, write ``<root>/<table asset>/<tabl
 (AllenSDK-compatible), and run blocking checks: the model (ids unique across the whole release), the
 cross-table references and file-id collisions.
 
-Data files are found under the storage root at ``<root>/<asset>/<partition>/<prefix>_<id>.nwb`` (the NWB
-assets' layout, e.g. ``ecephys_probe_lfp_nwb/<session>/lfp_probe_<probe id>.nwb`` for the per-probe LFP; the names in :data:`NWB_ASSET_NAMES` are searched first, then every asset directory). Each per-session asset
-depends on the NWB assets its rows link to, so the files exist when it runs; a file that is still missing is
-handled by the ``on_missing_file`` run config (default ``error``; ``warn`` keeps the row with a null
-``file_id``; ``skip`` drops it).
+Data flows one way: a per-session asset takes its rows from the session's input asset (``release_rows``, fetched
+from LIMS there) and the paths of its data files from the NWB assets it depends on in the same partition (each
+returns a :class:`~release_platform.metadata.files.DataFiles`: ``{entity id: path}``); it neither queries LIMS
+nor searches the storage root. An expected file that the NWB asset did not report, or that is gone from disk,
+is handled by the ``on_missing_file`` run config (default ``error``; ``warn`` keeps the row with a null
+``file_id``; ``skip`` drops it). An NWB partition that was never materialized counts as having written nothing.
 """
 
 
 import warnings
-from typing import Literal
+from typing import Literal, Optional
 
 import dagster as dg
 import pandas as pd
 
-from release_platform.assets.inputs import behavior_session_inputs, ecephys_session_inputs, ophys_session_inputs
+from release_platform.assets.failures import asset_failure
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
-from release_platform.lims.resource import LimsResource
-from release_platform.metadata import (
-    TABLES,
-    FileLinks,
-    MetadataWarning,
-    build_tables,
-    gather_for,
-    storage_resolver,
-    validate_table,
-)
+from release_platform.metadata import TABLES, DataFiles, MetadataWarning, Targets, build_tables, links_from, validate_table
 from release_platform.metadata.files import check_file_id_collisions
 from release_platform.metadata.io import read_parquet, write_csv, write_parquet
 from release_platform.metadata.schemas import empty_table
 
-# NWB asset names searched first for each file kind (any asset directory under the root is searched after).
-NWB_ASSET_NAMES = {
-    "behavior_nwb": ("behavior_session_nwb", "behavior_nwb"),
-    "behavior_ophys_nwb": ("behavior_ophys_nwb", "ophys_session_nwb", "ophys_nwb"),
-    "ecephys_nwb": ("ecephys_session_nwb", "ecephys_nwb"),
-    "ecephys_lfp_nwb": ("ecephys_probe_lfp_nwb", "ecephys_lfp_nwb"),
-}
-
-# per-session asset -> the NWB assets whose files its rows link to (built first, in the same partition)
-NWB_DEPS = {
-    "behavior_session_metadata": ("behavior_nwb",),
-    "ophys_experiment_metadata": ("behavior_ophys_nwb",),
-    "ecephys_session_metadata": ("ecephys_session_nwb", "ecephys_probe_lfp_nwb"),
-}
-
-# per-session asset -> (session kind, tables it holds, the kind's input asset)
+# per-session asset -> (session kind, tables it holds, the kind's input asset, the NWB assets whose files its rows link to)
 SESSION_ASSETS = {
-    "behavior_session_metadata": ("behavior_session", ("behavior_session_table",), behavior_session_inputs),
-    "ophys_session_metadata": ("ophys_session", ("ophys_session_table",), ophys_session_inputs),
-    "ophys_experiment_metadata": ("ophys_session", ("ophys_experiment_table",), ophys_session_inputs),
-    "ophys_cells_metadata": ("ophys_session", ("ophys_cells_table",), ophys_session_inputs),
-    "ecephys_session_metadata": ("ecephys_session", ("ecephys_session_table", "probes", "channels", "units"), ecephys_session_inputs),
+    "behavior_session_metadata": ("behavior_session", ("behavior_session_table",), "behavior_session_inputs", ("behavior_nwb",)),
+    "ophys_session_metadata": ("ophys_session", ("ophys_session_table",), "ophys_session_inputs", ()),
+    "ophys_experiment_metadata": ("ophys_session", ("ophys_experiment_table",), "ophys_session_inputs", ("behavior_ophys_nwb",)),
+    "ophys_cells_metadata": ("ophys_session", ("ophys_cells_table",), "ophys_session_inputs", ()),
+    "ecephys_session_metadata": ("ecephys_session", ("ecephys_session_table", "probes", "channels", "units"),
+                                 "ecephys_session_inputs", ("ecephys_session_nwb", "ecephys_probe_lfp_nwb")),
 }
-_KIND_TABLE = {"behavior_session": "behavior_sessions", "ophys_session": "ophys_sessions", "ecephys_session": "ecephys_sessions"}
+
+# NWB asset -> the file kind of the DataFiles it returns
+NWB_FILE_KIND = {"behavior_nwb": "behavior_nwb", "behavior_ophys_nwb": "behavior_ophys_nwb",
+                 "ecephys_session_nwb": "ecephys_nwb", "ecephys_probe_lfp_nwb": "ecephys_lfp_nwb"}
 
 # release table -> (release asset name, per-session source asset)
 RELEASE_ASSETS = {
@@ -93,31 +74,19 @@ def _table_schema_metadata(table: str) -> dg.TableSchema:
     )
 
 
-def _failure(context, message: str) -> dg.Failure:
-    context.log.error(message)
-    return dg.Failure(description=message, allow_retries=False)
+def _release_rows(session, input_asset: str):
+    rows = getattr(session, "release_rows", None)
+    if rows is None:
+        raise InputError(f"{input_asset} was materialized before it carried the release metadata rows; "
+                         f"re-materialize {input_asset}")
+    return rows
 
 
-def _file_links(storage: StorageResource, kind: str, built_rows, session_id: int) -> FileLinks:
-    root = storage.root_path()
-    links = FileLinks()
-    if kind == "behavior_session":
-        links.paths["behavior_nwb"] = storage_resolver(root, "behavior_nwb", [session_id], {session_id: str(session_id)},
-                                                       asset_names=NWB_ASSET_NAMES["behavior_nwb"])
-    elif kind == "ophys_session":
-        exps = built_rows.ophys_experiments
-        ids = exps.loc[exps["ophys_session_id"].astype("int64") == session_id, "ophys_experiment_id"].astype("int64").tolist()
-        links.paths["behavior_ophys_nwb"] = storage_resolver(root, "behavior_ophys_nwb", ids, {i: str(session_id) for i in ids},
-                                                             asset_names=NWB_ASSET_NAMES["behavior_ophys_nwb"])
-    elif kind == "ecephys_session":
-        links.paths["ecephys_nwb"] = storage_resolver(root, "ecephys_nwb", [session_id], {session_id: str(session_id)},
-                                                      asset_names=NWB_ASSET_NAMES["ecephys_nwb"])
-        # one LFP NWB per probe, in the session's partition (only probes with has_lfp_data expect one)
-        probes = built_rows.probes
-        ids = probes.loc[probes["ecephys_session_id"].astype("int64") == session_id, "ecephys_probe_id"].astype("int64").tolist()
-        links.paths["ecephys_lfp_nwb"] = storage_resolver(root, "ecephys_lfp_nwb", ids, {i: str(session_id) for i in ids},
-                                                          asset_names=NWB_ASSET_NAMES["ecephys_lfp_nwb"])
-    return links
+def _written(name: str, value) -> Optional[DataFiles]:
+    """The files an NWB asset reported; None when its partition was never materialized."""
+    if value is None or isinstance(value, DataFiles):
+        return value
+    raise InputError(f"{name} was materialized before it reported its files as DataFiles; re-materialize {name}")
 
 
 def _partition_file(storage: StorageResource, asset_name: str, partition_key: str, table: str):
@@ -132,31 +101,35 @@ def _release_file(storage: StorageResource, table: str, suffix: str):
 # --- per-session assets and their checks ----------------------------------------------------------------------
 
 
-def _session_asset(name: str, kind: str, tables: tuple[str, ...], input_asset) -> dg.AssetsDefinition:
-    partitions = PARTITIONS_BY_KIND[kind]
+def _session_asset(name: str, kind: str, tables: tuple[str, ...], input_asset: str, nwb_assets: tuple[str, ...]) -> dg.AssetsDefinition:
+    # An NWB partition never materialized arrives as None (the IO manager's allow_missing_partitions); its
+    # expected files then count as missing, as the run config says.
+    ins = {"session": dg.AssetIn(input_asset)}
+    ins.update({nwb: dg.AssetIn(nwb, metadata={"allow_missing_partitions": True}) for nwb in nwb_assets})
 
     @dg.asset(
         name=name,
-        partitions_def=partitions,
-        deps=[input_asset, *(dg.AssetKey(k) for k in NWB_DEPS.get(name, ()))],
+        partitions_def=PARTITIONS_BY_KIND[kind],
+        ins=ins,
         group_name=kind,
         kinds={"pandas", "parquet"},
-        description=f"This {kind}'s rows of {', '.join(tables)} (Parquet), derived from LIMS.",
+        description=f"This {kind}'s rows of {', '.join(tables)} (Parquet), from the LIMS rows its input asset carries"
+                    + (f" and the files {', '.join(nwb_assets)} wrote." if nwb_assets else "."),
     )
-    def _asset(context: dg.AssetExecutionContext, config: MetadataConfig, lims: LimsResource, storage: StorageResource):
+    def _asset(context: dg.AssetExecutionContext, config: MetadataConfig, storage: StorageResource, session, **nwb):
         session_id = int(context.partition_key)
         entity = f"{kind} {session_id}"
-        client = lims.get_client()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MetadataWarning)
             try:
-                if not client.exists(_KIND_TABLE[kind], id=session_id):
-                    raise InputError(f"unknown {kind} id: not in LIMS", entity=entity)
-                rows, targets = gather_for(client, kind, [session_id])
-                links = _file_links(storage, kind, rows, session_id)
-                built = build_tables(rows, targets, files=links, on_missing_file=config.on_missing_file, tables=tables)
+                rows = _release_rows(session, input_asset)
+                links = links_from(f for f in (_written(n, nwb[n]) for n in nwb_assets) if f is not None)
+                for n in nwb_assets:  # a kind with no report still expects its files (reported missing)
+                    links.paths.setdefault(NWB_FILE_KIND[n], {})
+                built = build_tables(rows, Targets.only(kind, [session_id]), files=links,
+                                     on_missing_file=config.on_missing_file, tables=tables)
             except InputError as exc:
-                raise _failure(context, str(exc.with_entity(entity))) from None
+                raise asset_failure(context, exc, entity) from None
         notes = [str(w.message) for w in caught if issubclass(w.category, MetadataWarning)]
         for note in notes:
             context.log.warning(f"{entity}: {note}")
@@ -260,7 +233,7 @@ def _release_asset(table: str) -> dg.AssetsDefinition:
             except InputError as exc:
                 missing.append(str(exc))
         if missing:
-            raise _failure(context, f"{table}: rows of materialized partitions are missing on disk: {'; '.join(missing[:10])}")
+            raise asset_failure(context, f"{table}: rows of materialized partitions are missing on disk: {'; '.join(missing[:10])}")
         nonempty = [f for f in frames if len(f)]
         frame = pd.concat(nonempty, ignore_index=True) if nonempty else empty_table(table)
         frame = frame.sort_values(spec.id_column, kind="stable").reset_index(drop=True)
@@ -329,8 +302,8 @@ def _file_id_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     return _check
 
 
-_session_assets = {name: _session_asset(name, kind, tables, inp) for name, (kind, tables, inp) in SESSION_ASSETS.items()}
-_session_checks = [_session_check(_session_assets[name], name, kind, tables) for name, (kind, tables, _) in SESSION_ASSETS.items()]
+_session_assets = {name: _session_asset(name, *spec) for name, spec in SESSION_ASSETS.items()}
+_session_checks = [_session_check(_session_assets[name], name, kind, tables) for name, (kind, tables, *_) in SESSION_ASSETS.items()]
 _release_assets = {table: _release_asset(table) for table in RELEASE_ASSETS}
 _release_checks = [_release_check(_release_assets[table], table) for table in RELEASE_ASSETS]
 _release_checks.append(_file_id_check(_release_assets["ophys_experiment_table"]))

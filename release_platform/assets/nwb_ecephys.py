@@ -1,7 +1,9 @@
 """Ecephys assets per ``ecephys_session`` partition: units, the session NWB and one LFP NWB per probe.
 
 Thin wiring around :mod:`release_platform.nwb.ecephys` (the same code the ``write_ecephys_nwb`` module
-runs). Produced files are registered in LIMS as ``EcephysNwb`` (session) and ``EcephysLfpNwb`` (probe) through
+runs). The NWB assets return the files they wrote as :class:`~release_platform.metadata.files.DataFiles`
+(``{session id: path}``, ``{probe id: path}``), which ``ecephys_session_metadata`` links in its tables. Produced files
+are registered in LIMS as ``EcephysNwb`` (session) and ``EcephysLfpNwb`` (probe) through
 :mod:`release_platform.assets.lims_registration`.
 """
 
@@ -9,8 +11,9 @@ import time
 
 import dagster as dg
 
+from release_platform.assets.checks import asset_check_result, nwb_file_checks
+from release_platform.assets.failures import partition_failure
 from release_platform.assets.lims_registration import register_produced_files
-from release_platform.assets.checks import asset_check_result
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.ecephys.probes import probe_units
@@ -18,17 +21,12 @@ from release_platform.ecephys.units import write_grouping
 from release_platform.errors import InputError
 from release_platform.inputs import EcephysSessionInputs
 from release_platform.lims.resource import LimsResource
+from release_platform.metadata.files import DataFiles
 from release_platform.nwb import ecephys as ecephys_nwb
-from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation, check_units_content
+from release_platform.qc.nwb import check_units_content
 
 ECEPHYS = PARTITIONS_BY_KIND["ecephys_session"]
 GROUP = "ecephys_session"
-
-
-def _failure(context, exc: InputError) -> dg.Failure:
-    message = str(exc.with_entity(f"ecephys_session {context.partition_key}"))
-    context.log.error(message)
-    return dg.Failure(description=message, allow_retries=False)
 
 
 def _nwb_inputs(context, session: EcephysSessionInputs, storage: StorageResource) -> ecephys_nwb.EcephysNwbInputs:
@@ -65,7 +63,7 @@ def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: Ece
                     f"{unknown[probe.name]}"
                 )
     except InputError as exc:
-        raise _failure(context, exc) from None
+        raise partition_failure(context, exc, GROUP) from None
     context.add_output_metadata(
         {
             "units": sum(v["n_units"] for v in out.values()),
@@ -89,13 +87,13 @@ def _with_units_files(inputs: ecephys_nwb.EcephysNwbInputs, units: dict) -> ecep
           description="Session NWB: subject, probes, electrodes, units with spike trains, amplitudes and waveforms, "
                       "stimulus, running, optotagging. Spikes come grouped from ecephys_units' files.")
 def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
-                        ecephys_units: dict, lims: LimsResource, storage: StorageResource) -> dict:
+                        ecephys_units: dict, lims: LimsResource, storage: StorageResource) -> DataFiles:
     started = time.monotonic()
     try:
         inputs = _with_units_files(_nwb_inputs(context, ecephys_session_inputs, storage), ecephys_units)
         result, report = ecephys_nwb.write_session_nwb(inputs)
     except InputError as exc:
-        raise _failure(context, exc) from None
+        raise partition_failure(context, exc, GROUP) from None
     register_produced_files(lims, "ecephys_session_nwb", {context.partition_key: result.path})
     context.add_output_metadata(
         {
@@ -108,20 +106,20 @@ def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_input
             "runtime_s": round(time.monotonic() - started, 3),
         }
     )
-    return {"path": str(result.path)}
+    return DataFiles("ecephys_nwb", {int(context.partition_key): str(result.path)})
 
 
 @dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"nwb"}, pool=HEAVY_POOL,
           description="One LFP NWB per probe (lfp_probe_<id>.nwb), streamed so the LFP never sits whole in memory. "
                       "Probes whose LFP cannot be written are named in the failure after the others are written.")
 def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
-                          lims: LimsResource, storage: StorageResource) -> dict:
+                          lims: LimsResource, storage: StorageResource) -> DataFiles:
     started = time.monotonic()
     try:
         inputs = _nwb_inputs(context, ecephys_session_inputs, storage)
     except InputError as exc:
-        raise _failure(context, exc) from None
-    written, failed, without_lfp = {}, {}, []
+        raise partition_failure(context, exc, GROUP) from None
+    written, paths, failed, without_lfp = {}, {}, {}, []
     for probe in ecephys_nwb.selected_probes(inputs):
         if probe.lfp is None:
             without_lfp.append(probe.name)
@@ -136,46 +134,27 @@ def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inp
             continue
         register_produced_files(lims, "ecephys_probe_lfp_nwb", {probe.id: result.path})
         written[probe.name] = str(result.path)
+        paths[int(probe.id)] = str(result.path)
     if failed:
-        raise dg.Failure(
-            description=f"ecephys_session {context.partition_key}: LFP NWB failed for {sorted(failed)}: "
-                        + "; ".join(failed.values()),
-            metadata={"written": dg.MetadataValue.json(written), "failed": dg.MetadataValue.json(failed)},
-            allow_retries=False,
+        raise partition_failure(
+            context, f"ecephys_session {context.partition_key}: LFP NWB failed for {sorted(failed)}: " + "; ".join(failed.values()),
+            GROUP, metadata={"written": dg.MetadataValue.json(written), "failed": dg.MetadataValue.json(failed)},
         )
     context.add_output_metadata(
         {"files": dg.MetadataValue.json(written), "probes_without_lfp": dg.MetadataValue.json(without_lfp),
          "runtime_s": round(time.monotonic() - started, 3)}
     )
-    return {"probes": written}
+    return DataFiles("ecephys_lfp_nwb", paths)
 
 
-@dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
-def ecephys_session_nwb_pynwb_valid(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
-    return asset_check_result(check_pynwb_validation([ecephys_session_nwb["path"]]))
-
-
-@dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
-                description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
-def ecephys_session_nwb_inspector(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
-    return asset_check_result(check_nwb_inspector([ecephys_session_nwb["path"]]))
+ecephys_session_nwb_pynwb_valid, ecephys_session_nwb_inspector = nwb_file_checks(ecephys_session_nwb, ECEPHYS)
+ecephys_probe_lfp_nwb_pynwb_valid, ecephys_probe_lfp_nwb_inspector = nwb_file_checks(ecephys_probe_lfp_nwb, ECEPHYS)
 
 
 @dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
                 description="Units: spike times and amplitudes finite, every unit has at least one spike.")
-def ecephys_session_nwb_units_content(ecephys_session_nwb: dict) -> dg.AssetCheckResult:
-    return asset_check_result(check_units_content([ecephys_session_nwb["path"]]))
-
-
-@dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True, description="PyNWB validation reports no problem.")
-def ecephys_probe_lfp_nwb_pynwb_valid(ecephys_probe_lfp_nwb: dict) -> dg.AssetCheckResult:
-    return asset_check_result(check_pynwb_validation(ecephys_probe_lfp_nwb["probes"].values()))
-
-
-@dg.asset_check(asset=ecephys_probe_lfp_nwb, partitions_def=ECEPHYS, blocking=True,
-                description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
-def ecephys_probe_lfp_nwb_inspector(ecephys_probe_lfp_nwb: dict) -> dg.AssetCheckResult:
-    return asset_check_result(check_nwb_inspector(ecephys_probe_lfp_nwb["probes"].values()))
+def ecephys_session_nwb_units_content(ecephys_session_nwb: DataFiles) -> dg.AssetCheckResult:
+    return asset_check_result(check_units_content(ecephys_session_nwb.paths.values()))
 
 
 ECEPHYS_ASSETS = [ecephys_units, ecephys_session_nwb, ecephys_probe_lfp_nwb]

@@ -7,28 +7,30 @@
 * ``behavior_nwb`` (``behavior_session`` partition): ``behavior_session_<id>.nwb`` under
   ``<storage>/behavior_nwb/<session>/``.
 
-Each produced file is registered in LIMS (``BehaviorOphysNwb`` on the ophys experiment, ``BehaviorNwb`` on the
+Each returns the files it wrote as a :class:`~release_platform.metadata.files.DataFiles` (``{entity id: path}``),
+which the metadata assets of the same partition link in their tables. Each produced file is registered in LIMS (``BehaviorOphysNwb`` on the ophys experiment, ``BehaviorNwb`` on the
 behavior session, through :mod:`release_platform.assets.lims_registration`) once every file of the partition is
 written and verified by the write protocol. Blocking, partitioned checks per asset: PyNWB validation, and NWB
 Inspector with the dandi config (zero CRITICAL, zero BEST_PRACTICE_VIOLATION; suggestions counted in metadata).
 """
 
 import time
-import warnings
 from typing import Literal
 
 import dagster as dg
 
+from release_platform.assets.checks import nwb_file_checks
+from release_platform.assets.failures import partition_failure
 from release_platform.assets.lims_registration import register_produced_files
-from release_platform.assets.checks import asset_check_result
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
 from release_platform.inputs import BehaviorSessionInputs, OphysSessionInputs
 from release_platform.lims.resource import LimsResource
+from release_platform.metadata.files import DataFiles
 from release_platform.nwb import behavior as behavior_nwb_writer
 from release_platform.nwb import ophys as ophys_nwb_writer
-from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation
+from release_platform.nwb.ophys_sources import PlaneOutputs
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
 BEHAVIOR = PARTITIONS_BY_KIND["behavior_session"]
@@ -40,10 +42,17 @@ class NwbConfig(dg.Config):
     compression: Literal["release", "internal", "fast"] = "release"
 
 
-def _failure(context, exc: InputError, kind: str) -> dg.Failure:
-    message = str(exc.with_entity(f"{kind} {context.partition_key}"))
-    context.log.error(message)
-    return dg.Failure(description=message, allow_retries=False)
+def _plane_outputs(roi: dict, neuropil: dict, demixed: dict, corrected: dict, dff: dict) -> PlaneOutputs:
+    """One plane's records of the trace assets as the writer's typed :class:`PlaneOutputs`."""
+    return PlaneOutputs(
+        roi_traces=roi["file"], neuropil_traces=neuropil["file"], demixed_traces=demixed["file"],
+        neuropil_corrected_traces=corrected["file"], dff_traces=dff["file"],
+        extraction_labels=roi.get("exclusion_labels") or {},
+        demix_excluded_roi_ids=demixed.get("excluded_roi_ids") or [],
+        negative_baseline_roi_ids=demixed.get("negative_baseline_roi_ids") or [],
+        dff_invalid_roi_ids=dff.get("invalid_roi_ids") or [], dff_valid_roi_ids=dff.get("valid_roi_ids"),
+        dff_method=dff.get("method", "unknown"), dff_parameters=dict(dff.get("parameters") or {}),
+    )
 
 
 @dg.asset(
@@ -65,7 +74,7 @@ def behavior_ophys_nwb(
     stimulus_responses: dict,
     lims: LimsResource,
     storage: StorageResource,
-) -> dict:
+) -> DataFiles:
     started = time.monotonic()
     key = context.partition_key
     out_dir = storage.dir_for("behavior_ophys_nwb", key)
@@ -78,18 +87,17 @@ def behavior_ophys_nwb(
         behavior_id = None if behavior is None else behavior.session_id
         for plane in ophys_session_inputs.planes:
             pid = str(plane.ophys_experiment_id)
+            outputs = _plane_outputs(roi_traces[pid], neuropil_traces[pid], demixed_traces[pid],
+                                     neuropil_corrected_traces[pid], dff_traces[pid])
             inputs = ophys_nwb_writer.OphysNwbInputs.from_session(
-                ophys_session_inputs, plane, output_dir=out_dir,
-                roi_traces=roi_traces[pid], neuropil_traces=neuropil_traces[pid], demixed_traces=demixed_traces[pid],
-                neuropil_corrected_traces=neuropil_corrected_traces[pid], dff_traces=dff_traces[pid],
-                behavior_session=behavior, compression=config.compression,
-                cell_metrics_path=stimulus_responses[pid]["metrics_file"],
+                ophys_session_inputs, plane, output_dir=out_dir, outputs=outputs, behavior_session=behavior,
+                compression=config.compression, cell_metrics_path=stimulus_responses[pid]["metrics_file"],
             )
             result = ophys_nwb_writer.write_behavior_ophys_nwb(inputs)
             written[pid] = {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes,
                             "n_datasets_checked": result.n_datasets_checked}
     except InputError as exc:
-        raise _failure(context, exc, "ophys_session") from None
+        raise partition_failure(context, exc, "ophys_session") from None
     register_produced_files(lims, "behavior_ophys_nwb", {pid: rec["path"] for pid, rec in written.items()})
     context.add_output_metadata(
         {
@@ -101,7 +109,7 @@ def behavior_ophys_nwb(
             "runtime_s": round(time.monotonic() - started, 3),
         }
     )
-    return {"planes": written, "behavior_session_id": behavior_id}
+    return DataFiles("behavior_ophys_nwb", {int(pid): rec["path"] for pid, rec in written.items()})
 
 
 @dg.asset(
@@ -117,7 +125,7 @@ def behavior_nwb(
     behavior_session_inputs: BehaviorSessionInputs,
     lims: LimsResource,
     storage: StorageResource,
-) -> dict:
+) -> DataFiles:
     started = time.monotonic()
     key = context.partition_key
     try:
@@ -126,7 +134,7 @@ def behavior_nwb(
         )
         result = behavior_nwb_writer.write_behavior_nwb(inputs)
     except InputError as exc:
-        raise _failure(context, exc, "behavior_session") from None
+        raise partition_failure(context, exc, "behavior_session") from None
     register_produced_files(lims, "behavior_nwb", {key: result.output_path})
     context.add_output_metadata(
         {
@@ -137,31 +145,11 @@ def behavior_nwb(
             "runtime_s": round(time.monotonic() - started, 3),
         }
     )
-    return {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes}
+    return DataFiles("behavior_nwb", {int(key): result.output_path})
 
 
-# Checks on partitioned assets need partitions_def (Dagster marks it "preview"; accepted knowingly).
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-
-    @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
-                    description="PyNWB validation reports no problem in any plane's file.")
-    def behavior_ophys_nwb_pynwb_valid(behavior_ophys_nwb: dict) -> dg.AssetCheckResult:
-        return asset_check_result(check_pynwb_validation(rec["path"] for rec in behavior_ophys_nwb["planes"].values()))
-
-    @dg.asset_check(asset=behavior_ophys_nwb, partitions_def=OPHYS, blocking=True,
-                    description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION in every plane's file.")
-    def behavior_ophys_nwb_inspector(behavior_ophys_nwb: dict) -> dg.AssetCheckResult:
-        return asset_check_result(check_nwb_inspector(rec["path"] for rec in behavior_ophys_nwb["planes"].values()))
-
-    @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True, description="PyNWB validation reports no problem.")
-    def behavior_nwb_pynwb_valid(behavior_nwb: dict) -> dg.AssetCheckResult:
-        return asset_check_result(check_pynwb_validation([behavior_nwb["path"]]))
-
-    @dg.asset_check(asset=behavior_nwb, partitions_def=BEHAVIOR, blocking=True,
-                    description="NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION.")
-    def behavior_nwb_inspector(behavior_nwb: dict) -> dg.AssetCheckResult:
-        return asset_check_result(check_nwb_inspector([behavior_nwb["path"]]))
+behavior_ophys_nwb_pynwb_valid, behavior_ophys_nwb_inspector = nwb_file_checks(behavior_ophys_nwb, OPHYS, "plane's file")
+behavior_nwb_pynwb_valid, behavior_nwb_inspector = nwb_file_checks(behavior_nwb, BEHAVIOR)
 
 
 NWB_OPHYS_ASSETS = [behavior_ophys_nwb, behavior_nwb]

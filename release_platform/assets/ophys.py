@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal, Optional
 
 import dagster as dg
 
+from release_platform.assets.failures import asset_failure
 from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.checks import asset_check_result
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
@@ -36,9 +37,7 @@ def _stage(context, plane: OphysPlane, fn: Callable[[], Any]) -> Any:
         return fn()
     except InputError as exc:
         entity = f"ophys_session {context.partition_key} (ophys_experiment {plane.ophys_experiment_id})"
-        message = str(exc.with_entity(entity))
-        context.log.error(message)
-        raise dg.Failure(description=message, allow_retries=False) from None
+        raise asset_failure(context, exc, entity) from None
 
 
 def _roi_records(plane: OphysPlane, labels: Optional[dict[str, list[str]]] = None) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from typing import Literal, Optional
 
 import dagster as dg
 
+from release_platform.assets.failures import asset_failure
 from release_platform.assets.icephys import ICEPHYS_RELEASE_TABLES
 from release_platform.assets.lims_registration import mark_release_files_staged
 from release_platform.assets.metadata import RELEASE_ASSETS as METADATA_RELEASE_ASSETS
@@ -82,11 +83,6 @@ def _mode(config) -> int:
     return parse_mode(config.file_mode, allow_group_write=config.allow_group_write, what="file_mode")
 
 
-def _failure(context, message: str) -> dg.Failure:
-    context.log.error(message)
-    return dg.Failure(description=message, allow_retries=False)
-
-
 def _current_partitions(context, asset_name: str, kind: str) -> list[str]:
     current = set(context.instance.get_dynamic_partitions(PARTITIONS_BY_KIND[kind].name))
     done = set(context.instance.get_materialized_partitions(dg.AssetKey(asset_name)))
@@ -117,12 +113,12 @@ def _staging_asset(name: str, kind: str, metadata_asset: str, tables: tuple[str,
             if path.is_file():
                 frames[table] = read_parquet(table, path)
         if not frames:
-            raise _failure(context, f"{entity}: no metadata rows under {root / metadata_asset / pk}; materialize {metadata_asset} first")
+            raise asset_failure(context, f"{entity}: no metadata rows under {root / metadata_asset / pk}; materialize {metadata_asset} first")
         try:
             staged, report = stage_files(frames, storage.dir_for(name, pk), source_roots=[root], mode=_mode(config),
                                          max_workers=config.max_workers)
         except InputError as exc:
-            raise _failure(context, str(exc.with_entity(entity))) from None
+            raise asset_failure(context, exc, entity) from None
         context.log.info(f"{entity}: {report.describe()}")
         state = mark_release_files_staged(lims, kind, pk)
         return dg.MaterializeResult(metadata={
@@ -201,7 +197,7 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
             source_roots=[root], staged=staged, staged_roots=staged_roots, base_url=config.base_url,
             max_workers=config.max_workers, mode=_mode(config))
     except InputError as exc:
-        raise _failure(context, f"release {version}: {exc}") from None
+        raise asset_failure(context, f"release {version}: {exc}") from None
     for note in result.notes:
         context.log.warning(f"release {version}: {note}")
     metadata = {

@@ -16,6 +16,7 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
+from release_platform.assets.failures import asset_failure
 from release_platform.assets.checks import asset_check_result
 from release_platform.assets.metadata import RELEASE_GROUP
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
@@ -37,11 +38,6 @@ class StimulusConfig(dg.Config):
     n_shuffles: int = DEFAULT_SHUFFLES
     seed: int = 1
     stimuli: Optional[list[str]] = None
-
-
-def _fail(context, message: str):
-    context.log.error(message)
-    raise dg.Failure(description=message, allow_retries=False)
 
 
 def _running_csv(session: OphysSessionInputs, plane, n_frames: int, target) -> Optional[str]:
@@ -81,7 +77,7 @@ def stimulus_responses(context: dg.AssetExecutionContext, config: StimulusConfig
                 n_shuffles=config.n_shuffles, seed=config.seed,
             )
         except InputError as exc:
-            _fail(context, str(exc.with_entity(entity)))
+            raise asset_failure(context, exc, entity) from None
         for msg in result["messages"]:
             context.log.warning(f"ophys_experiment {pid}: {msg}")
         out[pid] = {"file": str(result["output_file"]), "metrics_file": str(result["metrics_file"]), "stimuli": result["stimuli"],
@@ -166,7 +162,7 @@ def cell_metrics_table(context: dg.AssetExecutionContext, storage: StorageResour
         else:
             missing.append(f"ophys_session {pk}: {path}")
     if missing:
-        _fail(context, f"cell_metrics: rows of materialized partitions are missing on disk: {'; '.join(missing[:10])}")
+        raise asset_failure(context, f"cell_metrics: rows of materialized partitions are missing on disk: {'; '.join(missing[:10])}")
     frame = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else pd.DataFrame(
         {"ophys_experiment_id": pd.array([], dtype="Int64"), "cell_roi_id": pd.array([], dtype="Int64"),
          "cell_specimen_id": pd.array([], dtype="Int64"), "valid_roi": pd.array([], dtype=bool)})

@@ -16,6 +16,7 @@ Science code: no Dagster, no SQL. The pieces:
 from release_platform.metadata.builders import BuildResult, LimsRows, Targets, build_tables
 from release_platform.metadata.files import (
     FILE_KINDS,
+    DataFiles,
     FileLinks,
     MetadataWarning,
     attach_files,
@@ -23,7 +24,7 @@ from release_platform.metadata.files import (
     directory_resolver,
     file_id,
     file_ids,
-    storage_resolver,
+    links_from,
 )
 from release_platform.metadata.gather import gather, gather_for, read_flash_omissions
 from release_platform.metadata.schemas import ECEPHYS_TABLES, TABLES, VBO_TABLES, columns_of
@@ -32,6 +33,7 @@ from release_platform.metadata.validation import ValidationReport, table_schema,
 __all__ = [
     "BuildResult",
     "ECEPHYS_TABLES",
+    "DataFiles",
     "FILE_KINDS",
     "FileLinks",
     "LimsRows",
@@ -49,8 +51,8 @@ __all__ = [
     "file_ids",
     "gather",
     "gather_for",
+    "links_from",
     "read_flash_omissions",
-    "storage_resolver",
     "table_schema",
     "validate_table",
     "validate_tables",

@@ -1,6 +1,6 @@
 """Build the release metadata tables from LIMS rows: pure, vectorized pandas.
 
-Input is a :class:`LimsRows` (plain DataFrames as :mod:`release_platform.lims.release_queries` returns them,
+Input is a :class:`LimsRows` (plain DataFrames as :mod:`release_platform.lims.metadata_queries` returns them,
 gathered by :mod:`release_platform.metadata.gather` or synthesized in memory) describing a *universe*: every
 session of the mice concerned, so that cumulative columns (prior exposures) see the mouse's whole history.
 :func:`build_tables` derives every table over the universe and keeps the rows of the :class:`Targets`.
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from release_platform.errors import InputError
-from release_platform.lims import release_queries as q
+from release_platform.lims import metadata_queries as q
 from release_platform.metadata import derivations as d
 from release_platform.metadata.files import FileLinks, MetadataWarning, OnMissingFile, attach_files, check_file_id_collisions
 from release_platform.metadata.schemas import TABLES
@@ -45,7 +45,7 @@ def _empty(columns: Iterable[str]) -> pd.DataFrame:
 
 @dataclass
 class LimsRows:
-    """The LIMS rows a build needs (column names as in :mod:`release_platform.lims.release_queries`).
+    """The LIMS rows a build needs (column names as in :mod:`release_platform.lims.metadata_queries`).
 
     Optional extra columns: ``behavior_sessions.flash_omissions`` (nullable bool: did a habituation session
     show omitted flashes) and ``probes.has_lfp_data`` (bool). ``container_depths`` holds

@@ -42,7 +42,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Literal, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -167,32 +167,30 @@ def directory_resolver(
     return out
 
 
-def storage_resolver(
-    root: str | os.PathLike,
-    kind: str,
-    entity_ids: Iterable[int],
-    partition_keys: Mapping[int, str],
-    *,
-    asset_names: Sequence[str] = (),
-) -> dict[int, str]:
-    """Expected path of each entity's file under the storage root: ``<root>/<asset>/<partition>/<file name>``.
+@dataclass(frozen=True)
+class DataFiles:
+    """The release data files of one kind that a step wrote: ``paths[entity id] = path``.
 
-    ``asset_names`` are tried first; then every asset directory under the root is searched, so the metadata
-    assets find the NWB files whatever the NWB asset is called. Missing -> the path under the first asset name
-    (or ``<root>/<kind>/<partition>/...``), reported missing.
+    The NWB assets return one (e.g. ``DataFiles("behavior_ophys_nwb", {1011: ".../behavior_ophys_experiment_1011.nwb"})``)
+    and the metadata assets that depend on them build their :class:`FileLinks` from it, so a table links exactly
+    the files its upstream step reports and nothing searches the storage root.
     """
-    fk = FILE_KINDS[kind]
-    root = Path(root).absolute()
-    others = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    names = list(dict.fromkeys([*asset_names, *others]))
-    out: dict[int, str] = {}
-    for eid in entity_ids:
-        eid = int(eid)
-        fname = fk.filename(eid)
-        part = str(partition_keys[eid])
-        found = next((root / a / part / fname for a in names if (root / a / part / fname).is_file()), None)
-        out[eid] = os.fspath(found or root / (asset_names[0] if asset_names else kind) / part / fname)
-    return out
+
+    kind: str
+    paths: Mapping[int, str]
+
+    def __post_init__(self) -> None:
+        if self.kind not in FILE_KINDS:
+            raise ValueError(f"unknown file kind {self.kind!r}; one of {sorted(FILE_KINDS)}")
+        object.__setattr__(self, "paths", {int(k): os.fspath(v) for k, v in self.paths.items()})
+
+
+def links_from(files: Iterable[DataFiles]) -> FileLinks:
+    """:class:`FileLinks` of the given written files (several records of one kind are merged)."""
+    links = FileLinks()
+    for f in files:
+        links.paths.setdefault(f.kind, {}).update(f.paths)
+    return links
 
 
 # --- attaching ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Gather the LIMS rows a metadata build needs, through :mod:`release_platform.lims.release_queries`.
+"""Gather the LIMS rows a metadata build needs, through :mod:`release_platform.lims.metadata_queries`.
 
 No SQL here: this module decides *which* rows to ask for (the universe of the target sessions' mice) and
 reads the one file-derived fact the tables need.
@@ -22,7 +22,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from release_platform.lims import release_queries as q
+from release_platform.lims import metadata_queries as q
 from release_platform.lims.client import LimsClient
 from release_platform.metadata import derivations as d
 from release_platform.metadata.builders import LimsRows, Targets

@@ -89,12 +89,51 @@ def _id(what: str, **kw):
     return pa.Field(description=what, gt=0, **kw)
 
 
+# --- shared bases -------------------------------------------------------------------------------------------------
+
+
+class ReleaseTable(pa.DataFrameModel):
+    """Every release table: strict (no extra columns), ordered (the documented column order), never coercing.
+    A table's own ``Config`` adds its ``name`` (and multi-column ``unique`` keys)."""
+
+    class Config:
+        strict = True
+        ordered = True
+        coerce = False
+
+
+class SessionTable(ReleaseTable):
+    """A table of sessions (or of their planes): the donor and session columns, ``driver_line`` a list of names.
+    The columns stay in each table, in its released order; this base holds what the tables share."""
+
+    @pa.check("driver_line", name="list_of_names")
+    def list_of_names(cls, s: Series) -> Series[bool]:
+        return s.map(_is_str_list).astype(bool)
+
+
+class DataFileTable(ReleaseTable):
+    """A table whose rows name a release data file of ``_file_kind`` (``file_id``, ``file_path``): a set
+    ``file_id`` is unique, and both columns are null or both set, with the scheme's id for the row."""
+
+    _file_kind = ""
+
+    @pa.check("file_id", name="unique_non_null")
+    def unique_non_null(cls, s: Series) -> Series[bool]:
+        return _unique_non_null(s)
+
+    @pa.dataframe_check(name="file_id_scheme")
+    def file_id_scheme(cls, df: pd.DataFrame) -> Series[bool]:
+        return _file_columns_ok(df, cls._file_kind)
+
+
 # --- tables -------------------------------------------------------------------------------------------------------
 
 
-class BehaviorSessionTable(pa.DataFrameModel):
+class BehaviorSessionTable(SessionTable, DataFileTable):
     """One row per behavior session (training, habituation, and the behavior half of ophys/ecephys sessions).
     Sessions whose data ship inside ophys experiment or ecephys NWB files have no ``file_id`` of their own."""
+
+    _file_kind = "behavior_nwb"
 
     behavior_session_id: Int = _id("LIMS behavior session id.", unique=True)
     ophys_session_id: Int = _id("Ophys session recorded together with this behavior session, if any.", nullable=True)
@@ -128,28 +167,13 @@ class BehaviorSessionTable(pa.DataFrameModel):
 
     class Config:
         name = "behavior_session_table"
-        strict = True
-        ordered = True
-        coerce = False
 
     @pa.check("ophys_container_id", "ophys_experiment_id", name="list_of_ids")
     def _id_lists(cls, s: Series) -> Series[bool]:
         return s.map(_is_int_list).astype(bool)
 
-    @pa.check("driver_line", name="list_of_names")
-    def _name_lists(cls, s: Series) -> Series[bool]:
-        return s.map(_is_str_list).astype(bool)
 
-    @pa.check("file_id", name="unique_non_null")
-    def _file_unique(cls, s: Series) -> Series[bool]:
-        return _unique_non_null(s)
-
-    @pa.dataframe_check(name="file_id_scheme")
-    def _files(cls, df: pd.DataFrame) -> Series[bool]:
-        return _file_columns_ok(df, "behavior_nwb")
-
-
-class OphysSessionTable(pa.DataFrameModel):
+class OphysSessionTable(SessionTable):
     """One row per ophys session (all imaging planes of one acquisition)."""
 
     ophys_session_id: Int = _id("LIMS ophys session id.", unique=True)
@@ -181,21 +205,16 @@ class OphysSessionTable(pa.DataFrameModel):
 
     class Config:
         name = "ophys_session_table"
-        strict = True
-        ordered = True
-        coerce = False
 
     @pa.check("ophys_container_id", "ophys_experiment_id", name="list_of_ids")
     def _id_lists(cls, s: Series) -> Series[bool]:
         return s.map(_is_int_list).astype(bool)
 
-    @pa.check("driver_line", name="list_of_names")
-    def _name_lists(cls, s: Series) -> Series[bool]:
-        return s.map(_is_str_list).astype(bool)
 
-
-class OphysExperimentTable(pa.DataFrameModel):
+class OphysExperimentTable(SessionTable, DataFileTable):
     """One row per ophys experiment (imaging plane); each has its own NWB file."""
+
+    _file_kind = "behavior_ophys_nwb"
 
     ophys_experiment_id: Int = _id("LIMS ophys experiment (imaging plane) id.", unique=True)
     behavior_session_id: Int = _id("Behavior session of the plane's ophys session.", nullable=True)
@@ -230,24 +249,9 @@ class OphysExperimentTable(pa.DataFrameModel):
 
     class Config:
         name = "ophys_experiment_table"
-        strict = True
-        ordered = True
-        coerce = False
-
-    @pa.check("driver_line", name="list_of_names")
-    def _name_lists(cls, s: Series) -> Series[bool]:
-        return s.map(_is_str_list).astype(bool)
-
-    @pa.check("file_id", name="unique_non_null")
-    def _file_unique(cls, s: Series) -> Series[bool]:
-        return _unique_non_null(s)
-
-    @pa.dataframe_check(name="file_id_scheme")
-    def _files(cls, df: pd.DataFrame) -> Series[bool]:
-        return _file_columns_ok(df, "behavior_ophys_nwb")
 
 
-class OphysCellsTable(pa.DataFrameModel):
+class OphysCellsTable(ReleaseTable):
     """One row per valid ROI of each experiment's current segmentation run."""
 
     cell_roi_id: Int = _id("LIMS cell ROI id (unique per experiment segmentation).", unique=True)
@@ -256,13 +260,12 @@ class OphysCellsTable(pa.DataFrameModel):
 
     class Config:
         name = "ophys_cells_table"
-        strict = True
-        ordered = True
-        coerce = False
 
 
-class EcephysSessionTable(pa.DataFrameModel):
+class EcephysSessionTable(SessionTable, DataFileTable):
     """One row per ecephys (Neuropixels) session."""
+
+    _file_kind = "ecephys_nwb"
 
     ecephys_session_id: Int = _id("LIMS ecephys session id.", unique=True)
     behavior_session_id: Int = _id("Behavior session recorded together with this ecephys session.", nullable=True)
@@ -292,25 +295,16 @@ class EcephysSessionTable(pa.DataFrameModel):
 
     class Config:
         name = "ecephys_session_table"
-        strict = True
-        ordered = True
-        coerce = False
 
-    @pa.check("driver_line", "structure_acronyms", name="list_of_names")
+    @pa.check("structure_acronyms", name="list_of_names")
     def _name_lists(cls, s: Series) -> Series[bool]:
         return s.map(_is_str_list).astype(bool)
 
-    @pa.check("file_id", name="unique_non_null")
-    def _file_unique(cls, s: Series) -> Series[bool]:
-        return _unique_non_null(s)
 
-    @pa.dataframe_check(name="file_id_scheme")
-    def _files(cls, df: pd.DataFrame) -> Series[bool]:
-        return _file_columns_ok(df, "ecephys_nwb")
-
-
-class ProbesTable(pa.DataFrameModel):
+class ProbesTable(DataFileTable):
     """One row per Neuropixels probe of an ecephys session."""
+
+    _file_kind = "ecephys_lfp_nwb"
 
     ecephys_probe_id: Int = _id("LIMS probe id.", unique=True)
     ecephys_session_id: Int = _id("Session the probe recorded in.")
@@ -328,26 +322,19 @@ class ProbesTable(pa.DataFrameModel):
 
     class Config:
         name = "probes"
-        strict = True
-        ordered = True
-        coerce = False
         unique = ["ecephys_session_id", "name"]
 
     @pa.check("structure_acronyms", name="list_of_names")
     def _name_lists(cls, s: Series) -> Series[bool]:
         return s.map(_is_str_list).astype(bool)
 
-    @pa.check("file_id", name="unique_non_null")
-    def _file_unique(cls, s: Series) -> Series[bool]:
-        return _unique_non_null(s)
-
     @pa.dataframe_check(name="file_id_scheme")
-    def _files(cls, df: pd.DataFrame) -> Series[bool]:
-        ok = _file_columns_ok(df, "ecephys_lfp_nwb")
+    def file_id_scheme(cls, df: pd.DataFrame) -> Series[bool]:
+        ok = _file_columns_ok(df, cls._file_kind)
         return ok & (df["file_id"].isna() | df["has_lfp_data"].astype(bool))  # only a probe with LFP has a file
 
 
-class ChannelsTable(pa.DataFrameModel):
+class ChannelsTable(ReleaseTable):
     """One row per recording channel of a probe."""
 
     ecephys_channel_id: Int = _id("LIMS channel id.", unique=True)
@@ -365,13 +352,10 @@ class ChannelsTable(pa.DataFrameModel):
 
     class Config:
         name = "channels"
-        strict = True
-        ordered = True
-        coerce = False
         unique = ["ecephys_probe_id", "probe_channel_number"]
 
 
-class UnitsTable(pa.DataFrameModel):
+class UnitsTable(ReleaseTable):
     """One row per sorted unit, located at its peak channel."""
 
     unit_id: Int = _id("LIMS unit id.", unique=True)
@@ -393,13 +377,12 @@ class UnitsTable(pa.DataFrameModel):
 
     class Config:
         name = "units"
-        strict = True
-        ordered = True
-        coerce = False
 
 
-class IcephysCellsTable(pa.DataFrameModel):
+class IcephysCellsTable(DataFileTable):
     """One row per patch-clamp cell: test-pulse QC, electrophysiology features and the cell's NWB file."""
+
+    _file_kind = "icephys_nwb"
 
     icephys_cell_id: Int = _id("LIMS icephys cell (cell specimen) id.", unique=True)
     mouse_id: Str = _f("Donor's external name.")
@@ -437,17 +420,6 @@ class IcephysCellsTable(pa.DataFrameModel):
 
     class Config:
         name = "icephys_cells_table"
-        strict = True
-        ordered = True
-        coerce = False
-
-    @pa.check("file_id", name="unique_non_null")
-    def _file_unique(cls, s: Series) -> Series[bool]:
-        return _unique_non_null(s)
-
-    @pa.dataframe_check(name="file_id_scheme")
-    def _files(cls, df: pd.DataFrame) -> Series[bool]:
-        return _file_columns_ok(df, "icephys_nwb")
 
 
 # --- registry ----------------------------------------------------------------------------------------------------

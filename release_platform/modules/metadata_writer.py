@@ -43,7 +43,7 @@ import pydantic
 import release_platform
 from release_platform.errors import InputError
 from release_platform.lims import LimsClient
-from release_platform.lims import release_queries as q
+from release_platform.lims import metadata_queries as q
 from release_platform.metadata import (
     ECEPHYS_TABLES,
     VBO_TABLES,

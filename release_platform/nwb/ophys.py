@@ -2,8 +2,9 @@
 
 Inputs: :class:`OphysNwbInputs` (JSON-friendly, the input JSON of
 ``python -m release_platform.modules.write_ophys_nwb``). :meth:`OphysNwbInputs.from_session` builds it from
-the validated session (:class:`release_platform.inputs.OphysSessionInputs`), one of its planes, the
-per-plane records of the trace assets and, when the ophys session has one, the linked behavior session,
+the validated session (:class:`release_platform.inputs.OphysSessionInputs`), one of its planes, what the
+pipeline produced for it (:class:`~release_platform.nwb.ophys_sources.PlaneOutputs`) and, when the ophys
+session has one, the linked behavior session,
 so the module and the Dagster asset call the same writer, :func:`write_behavior_ophys_nwb`.
 
 Layout (written through :func:`release_platform.nwb.protocol.write_nwb`):
@@ -81,15 +82,16 @@ from release_platform.nwb.common import (
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import provenance_record, regular_rate
 from release_platform.nwb.ophys_sources import (
-    TRACE_SETS, TraceIterator, _load_sources, _TraceSource, load_motion_offsets, load_ophys_timestamps, load_projection,
+    TRACE_SETS, PlaneOutputs, TraceIterator, _load_sources, _TraceSource, load_motion_offsets, load_ophys_timestamps, load_projection,
 )
-from release_platform.ophys.io import open_h5
+from release_platform.ophys import io as ophys_io
 
 __all__ = [
     "TRACE_SETS",
     "TraceFiles",
     "LinkedBehavior",
     "OphysNwbInputs",
+    "PlaneOutputs",
     "TraceIterator",
     "behavior_ophys_nwb_path",
     "indicator_for",
@@ -220,16 +222,12 @@ class OphysNwbInputs(pydantic.BaseModel):
         plane: Any,
         *,
         output_dir: str | os.PathLike,
-        roi_traces: Mapping[str, Any],
-        neuropil_traces: Mapping[str, Any],
-        demixed_traces: Mapping[str, Any],
-        neuropil_corrected_traces: Mapping[str, Any],
-        dff_traces: Mapping[str, Any],
+        outputs: PlaneOutputs,
         behavior_session: Any = None,
         **overrides: Any,
     ) -> "OphysNwbInputs":
-        """Inputs for one plane from the validated session, the plane and the trace assets' records for it
-        (``{"file": ..., ...}`` as the ophys assets return per plane) and the linked behavior session
+        """Inputs for one plane from the validated session, the plane, what the pipeline produced for it
+        (:class:`~release_platform.nwb.ophys_sources.PlaneOutputs`) and the linked behavior session
         (:class:`~release_platform.inputs.BehaviorSessionInputs` or None)."""
         entity = f"ophys_session {session.session_id} (ophys_experiment {plane.ophys_experiment_id})"
         require_session_facts(session, entity)
@@ -259,12 +257,11 @@ class OphysNwbInputs(pydantic.BaseModel):
             targeted_structure=plane.targeted_structure or "root",
             imaging_depth_um=plane.imaging_depth_um,
             plane_group=plane.plane_group,
-            rois=[r.model_dump() for r in plane_rois(plane, roi_traces=roi_traces, demixed_traces=demixed_traces,
-                                                      dff_traces=dff_traces)],
-            traces=dict(roi=roi_traces["file"], neuropil=neuropil_traces["file"], demixed=demixed_traces["file"],
-                        neuropil_corrected=neuropil_corrected_traces["file"], dff=dff_traces["file"]),
-            dff_method=dff_traces.get("method", "unknown"),
-            dff_parameters=dict(dff_traces.get("parameters") or {}),
+            rois=[r.model_dump() for r in plane_rois(plane, outputs)],
+            traces=dict(roi=outputs.roi_traces, neuropil=outputs.neuropil_traces, demixed=outputs.demixed_traces,
+                        neuropil_corrected=outputs.neuropil_corrected_traces, dff=outputs.dff_traces),
+            dff_method=outputs.dff_method,
+            dff_parameters=dict(outputs.dff_parameters),
             ophys_timestamps_path=files["OphysTimestamps"],
             max_projection_path=pfiles["OphysMaxIntImage"],
             average_projection_path=pfiles["OphysAverageIntensityProjectionImage"],
@@ -277,26 +274,18 @@ class OphysNwbInputs(pydantic.BaseModel):
         return validate_model(cls, raw, what="cannot build NWB writer inputs", entity=entity)
 
 
-def plane_rois(
-    plane: Any,
-    *,
-    roi_traces: Mapping[str, Any] | None = None,
-    demixed_traces: Mapping[str, Any] | None = None,
-    dff_traces: Mapping[str, Any] | None = None,
-) -> list[Roi]:
-    """The plane's ROIs with the pipeline's verdicts merged in.
+def plane_rois(plane: Any, outputs: Optional[PlaneOutputs] = None) -> list[Roi]:
+    """The plane's ROIs with the pipeline's verdicts (``outputs``) merged in.
 
-    ``exclusion_labels``: LIMS labels + trace extraction's labels (``roi_traces["exclusion_labels"]``) +
-    ``demix_excluded`` / ``negative_baseline`` (demixing) + ``dff_invalid`` (no finite dF/F).
-    ``valid``: valid in LIMS and, when the dF/F record lists them, among its ``valid_roi_ids``.
+    ``exclusion_labels``: LIMS labels + trace extraction's labels + ``demix_excluded`` / ``negative_baseline``
+    (demixing) + ``dff_invalid`` (no finite dF/F). ``valid``: valid in LIMS and, when the pipeline lists them,
+    among the ``dff_valid_roi_ids``.
     """
-    extraction = {str(k): list(v) for k, v in ((roi_traces or {}).get("exclusion_labels") or {}).items()}
-    demix = demixed_traces or {}
-    excluded = {str(i) for i in demix.get("excluded_roi_ids") or []}
-    negative = {str(i) for i in demix.get("negative_baseline_roi_ids") or []}
-    dff_invalid = {str(i) for i in (dff_traces or {}).get("invalid_roi_ids") or []}
-    valid_ids = (dff_traces or {}).get("valid_roi_ids")
-    valid_ids = None if valid_ids is None else {str(i) for i in valid_ids}
+    extraction = outputs.extraction_labels if outputs else {}
+    excluded = set(outputs.demix_excluded_roi_ids) if outputs else set()
+    negative = set(outputs.negative_baseline_roi_ids) if outputs else set()
+    dff_invalid = set(outputs.dff_invalid_roi_ids) if outputs else set()
+    valid_ids = None if outputs is None or outputs.dff_valid_roi_ids is None else set(outputs.dff_valid_roi_ids)
     out = []
     for roi in plane.rois:
         key = str(roi.id)
@@ -420,11 +409,11 @@ def _trace_data(src: _TraceSource, inputs: OphysNwbInputs, *, entity: str):
     """An iterator (streaming) or the T x N array (in memory) of one trace set."""
     n, t = src.shape
     if not inputs.stream_traces:
-        with open_h5(src.path, entity=entity) as fh:
-            try:
-                data = fh[src.dataset][()]
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read dataset {src.dataset!r} (corrupt?): {exc}", entity=entity, path=src.path) from None
+        ds = ophys_io.open_trace_dataset(src.path, dataset=src.dataset, entity=entity)
+        try:
+            data = ophys_io.read_trace_block(ds, (), entity=entity)
+        finally:
+            ds.file.close()
         return np.ascontiguousarray(data[src.rows].T)
     cols = max(1, min(n, 64))
     rows = max(1, min(t, TRACE_CHUNK_BYTES // (8 * cols)))

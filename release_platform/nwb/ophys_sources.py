@@ -1,7 +1,8 @@
-"""The sources the ophys NWB writer reads: the pipeline's trace files streamed as NWB datasets
-(:class:`TraceIterator`), timestamps, projections, motion offsets, per-ROI vectors and stimulus metrics, each
-checked against the plane's ROI table. Split from :mod:`release_platform.nwb.ophys` (the writer) to keep
-each file readable."""
+"""The sources the ophys NWB writer reads: what the pipeline produced for a plane (:class:`PlaneOutputs`, a
+typed record), its trace files streamed as NWB datasets (:class:`TraceIterator`), timestamps, projections,
+motion offsets, per-ROI vectors and stimulus metrics, each checked against the plane's ROI table. The
+pipeline's HDF5 files are read only through :mod:`release_platform.ophys.io` (which owns their layouts).
+Split from :mod:`release_platform.nwb.ophys` (the writer) to keep each file readable."""
 
 from __future__ import annotations
 
@@ -10,27 +11,64 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-import h5py
 import numpy as np
 import pandas as pd
+import pydantic
 from hdmf.data_utils import GenericDataChunkIterator
 
 from release_platform.errors import InputError
 from release_platform.nwb.behavior import BehaviorTables, load_licks, load_rewards, load_stimulus_presentations, load_trials
 from release_platform.nwb.common import load_running_speed, load_table
-from release_platform.ophys.io import decode_roi_ids, open_h5, require_dataset
+from release_platform.ophys import io as ophys_io
+from release_platform.ophys.io import open_h5, require_dataset
 
 if TYPE_CHECKING:
     from release_platform.nwb.ophys import OphysNwbInputs
 
 TRACE_SETS: dict[str, tuple[str, str]] = {
-    "roi": ("data", "Mean fluorescence over each ROI mask per frame (a.u.), before demixing and neuropil correction"),
-    "neuropil": ("data", "Mean fluorescence over each ROI's neuropil annulus per frame (a.u.)"),
-    "demixed": ("data", "ROI fluorescence with the signal of overlapping ROIs demixed frame by frame (a.u.)"),
-    "neuropil_corrected": ("FC", "Neuropil-corrected fluorescence FC = F_demixed - r * F_neuropil (a.u.); r per ROI in "
-                                 "the cell_specimen_table column r"),
-    "dff": ("data", "dF/F"),
+    "roi": (ophys_io.TRACE_DATASET, "Mean fluorescence over each ROI mask per frame (a.u.), before demixing and neuropil correction"),
+    "neuropil": (ophys_io.TRACE_DATASET, "Mean fluorescence over each ROI's neuropil annulus per frame (a.u.)"),
+    "demixed": (ophys_io.TRACE_DATASET, "ROI fluorescence with the signal of overlapping ROIs demixed frame by frame (a.u.)"),
+    "neuropil_corrected": (ophys_io.NEUROPIL_CORRECTED_DATASET, "Neuropil-corrected fluorescence FC = F_demixed - r * "
+                                                                "F_neuropil (a.u.); r per ROI in the cell_specimen_table column r"),
+    "dff": (ophys_io.TRACE_DATASET, "dF/F"),
 }
+
+
+class PlaneOutputs(pydantic.BaseModel):
+    """What the ophys pipeline produced for one plane, as its NWB file needs it: the five trace files (layouts in
+    :mod:`release_platform.ophys.io`) and the pipeline's verdicts on ROIs (ids as strings).
+
+    ``extraction_labels``: exclusion labels from trace extraction per ROI; ``demix_excluded_roi_ids`` and
+    ``negative_baseline_roi_ids``: ROIs demixing could not use; ``dff_invalid_roi_ids``: ROIs without finite dF/F;
+    ``dff_valid_roi_ids``: the usable ROIs (None: not listed); ``dff_method`` / ``dff_parameters``: the estimator.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    roi_traces: str
+    neuropil_traces: str
+    demixed_traces: str
+    neuropil_corrected_traces: str
+    dff_traces: str
+    extraction_labels: dict[str, list[str]] = {}
+    demix_excluded_roi_ids: list[str] = []
+    negative_baseline_roi_ids: list[str] = []
+    dff_invalid_roi_ids: list[str] = []
+    dff_valid_roi_ids: Optional[list[str]] = None
+    dff_method: str = "unknown"
+    dff_parameters: dict[str, Any] = {}
+
+    @pydantic.field_validator("demix_excluded_roi_ids", "negative_baseline_roi_ids", "dff_invalid_roi_ids",
+                              "dff_valid_roi_ids", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value):
+        return None if value is None else [str(i) for i in value]
+
+    @pydantic.field_validator("extraction_labels", mode="before")
+    @classmethod
+    def _label_keys_as_text(cls, value):
+        return {str(k): list(v) for k, v in (value or {}).items()}
 
 # ---------------------------------------------------------------------------------------------------------
 # Sources
@@ -49,7 +87,7 @@ class TraceIterator(GenericDataChunkIterator):
         self.path = Path(path)
         self.dataset_name = dataset
         self.entity = entity
-        self._file: Optional[h5py.File] = None
+        self._file = None  # the open h5py.File (ophys.io.open_trace_dataset)
         ds = self._open()
         if ds.ndim != 2:
             raise InputError(f"dataset {dataset!r} has shape {ds.shape}, expected ROIs x frames", entity=entity, path=self.path)
@@ -58,25 +96,19 @@ class TraceIterator(GenericDataChunkIterator):
             self._rows = None
         super().__init__(**kwargs)
 
-    def _open(self) -> h5py.Dataset:
+    def _open(self):
         if self._file is None or not self._file.id.valid:
-            try:
-                self._file = h5py.File(self.path, "r")
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot open HDF5 file (corrupt or truncated?): {exc}", entity=self.entity, path=self.path) from None
+            self._file = ophys_io.open_trace_dataset(self.path, dataset=self.dataset_name, entity=self.entity).file
         return self._file[self.dataset_name]
 
     def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
         ds = self._open()
         frames = selection[0]
         rois = selection[1] if len(selection) > 1 else slice(None)
-        try:
-            if self._rows is None:
-                block = ds[rois, frames]
-            else:
-                block = ds[:, frames][self._rows[rois]]
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read dataset {self.dataset_name!r} (corrupt?): {exc}", entity=self.entity, path=self.path) from None
+        if self._rows is None:
+            block = ophys_io.read_trace_block(ds, (rois, frames), entity=self.entity)
+        else:
+            block = ophys_io.read_trace_block(ds, (slice(None), frames), entity=self.entity)[self._rows[rois]]
         return np.ascontiguousarray(block.T)
 
     def _get_maxshape(self) -> tuple[int, int]:
@@ -145,18 +177,8 @@ class _TraceSource:
 
 
 def _trace_source(path: str, dataset: str, table_ids: list[str], n_frames: int, *, entity: str, what: str) -> _TraceSource:
-    with open_h5(path, entity=entity) as fh:
-        ds = require_dataset(fh, dataset, ndim=2, entity=entity)
-        names = require_dataset(fh, "roi_names", numeric=False, entity=entity)
-        try:
-            ids = decode_roi_ids(names[()], entity=entity, path=path)
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"cannot read 'roi_names' (corrupt?): {exc}", entity=entity, path=path) from None
-        shape = tuple(int(s) for s in ds.shape)
-    if len(ids) != shape[0]:
-        raise InputError(f"{what}: 'roi_names' holds {len(ids)} ids but {dataset!r} has {shape[0]} rows", entity=entity, path=path)
+    layout = ophys_io.read_trace_layout(path, dataset=dataset, entity=entity)
+    ids, shape = layout.roi_ids, layout.shape
     missing = [i for i in table_ids if i not in set(ids)]
     extra = [i for i in ids if i not in set(table_ids)]
     if missing or extra:
@@ -171,16 +193,10 @@ def _trace_source(path: str, dataset: str, table_ids: list[str], n_frames: int, 
 
 def _roi_vectors(path: str, names: Sequence[str], rows: np.ndarray, *, entity: str) -> dict[str, np.ndarray]:
     out = {}
-    with open_h5(path, entity=entity) as fh:
-        for name in names:
-            ds = require_dataset(fh, name, ndim=1, numeric=name != "status", entity=entity)
-            try:
-                values = ds[()]
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read {name!r} (corrupt?): {exc}", entity=entity, path=path) from None
-            if len(values) <= int(rows.max(initial=0)):
-                raise InputError(f"{name!r} has {len(values)} values for {len(rows)} ROIs", entity=entity, path=path)
-            out[name] = values[rows]
+    for name, values in ophys_io.read_roi_vectors(path, names, entity=entity).items():
+        if len(values) <= int(rows.max(initial=0)):
+            raise InputError(f"{name!r} has {len(values)} values for {len(rows)} ROIs", entity=entity, path=path)
+        out[name] = values[rows]
     return out
 
 

@@ -68,18 +68,21 @@ DEFAULT_BLOCK_BYTES = 64 * 1024**2
 # generic h5 access
 
 
-@contextlib.contextmanager
-def open_h5(path: str | os.PathLike, *, entity: str | None = None) -> Iterator[h5py.File]:
-    """Open an HDF5 file read-only; a missing or unreadable file becomes an InputError."""
-    path = Path(path)
+def _open_file(path: Path, entity: str | None) -> h5py.File:
     if not path.exists():
         raise InputError("file not found", entity=entity, path=path)
     if not path.is_file():
         raise InputError("not a regular file", entity=entity, path=path)
     try:
-        handle = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise InputError(f"not a readable HDF5 file ({exc})", entity=entity, path=path) from None
+
+
+@contextlib.contextmanager
+def open_h5(path: str | os.PathLike, *, entity: str | None = None) -> Iterator[h5py.File]:
+    """Open an HDF5 file read-only; a missing or unreadable file becomes an InputError."""
+    handle = _open_file(Path(path), entity)
     try:
         yield handle
     finally:
@@ -376,6 +379,57 @@ def write_dff(
 def read_dff(path: str | os.PathLike, *, entity: str | None = None) -> TraceFile:
     """The dF/F traces of ``dff.h5`` (``data``, ``roi_names``)."""
     return read_traces(path, entity=entity)
+
+
+@dataclass(frozen=True)
+class TraceLayout:
+    """A trace file's header without its traces: ``roi_ids`` (row order) and the N x T ``shape`` of ``dataset``."""
+
+    path: Path
+    dataset: str
+    roi_ids: list[str]
+    shape: tuple[int, int]
+
+
+def read_trace_layout(path: str | os.PathLike, *, dataset: str = TRACE_DATASET, entity: str | None = None) -> TraceLayout:
+    """ROI ids and the N x T shape of a trace file's ``dataset`` (the traces themselves are not read)."""
+    path = Path(path)
+    with open_h5(path, entity=entity) as handle:
+        shape = tuple(int(n) for n in require_dataset(handle, dataset, ndim=2, entity=entity).shape)
+        ids = decode_roi_ids(_read(require_dataset(handle, ROI_NAMES_DATASET, numeric=False, entity=entity), entity=entity),
+                             entity=entity, path=path)
+    if len(ids) != shape[0]:
+        raise InputError(f"{ROI_NAMES_DATASET!r} holds {len(ids)} ids but {dataset!r} has {shape[0]} rows", entity=entity, path=path)
+    return TraceLayout(path, dataset, ids, shape)
+
+
+def open_trace_dataset(path: str | os.PathLike, *, dataset: str = TRACE_DATASET, entity: str | None = None) -> h5py.Dataset:
+    """A trace file's N x T ``dataset``, open for block reads (streaming into NWB); the caller closes ``.file``."""
+    handle = _open_file(Path(path), entity)
+    try:
+        return require_dataset(handle, dataset, ndim=2, entity=entity)
+    except InputError:
+        handle.close()
+        raise
+
+
+def read_trace_block(ds: h5py.Dataset, selection: Any, *, entity: str | None = None) -> np.ndarray:
+    """``ds[selection]`` of an open trace dataset; a read error names the file."""
+    try:
+        return ds[selection]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read dataset {ds.name.lstrip('/')!r} (corrupt?): {exc}", entity=entity,
+                         path=ds.file.filename) from None
+
+
+def read_roi_vectors(path: str | os.PathLike, names: Sequence[str], *, text: Sequence[str] = ("status",),
+                     entity: str | None = None) -> dict[str, np.ndarray]:
+    """1-D per-ROI datasets stored beside a file's traces, as stored (``r``, ``RMSE``, ``status`` of
+    ``neuropil_correction.h5``; ``sigma_dff``, ``num_small_baseline_frames`` of ``dff.h5``); the names in
+    ``text`` may hold strings, the others must be numeric."""
+    with open_h5(path, entity=entity) as handle:
+        return {name: _read(require_dataset(handle, name, ndim=1, numeric=name not in text, entity=entity), entity=entity)
+                for name in names}
 
 
 # ----------------------------------------------------------------------------------------------

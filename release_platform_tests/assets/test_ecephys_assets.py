@@ -45,7 +45,7 @@ def test_session_and_lfp_nwb_pass_validation_and_inspector(demo_lims, instance, 
     for name in ("ecephys_session_nwb_pynwb_valid", "ecephys_session_nwb_inspector", "ecephys_session_nwb_units_content",
                  "ecephys_probe_lfp_nwb_pynwb_valid", "ecephys_probe_lfp_nwb_inspector"):
         assert checks[name] is True, name
-    nwb = result.output_for_node("ecephys_session_nwb")["path"]
+    nwb = result.output_for_node("ecephys_session_nwb").paths[4001]
     assert demo_lims.well_known_file("EcephysSession", 4001, "EcephysNwb") == home / "storage/ecephys_session_nwb/4001/ecephys_session_4001.nwb"
     assert str(demo_lims.well_known_file("EcephysSession", 4001, "EcephysNwb")) == nwb
 

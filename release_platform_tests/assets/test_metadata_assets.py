@@ -1,5 +1,6 @@
-"""Metadata assets in process: per-session partitions write and validate their rows; a bad row fails the
-blocking check and stops downstream; release-level tables assemble every materialized partition."""
+"""Metadata assets in process: per-session partitions write and validate their rows from what their upstream
+assets hand them (the input asset's LIMS rows, the NWB assets' files); a bad row fails the blocking check and
+stops downstream; release-level tables assemble every materialized partition."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pandas as pd
 import pytest
 
 from release_platform.assets import metadata as am
-from release_platform.assets.inputs import INPUT_ASSETS
+from release_platform.assets.inputs import behavior_session_inputs
 from release_platform.assets.resources import StorageResource
 from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata import file_id
 from release_platform.metadata.io import read_parquet
+from release_platform_tests.assets.metadata_upstream import ophys_mouse, upstream_of
 from release_platform_tests.metadata import LimsWorld, day, touch
 
 
@@ -25,38 +27,48 @@ def env(tmp_path):
     client = LimsClient(url)
     client.upgrade()
     w = LimsWorld(client)
-    w.donor("m1")
-    w.behavior(1, "m1", "TRAINING_1_gratings", day(0))
-    w.ophys(101, "m1", "OPHYS_1_images_A", day(1), [(1011, 175, "VISp", 0, "passed", [(1, True, 9)]), (1012, 275, "VISp", 1)],
-            project="VisualBehaviorMultiscope", rig="MESO.1")
-    w.behavior(2, "m1", "OPHYS_1_images_A", day(1), ophys_session_id=101)
-    w.container(900, [("OphysSession", 101)])
+    ophys_mouse(w)
     w.ecephys(301, "m1", "EPHYS_1_images_G", day(2), [
         dict(id=3011, name="probeA", channels=[(30110, 0, "VISp", True), (30111, 1, None, False)], units=[(1, 30110, {"firing_rate": 2.0})],
              lfp=tmp_path / "raw_lfp_3011.h5"),
         dict(id=3012, name="probeB", channels=[(30120, 0, "LP", True)], units=[])])  # no LFP
     root = tmp_path / "storage"
-    touch(root / "behavior_session_nwb" / "1" / "behavior_session_1.nwb")
-    touch(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1011.nwb")
-    touch(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1012.nwb")
-    touch(root / "ecephys_session_nwb" / "301" / "ecephys_session_301.nwb")
-    touch(root / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb")
+    # What each NWB asset reports it wrote, per partition ({entity id: path}); behavior session 2's data ship
+    # in its ophys session's files, so it has none.
+    written = {
+        "behavior_nwb": {"1": {1: root / "behavior_nwb" / "1" / "behavior_session_1.nwb"}, "2": {}},
+        "behavior_ophys_nwb": {"101": {i: root / "behavior_ophys_nwb" / "101" / f"behavior_ophys_experiment_{i}.nwb"
+                                       for i in (1011, 1012)}},
+        "ecephys_session_nwb": {"301": {301: root / "ecephys_session_nwb" / "301" / "ecephys_session_301.nwb"}},
+        "ecephys_probe_lfp_nwb": {"301": {3011: root / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb"}},
+    }
+    for per_partition in written.values():
+        for paths in per_partition.values():
+            for path in paths.values():
+                touch(path)
     resources = {"lims": LimsResource(url=url), "storage": StorageResource(root=str(root))}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("behavior_session", ["1", "2"])
         instance.add_dynamic_partitions("ophys_session", ["101"])
         instance.add_dynamic_partitions("ecephys_session", ["301"])
-        yield {"world": w, "client": client, "root": root, "resources": resources, "instance": instance}
+        yield {"world": w, "client": client, "root": root, "resources": resources, "instance": instance, "written": written}
     client.dispose()
+
+
+def _upstream(env, names):
+    return upstream_of(names, env["written"])
 
 
 def _checks_for(*asset_names):
     return [c for c in am.METADATA_CHECKS if any(k.asset_key.path[-1] in asset_names for k in c.check_keys)]
 
 
-def _materialize_session(env, names, partition_key, **kw):
-    assets = [a for a in am.SESSION_METADATA_ASSETS if a.key.path[-1] in names]
-    return dg.materialize([*assets, *_checks_for(*names)], partition_key=partition_key, resources=env["resources"],
+def _materialize_session(env, names, partition_key, *, without=(), **kw):
+    """Materialize the metadata assets ``names`` with their upstream stand-ins (except the assets in ``without``,
+    which stay unmaterialized)."""
+    assets = [*_upstream(env, names), *(a for a in am.SESSION_METADATA_ASSETS if a.key.path[-1] in names), *_checks_for(*names)]
+    selection = [k for a in assets if isinstance(a, dg.AssetsDefinition) for k in a.keys if k.path[-1] not in without]
+    return dg.materialize(assets, selection=selection, partition_key=partition_key, resources=env["resources"],
                           instance=env["instance"], **kw)
 
 
@@ -89,7 +101,7 @@ def test_per_session_assets_materialize_and_pass_their_checks(env):
 
 
 def test_missing_nwb_follows_run_config(env):
-    (env["root"] / "behavior_session_nwb" / "1" / "behavior_session_1.nwb").unlink()
+    (env["root"] / "behavior_nwb" / "1" / "behavior_session_1.nwb").unlink()  # reported, then gone
     failed = _materialize_session(env, ["behavior_session_metadata"], "1", raise_on_error=False)
     assert not failed.success  # default "error"
     failure = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"][0]
@@ -101,26 +113,36 @@ def test_missing_nwb_follows_run_config(env):
     assert mat.metadata["missing_files"].data[0]["behavior_session_id"] == 1
 
 
-def test_missing_probe_lfp_follows_run_config(env):
-    (env["root"] / "ecephys_probe_lfp_nwb" / "301" / "lfp_probe_3011.nwb").unlink()
-    warn = {"ops": {"ecephys_session_metadata": {"config": {"on_missing_file": "warn"}}}}
-    result = _materialize_session(env, ["ecephys_session_metadata"], "301", run_config=warn)
-    assert result.success and _evaluations(result)["ecephys_session_metadata_schema"].passed  # "warn": null file_id
-    mat = result.asset_materializations_for_node("ecephys_session_metadata")[0]
-    assert [m["ecephys_probe_id"] for m in mat.metadata["missing_files"].data] == [3011]  # probeB has no LFP: not missing
-    probes = read_parquet("probes", env["root"] / "ecephys_session_metadata" / "301" / "probes.parquet")
-    assert probes["file_id"].isna().all()
-    config = {"ops": {"ecephys_session_metadata": {"config": {"on_missing_file": "error"}}}}
-    failed = _materialize_session(env, ["ecephys_session_metadata"], "301", run_config=config, raise_on_error=False)
+def test_unmaterialized_nwb_partition_counts_as_missing(env):
+    # The NWB asset never ran for this partition: its files count as missing (the file left under the storage
+    # root is not searched for).
+    names = ["ophys_experiment_metadata"]
+    failed = _materialize_session(env, names, "101", without=["behavior_ophys_nwb"], raise_on_error=False)
     assert not failed.success
     message = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data.error.message
-    assert "ecephys_probe 3011" in message and "lfp_probe_3011.nwb" in message
-    config = {"ops": {"ecephys_session_metadata": {"config": {"on_missing_file": "skip"}}}}
-    skipped = _materialize_session(env, ["ecephys_session_metadata"], "301", run_config=config)
-    assert skipped.success and _evaluations(skipped)["ecephys_session_metadata_schema"].passed
-    probes = read_parquet("probes", env["root"] / "ecephys_session_metadata" / "301" / "probes.parquet")
-    units = read_parquet("units", env["root"] / "ecephys_session_metadata" / "301" / "units.parquet")
-    assert probes["ecephys_probe_id"].tolist() == [3012] and units.empty
+    assert "ophys_session 101" in message and "2 expected behavior_ophys_nwb file(s) missing" in message
+    config = {"ops": {"ophys_experiment_metadata": {"config": {"on_missing_file": "warn"}}}}
+    result = _materialize_session(env, names, "101", without=["behavior_ophys_nwb"], run_config=config)
+    assert result.success
+    exps = read_parquet("ophys_experiment_table", env["root"] / "ophys_experiment_metadata" / "101" / "ophys_experiment_table.parquet")
+    assert exps["ophys_experiment_id"].tolist() == [1011, 1012] and exps["file_id"].isna().all()
+
+
+def test_rows_come_from_the_input_asset_not_from_lims(env):
+    # The metadata asset builds from the rows its input asset handed it: an earlier session of the same type that
+    # LIMS gains afterwards shows up only once the input asset is materialized again.
+    names = ["behavior_session_metadata"]
+    upstream = _upstream(env, names)
+    assets = [*upstream, am.behavior_session_metadata]
+    path = env["root"] / "behavior_session_metadata" / "1" / "behavior_session_table.parquet"
+    kw = dict(partition_key="1", resources=env["resources"], instance=env["instance"])
+    assert dg.materialize(assets, **kw).success
+    assert read_parquet("behavior_session_table", path)["prior_exposures_to_session_type"].tolist() == [0]
+    env["world"].behavior(5, "m1", "TRAINING_1_gratings", day(-1))
+    assert dg.materialize(assets, selection=[dg.AssetKey(n) for n in names], **kw).success
+    assert read_parquet("behavior_session_table", path)["prior_exposures_to_session_type"].tolist() == [0]
+    assert dg.materialize(assets, **kw).success  # the input asset again: it now carries session 5
+    assert read_parquet("behavior_session_table", path)["prior_exposures_to_session_type"].tolist() == [1]
 
 
 def test_bad_row_fails_the_blocking_check_and_stops_downstream(env):
@@ -128,14 +150,16 @@ def test_bad_row_fails_the_blocking_check_and_stops_downstream(env):
     w.donor("late", dob=dt.datetime(2027, 1, 1))  # born after the session: negative age
     w.behavior(7, "late", "TRAINING_1_gratings", day(0))
     env["instance"].add_dynamic_partitions("behavior_session", ["7"])
-    touch(env["root"] / "behavior_session_nwb" / "7" / "behavior_session_7.nwb")
+    env["written"]["behavior_nwb"]["7"] = {7: env["root"] / "behavior_nwb" / "7" / "behavior_session_7.nwb"}
+    touch(env["written"]["behavior_nwb"]["7"][7])
     ran = []
 
     @dg.asset(partitions_def=am.PARTITIONS_BY_KIND["behavior_session"], deps=[am.behavior_session_metadata])
     def downstream_of_metadata():
         ran.append(True)
 
-    assets = [am.behavior_session_metadata, downstream_of_metadata, *_checks_for("behavior_session_metadata")]
+    assets = [*_upstream(env, ["behavior_session_metadata"]), am.behavior_session_metadata, downstream_of_metadata,
+              *_checks_for("behavior_session_metadata")]
     result = dg.materialize(assets, partition_key="7", resources=env["resources"], instance=env["instance"], raise_on_error=False)
     check = _evaluations(result)["behavior_session_metadata_schema"]
     assert not check.passed
@@ -146,16 +170,21 @@ def test_bad_row_fails_the_blocking_check_and_stops_downstream(env):
 
 
 def test_unknown_session_fails_with_one_message(env):
+    # The session's input asset (the real one) refuses the unknown id; the metadata asset does not run.
     env["instance"].add_dynamic_partitions("behavior_session", ["999"])
-    result = _materialize_session(env, ["behavior_session_metadata"], "999", raise_on_error=False)
+    names = ["behavior_session_metadata"]
+    assets = [behavior_session_inputs, *_upstream(env, names)[1:], am.behavior_session_metadata]
+    result = dg.materialize(assets, partition_key="999", resources=env["resources"], instance=env["instance"], raise_on_error=False)
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "behavior_session 999: unknown behavior_session id: not in LIMS" in failure.event_specific_data.error.message
+    assert not result.asset_materializations_for_node("behavior_session_metadata")
 
 
 def _release(env, tables, **kw):
     names = {am.RELEASE_ASSETS[t][0] for t in tables}
-    return dg.materialize([*am.METADATA_ASSETS, *am.METADATA_CHECKS], selection=[dg.AssetKey(n) for n in names],
+    upstream = _upstream(env, list(am.SESSION_ASSETS))
+    return dg.materialize([*upstream, *am.METADATA_ASSETS, *am.METADATA_CHECKS], selection=[dg.AssetKey(n) for n in names],
                           resources=env["resources"], instance=env["instance"], **kw)
 
 
@@ -183,11 +212,12 @@ def test_release_tables_assemble_partitions_and_check_references(env):
 
 
 def test_definitions_resolve_with_the_rest_of_the_code_location():
-    defs = dg.Definitions(assets=[*INPUT_ASSETS, *am.METADATA_ASSETS], asset_checks=am.METADATA_CHECKS,
-                          resources={"lims": LimsResource(), "storage": StorageResource()})
+    from release_platform.definitions import defs
+
     defs.resolve_all_job_defs()
     graph = defs.resolve_asset_graph()
-    assert dg.AssetKey("ophys_session_inputs") in graph.get(dg.AssetKey("ophys_experiment_metadata")).parent_keys
+    assert {dg.AssetKey("ophys_session_inputs"), dg.AssetKey("behavior_ophys_nwb")} <= graph.get(
+        dg.AssetKey("ophys_experiment_metadata")).parent_keys
     assert {dg.AssetKey("ecephys_session_nwb"), dg.AssetKey("ecephys_probe_lfp_nwb")} <= graph.get(
         dg.AssetKey("ecephys_session_metadata")).parent_keys
     assert len(am.METADATA_CHECKS) == 5 + 8 + 1

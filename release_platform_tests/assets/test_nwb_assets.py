@@ -16,6 +16,7 @@ import pytest
 from data_fixtures.spec import corrupt_file
 from release_platform.assets.inputs import INPUT_ASSETS
 from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS
+from release_platform.assets.nwb_ecephys import ECEPHYS_ASSETS
 from release_platform.assets.nwb_ophys import (NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS, behavior_nwb_inspector, behavior_nwb_pynwb_valid,
                                                behavior_ophys_nwb)
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS, dff_finite_for_valid_rois, neuropil_r_distribution
@@ -23,6 +24,7 @@ from release_platform.assets.resources import StorageResource
 from release_platform.assets.stimulus import stimulus_responses
 from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
+from release_platform.metadata import DataFiles
 from release_platform.nwb import readers as R
 
 NWB_CHECK_NAMES = {"behavior_ophys_nwb_pynwb_valid", "behavior_ophys_nwb_inspector", "behavior_nwb_pynwb_valid", "behavior_nwb_inspector"}
@@ -97,7 +99,9 @@ def test_files_sit_in_the_storage_layout_and_are_registered_in_lims(runs):
         client.dispose()
     assert not list(storage.rglob("*.inprogress")) and not list(storage.rglob("*.error"))
     record = results["1001"].output_for_node("behavior_ophys_nwb")
-    assert record["behavior_session_id"] == 3002 and set(record["planes"]) == {"1101"}
+    assert record == DataFiles("behavior_ophys_nwb", {1101: str(expected[("OphysExperiment", 1101, "BehaviorOphysNwb")])})
+    mat = results["1001"].asset_materializations_for_node("behavior_ophys_nwb")[0]
+    assert mat.metadata["behavior_session_id"].value == 3002
     assert not R.read_trials(expected[("OphysExperiment", 1101, "BehaviorOphysNwb")]).empty
     assert R.read_trials(expected[("OphysExperiment", 1201, "BehaviorOphysNwb")]).empty
     dff = results["1001"].output_for_node("dff_traces")["1101"]
@@ -144,7 +148,7 @@ def test_a_corrupt_upstream_file_fails_the_partition_with_one_clear_message(runs
 
 
 def test_wires_with_the_rest_of_the_code_location():
-    defs = dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, stimulus_responses, *NWB_OPHYS_ASSETS, *METADATA_ASSETS],
+    defs = dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, stimulus_responses, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *METADATA_ASSETS],
                           asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS, *METADATA_CHECKS],
                           resources={"lims": LimsResource(), "storage": StorageResource()})
     defs.resolve_all_job_defs()
@@ -209,7 +213,7 @@ def test_pynwb_and_inspector_checks_fail_on_a_broken_file(runs):
     DANDI Inspector config."""
     _, _, results, _ = runs
     record = results["3001"].output_for_node("behavior_nwb")
-    path = record["path"]
+    path = record.paths[3001]
     with _tampered(path):
         with h5py.File(path, "a") as fh:
             del fh["session_start_time"]

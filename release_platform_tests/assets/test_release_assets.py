@@ -22,6 +22,7 @@ from release_platform.metadata import file_id
 from release_platform.release.layouts import dandi_path_problems
 from release_platform.release.manifest import load_manifest
 from release_platform.release.verify import verify_release
+from release_platform_tests.assets.metadata_upstream import ophys_mouse, upstream_of
 from release_platform_tests.metadata import LimsWorld, day
 from release_platform.metadata.io import write_parquet
 from release_platform_tests.release import flip_byte, world, write_file
@@ -39,7 +40,9 @@ def _checks_for(names):
 
 
 def _run(env, names, partition_key=None, **kw):
-    return dg.materialize([ALL[n] for n in names] + _checks_for(names), partition_key=partition_key,
+    # session metadata assets run with stand-ins for their inputs (the session's rows, the NWB assets' files)
+    upstream = upstream_of(names, env.get("written", {}))
+    return dg.materialize([*upstream, *(ALL[n] for n in names), *_checks_for(names)], partition_key=partition_key,
                           resources=env["resources"], instance=env["instance"], **kw)
 
 
@@ -67,25 +70,23 @@ def env(tmp_path):
     client = LimsClient(url)
     client.upgrade()
     w = LimsWorld(client)
-    w.donor("m1")
-    w.behavior(1, "m1", "TRAINING_1_gratings", day(0))
-    w.ophys(101, "m1", "OPHYS_1_images_A", day(1), [(1011, 175, "VISp", 0, "passed", [(1, True, 9)]), (1012, 275, "VISp", 1)],
-            project="VisualBehaviorMultiscope", rig="MESO.1")
-    w.behavior(2, "m1", "OPHYS_1_images_A", day(1), ophys_session_id=101)
-    w.container(900, [("OphysSession", 101)])
+    ophys_mouse(w)
     w.ecephys(301, "m1", "EPHYS_1_images_G", day(2), [
         dict(id=3011, name="probeA", channels=[(30110, 0, "VISp", True)], units=[(1, 30110, {"firing_rate": 2.0})])])
     root = tmp_path / "storage"
-    write_file(root / "behavior_session_nwb" / "1" / "behavior_session_1.nwb", 20_000, seed=1)
-    write_file(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1011.nwb", 30_000, seed=2)
-    write_file(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1012.nwb", 30_001, seed=3)
-    write_file(root / "ecephys_session_nwb" / "301" / "ecephys_session_301.nwb", 25_000, seed=4)
+    written = {  # what the NWB assets report, per partition
+        "behavior_nwb": {"1": {1: write_file(root / "behavior_nwb" / "1" / "behavior_session_1.nwb", 20_000, seed=1)}},
+        "behavior_ophys_nwb": {"101": {
+            1011: write_file(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1011.nwb", 30_000, seed=2),
+            1012: write_file(root / "behavior_ophys_nwb" / "101" / "behavior_ophys_experiment_1012.nwb", 30_001, seed=3)}},
+        "ecephys_session_nwb": {"301": {301: write_file(root / "ecephys_session_nwb" / "301" / "ecephys_session_301.nwb", 25_000, seed=4)}},
+    }
     resources = {"lims": LimsResource(url=url), "storage": StorageResource(root=str(root))}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("behavior_session", ["1", "2"])
         instance.add_dynamic_partitions("ophys_session", ["101"])
         instance.add_dynamic_partitions("ecephys_session", ["301"])
-        yield {"world": w, "root": root, "resources": resources, "instance": instance}
+        yield {"world": w, "root": root, "resources": resources, "instance": instance, "written": written}
     client.dispose()
 
 
@@ -163,15 +164,18 @@ def test_demo_sessions_release_clean(demo_lims, home):
     """The seeded demo: metadata for every session, staged, assembled and checked; and the release command on the
     same tables. Stand-in NWB files are placed where the NWB assets write them, so rows have file paths."""
     root = home / "storage"
+    written: dict = {}
     for rel in ("behavior_ophys_nwb/1001/behavior_ophys_experiment_1101.nwb", "behavior_ophys_nwb/1002/behavior_ophys_experiment_1201.nwb",
-                "behavior_ophys_nwb/1002/behavior_ophys_experiment_1202.nwb", "behavior_session_nwb/3001/behavior_session_3001.nwb",
+                "behavior_ophys_nwb/1002/behavior_ophys_experiment_1202.nwb", "behavior_nwb/3001/behavior_session_3001.nwb",
                 "ecephys_session_nwb/4001/ecephys_session_4001.nwb", "ecephys_probe_lfp_nwb/4001/lfp_probe_4101.nwb",
                 "ecephys_probe_lfp_nwb/4001/lfp_probe_4102.nwb"):
-        write_file(root / rel, 4096, seed=len(rel))
+        asset, partition, name = rel.split("/")
+        entity = int(name.rsplit("_", 1)[1].split(".")[0])
+        written.setdefault(asset, {}).setdefault(partition, {})[entity] = write_file(root / rel, 4096, seed=len(rel))
     resources = {"lims": LimsResource(url=demo_lims.url), "storage": StorageResource(root=str(root))}
     partitions = {"ophys_session": ["1001", "1002"], "behavior_session": ["3001", "3002"], "ecephys_session": ["4001"]}
     with dg.instance_for_test() as instance:
-        env = {"resources": resources, "instance": instance}
+        env = {"resources": resources, "instance": instance, "written": written}
         for kind, keys in partitions.items():
             instance.add_dynamic_partitions(kind, keys)
             for key in keys:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,7 +21,8 @@ from release_platform.metadata import (
     directory_resolver,
     file_id,
     gather_for,
-    storage_resolver,
+    links_from,
+    DataFiles,
 )
 from release_platform_tests.metadata import LimsWorld, day, touch
 
@@ -78,9 +80,18 @@ def test_resolvers(tmp_path):
     got = directory_resolver(tmp_path / "d", "behavior_ophys_nwb", [7, 8, 9, 10], parent_ids={8: 70})
     assert got[7] == str(nested) and got[8] == str(by_parent) and got[9] == str(flat)
     assert got[10] == str(tmp_path / "d" / "10" / "behavior_ophys_experiment_10.nwb")
-    other = touch(tmp_path / "root" / "some_nwb_asset" / "44" / "ecephys_session_44.nwb")
-    got = storage_resolver(tmp_path / "root", "ecephys_nwb", [44, 45], {44: "44", 45: "45"}, asset_names=("ecephys_session_nwb",))
-    assert got[44] == str(other) and got[45] == str(tmp_path / "root" / "ecephys_session_nwb" / "45" / "ecephys_session_45.nwb")
+
+
+def test_links_from_written_files():
+    # What the NWB assets report becomes the links, several reports of one kind merged; ids are ints, paths strings.
+    a = DataFiles("ecephys_lfp_nwb", {"41": Path("/x/lfp_probe_41.nwb")})
+    b = DataFiles("ecephys_lfp_nwb", {42: "/x/lfp_probe_42.nwb"})
+    links = links_from([a, b, DataFiles("ecephys_nwb", {4: "/x/ecephys_session_4.nwb"})])
+    assert links.paths == {"ecephys_lfp_nwb": {41: "/x/lfp_probe_41.nwb", 42: "/x/lfp_probe_42.nwb"},
+                           "ecephys_nwb": {4: "/x/ecephys_session_4.nwb"}}
+    assert links.attaches("ecephys_nwb") and not links.attaches("behavior_nwb")
+    with pytest.raises(ValueError, match="unknown file kind"):
+        DataFiles("lfp", {})
 
 
 def test_ids_are_stable_whatever_the_processing_order(lims: LimsClient, tmp_path):

@@ -39,8 +39,8 @@ def _roi_records(plane, labels=None):
     ]
 
 
-def process_plane(plane, out: Path) -> dict:
-    """The trace stages of one plane, as the ophys assets run them; the per-plane records they return."""
+def process_plane(plane, out: Path) -> O.PlaneOutputs:
+    """The trace stages of one plane, as the ophys assets run them; what they produced (PlaneOutputs)."""
     out.mkdir(parents=True, exist_ok=True)
     ext = trace_extraction.run(trace_extraction.Inputs(motion_corrected_stack=plane.movie_path, motion_border=plane.motion_border,
                                                        storage_directory=out, rois=_roi_records(plane)))
@@ -53,16 +53,14 @@ def process_plane(plane, out: Path) -> dict:
     d = dff.run(dff.Inputs(input_file=npc["neuropil_correction_trace_file"], output_file=out / "dff.h5",
                            movie_frame_rate_hz=plane.frame_rate_hz, long_baseline_filter_s=window_s))
     unusable = {str(i) for i in dem["excluded_roi_ids"]} | {str(i) for i in dem["negative_baseline_roi_ids"]}
-    return {
-        "roi_traces": {"file": str(ext["roi_trace_file"]), "exclusion_labels": labels},
-        "neuropil_traces": {"file": str(ext["neuropil_trace_file"])},
-        "demixed_traces": {"file": str(dem["output_file"]), "excluded_roi_ids": [str(i) for i in dem["excluded_roi_ids"]],
-                           "negative_baseline_roi_ids": [str(i) for i in dem["negative_baseline_roi_ids"]]},
-        "neuropil_corrected_traces": {"file": str(npc["neuropil_correction_trace_file"])},
-        "dff_traces": {"file": str(d["output_file"]), "method": d["method"], "parameters": d["parameters"],
-                       "valid_roi_ids": [str(r.id) for r in plane.rois if r.valid and str(r.id) not in unusable],
-                       "invalid_roi_ids": [str(i) for i in d["invalid_roi_ids"]]},
-    }
+    return O.PlaneOutputs(
+        roi_traces=str(ext["roi_trace_file"]), neuropil_traces=str(ext["neuropil_trace_file"]),
+        demixed_traces=str(dem["output_file"]), neuropil_corrected_traces=str(npc["neuropil_correction_trace_file"]),
+        dff_traces=str(d["output_file"]), extraction_labels=labels,
+        demix_excluded_roi_ids=dem["excluded_roi_ids"], negative_baseline_roi_ids=dem["negative_baseline_roi_ids"],
+        dff_invalid_roi_ids=d["invalid_roi_ids"], dff_method=d["method"], dff_parameters=d["parameters"],
+        dff_valid_roi_ids=[str(r.id) for r in plane.rois if r.valid and str(r.id) not in unusable],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +75,7 @@ def demo(seeded_demo, tmp_path_factory):
         behavior = resolve_session(client, "behavior_session", bid) if bid else None
         for plane in session.planes:
             records = process_plane(plane, root / "traces" / str(plane.ophys_experiment_id))
-            inputs = O.OphysNwbInputs.from_session(session, plane, output_dir=root / "nwb" / str(sid), behavior_session=behavior, **records)
+            inputs = O.OphysNwbInputs.from_session(session, plane, output_dir=root / "nwb" / str(sid), behavior_session=behavior, outputs=records)
             planes[plane.ophys_experiment_id] = (inputs, O.write_behavior_ophys_nwb(inputs), records)
     client.dispose()
     return planes
@@ -135,7 +133,7 @@ def test_roi_table_and_per_roi_columns(demo):
         np.testing.assert_array_equal(table[col].to_numpy(), read_vector(path, dataset))
     with h5py.File(inputs.traces.neuropil_corrected, "r") as f:
         assert list(table["neuropil_correction_status"]) == [s.decode() for s in f["status"][()]]
-    valid = set(records["dff_traces"]["valid_roi_ids"])
+    valid = set(records.dff_valid_roi_ids)
     assert [str(i) for i in table.index[table["valid_roi"]]] == [str(r.id) for r in inputs.rois if str(r.id) in valid]
     # an ROI excluded by the pipeline carries a label saying why
     for roi in inputs.rois:
@@ -323,9 +321,10 @@ def test_pipeline_verdicts_are_merged_into_the_roi_table():
         rois = [Roi(id=i, x=0, y=0, width=1, height=1, mask=[[True]], valid=i != 3, exclusion_labels=["union"] if i == 3 else [])
                 for i in range(1, 6)]
 
-    rois = O.plane_rois(Plane, roi_traces={"exclusion_labels": {"2": ["motion_border"]}},
-                        demixed_traces={"excluded_roi_ids": ["2"], "negative_baseline_roi_ids": ["4"]},
-                        dff_traces={"valid_roi_ids": ["1", "5"], "invalid_roi_ids": ["4"]})
+    outputs = O.PlaneOutputs(roi_traces="r", neuropil_traces="n", demixed_traces="d", neuropil_corrected_traces="c",
+                             dff_traces="f", extraction_labels={2: ["motion_border"]}, demix_excluded_roi_ids=[2],
+                             negative_baseline_roi_ids=["4"], dff_valid_roi_ids=["1", 5], dff_invalid_roi_ids=["4"])
+    rois = O.plane_rois(Plane, outputs)
     assert [(r.id, r.valid, r.exclusion_labels) for r in rois] == [
         (1, True, []), (2, False, ["demix_excluded", "motion_border"]), (3, False, ["union"]),
         (4, False, ["dff_invalid", "negative_baseline"]), (5, True, [])]
@@ -360,7 +359,7 @@ def test_inputs_name_what_lims_lacks(seeded_demo):
     session = resolve_session(client, "ophys_session", 1001)
     client.dispose()
     plane = session.planes[0]
-    records = {k: {"file": "x"} for k in ("roi_traces", "neuropil_traces", "demixed_traces", "neuropil_corrected_traces", "dff_traces")}
+    outputs = O.PlaneOutputs(**{k: "x" for k in ("roi_traces", "neuropil_traces", "demixed_traces", "neuropil_corrected_traces", "dff_traces")})
     no_ts = session.model_copy(update={"files": {k: v for k, v in session.files.items() if k != "OphysTimestamps"}})
     with pytest.raises(InputError, match=r"ophys_session 1001 \(ophys_experiment 1101\): no OphysTimestamps file registered"):
-        O.OphysNwbInputs.from_session(no_ts, plane, output_dir="/tmp/x", **records)
+        O.OphysNwbInputs.from_session(no_ts, plane, output_dir="/tmp/x", outputs=outputs)
