@@ -93,6 +93,15 @@ def _kernel():
     return run_sums
 
 
+def load_kernel(dtype: Any = np.uint16) -> None:
+    """Import numba and load (or compile) the kernel for movies of ``dtype`` now: a once-per-process cost
+    (about a second on a quiet machine; compiled code is cached on disk) that benchmarks keep out of their timings."""
+    if exact_integer_kernel(dtype):
+        empty = np.zeros(0, dtype=np.int64)
+        _kernel()(np.zeros((1, 1, 1), dtype=dtype), empty, empty, empty, np.zeros(1, dtype=np.int64),
+                  np.zeros((0, 1)), np.zeros((2, 1), dtype=np.int32))
+
+
 def exact_integer_kernel(dtype: Any) -> bool:
     """Whether movies of ``dtype`` take the exact integer run kernel (integers of at most 16 bits)."""
     dtype = np.dtype(dtype)
