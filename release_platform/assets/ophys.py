@@ -73,7 +73,7 @@ def extracted_traces(context: dg.AssetExecutionContext, ophys_session_inputs: Op
             lambda: pipeline.extract_plane(plane.movie_path, _roi_records(plane), plane.motion_border, directory),
         )
         labels = {str(k): list(v) for k, v in result.exclusion_labels.items()}
-        roi_out[pid] = {"file": str(result.roi_traces), "exclusion_labels": labels}
+        roi_out[pid] = {"file": str(result.roi_traces), "exclusion_labels": labels, "overlap_file": str(result.overlap_sums)}
         neuropil_out[pid] = {"file": str(result.neuropil_traces), "mask_file": str(result.neuropil_masks)}
         excluded[pid] = sorted(k for k, v in labels.items() if v)
     meta = {
@@ -98,7 +98,8 @@ def demixed_traces(context: dg.AssetExecutionContext, ophys_session_inputs: Ophy
         result = _stage(
             context, plane,
             lambda: pipeline.demix_plane(
-                plane.movie_path, upstream["file"], _roi_records(plane, upstream["exclusion_labels"]), target
+                plane.movie_path, upstream["file"], _roi_records(plane, upstream["exclusion_labels"]), target,
+                overlap_sums=upstream.get("overlap_file"),
             ),
         )
         out[pid] = {

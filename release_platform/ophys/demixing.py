@@ -46,7 +46,8 @@ import scipy.sparse as sparse
 from scipy.sparse.csgraph import connected_components
 
 from release_platform.errors import InputError
-from release_platform.ophys.io import iter_sparse_frame_sums, movie_shape
+from release_platform.ophys.io import movie_shape
+from release_platform.ophys.streaming import iter_mask_sums
 
 #: Exclusion labels whose ROIs are not demixed (AllenSDK ``run_demixing`` defaults).
 DEFAULT_EXCLUDE_LABELS: tuple[str, ...] = (
@@ -162,34 +163,71 @@ def _lstsq_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class OverlapSums:
+    """Per-frame pixel sums over the pairwise intersections of ROI masks, gathered while extracting.
+
+    ``pairs`` P x 2 (``a <= b``, row indices into the masks): every pair of masks sharing a pixel,
+    and ``(a, a)`` for every mask in such a pair; ``sums`` P x T: the sum of each frame over the pixels
+    of both masks of the pair (over mask ``a`` for ``(a, a)``), in movie units. These are all the
+    movie data demixing needs (``O_ij(t)`` in the module docstring).
+    """
+
+    pairs: np.ndarray
+    sums: np.ndarray
+
+    def rows(self) -> dict[tuple[int, int], int]:
+        """Row of each pair in ``sums``."""
+        return {(int(a), int(b)): k for k, (a, b) in enumerate(self.pairs)}
+
+    def select(self, rows: Any) -> "OverlapSums":
+        """The pairs among the masks ``rows`` (row indices), renumbered 0..len(rows)-1 in that order."""
+        position = {int(r): i for i, r in enumerate(np.asarray(rows).ravel())}
+        keep, pairs = [], []
+        for k, (a, b) in enumerate(self.pairs):
+            if int(a) in position and int(b) in position:
+                i, j = position[int(a)], position[int(b)]
+                keep.append(k)
+                pairs.append((min(i, j), max(i, j)))
+        return OverlapSums(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), self.sums[keep])
+
+
+def overlap_pairs(masks: Any) -> tuple[np.ndarray, sparse.csr_matrix]:
+    """The pairs of :class:`OverlapSums` for ``masks`` and their P x (H*W) intersection indicator matrix."""
+    matrix = as_mask_matrix(masks)
+    co = sparse.triu(matrix @ matrix.T, k=1).tocoo()
+    keep = co.data > 0
+    off = np.column_stack([co.row[keep], co.col[keep]]).astype(np.int64)
+    members = np.unique(off)
+    pairs = np.concatenate([off, np.column_stack([members, members])]) if off.size else np.zeros((0, 2), np.int64)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    rows = [matrix[a] if a == b else matrix[a].multiply(matrix[b]).tocsr() for a, b in pairs]
+    inter = sparse.vstack(rows, format="csr") if rows else sparse.csr_matrix((0, matrix.shape[1]))
+    inter.eliminate_zeros()
+    return pairs, inter
+
+
+@dataclass
 class _Batch:
     """All overlap groups of one size g, with scatter indices for their intersection sums."""
 
     size: int
     members: np.ndarray  # G x g ROI row indices
-    pair_rows: np.ndarray  # rows of the intersection matrix
-    pair_group: np.ndarray  # group (0..G-1) of each intersection row
+    pair_rows: np.ndarray  # rows of the pair sums
+    pair_group: np.ndarray  # group (0..G-1) of each pair row
     pos_ab: np.ndarray  # flat position a*g+b in the g x g matrix
     pos_ba: np.ndarray
 
 
-def _intersection_plan(masks: sparse.csr_matrix, groups: list[np.ndarray]) -> tuple[sparse.csr_matrix, list[_Batch]]:
-    """Intersection indicator rows (one per overlapping pair and per diagonal) and per-size batches."""
-    rows: list[sparse.csr_matrix] = []
+def _batches(masks: sparse.csr_matrix, groups: list[np.ndarray], pair_row: dict[tuple[int, int], int]) -> list[_Batch]:
+    """Per group size, the groups and where each of their overlapping pairs' sums sit (``pair_row``)."""
     by_size: dict[int, list[tuple[np.ndarray, list[int], list[int], list[int]]]] = {}
-    n_rows = 0
     for members in groups:
         sub = masks[members]
         co = sparse.triu(sub @ sub.T).tocoo()
         keep = co.data > 0
         a_idx, b_idx = co.row[keep], co.col[keep]
-        pair_rows = []
-        for a, b in zip(a_idx, b_idx):
-            rows.append(sub[a].multiply(sub[b]).tocsr() if a != b else sub[a])
-            pair_rows.append(n_rows)
-            n_rows += 1
-        by_size.setdefault(members.size, []).append((members, pair_rows, list(a_idx), list(b_idx)))
-    matrix = sparse.vstack(rows, format="csr") if rows else sparse.csr_matrix((0, masks.shape[1]))
+        rows = [pair_row[(int(members[a]), int(members[b]))] for a, b in zip(a_idx, b_idx)]
+        by_size.setdefault(members.size, []).append((members, rows, list(a_idx), list(b_idx)))
     batches = []
     for size, entries in sorted(by_size.items()):
         members = np.stack([e[0] for e in entries])
@@ -198,7 +236,11 @@ def _intersection_plan(masks: sparse.csr_matrix, groups: list[np.ndarray]) -> tu
         a = np.concatenate([np.asarray(e[2], dtype=np.int64) for e in entries])
         b = np.concatenate([np.asarray(e[3], dtype=np.int64) for e in entries])
         batches.append(_Batch(size, members, pair_rows, pair_group, a * size + b, b * size + a))
-    return matrix, batches
+    return batches
+
+
+#: Frames per solve when the pair sums are already in memory (bounds the temporaries).
+SOLVE_BLOCK_FRAMES = 4096
 
 
 def demix_traces(
@@ -206,20 +248,27 @@ def demix_traces(
     movie: Any,
     masks: Any,
     *,
+    overlap_sums: OverlapSums | None = None,
     block_frames: int | None = None,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> DemixResult:
-    """Demix the raw traces of possibly overlapping ROIs, streaming the movie in blocks of frames.
+    """Demix the raw traces of possibly overlapping ROIs.
 
     Parameters
     ----------
     raw_traces
         N x T raw ROI traces (mean fluorescence over each mask), rows in the order of ``masks``.
     movie
-        T x H x W h5py dataset (or array), the movie the traces were extracted from.
+        T x H x W h5py dataset (or array), the movie the traces were extracted from; streamed in blocks
+        of frames (only the overlapping masks' pixels are used). Not read, and may be None, when
+        ``overlap_sums`` is given.
     masks
         N x (H*W) sparse matrix or N x H x W boolean array of ROI masks.
+    overlap_sums
+        The pairwise intersection sums gathered during extraction (:class:`OverlapSums`, pair indices
+        into ``masks``); they must cover every overlapping pair of the ROIs demixed. The result is
+        identical to the one computed from the movie.
     block_frames
         Frames per read; default: as many as fit 64 MiB of movie data (aligned to the h5 chunking).
 
@@ -229,19 +278,24 @@ def demix_traces(
         See its docstring. ROIs with an empty mask or an all-NaN raw trace are not demixed (NaN rows,
         ``invalid_rows``) and are left out of the overlap groups.
     """
-    n_frames, height, width = movie_shape(movie, entity=entity, path=path)
     raw = np.asarray(raw_traces, dtype=np.float64)
     if raw.ndim != 2:
         raise InputError(f"raw traces must be N x T, got shape {raw.shape}", entity=entity, path=path)
-    mask_matrix = as_mask_matrix(masks, (height, width))
-    if mask_matrix.shape[1] != height * width:
-        raise InputError(
-            f"masks cover {mask_matrix.shape[1]} pixels, movie frames have {height * width}", entity=entity, path=path
-        )
+    if overlap_sums is None:
+        n_frames, height, width = movie_shape(movie, entity=entity, path=path)
+        mask_matrix = as_mask_matrix(masks, (height, width))
+        if mask_matrix.shape[1] != height * width:
+            raise InputError(
+                f"masks cover {mask_matrix.shape[1]} pixels, movie frames have {height * width}", entity=entity, path=path
+            )
+    else:
+        n_frames = int(overlap_sums.sums.shape[1])
+        mask_matrix = as_mask_matrix(masks)
     if mask_matrix.shape[0] != raw.shape[0]:
         raise InputError(f"{mask_matrix.shape[0]} masks for {raw.shape[0]} traces", entity=entity, path=path)
     if raw.shape[1] != n_frames:
-        raise InputError(f"traces have {raw.shape[1]} frames, the movie has {n_frames}", entity=entity, path=path)
+        source = "the movie has" if overlap_sums is None else "the overlap sums have"
+        raise InputError(f"traces have {raw.shape[1]} frames, {source} {n_frames}", entity=entity, path=path)
     n_rois = raw.shape[0]
     npix = np.diff(mask_matrix.indptr).astype(np.float64)
     invalid = (npix == 0) | ~np.isfinite(raw).any(axis=1)
@@ -253,38 +307,56 @@ def demix_traces(
     dropped = np.zeros(n_frames, dtype=bool)
     roi_dropped = np.zeros(n_rois, dtype=np.int64)
     lstsq_solves = 0
+
+    def solve(t0: int, t1: int, sums: np.ndarray, batches: list[_Batch]) -> None:
+        nonlocal lstsq_solves
+        n_t = t1 - t0
+        for batch in batches:
+            g, members = batch.size, batch.members
+            n_groups = members.shape[0]
+            overlap = np.zeros((n_groups, g * g, n_t))
+            overlap[batch.pair_group, batch.pos_ab] = sums[batch.pair_rows]
+            overlap[batch.pair_group, batch.pos_ba] = sums[batch.pair_rows]
+            overlap = overlap.reshape(n_groups, g, g, n_t).transpose(0, 3, 1, 2)  # G x B x g x g
+            w = raw[members, t0:t1].transpose(0, 2, 1) * npix[members][:, None, :]  # G x B x g
+            with np.errstate(divide="ignore", invalid="ignore"):
+                a = overlap * (npix[members][:, None, :] / w)[:, :, None, :]
+            ok = (np.isfinite(w) & (w != 0)).all(axis=2) & np.isfinite(a).all(axis=(2, 3))
+            x = np.full(w.shape, np.nan)
+            if ok.any():
+                a_ok, w_ok = a[ok], w[ok]
+                solved, n_lstsq = _solve_stack(a_ok, w_ok)
+                bad = ~np.isfinite(solved).all(axis=1)
+                for k in np.flatnonzero(bad):
+                    solved[k] = _lstsq_one(a_ok[k], w_ok[k])
+                lstsq_solves += n_lstsq + int(bad.sum())
+                x[ok] = solved
+            failed = ~np.isfinite(x).all(axis=2)  # G x B
+            x[failed] = np.nan
+            demixed[members, t0:t1] = x.transpose(0, 2, 1)
+            if failed.any():
+                dropped[t0:t1] |= failed.any(axis=0)
+                np.add.at(roi_dropped, members.ravel(), np.repeat(failed.sum(axis=1), g))
+
     if groups:
-        intersections, batches = _intersection_plan(mask_matrix, groups)
-        for t0, t1, sums in iter_sparse_frame_sums(
-            movie, intersections, block_frames=block_frames, entity=entity, path=path
-        ):
-            n_t = t1 - t0
-            for batch in batches:
-                g, members = batch.size, batch.members
-                n_groups = members.shape[0]
-                overlap = np.zeros((n_groups, g * g, n_t))
-                overlap[batch.pair_group, batch.pos_ab] = sums[batch.pair_rows]
-                overlap[batch.pair_group, batch.pos_ba] = sums[batch.pair_rows]
-                overlap = overlap.reshape(n_groups, g, g, n_t).transpose(0, 3, 1, 2)  # G x B x g x g
-                w = raw[members, t0:t1].transpose(0, 2, 1) * npix[members][:, None, :]  # G x B x g
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    a = overlap * (npix[members][:, None, :] / w)[:, :, None, :]
-                ok = (np.isfinite(w) & (w != 0)).all(axis=2) & np.isfinite(a).all(axis=(2, 3))
-                x = np.full(w.shape, np.nan)
-                if ok.any():
-                    a_ok, w_ok = a[ok], w[ok]
-                    solved, n_lstsq = _solve_stack(a_ok, w_ok)
-                    bad = ~np.isfinite(solved).all(axis=1)
-                    for k in np.flatnonzero(bad):
-                        solved[k] = _lstsq_one(a_ok[k], w_ok[k])
-                    lstsq_solves += n_lstsq + int(bad.sum())
-                    x[ok] = solved
-                failed = ~np.isfinite(x).all(axis=2)  # G x B
-                x[failed] = np.nan
-                demixed[members, t0:t1] = x.transpose(0, 2, 1)
-                if failed.any():
-                    dropped[t0:t1] |= failed.any(axis=0)
-                    np.add.at(roi_dropped, members.ravel(), np.repeat(failed.sum(axis=1), g))
+        if overlap_sums is None:
+            grouped = np.sort(np.concatenate(groups))
+            local_pairs, intersections = overlap_pairs(mask_matrix[grouped])
+            pair_row = {(int(grouped[a]), int(grouped[b])): k for k, (a, b) in enumerate(local_pairs)}
+            batches = _batches(mask_matrix, groups, pair_row)
+            for t0, t1, sums in iter_mask_sums(
+                movie, intersections, block_frames=block_frames, entity=entity, path=path
+            ):
+                solve(t0, t1, sums, batches)
+        else:
+            pair_row = overlap_sums.rows()
+            try:
+                batches = _batches(mask_matrix, groups, pair_row)
+            except KeyError as exc:
+                raise InputError(f"the overlap sums lack the overlapping ROI pair {exc.args[0]}", entity=entity, path=path) from None
+            for t0 in range(0, n_frames, SOLVE_BLOCK_FRAMES):
+                t1 = min(n_frames, t0 + SOLVE_BLOCK_FRAMES)
+                solve(t0, t1, overlap_sums.sums[:, t0:t1], batches)
     return DemixResult(
         demixed=demixed,
         dropped_frames=dropped,

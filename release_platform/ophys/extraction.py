@@ -33,7 +33,9 @@ import scipy.ndimage as ndi
 import scipy.sparse as sparse
 
 from release_platform.errors import InputError
-from release_platform.ophys.io import decode_roi_ids, iter_sparse_frame_sums, movie_shape
+from release_platform.ophys.demixing import OverlapSums, overlap_pairs
+from release_platform.ophys.io import decode_roi_ids, movie_shape
+from release_platform.ophys.streaming import iter_mask_sums
 
 DEFAULT_INNER_RADIUS_PX = 0
 DEFAULT_OUTER_RADIUS_PX = 13
@@ -285,6 +287,8 @@ class ExtractionResult:
     roi_masks: sparse.csr_matrix
     neuropil_masks: sparse.csr_matrix
     frame_shape: tuple[int, int]
+    #: With ``overlaps=True``: the pairwise intersection sums of the kept ROIs (pair indices = rows here).
+    overlap_sums: OverlapSums | None = None
     excluded: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -323,10 +327,15 @@ def extract_traces(
     inner_radius_px: int = DEFAULT_INNER_RADIUS_PX,
     outer_radius_px: int = DEFAULT_OUTER_RADIUS_PX,
     block_frames: int | None = None,
+    overlaps: bool = False,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> ExtractionResult:
     """Mean fluorescence per frame over each ROI mask and each neuropil annulus.
+
+    The movie is read once, block by block (see :mod:`release_platform.ophys.streaming`); with
+    ``overlaps`` the same pass also gathers the pixel sums over the pairwise intersections of the
+    kept ROIs' masks, everything demixing needs from the movie (``ExtractionResult.overlap_sums``).
 
     Parameters
     ----------
@@ -340,6 +349,8 @@ def extract_traces(
         Neuropil annulus radii in pixels (chessboard distance from the ROI); defaults 0 and 13.
     block_frames
         Frames per read; default: as many as fit 64 MiB of movie data (aligned to the h5 chunking).
+    overlaps
+        Also gather the pairwise intersection sums of the kept ROIs (:class:`~.demixing.OverlapSums`).
     entity, path
         Named in error messages (session id, movie file).
 
@@ -362,17 +373,23 @@ def extract_traces(
     keep = np.array([not labels[i] for i in ids], dtype=bool)
     roi_traces = np.full((n_rois, n_frames), np.nan)
     neuropil_traces = np.full((n_rois, n_frames), np.nan)
+    overlap_sums = OverlapSums(np.zeros((0, 2), np.int64), np.zeros((0, n_frames))) if overlaps else None
     if keep.any():
         kept = np.flatnonzero(keep)
-        stacked = sparse.vstack([roi_masks[kept], neuropil_masks[kept]], format="csr")
+        parts = [roi_masks[kept], neuropil_masks[kept]]
+        if overlaps:
+            local_pairs, intersections = overlap_pairs(roi_masks[kept])
+            overlap_sums = OverlapSums(kept[local_pairs], np.empty((local_pairs.shape[0], n_frames)))
+            parts.append(intersections)
+        stacked = sparse.vstack(parts, format="csr")
         counts = np.diff(stacked.indptr).astype(np.float64)
         n_kept = kept.size
-        for t0, t1, sums in iter_sparse_frame_sums(
-            movie, stacked, block_frames=block_frames, entity=entity, path=path
-        ):
-            means = sums / counts[:, None]
+        for t0, t1, sums in iter_mask_sums(movie, stacked, block_frames=block_frames, entity=entity, path=path):
+            means = sums[: 2 * n_kept] / counts[: 2 * n_kept, None]
             roi_traces[kept, t0:t1] = means[:n_kept]
             neuropil_traces[kept, t0:t1] = means[n_kept:]
+            if overlap_sums is not None:
+                overlap_sums.sums[:, t0:t1] = sums[2 * n_kept :]
     return ExtractionResult(
         roi_ids=ids,
         roi_traces=roi_traces,
@@ -381,4 +398,5 @@ def extract_traces(
         roi_masks=roi_masks,
         neuropil_masks=neuropil_masks,
         frame_shape=frame_shape,
+        overlap_sums=overlap_sums,
     )

@@ -8,6 +8,8 @@ Conventions
   ``roi_traces.h5``            ``data`` (N x T ROI-mask means), ``roi_names``
   ``neuropil_traces.h5``       ``data`` (N x T annulus means), ``roi_names``
   ``neuropil_masks.json``      ``{"neuropils": [LIMS-format mask records]}``
+  ``roi_overlap_sums.h5``      ``data`` (P x T pixel sums over pairwise ROI mask intersections),
+                               ``roi_a``, ``roi_b`` (P ROI ids each): gathered by extraction for demixing
   ``demixed_traces.h5``        ``data`` (N x T, NaN rows for excluded / flagged ROIs), ``roi_names``
   ``neuropil_correction.h5``   ``FC`` (N x T neuropil-corrected), ``r``, ``RMSE``, ``r_fit``,
                                ``fallback_used``, ``status`` (bytes), ``roi_names``, group ``r_vals/<row>``
@@ -52,6 +54,7 @@ MOVIE_DATASET = "data"
 ROI_TRACES_FILE = "roi_traces.h5"
 NEUROPIL_TRACES_FILE = "neuropil_traces.h5"
 NEUROPIL_MASKS_FILE = "neuropil_masks.json"
+OVERLAP_SUMS_FILE = "roi_overlap_sums.h5"
 DEMIXED_TRACES_FILE = "demixed_traces.h5"
 NEUROPIL_CORRECTED_FILE = "neuropil_correction.h5"
 DFF_FILE = "dff.h5"
@@ -284,6 +287,37 @@ def write_neuropil_masks(path: str | os.PathLike, records: Sequence[Mapping[str,
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"neuropils": list(records)}))
     return path
+
+
+def write_overlap_sums(path: str | os.PathLike, pairs: Sequence[tuple[Any, Any]], sums: np.ndarray) -> Path:
+    """Atomically write ``roi_overlap_sums.h5``: ``data`` (P x T float64) and the ROI id pairs ``roi_a``, ``roi_b``."""
+    path = Path(path)
+    sums = np.asarray(sums, dtype=np.float64)
+    first = np.array([str(a).encode("utf-8") for a, _ in pairs], dtype=np.bytes_)
+    second = np.array([str(b).encode("utf-8") for _, b in pairs], dtype=np.bytes_)
+    if sums.ndim != 2 or sums.shape[0] != first.shape[0]:
+        raise ValueError(f"{first.shape[0]} ROI pairs for sums of shape {sums.shape}")
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset(TRACE_DATASET, data=sums)
+            handle.create_dataset("roi_a", data=first, shape=first.shape, dtype=first.dtype if first.size else "S1")
+            handle.create_dataset("roi_b", data=second, shape=second.shape, dtype=second.dtype if second.size else "S1")
+
+    atomic_write(path, write, expected_bytes=sums.nbytes + first.nbytes + second.nbytes + (1 << 16))
+    return path
+
+
+def read_overlap_sums(path: str | os.PathLike, *, entity: str | None = None) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """``(pairs of ROI ids, sums P x T)`` from ``roi_overlap_sums.h5``."""
+    with open_h5(path, entity=entity) as handle:
+        sums = np.asarray(_read(require_dataset(handle, TRACE_DATASET, ndim=2, entity=entity), entity=entity), dtype=np.float64)
+        first = _read(require_dataset(handle, "roi_a", ndim=1, numeric=False, entity=entity), entity=entity)
+        second = _read(require_dataset(handle, "roi_b", ndim=1, numeric=False, entity=entity), entity=entity)
+    if not (len(first) == len(second) == sums.shape[0]):
+        raise InputError(f"{len(first)} and {len(second)} ROI ids for {sums.shape[0]} rows of sums", entity=entity, path=path)
+    pairs = [(a.decode("utf-8").strip(), b.decode("utf-8").strip()) for a, b in zip(first, second)]
+    return pairs, sums
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,13 @@ writing its files through :mod:`release_platform.ophys.io` and returning a typed
 
 ::
 
-    extract_plane(movie, rois, motion border)        -> ExtractedPlane  (roi_traces.h5, neuropil_traces.h5, neuropil_masks.json)
-    demix_plane(movie, roi_traces.h5, rois)          -> DemixedPlane    (demixed_traces.h5)
+    extract_plane(movie, rois, motion border)        -> ExtractedPlane  (roi_traces.h5, neuropil_traces.h5, neuropil_masks.json,
+                                                                         roi_overlap_sums.h5)
+    demix_plane(movie, roi_traces.h5, rois[, roi_overlap_sums.h5]) -> DemixedPlane (demixed_traces.h5)
+
+The movie is read once per plane: extraction gathers, in the same pass, the pixel sums over the pairwise
+intersections of the ROI masks (``roi_overlap_sums.h5``), and demixing solves from them instead of reading the
+movie again (given that file; without it, demixing streams the movie itself, as the standalone module does).
     correct_plane(demixed_traces.h5, neuropil.h5)    -> CorrectedPlane  (neuropil_correction.h5: the neuropil-corrected traces)
     dff_plane(neuropil_correction.h5, frame rate)    -> DffPlane        (dff.h5)
 
@@ -26,7 +31,7 @@ import numpy as np
 
 from release_platform.errors import InputError
 from release_platform.ophys import io
-from release_platform.ophys.demixing import DEFAULT_EXCLUDE_LABELS, demix_qc, demix_traces
+from release_platform.ophys.demixing import DEFAULT_EXCLUDE_LABELS, OverlapSums, demix_qc, demix_traces
 from release_platform.ophys.dff import DEFAULT_METHOD, compute_dff
 from release_platform.ophys.extraction import (
     DEFAULT_INNER_RADIUS_PX,
@@ -57,6 +62,8 @@ class ExtractedPlane:
     exclusion_labels: dict[str, list[str]]
     #: ophys_etl format: ``[{"roi_id": id, "exclusion_label_name": label}, ...]``.
     exclusion_records: list[dict] = field(default_factory=list)
+    #: ``roi_overlap_sums.h5``: what demixing needs from the movie, gathered in the extraction pass.
+    overlap_sums: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -109,19 +116,25 @@ def extract_plane(
     block_frames: Optional[int] = None,
 ) -> ExtractedPlane:
     """ROI and neuropil traces of a movie, written as ``roi_traces.h5``, ``neuropil_traces.h5`` and
-    ``neuropil_masks.json`` under ``directory``."""
+    ``neuropil_masks.json`` under ``directory``, with the pairwise ROI overlap sums for demixing
+    (``roi_overlap_sums.h5``)."""
     with io.open_movie(movie_path) as movie:
         result = extract_traces(
             movie, list(rois), dict(motion_border), inner_radius_px=inner_radius_px, outer_radius_px=outer_radius_px,
-            block_frames=block_frames, path=movie_path,
+            block_frames=block_frames, overlaps=True, path=movie_path,
         )
     directory = Path(directory)
     roi_file = io.write_traces(directory / io.ROI_TRACES_FILE, result.roi_traces, result.roi_ids)
     neuropil_file = io.write_traces(directory / io.NEUROPIL_TRACES_FILE, result.neuropil_traces, result.roi_ids)
     mask_file = io.write_neuropil_masks(directory / io.NEUROPIL_MASKS_FILE, result.neuropil_mask_records())
+    overlap = result.overlap_sums
+    overlap_file = io.write_overlap_sums(
+        directory / io.OVERLAP_SUMS_FILE, [(result.roi_ids[a], result.roi_ids[b]) for a, b in overlap.pairs], overlap.sums
+    )
     return ExtractedPlane(
         roi_traces=roi_file, neuropil_traces=neuropil_file, neuropil_masks=mask_file,
         exclusion_labels=result.exclusion_labels, exclusion_records=result.exclusion_records(),
+        overlap_sums=overlap_file,
     )
 
 
@@ -134,10 +147,15 @@ def demix_plane(
     exclude_labels: Sequence[str] = DEFAULT_EXCLUDE_LABELS,
     include_zero_baseline: bool = True,
     block_frames: Optional[int] = None,
+    overlap_sums: Optional[PathLike] = None,
 ) -> DemixedPlane:
     """Demix the ROI traces of overlapping ROIs and run the post-demixing QC; every trace row needs exactly
-    one ROI record. Excluded and flagged ROIs are NaN rows of ``output_file`` (row order of ``roi_traces``)."""
+    one ROI record. Excluded and flagged ROIs are NaN rows of ``output_file`` (row order of ``roi_traces``).
+
+    With ``overlap_sums`` (extraction's ``roi_overlap_sums.h5``) the movie is not read again; it must cover
+    every overlapping pair of the ROIs demixed (InputError otherwise)."""
     traces = io.read_traces(roi_traces)
+    gathered = io.read_overlap_sums(overlap_sums) if overlap_sums is not None else None
     with io.open_movie(movie_path) as movie:
         _, height, width = io.movie_shape(movie, path=movie_path)
         records = parse_roi_records(list(rois), (height, width))
@@ -151,7 +169,13 @@ def demix_plane(
         keep = np.array([not (excluded_labels & set(r.exclusion_labels)) for r in ordered], dtype=bool)
         masks = roi_mask_matrix(ordered, (height, width))
         rows = np.flatnonzero(keep)
-        result = demix_traces(traces.traces[rows], movie, masks[rows], block_frames=block_frames, path=movie_path)
+        if gathered is None:
+            result = demix_traces(traces.traces[rows], movie, masks[rows], block_frames=block_frames, path=movie_path)
+        else:
+            result = demix_traces(
+                traces.traces[rows], None, masks[rows], overlap_sums=_overlap_sums_for(gathered, ordered, rows),
+                path=overlap_sums,
+            )
     qc = demix_qc(result.demixed, masks[rows], include_zero_baseline=include_zero_baseline)
     demixed = result.demixed.copy()
     demixed[qc.flagged] = np.nan
@@ -170,6 +194,15 @@ def demix_plane(
         dropped_frame_count=int(result.dropped_frame_count),
         lstsq_solve_count=int(result.lstsq_solves),
     )
+
+
+def _overlap_sums_for(gathered: tuple[list[tuple[str, str]], np.ndarray], ordered: Sequence[Any], rows: np.ndarray) -> OverlapSums:
+    """The gathered pairs among the ROIs ``ordered[rows]``, as row indices into that selection."""
+    pairs, sums = gathered
+    index = {record.id: i for i, record in enumerate(ordered)}
+    known = [k for k, (a, b) in enumerate(pairs) if a in index and b in index]
+    indices = np.asarray([(index[pairs[k][0]], index[pairs[k][1]]) for k in known], dtype=np.int64).reshape(-1, 2)
+    return OverlapSums(indices, sums[known]).select(rows)
 
 
 def correct_plane(

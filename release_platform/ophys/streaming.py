@@ -1,0 +1,196 @@
+"""One pass over a movie: per-frame pixel sums over many binary masks, with the read overlapped.
+
+:func:`iter_mask_sums` streams a T x H x W movie in blocks of frames and yields, for every frame, the
+sum of the pixel values under each of K binary masks (ROI masks, neuropil annuli, pairwise mask
+intersections: whatever the caller stacks). It is the single reader of movie frames for extraction
+and demixing, so one read of the movie serves both.
+
+Kernel
+------
+Each mask is decomposed once into *vertical runs* (column ``c``, rows ``r0 .. r1 - 1``). Per frame
+the kernel builds the column-wise prefix sums ``P[r, c] = sum(frame[:r, c])`` over the bounding box
+of the masks (one vectorized pass over the pixels, in a small scratch buffer that stays in cache),
+and a run's sum is ``P[r1, c] - P[r0, c]``. A frame therefore costs one pass over its pixels plus two
+lookups per run, instead of one gather per mask pixel (neuropil annuli overlap heavily, so mask
+pixels outnumber frame pixels). The kernel is compiled by numba (``nogil``), so it runs while
+another thread reads the next block.
+
+Exactness: for integer movies of at most 16 bits the sums are accumulated in integers (int32
+prefix sums, int64 per mask) and are exact; they equal, bit for bit, the float64 sparse products
+used before (sums of integers below 2**53 are exact in float64). Float movies, or integer movies
+wider than 16 bits, take the float64 sparse product (:func:`release_platform.ophys.io.iter_sparse_frame_sums`),
+whose summation order is unchanged.
+
+Read overlap
+------------
+A reader thread fills the next block (HDF5 ``read_direct`` of the masks' bounding box) into the
+second of two buffers while the caller works on the current one, so the read of block k+1 overlaps
+the compute of block k. Memory: two blocks (default budget 64 MiB each) and one frame of prefix
+sums, whatever the movie length.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import scipy.sparse as sparse
+
+from release_platform.errors import InputError
+from release_platform.ophys.io import DEFAULT_BLOCK_BYTES, choose_block_frames, iter_sparse_frame_sums, movie_shape
+
+
+@dataclass(frozen=True)
+class MaskRuns:
+    """K binary masks as vertical runs inside their common bounding box.
+
+    ``box`` = (row0, row1, col0, col1), half-open, in frame coordinates. Run ``j`` covers rows
+    ``run_r0[j] .. run_r1[j] - 1`` of box column ``run_col[j]``; the runs of mask ``i`` are
+    ``run_ptr[i] .. run_ptr[i + 1] - 1``.
+    """
+
+    n_masks: int
+    box: tuple[int, int, int, int]
+    run_r0: np.ndarray
+    run_r1: np.ndarray
+    run_col: np.ndarray
+    run_ptr: np.ndarray
+
+    @classmethod
+    def from_masks(cls, masks: sparse.csr_matrix, frame_shape: tuple[int, int]) -> "MaskRuns":
+        """From a K x (H*W) sparse matrix whose non-zero entries mark mask pixels (values are ignored)."""
+        matrix = sparse.csr_matrix(masks)
+        matrix.eliminate_zeros()
+        height, width = frame_shape
+        n_masks = matrix.shape[0]
+        owner = np.repeat(np.arange(n_masks, dtype=np.int64), np.diff(matrix.indptr))
+        rows, cols = np.divmod(matrix.indices.astype(np.int64), width)
+        if rows.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(n_masks, (0, 0, 0, 0), empty, empty, empty, np.zeros(n_masks + 1, dtype=np.int64))
+        r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        rows, cols = rows - r0, cols - c0
+        order = np.lexsort((rows, cols, owner))  # by mask, then column, then row
+        owner, rows, cols = owner[order], rows[order], cols[order]
+        # a new run starts where the mask or the column changes or the row is not the next one
+        start = np.ones(rows.size, dtype=bool)
+        start[1:] = (owner[1:] != owner[:-1]) | (cols[1:] != cols[:-1]) | (rows[1:] != rows[:-1] + 1)
+        first = np.flatnonzero(start)
+        last = np.append(first[1:], rows.size) - 1
+        run_ptr = np.zeros(n_masks + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner[first], minlength=n_masks), out=run_ptr[1:])
+        return cls(n_masks, (r0, r1, c0, c1), rows[first], rows[last] + 1, cols[first], run_ptr)
+
+
+def _kernel():
+    """The compiled run-sum kernel (numba is imported, and the kernel loaded from its cache or compiled, on first use)."""
+    from release_platform.ophys._run_sums import run_sums
+
+    return run_sums
+
+
+def load_kernel(dtype: Any = np.uint16) -> None:
+    """Import numba and load (or compile) the kernel for movies of ``dtype`` now: a once-per-process cost
+    (about a second on a quiet machine; compiled code is cached on disk) that benchmarks keep out of their timings."""
+    if exact_integer_kernel(dtype):
+        empty = np.zeros(0, dtype=np.int64)
+        _kernel()(np.zeros((1, 1, 1), dtype=dtype), empty, empty, empty, np.zeros(1, dtype=np.int64),
+                  np.zeros((0, 1)), np.zeros((2, 1), dtype=np.int32))
+
+
+def exact_integer_kernel(dtype: Any) -> bool:
+    """Whether movies of ``dtype`` take the exact integer run kernel (integers of at most 16 bits)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "iu" and dtype.itemsize <= 2
+
+
+def iter_blocks(
+    movie: Any,
+    box: tuple[int, int, int, int],
+    step: int,
+    *,
+    entity: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(t0, t1, block)`` for consecutive blocks of ``step`` frames of ``movie[:, r0:r1, c0:c1]``.
+
+    A reader thread reads block k+1 into a second buffer while block k is in use; a yielded block is
+    valid until the next one is requested. A read error becomes an InputError naming the frames.
+    """
+    n_frames = int(movie.shape[0])
+    r0, r1, c0, c1 = box
+    step = max(1, min(int(step), n_frames))
+    buffers = [np.empty((step, r1 - r0, c1 - c0), dtype=movie.dtype) for _ in range(2 if n_frames > step else 1)]
+    is_h5 = isinstance(movie, h5py.Dataset)
+    ranges = [(t0, min(n_frames, t0 + step)) for t0 in range(0, n_frames, step)]
+
+    def read(index: int) -> None:
+        t0, t1 = ranges[index]
+        block = buffers[index % len(buffers)][: t1 - t0]
+        try:
+            if is_h5:
+                movie.read_direct(block, source_sel=np.s_[t0:t1, r0:r1, c0:c1])
+            else:
+                block[...] = movie[t0:t1, r0:r1, c0:c1]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"movie frames {t0}-{t1 - 1} cannot be read ({exc})", entity=entity, path=path) from None
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-reader") as pool:
+        pending = pool.submit(read, 0)
+        try:
+            for index, (t0, t1) in enumerate(ranges):
+                pending.result()
+                pending = pool.submit(read, index + 1) if index + 1 < len(ranges) else None
+                yield t0, t1, buffers[index % len(buffers)][: t1 - t0]
+        finally:
+            if pending is not None:  # let an in-flight read finish before its buffer goes away
+                pending.exception()
+
+
+def iter_mask_sums(
+    movie: Any,
+    masks: sparse.spmatrix | sparse.sparray,
+    *,
+    block_frames: int | None = None,
+    budget_bytes: int = DEFAULT_BLOCK_BYTES,
+    entity: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Stream the per-frame pixel sums under K binary masks, block by block.
+
+    ``masks`` is a K x (H*W) sparse matrix over row-major flattened pixels; its non-zero entries
+    mark the mask pixels (all weights must be 1). Yields ``(t0, t1, sums)`` with ``sums`` K x (t1 - t0)
+    float64, exact for integer movies (see the module docstring). Only the bounding box of the mask
+    pixels is read, ``block_frames`` frames at a time (default: :func:`~release_platform.ophys.io.choose_block_frames`).
+    """
+    n_frames, height, width = movie_shape(movie, entity=entity, path=path)
+    matrix = sparse.csr_matrix(masks)
+    if matrix.shape[1] != height * width:
+        raise InputError(
+            f"masks cover {matrix.shape[1]} pixels but movie frames have {height} x {width} = {height * width}",
+            entity=entity,
+            path=path,
+        )
+    matrix.eliminate_zeros()
+    if matrix.nnz and not np.all(matrix.data == 1):
+        raise ValueError("iter_mask_sums takes binary masks (every stored weight 1)")
+    if not exact_integer_kernel(movie.dtype) or matrix.nnz == 0:
+        yield from iter_sparse_frame_sums(
+            movie, matrix, block_frames=block_frames, budget_bytes=budget_bytes, entity=entity, path=path
+        )
+        return
+    runs = MaskRuns.from_masks(matrix, (height, width))
+    r0, r1, c0, c1 = runs.box
+    step = choose_block_frames(movie, (r1 - r0) * (c1 - c0), block_frames=block_frames, budget_bytes=budget_bytes)
+    kernel = _kernel()
+    info = np.iinfo(movie.dtype)
+    largest = max(abs(int(info.min)), int(info.max)) * (r1 - r0)
+    prefix = np.zeros((r1 - r0 + 1, c1 - c0), dtype=np.int32 if largest < 2**31 else np.int64)
+    for t0, t1, block in iter_blocks(movie, runs.box, step, entity=entity, path=path):
+        sums = np.empty((runs.n_masks, t1 - t0))
+        kernel(block, runs.run_r0, runs.run_r1, runs.run_col, runs.run_ptr, sums, prefix)
+        yield t0, t1, sums
