@@ -39,6 +39,7 @@ import pydantic
 
 from release_platform.errors import InputError
 from release_platform.nwb.common import age_in_days, nwb_sex, subject_id_of
+from release_platform.nwb.protocol import regular_rate
 
 __all__ = [
     "Compat",
@@ -54,7 +55,21 @@ __all__ = [
     "add_behavior_session_compat",
     "add_behavior_ophys_compat",
     "provenance_parameters",
+    "TIMESTAMPED_SERIES",
+    "is_allen_compat_file",
+    "note_required_timestamps",
 ]
+
+#: Series whose ``timestamps`` AllenSDK's readers read (``.timestamps[:]``), so they carry explicit timestamps even
+#: when regular. NWB Inspector's ``check_regular_timestamps`` would suggest ``rate`` for them; on files of this
+#: mode :func:`note_required_timestamps` reports that check at these locations as a suggestion.
+TIMESTAMPED_SERIES = {
+    "/processing/stimulus/timestamps": "timestamps",
+    "/processing/running/speed": "speed",
+    "/processing/running/speed_unfiltered": "speed_unfiltered",
+    "/processing/running/dx": "dx",
+    "/processing/ophys/dff/traces": "traces",
+}
 
 #: ``none``: the platform's layout only; ``allensdk``: plus the names AllenSDK's readers expect.
 Compat = Literal["none", "allensdk"]
@@ -325,7 +340,7 @@ def _add_running_compat(nwbfile, running: pd.DataFrame, frame_series) -> None:
             data, note = running[name].to_numpy(np.float64), ""
         else:
             data, note = np.full(len(ts), np.nan), "; not recorded by the source: NaN"
-        nwbfile.add_acquisition(TimeSeries(name=name, description=doc + note, data=data, timestamps=speed, unit="V"))
+        nwbfile.add_acquisition(TimeSeries(name=name, description=doc + note, data=data, unit="V", **_timing_like(speed, ts)))
 
 
 def _add_invalid_times(nwbfile, intervals: Sequence[InvalidInterval]) -> None:
@@ -391,6 +406,19 @@ class _OphysTables:
         self.rewards = None if behavior is None else behavior.rewards
 
 
+def _timing_like(reference, timestamps: np.ndarray) -> dict[str, Any]:
+    """``starting_time`` + ``rate`` when regular (readers take only the data), else a link to ``reference``'s timestamps."""
+    regular = regular_rate(timestamps)
+    return dict(starting_time=float(regular[0]), rate=float(regular[1])) if regular else dict(timestamps=reference)
+
+
+def _linked(series, source):
+    """``series`` with its data a link to ``source``'s dataset (written once). RoiResponseSeries' argument checks
+    resolve a series given as data to its (streamed) array, which would be written twice; the link is restored."""
+    series.fields["data"] = source
+    return series
+
+
 def _region(table, n: int, description: str):
     return table.create_roi_table_region(description=description, region=list(range(n)))
 
@@ -432,16 +460,16 @@ def add_behavior_ophys_compat(nwbfile, inputs: Any, src: Any, *, table, series: 
     n = len(inputs.rois)
     timestamps = np.asarray(src.timestamps, dtype=np.float64)
     dff = series["dff"]
-    traces = RoiResponseSeries(name="traces", data=dff, unit="NA", timestamps=timestamps,
-                               rois=_region(table, n, "all rows of cell_specimen_table"),
-                               description="dF/F (time x ROIs): the data of dff/dff, with the frame times")
+    traces = _linked(RoiResponseSeries(name="traces", data=dff, unit="NA", timestamps=timestamps,
+                                       rois=_region(table, n, "all rows of cell_specimen_table"),
+                                       description="dF/F (time x ROIs): the data of dff/dff, with the frame times"), dff)
     ophys["dff"].add_roi_response_series(traces)
 
     def fluorescence(name: str, source: str, description: str) -> Fluorescence:
         container = Fluorescence(name=name)
-        container.add_roi_response_series(RoiResponseSeries(
-            name="traces", data=series[source], unit="NA", timestamps=traces, description=description,
-            rois=_region(table, n, "all rows of cell_specimen_table")))
+        container.add_roi_response_series(_linked(RoiResponseSeries(
+            name="traces", data=series[source], unit="NA", **_timing_like(traces, timestamps), description=description,
+            rois=_region(table, n, "all rows of cell_specimen_table")), series[source]))
         ophys.add(container)
         return container
 
@@ -497,3 +525,35 @@ def provenance_parameters(inputs: Any) -> dict[str, Any]:
     if getattr(inputs, "compat", "none") == "none":
         return {}
     return {"compat": inputs.compat, "allen": inputs.allen.model_dump(mode="json")}
+
+
+def is_allen_compat_file(path: str | os.PathLike) -> bool:
+    """Whether an NWB file was written in this mode (its ``general/metadata`` is of the platform's extension)."""
+    import h5py
+
+    from release_platform.nwb.extension import NAMESPACE
+
+    try:
+        with h5py.File(path, "r") as fh:
+            meta = fh.get("general/metadata")
+            ns = None if meta is None else meta.attrs.get("namespace")
+    except OSError:
+        return False
+    return (ns.decode() if isinstance(ns, bytes) else ns) == NAMESPACE
+
+
+def note_required_timestamps(path: str | os.PathLike, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Inspector messages with ``check_regular_timestamps`` on :data:`TIMESTAMPED_SERIES` of a file of this mode
+    reported as ``BEST_PRACTICE_SUGGESTION`` (the timestamps are kept because AllenSDK reads them)."""
+    if not any(m["check_function_name"] == "check_regular_timestamps" for m in messages) or not is_allen_compat_file(path):
+        return messages
+    names = set(TIMESTAMPED_SERIES.values())
+    out = []
+    for m in messages:
+        if m["check_function_name"] == "check_regular_timestamps" and (
+                m["location"] in TIMESTAMPED_SERIES or (m["object_name"] in names and (
+                    m["location"] is None or str(m["location"]).startswith("/processing/ophys/dff/")))):
+            m = dict(m, importance="BEST_PRACTICE_SUGGESTION",
+                     message=m["message"] + " (explicit timestamps kept: AllenSDK reads them)")
+        out.append(m)
+    return out
