@@ -102,6 +102,8 @@ class AllenOptions(pydantic.BaseModel):
     targeted_imaging_depth_um: Optional[int] = None
     plane_group_count: Optional[int] = None
     behavior_session_uuid: Optional[str] = None
+    #: session type of the task (the linked behavior session's, e.g. OPHYS_1_images_A) when the ophys session's differs
+    task_session_type: Optional[str] = None
     task_parameters: dict[str, Any] = {}
     events_path: Optional[str] = None
     invalid_times: list[InvalidInterval] = []
@@ -370,7 +372,34 @@ def _common_metadata(*, behavior_session_id: Optional[int], options: AllenOption
     )
 
 
+def _add_image_names(nwbfile) -> None:
+    """``image_name`` and ``omitted`` on every ``*_presentations`` table that lacks them (AllenSDK derives image
+    changes from them): ``gratings_<orientation>`` for grating rows, else the table's stimulus name; omitted =
+    whether ``image_name`` is ``omitted``."""
+    for name, table in list(nwbfile.intervals.items()):
+        if not name.endswith("_presentations"):
+            continue
+        if "omitted" not in table.colnames and "image_name" in table.colnames:
+            table.add_column(name="omitted", description="whether the flash was omitted",
+                             data=np.array([str(v) == "omitted" for v in table["image_name"].data], dtype=bool))
+        if "image_name" in table.colnames:
+            continue
+        n = len(table.id.data)
+        stimulus = name[: -len("_presentations")]
+        if "orientation" in table.colnames:
+            ori = np.asarray(table["orientation"].data, dtype=np.float64)
+            names = [f"gratings_{o}" if np.isfinite(o) else stimulus for o in ori]
+        else:
+            names = [stimulus] * n
+        table.add_column(name="image_name", data=names,
+                         description="image shown; gratings_<orientation> for gratings, else the stimulus name")
+        if "omitted" not in table.colnames:
+            table.add_column(name="omitted", description="whether the flash was omitted (never, for this stimulus)",
+                             data=np.zeros(n, dtype=bool))
+
+
 def _behavior_part(nwbfile, *, tables: Any, session_type: str, options: AllenOptions, entity: str) -> None:
+    _add_image_names(nwbfile)
     running = getattr(tables, "running", None)
     presentations = getattr(tables, "stimulus_presentations", None)
     frames = stimulus_frame_times(running=running, presentations=presentations, rate_hz=options.stimulus_frame_rate_hz,
@@ -454,7 +483,8 @@ def add_behavior_ophys_compat(nwbfile, inputs: Any, src: Any, *, table, series: 
         imaging_plane_group_count=(int(options.plane_group_count) if options.plane_group_count is not None
                                    else (int(inputs.plane_group) + 1 if multiplane else 0)),
     ))
-    _behavior_part(nwbfile, tables=_OphysTables(src), session_type=inputs.session_type, options=options, entity=entity)
+    _behavior_part(nwbfile, tables=_OphysTables(src), session_type=options.task_session_type or inputs.session_type,
+                   options=options, entity=entity)
 
     ophys = nwbfile.processing["ophys"]
     n = len(inputs.rois)
