@@ -514,8 +514,8 @@ def add_behavior_ophys_compat(nwbfile, inputs: Any, src: Any, *, table, series: 
     fluorescence("neuropil_trace", "neuropil", "neuropil fluorescence (time x ROIs): the data of fluorescence/neuropil")
 
     if options.events_path:
-        add_event_detection(nwbfile, load_events(options.events_path, entity=entity), table=table, timestamps=traces,
-                            entity=entity)
+        add_event_detection(nwbfile, load_events(options.events_path, entity=entity), table=table, frame_times=timestamps,
+                            reference=traces, entity=entity)
 
     resolution = 1e4 / inputs.pixel_size_um
     images.add_image(GrayscaleImage(name="average_image", data=np.asarray(src.average_projection), resolution=resolution,
@@ -530,20 +530,22 @@ def add_behavior_ophys_compat(nwbfile, inputs: Any, src: Any, *, table, series: 
                                                 "is set (the first ROI wins where masks overlap), 0 elsewhere"))
 
 
-def add_event_detection(nwbfile, record: EventsRecord, *, table, timestamps, entity: str) -> None:
-    """``processing/ophys/event_detection`` (``OphysEventDetection``, time x ROIs) for the record's ROIs."""
+def add_event_detection(nwbfile, record: EventsRecord, *, table, frame_times: np.ndarray, reference=None, entity: str) -> None:
+    """``processing/ophys/event_detection`` (``OphysEventDetection``, time x ROIs) for the record's ROIs; timing as
+    :func:`_timing_like` (``reference``: the series whose timestamps are linked when the frame times are irregular)."""
     from release_platform.nwb.extension import OphysEventDetection
 
     row_of = {int(v): k for k, v in enumerate(np.asarray(table.id.data).tolist())}
     unknown = [int(r) for r in record.roi_ids if int(r) not in row_of]
     if unknown:
         raise InputError(f"events name ROIs that are not in the ROI table: {unknown[:10]}", entity=entity)
-    n_times = len(timestamps.timestamps) if hasattr(timestamps, "timestamps") else len(timestamps)
+    n_times = len(frame_times)
     if record.events.shape[1] != n_times:
         raise InputError(f"events have {record.events.shape[1]} frames but the plane has {n_times} frame times", entity=entity)
     rows = [row_of[int(r)] for r in record.roi_ids]
     nwbfile.processing["ophys"].add(OphysEventDetection(
-        data=np.ascontiguousarray(record.events.T), unit="N/A", timestamps=timestamps,
+        data=np.ascontiguousarray(record.events.T), unit="N/A",
+        **_timing_like(reference if reference is not None else np.asarray(frame_times), np.asarray(frame_times)),
         lambdas=np.asarray(record.lambdas, dtype=np.float64), noise_stds=np.asarray(record.noise_stds, dtype=np.float64),
         rois=table.create_roi_table_region(description="ROIs with detected events", region=rows),
         description="L0 events detected in the dF/F traces (time x ROIs; event magnitude, 0 where none)",
