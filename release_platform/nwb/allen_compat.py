@@ -55,6 +55,8 @@ __all__ = [
     "add_behavior_session_compat",
     "add_behavior_ophys_compat",
     "provenance_parameters",
+    "options_for",
+    "has_event_detection",
     "TIMESTAMPED_SERIES",
     "is_allen_compat_file",
     "note_required_timestamps",
@@ -107,6 +109,19 @@ class AllenOptions(pydantic.BaseModel):
     task_parameters: dict[str, Any] = {}
     events_path: Optional[str] = None
     invalid_times: list[InvalidInterval] = []
+
+
+def options_for(behavior_session: Any = None, *, events: Optional[Mapping[str, Any]] = None, **overrides: Any) -> dict[str, Any]:
+    """The ``allen`` options of a plane's writer inputs: the task session type of the linked behavior session
+    (AllenSDK parses the image set from it) and the events file (``events["file"]``, the event detector's
+    per-plane record) when given."""
+    out: dict[str, Any] = {}
+    if behavior_session is not None and getattr(behavior_session, "session_type", None):
+        out["task_session_type"] = behavior_session.session_type
+    if events is not None and events.get("file"):
+        out["events_path"] = str(events["file"])
+    out.update(overrides)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -589,3 +604,14 @@ def note_required_timestamps(path: str | os.PathLike, messages: list[dict[str, A
                      message=m["message"] + " (explicit timestamps kept: AllenSDK reads them)")
         out.append(m)
     return out
+
+
+def has_event_detection(path: str | os.PathLike) -> bool:
+    """Whether a behavior-ophys file holds ``processing/ophys/event_detection`` (AllenSDK's experiment reader needs it)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            return "processing/ophys/event_detection" in fh
+    except OSError:
+        return False

@@ -105,15 +105,22 @@ def check_release_version(project: str, version: str) -> None:
 
 def check_compat_files(project: str, items: Sequence[Any]) -> list[str]:
     """Problems (one per file) of NWB files AllenSDK would open that were not written in the ``allensdk`` mode."""
-    from release_platform.nwb.allen_compat import is_allen_compat_file
+    from release_platform.nwb.allen_compat import has_event_detection, is_allen_compat_file
 
     shape = project_shape(project)
     if shape is None:
         return []
-    wanted = set(shape.nwb_tables)
-    return [f"{it.table} file {it.file_id} ({it.source}) was not written with compat: allensdk, which {project} needs "
-            "(re-materialize its NWB asset with compat 'allensdk')"
-            for it in items if it.table in wanted and str(it.source).endswith(".nwb") and not is_allen_compat_file(it.source)]
+    problems = []
+    for it in items:
+        if it.table not in shape.nwb_tables or not str(it.source).endswith(".nwb"):
+            continue
+        if not is_allen_compat_file(it.source):
+            problems.append(f"{it.table} file {it.file_id} ({it.source}) was not written with compat: allensdk, which {project} "
+                            "needs (re-materialize its NWB asset with compat 'allensdk')")
+        elif it.table == "ophys_experiment_table" and not has_event_detection(it.source):
+            problems.append(f"{it.table} file {it.file_id} ({it.source}) has no event_detection, without which AllenSDK cannot "
+                            "open the experiment (write it with the plane's events record)")
+    return problems
 
 
 def data_pipeline(project: str) -> Optional[list[dict]]:
