@@ -58,6 +58,19 @@ DRIVER = textwrap.dedent(r'''
     release_root, behavior_files, out_path, accessors = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
     out = {"tables": {}, "experiments": {}, "behavior": {}}
 
+    import pandas as pd
+
+    def plain(value):
+        """Frames as plain dicts (the two venvs' pandas differ; their pickles do not load across versions)."""
+        if isinstance(value, pd.DataFrame):
+            return {"__frame__": {"index": list(value.index), "index_name": value.index.name,
+                                  "columns": {str(c): list(value[c]) for c in value.columns}}}
+        if isinstance(value, pd.Series):
+            return plain(value.to_frame())
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
     def reason(exc):
         tb = traceback.extract_tb(exc.__traceback__)[-1]
         return f"{type(exc).__name__}: {exc} ({tb.filename.split('site-packages/')[-1]}:{tb.lineno})"
@@ -71,7 +84,7 @@ DRIVER = textwrap.dedent(r'''
     if cache is not None:
         for name in ("behavior_session_table", "ophys_session_table", "ophys_experiment_table", "ophys_cells_table"):
             try:
-                out["tables"][name] = getattr(cache, "get_" + name)()
+                out["tables"][name] = plain(getattr(cache, "get_" + name)())
             except Exception as exc:
                 out["tables"][name] = reason(exc)
         exps = out["tables"].get("ophys_experiment_table")
@@ -84,14 +97,14 @@ DRIVER = textwrap.dedent(r'''
                 continue
             for name in accessors:
                 try:
-                    rec[name] = getattr(exp, name)
+                    rec[name] = plain(getattr(exp, name))
                 except Exception as exc:
                     rec[name] = "FAIL " + reason(exc)
             out["experiments"][int(oeid)] = rec
     for bid, path in behavior_files.items():
         try:
             s = BehaviorSession.from_nwb_path(path)
-            out["behavior"][bid] = {n: getattr(s, n) for n in ("trials", "licks", "rewards", "running_speed", "stimulus_presentations",
+            out["behavior"][bid] = {n: plain(getattr(s, n)) for n in ("trials", "licks", "rewards", "running_speed", "stimulus_presentations",
                                                                 "metadata", "task_parameters")}
         except Exception as exc:
             out["behavior"][bid] = reason(exc)
@@ -155,6 +168,16 @@ def build(work: Path, client: LimsClient) -> dict:
     result = make_release(work / "release", PROJECT, "1.0.0", frames=tables, source_roots=[nwb_dir])
     print(result.describe())
     return {"paths": paths, "events": events, "release_root": work / "release", "tables": tables}
+
+
+def frames(value):
+    """The driver's plain dicts back to DataFrames."""
+    if isinstance(value, dict) and "__frame__" in value:
+        f = value["__frame__"]
+        return pd.DataFrame(f["columns"], index=pd.Index(f["index"], name=f["index_name"]))
+    if isinstance(value, dict):
+        return {k: frames(v) for k, v in value.items()}
+    return value
 
 
 def max_abs(a, b) -> float:
@@ -264,7 +287,7 @@ def main(argv=None) -> int:
         print(proc.stderr[-4000:])
         return 1
     with open(dump, "rb") as fh:
-        got = pickle.load(fh)
+        got = frames(pickle.load(fh))
     print(f"\nVisualBehaviorOphysProjectCache.from_local_cache(use_static_cache=True): {got['cache']}")
     for name, table in got["tables"].items():
         print(f"  get_{name}(): " + (f"does not: {table}" if isinstance(table, str) else f"works ({len(table)} rows, {table.shape[1]} columns)"))

@@ -62,15 +62,15 @@ with NWBHDF5IO(sys.argv[1], "r", load_namespaces=True) as io:
         out["ophys"] = {c: series(c) for c in ("dff", "corrected_fluorescence", "demixed_trace", "neuropil_trace")}
         out["ophys"]["dff_timestamps"] = len(op["dff"]["traces"].timestamps[:])
         out["ophys"]["same_as_ours"] = {
-            c: bool(np.array_equal(op[c]["traces"].data[:], ours))
+            c: bool(np.array_equal(op[c]["traces"].data[:], ours, equal_nan=True))
             for c, ours in (("dff", op["dff"]["dff"].data[:]),
                             ("corrected_fluorescence", op["fluorescence"]["neuropil_corrected"].data[:]),
                             ("demixed_trace", op["fluorescence"]["demixed"].data[:]),
                             ("neuropil_trace", op["fluorescence"]["neuropil"].data[:]))}
         table = op["image_segmentation"]["cell_specimen_table"]
         cf = op["corrected_fluorescence"]
-        out["ophys"]["r_equal"] = bool(np.array_equal(cf["r"].data[:], table["r"].data[:]))
-        out["ophys"]["RMSE_equal"] = bool(np.array_equal(cf["RMSE"].data[:], table["RMSE"].data[:]))
+        out["ophys"]["r_equal"] = bool(np.array_equal(cf["r"].data[:], table["r"].data[:], equal_nan=True))
+        out["ophys"]["RMSE_equal"] = bool(np.array_equal(cf["RMSE"].data[:], table["RMSE"].data[:], equal_nan=True))
         ev = op["event_detection"]
         out["ophys"]["event_detection"] = {"type": ndt(ev), "data": np.asarray(ev.data[:]).tolist(), "lambdas": ev.lambdas[:].tolist(),
                                            "noise_stds": ev.noise_stds[:].tolist(), "roi_ids": ev.rois.to_dataframe().index.tolist(),
@@ -241,3 +241,79 @@ def test_task_parameters_from_tables_and_overrides():
     assert p["stimulus_name"] == "images_B" and p["stimulus"] == "images" and p["response_window_sec"] == [0.1, 0.7]
     assert A.cre_line_of(["Slc17a7-IRES2-Cre", "Camk2a-tTA"]) == "Slc17a7-IRES2-Cre"
     assert A.cre_line_of([], "Vip-IRES-Cre/wt;Ai148(TIT2L-GC6f-ICL-tTA2)/wt") == "Vip-IRES-Cre"
+
+
+def _project_frames(behavior_nwb: str, ophys_nwb: str, oeid: int) -> dict:
+    import pandas as pd
+
+    from release_platform.metadata import file_id
+
+    b, e = file_id("behavior_nwb", 3002), file_id("behavior_ophys_nwb", oeid)
+    return {
+        "behavior_session_table": pd.DataFrame({"behavior_session_id": pd.array([3002], dtype="Int64"), "mouse_id": ["m1"],
+                                                "file_id": pd.array([b], dtype="Int64"), "file_path": [behavior_nwb]}),
+        "ophys_session_table": pd.DataFrame({"ophys_session_id": pd.array([1001], dtype="Int64"), "mouse_id": ["m1"]}),
+        "ophys_experiment_table": pd.DataFrame({"ophys_experiment_id": pd.array([oeid], dtype="Int64"),
+                                                "ophys_session_id": pd.array([1001], dtype="Int64"), "mouse_id": ["m1"],
+                                                "file_id": pd.array([e], dtype="Int64"), "file_path": [ophys_nwb]}),
+        "ophys_cells_table": pd.DataFrame({"cell_roi_id": pd.array([1], dtype="Int64"), "ophys_experiment_id": pd.array([oeid], dtype="Int64")}),
+        "cell_metrics": pd.DataFrame({"cell_roi_id": pd.array([1], dtype="Int64")}),
+    }
+
+
+def test_visual_behavior_ophys_release_has_the_shape_allensdk_requires(compat, tmp_path):
+    from release_platform.release.build import make_release
+    from release_platform.release.projects import ALLENSDK_VERSION
+
+    oeid = compat["plane"].ophys_experiment_id
+    frames = _project_frames(compat["bout"].output_path, compat["oout"].output_path, oeid)
+    roots = [compat["root"]]
+    result = make_release(tmp_path / "rel", "visual-behavior-ophys", "1.0.0", frames=frames, source_roots=roots)
+    manifest = json.loads(result.manifest_path.read_text())
+    assert result.manifest_path == tmp_path / "rel/visual-behavior-ophys/manifests/visual-behavior-ophys_manifest_v1.0.0.json"
+    assert set(manifest["metadata_files"]) == {"behavior_session_table", "ophys_session_table", "ophys_experiment_table",
+                                               "ophys_cells_table"}  # cell_metrics goes to generic releases only
+    assert [p for p in manifest["data_pipeline"] if p["name"] == "AllenSDK"][0]["version"] == ALLENSDK_VERSION
+    project = tmp_path / "rel/visual-behavior-ophys"
+    assert (project / f"behavior_ophys_experiments/{oeid}/behavior_ophys_experiment_{oeid}.nwb").is_file()
+    assert (project / "behavior_sessions/3002/behavior_session_3002.nwb").is_file()
+    assert sorted(p.name for p in (project / "project_metadata").iterdir()) == [
+        "behavior_session_table.csv", "ophys_cells_table.csv", "ophys_experiment_table.csv", "ophys_session_table.csv"]
+
+    generic = make_release(tmp_path / "gen", "my-project", "1.0.0", frames=frames, source_roots=roots)
+    assert "cell_metrics" in generic.manifest["metadata_files"]
+    assert [p["name"] for p in generic.manifest["data_pipeline"]] == ["release_platform"]
+
+
+def test_visual_behavior_ophys_release_refuses_what_allensdk_cannot_open(compat, tmp_path):
+    from release_platform.release.build import make_release
+
+    oeid = compat["plane"].ophys_experiment_id
+    plain = B.write_behavior_nwb(compat["binputs"].model_copy(update={"compat": "none", "output_dir": str(tmp_path / "plain")}))
+    frames = _project_frames(plain.output_path, compat["oout"].output_path, oeid)
+    roots = [compat["root"], tmp_path / "plain"]
+    with pytest.raises(InputError, match=r"behavior_session_3002\.nwb\) was not written with compat: allensdk"):
+        make_release(tmp_path / "rel", "visual-behavior-ophys", "1.0.0", frames=frames, source_roots=roots)
+    with pytest.raises(InputError, match=r"manifest versions 1\.0\.0 <= X < 2\.0\.0"):
+        make_release(tmp_path / "rel", "visual-behavior-ophys", "2.0.0", frames=frames, source_roots=roots)
+    with pytest.raises(InputError, match=r"missing: \['ophys_cells_table'\]"):
+        make_release(tmp_path / "rel", "visual-behavior-ophys", "1.0.0",
+                     frames={k: v for k, v in frames.items() if k != "ophys_cells_table"}, source_roots=roots)
+    assert not (tmp_path / "rel").exists()
+
+
+def test_visual_behavior_neuropixels_names_its_tables_as_its_cache_does():
+    import pandas as pd
+
+    from release_platform.release import projects
+
+    frames = {t: pd.DataFrame() for t in ("behavior_session_table", "ecephys_session_table", "probes", "channels", "units",
+                                          "ophys_session_table")}
+    shaped = projects.shape_tables("visual-behavior-neuropixels", frames)
+    assert sorted(projects.released_table_name("visual-behavior-neuropixels", t) for t in shaped) == [
+        "behavior_sessions", "channels", "ecephys_sessions", "probes", "units"]
+    assert projects.released_table_name("my-project", "behavior_session_table") == "behavior_session_table"
+    assert projects.data_pipeline("my-project") is None
+    projects.check_release_version("visual-behavior-neuropixels", "0.5.0")
+    with pytest.raises(InputError, match="missing"):
+        projects.shape_tables("visual-behavior-neuropixels", {"units": pd.DataFrame()})
