@@ -82,13 +82,16 @@ DRIVER = textwrap.dedent(r'''
         out["cache"] = reason(exc)
         cache = None
     if cache is not None:
+        exps = None
         for name in ("behavior_session_table", "ophys_session_table", "ophys_experiment_table", "ophys_cells_table"):
             try:
-                out["tables"][name] = plain(getattr(cache, "get_" + name)())
+                table = getattr(cache, "get_" + name)()
+                out["tables"][name] = plain(table)
+                if name == "ophys_experiment_table":
+                    exps = table
             except Exception as exc:
                 out["tables"][name] = reason(exc)
-        exps = out["tables"].get("ophys_experiment_table")
-        for oeid in ([] if isinstance(exps, str) else list(exps.index)):
+        for oeid in ([] if exps is None else list(exps.index)):
             rec = {}
             try:
                 exp = cache.get_behavior_ophys_experiment(int(oeid))

@@ -31,62 +31,66 @@ from pynwb import NWBHDF5IO
 def ndt(obj):
     return getattr(obj, "neurodata_type", type(obj).__name__)
 
-out = {}
-with NWBHDF5IO(sys.argv[1], "r", load_namespaces=True) as io:
-    f = io.read()
-    out["identifier"] = f.identifier
-    out["namespaces"] = sorted(io.manager.namespace_catalog.namespaces)
-    s = f.subject
-    out["subject"] = {"type": ndt(s), "driver_line": None if s.driver_line is None else list(s.driver_line),
-                      "reporter_line": s.reporter_line, "cre_line": s.cre_line, "age_in_days": int(s.age_in_days),
-                      "age": s.age, "genotype": s.genotype, "subject_id": s.subject_id, "sex": s.sex}
-    meta = f.lab_meta_data["metadata"]
-    out["metadata"] = {"type": ndt(meta), **{k: (v.item() if hasattr(v, "item") else v) for k, v in meta.fields.items()}}
-    tp = f.lab_meta_data["task_parameters"]
-    out["task_parameters"] = {"type": ndt(tp), **{k: (np.asarray(v).tolist() if hasattr(v, "__len__") and not isinstance(v, str)
-                                                      else (v.item() if hasattr(v, "item") else v)) for k, v in tp.fields.items()}}
-    st = f.processing["stimulus"]["timestamps"]
-    out["stimulus_timestamps"] = [len(st.timestamps[:]), float(st.timestamps[1] - st.timestamps[0])]
-    run = f.processing["running"]
-    out["running"] = {n: [len(run[n].timestamps[:]), np.asarray(run[n].data[:]).tolist()[:5]] for n in ("speed", "speed_unfiltered", "dx")}
-    out["running"]["running_speed"] = np.asarray(run["running_speed"].data[:5]).tolist()
-    out["acquisition"] = {n: len(f.acquisition[n].data[:]) for n in ("v_sig", "v_in")}
-    out["presentations"] = {k: list(v.colnames) for k, v in f.intervals.items() if k.endswith("_presentations")}
-    out["trials"] = len(f.trials)
-    if "ophys" in f.processing:
-        op = f.processing["ophys"]
-        def series(container, name="traces"):
-            x = op[container][name]
-            return {"type": ndt(x), "shape": list(x.data.shape), "roi_ids": x.rois.table.id[:].tolist(),
-                    "has_timestamps": x.timestamps is not None}
-        out["ophys"] = {c: series(c) for c in ("dff", "corrected_fluorescence", "demixed_trace", "neuropil_trace")}
-        out["ophys"]["dff_timestamps"] = len(op["dff"]["traces"].timestamps[:])
-        out["ophys"]["same_as_ours"] = {
-            c: bool(np.array_equal(op[c]["traces"].data[:], ours, equal_nan=True))
-            for c, ours in (("dff", op["dff"]["dff"].data[:]),
-                            ("corrected_fluorescence", op["fluorescence"]["neuropil_corrected"].data[:]),
-                            ("demixed_trace", op["fluorescence"]["demixed"].data[:]),
-                            ("neuropil_trace", op["fluorescence"]["neuropil"].data[:]))}
-        table = op["image_segmentation"]["cell_specimen_table"]
-        cf = op["corrected_fluorescence"]
-        out["ophys"]["r_equal"] = bool(np.array_equal(cf["r"].data[:], table["r"].data[:], equal_nan=True))
-        out["ophys"]["RMSE_equal"] = bool(np.array_equal(cf["RMSE"].data[:], table["RMSE"].data[:], equal_nan=True))
-        ev = op["event_detection"]
-        out["ophys"]["event_detection"] = {"type": ndt(ev), "data": np.asarray(ev.data[:]).tolist(), "lambdas": ev.lambdas[:].tolist(),
-                                           "noise_stds": ev.noise_stds[:].tolist(), "roi_ids": ev.rois.to_dataframe().index.tolist(),
-                                           "n_samples": ev.num_samples}
-        images = op["images"]
-        out["images"] = {n: list(np.asarray(images[n].data).shape) for n in images.images}
-        seg = np.asarray(images["segmentation_mask_image"].data)
-        masks = table["image_mask"].data[:]
-        out["images"]["segmentation_matches_masks"] = bool(np.array_equal(seg > 0, masks.any(axis=0)))
-        out["invalid_times"] = None if f.invalid_times is None else f.invalid_times.to_dataframe()[["start_time", "stop_time"]].values.tolist()
-print(json.dumps(out))
+def read(path):
+  out = {}
+  with NWBHDF5IO(path, "r", load_namespaces=True) as io:
+      f = io.read()
+      out["identifier"] = f.identifier
+      out["namespaces"] = sorted(io.manager.namespace_catalog.namespaces)
+      s = f.subject
+      out["subject"] = {"type": ndt(s), "driver_line": None if s.driver_line is None else list(s.driver_line),
+                        "reporter_line": s.reporter_line, "cre_line": s.cre_line, "age_in_days": int(s.age_in_days),
+                        "age": s.age, "genotype": s.genotype, "subject_id": s.subject_id, "sex": s.sex}
+      meta = f.lab_meta_data["metadata"]
+      out["metadata"] = {"type": ndt(meta), **{k: (v.item() if hasattr(v, "item") else v) for k, v in meta.fields.items()}}
+      tp = f.lab_meta_data["task_parameters"]
+      out["task_parameters"] = {"type": ndt(tp), **{k: (np.asarray(v).tolist() if hasattr(v, "__len__") and not isinstance(v, str)
+                                                        else (v.item() if hasattr(v, "item") else v)) for k, v in tp.fields.items()}}
+      st = f.processing["stimulus"]["timestamps"]
+      out["stimulus_timestamps"] = [len(st.timestamps[:]), float(st.timestamps[1] - st.timestamps[0])]
+      run = f.processing["running"]
+      out["running"] = {n: [len(run[n].timestamps[:]), np.asarray(run[n].data[:]).tolist()[:5]] for n in ("speed", "speed_unfiltered", "dx")}
+      out["running"]["running_speed"] = np.asarray(run["running_speed"].data[:5]).tolist()
+      out["acquisition"] = {n: len(f.acquisition[n].data[:]) for n in ("v_sig", "v_in")}
+      out["presentations"] = {k: list(v.colnames) for k, v in f.intervals.items() if k.endswith("_presentations")}
+      out["trials"] = len(f.trials)
+      if "ophys" in f.processing:
+          op = f.processing["ophys"]
+          def series(container, name="traces"):
+              x = op[container][name]
+              return {"type": ndt(x), "shape": list(x.data.shape), "roi_ids": x.rois.table.id[:].tolist(),
+                      "has_timestamps": x.timestamps is not None}
+          out["ophys"] = {c: series(c) for c in ("dff", "corrected_fluorescence", "demixed_trace", "neuropil_trace")}
+          out["ophys"]["dff_timestamps"] = len(op["dff"]["traces"].timestamps[:])
+          out["ophys"]["same_as_ours"] = {
+              c: bool(np.array_equal(op[c]["traces"].data[:], ours, equal_nan=True))
+              for c, ours in (("dff", op["dff"]["dff"].data[:]),
+                              ("corrected_fluorescence", op["fluorescence"]["neuropil_corrected"].data[:]),
+                              ("demixed_trace", op["fluorescence"]["demixed"].data[:]),
+                              ("neuropil_trace", op["fluorescence"]["neuropil"].data[:]))}
+          table = op["image_segmentation"]["cell_specimen_table"]
+          cf = op["corrected_fluorescence"]
+          out["ophys"]["r_equal"] = bool(np.array_equal(cf["r"].data[:], table["r"].data[:], equal_nan=True))
+          out["ophys"]["RMSE_equal"] = bool(np.array_equal(cf["RMSE"].data[:], table["RMSE"].data[:], equal_nan=True))
+          ev = op["event_detection"]
+          out["ophys"]["event_detection"] = {"type": ndt(ev), "data": np.asarray(ev.data[:]).tolist(), "lambdas": ev.lambdas[:].tolist(),
+                                             "noise_stds": ev.noise_stds[:].tolist(), "roi_ids": ev.rois.to_dataframe().index.tolist(),
+                                             "n_samples": ev.num_samples}
+          images = op["images"]
+          out["images"] = {n: list(np.asarray(images[n].data).shape) for n in images.images}
+          seg = np.asarray(images["segmentation_mask_image"].data)
+          masks = table["image_mask"].data[:]
+          out["images"]["segmentation_matches_masks"] = bool(np.array_equal(seg > 0, masks.any(axis=0)))
+          out["invalid_times"] = None if f.invalid_times is None else f.invalid_times.to_dataframe()[["start_time", "stop_time"]].values.tolist()
+  return out
+
+print(json.dumps({p: read(p) for p in sys.argv[1:]}))
 '''
 
 
-def read_fresh(path) -> dict:
-    result = subprocess.run([sys.executable, "-c", READER, str(path)], capture_output=True, text=True, timeout=120)
+def read_fresh(*paths) -> dict:
+    """What plain PyNWB reads from each file (one fresh interpreter for all)."""
+    result = subprocess.run([sys.executable, "-c", READER, *map(str, paths)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
@@ -122,7 +126,8 @@ def compat(seeded_demo, tmp_path_factory):
                "invalid_times": [{"start_time": 1.0, "stop_time": 2.5, "tags": ["motion"]}]})
     oout = O.write_behavior_ophys_nwb(oinputs)
     client.dispose()
-    return dict(root=root, binputs=binputs, bout=bout, oinputs=oinputs, oout=oout, events=events, event_ids=ids, plane=plane,
+    fresh = read_fresh(bout.output_path, oout.output_path)
+    return dict(fresh=fresh, root=root, binputs=binputs, bout=bout, oinputs=oinputs, oout=oout, events=events, event_ids=ids, plane=plane,
                 records=records, bsession=bsession)
 
 
@@ -135,7 +140,7 @@ def test_compat_files_pass_the_dandi_inspector(compat):
 
 
 def test_behavior_file_carries_every_name_allensdk_reads(compat):
-    got = read_fresh(compat["bout"].output_path)
+    got = compat["fresh"][compat["bout"].output_path]
     inputs = compat["binputs"]
     assert got["identifier"] == "3002" and "ndx-release-platform" in got["namespaces"]
     sub = got["subject"]
@@ -163,7 +168,7 @@ def test_behavior_file_carries_every_name_allensdk_reads(compat):
 
 
 def test_ophys_file_carries_every_name_allensdk_reads(compat):
-    got = read_fresh(compat["oout"].output_path)
+    got = compat["fresh"][compat["oout"].output_path]
     plane, inputs = compat["plane"], compat["oinputs"]
     n_rois, n_frames = len(plane.rois), plane.movie_shape[0]
     assert got["identifier"] == str(plane.ophys_experiment_id)
