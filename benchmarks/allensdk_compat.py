@@ -235,9 +235,12 @@ def compare_experiment(oeid: int, rec: dict, nwb_path: str, events: dict) -> dic
                 out[name] = f"works ({len(value)} rows = our valid ROIs: {same}; max |x,y,width,height - ours| = {geo:.3g})"
             elif name == "stimulus_presentations":
                 mine = pd.concat([R.read_intervals(nwb_path, k) for k in _presentation_tables(nwb_path)]).sort_values("start_time")
+                stop = "end_time" if "end_time" in value.columns else "stop_time"  # AllenSDK names the stop time end_time
                 d = max(max_abs(value["start_time"].to_numpy(), mine["start_time"].to_numpy()),
-                        max_abs(value["stop_time"].to_numpy(), mine["stop_time"].to_numpy()))
-                out[name] = f"works ({len(value)} rows, ours {len(mine)}; max |start/stop - ours| = {d:.3g} s)"
+                        max_abs(value[stop].to_numpy(), mine["stop_time"].to_numpy()))
+                same_names = bool((value["image_name"].astype(str).to_numpy() == mine["image_name"].astype(str).to_numpy()).all())
+                out[name] = (f"works ({len(value)} rows, ours {len(mine)}; max |start/{stop} - ours| = {d:.3g} s; "
+                             f"image_name equal: {same_names})")
             elif name == "trials":
                 mine = R.read_trials(nwb_path)
                 d = max(max_abs(value["start_time"].to_numpy(), mine["start_time"].to_numpy()),
@@ -261,7 +264,8 @@ def compare_experiment(oeid: int, rec: dict, nwb_path: str, events: dict) -> dic
                           "equipment_name": facts.get("equipment_name"), "targeted_structure": facts.get("targeted_structure"),
                           "project_code": facts.get("project_code")}
                 wrong = {k: (value.get(k), v) for k, v in checks.items() if v is not None and value.get(k) != v}
-                out[name] = ("works (" + ", ".join(f"{k}={value.get(k)!r}" for k in checks) + ")") if not wrong else f"differs: {wrong}"
+                shown = {k: (v.item() if hasattr(v, "item") else v) for k, v in ((k, value.get(k)) for k in checks)}
+                out[name] = ("works (" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")") if not wrong else f"differs: {wrong}"
         except Exception as exc:  # noqa: BLE001 - the comparison itself failing is reported, not raised
             out[name] = f"read, but not compared: {type(exc).__name__}: {exc}"
     return out
