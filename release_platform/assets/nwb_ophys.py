@@ -28,6 +28,7 @@ from release_platform.errors import InputError
 from release_platform.inputs import BehaviorSessionInputs, OphysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata.files import DataFiles
+from release_platform.nwb import allen_compat
 from release_platform.nwb import behavior as behavior_nwb_writer
 from release_platform.nwb import ophys as ophys_nwb_writer
 from release_platform.nwb.ophys_sources import PlaneOutputs
@@ -37,9 +38,12 @@ BEHAVIOR = PARTITIONS_BY_KIND["behavior_session"]
 
 
 class NwbConfig(dg.Config):
-    """``compression``: ``release`` (gzip, default), ``fast`` (LZF) or ``internal`` (Blosc-zstd; needs hdf5plugin)."""
+    """``compression``: ``release`` (gzip, default), ``fast`` (LZF) or ``internal`` (Blosc-zstd; needs hdf5plugin).
+    ``compat``: ``allensdk`` (default, for the default ``allen`` release layout: also the names AllenSDK's readers
+    expect, :mod:`release_platform.nwb.allen_compat`) or ``none`` (the platform's layout only)."""
 
     compression: Literal["release", "internal", "fast"] = "release"
+    compat: Literal["none", "allensdk"] = "allensdk"
 
 
 def _plane_outputs(roi: dict, neuropil: dict, demixed: dict, corrected: dict, dff: dict) -> PlaneOutputs:
@@ -92,6 +96,7 @@ def behavior_ophys_nwb(
             inputs = ophys_nwb_writer.OphysNwbInputs.from_session(
                 ophys_session_inputs, plane, output_dir=out_dir, outputs=outputs, behavior_session=behavior,
                 compression=config.compression, cell_metrics_path=stimulus_responses[pid]["metrics_file"],
+                compat=config.compat, allen=allen_compat.options_for(behavior),
             )
             result = ophys_nwb_writer.write_behavior_ophys_nwb(inputs)
             written[pid] = {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes,
@@ -130,7 +135,8 @@ def behavior_nwb(
     key = context.partition_key
     try:
         inputs = behavior_nwb_writer.BehaviorNwbInputs.from_session(
-            behavior_session_inputs, output_dir=storage.dir_for("behavior_nwb", key), compression=config.compression
+            behavior_session_inputs, output_dir=storage.dir_for("behavior_nwb", key), compression=config.compression,
+            compat=config.compat,
         )
         result = behavior_nwb_writer.write_behavior_nwb(inputs)
     except InputError as exc:

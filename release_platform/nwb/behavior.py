@@ -43,6 +43,7 @@ import pydantic
 
 from release_platform.errors import InputError, validate_model
 from release_platform.inputs import Subject
+from release_platform.nwb import allen_compat
 from release_platform.nwb.common import (
     AwareDatetime,
     Compression,
@@ -107,6 +108,8 @@ class BehaviorNwbInputs(pydantic.BaseModel):
     running_speed_path: Optional[str] = None
     stimulus_presentations_path: Optional[str] = None
     compression: Compression = "release"
+    compat: allen_compat.Compat = "none"  # "allensdk": also the names AllenSDK's readers expect
+    allen: allen_compat.AllenOptions = allen_compat.AllenOptions()
 
 
     @property
@@ -357,6 +360,7 @@ def _behavior_provenance(inputs: BehaviorNwbInputs, config: BackendConfiguration
         "subject": inputs.subject.model_dump(mode="json"),
         "compression": inputs.compression,
         "backend": config.model_dump(mode="json"),
+        **allen_compat.provenance_parameters(inputs),
     }
     return provenance_record(writer="release_platform.nwb.behavior.write_behavior_nwb", parameters=params, inputs=files)
 
@@ -365,6 +369,7 @@ def build_behavior_nwbfile(inputs: BehaviorNwbInputs, *, config: BackendConfigur
     """The in-memory behavior-session ``NWBFile`` (see the module docstring)."""
     config = config or backend_configuration(inputs.compression)
     tables = load_behavior_tables(inputs)
+    allen = inputs.compat == "allensdk"
     nwbfile = new_nwbfile(
         kind="behavior_session",
         ids=[inputs.behavior_session_id],
@@ -373,7 +378,8 @@ def build_behavior_nwbfile(inputs: BehaviorNwbInputs, *, config: BackendConfigur
         description=f"Behavior session {inputs.behavior_session_id}: change-detection task ({inputs.session_type or 'unknown type'})",
         experiment_description="Visual change-detection task: head-fixed mice lick when a flashed image changes",
         keywords=["behavior", "change detection", "visual", "mouse"],
-        subject=make_subject(inputs.subject, inputs.session_start_time, entity=inputs.entity),
+        subject=(allen_compat.allen_subject if allen else make_subject)(inputs.subject, inputs.session_start_time, entity=inputs.entity),
+        identifier=allen_compat.file_identifier(inputs.compat, inputs.behavior_session_id),
         provenance=_behavior_provenance(inputs, config),
         writer="release_platform.nwb.behavior",
         notes={"behavior_session_id": inputs.behavior_session_id, "session_type": inputs.session_type,
@@ -386,6 +392,8 @@ def build_behavior_nwbfile(inputs: BehaviorNwbInputs, *, config: BackendConfigur
                                    default_stimulus_name=stimulus_name_for_session_type(inputs.session_type))
     if tables.running is not None:
         add_running_speed(nwbfile, tables.running)
+    if allen:
+        allen_compat.add_behavior_session_compat(nwbfile, inputs, tables)
     return nwbfile
 
 

@@ -295,8 +295,10 @@ def new_nwbfile(
     writer: str,
     stimulus_notes: Optional[str],
     notes: Optional[Mapping[str, Any]] = None,
+    identifier: Optional[str] = None,
 ):
-    """A new ``NWBFile`` with the platform's file-level fields; ``subject`` is built by :func:`nwb_subject`."""
+    """A new ``NWBFile`` with the platform's file-level fields; ``subject`` is built by :func:`nwb_subject`.
+    ``identifier`` replaces the deterministic identifier (the ``allensdk`` mode uses the session id)."""
     from pynwb import NWBFile
 
     start = aware_datetime(session_start_time)
@@ -305,7 +307,7 @@ def new_nwbfile(
         kwargs["notes"] = json.dumps({k: notes[k] for k in sorted(notes)}, sort_keys=True)
     return NWBFile(
         session_description=description,
-        identifier=deterministic_identifier(kind, *ids, provenance_digest(provenance)),
+        identifier=identifier or deterministic_identifier(kind, *ids, provenance_digest(provenance)),
         session_start_time=start,
         file_create_date=start,
         session_id=str(session_id),

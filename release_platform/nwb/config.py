@@ -204,6 +204,8 @@ def object_location(obj: AbstractContainer, nwbfile) -> str:
 
 
 def _is_array_like(value: Any) -> bool:
+    if isinstance(value, AbstractContainer):  # a link to another object's dataset (checked with that object)
+        return False
     if isinstance(value, (DataIO, AbstractDataChunkIterator, np.ndarray)):
         return True
     if isinstance(value, (list, tuple)) and len(value) and not isinstance(value[0], AbstractContainer):

@@ -84,6 +84,9 @@ def inspect_nwb(
             )
             if m is not None
         ]
+    from release_platform.nwb.allen_compat import note_required_timestamps
+
+    messages = note_required_timestamps(path, messages)
     counts = {level: 0 for level in IMPORTANCE_LEVELS}
     for m in messages:
         counts[m["importance"]] = counts.get(m["importance"], 0) + 1

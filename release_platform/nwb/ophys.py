@@ -67,6 +67,7 @@ import pydantic
 
 from release_platform.errors import InputError, validate_model
 from release_platform.inputs import Roi, Subject
+from release_platform.nwb import allen_compat
 from release_platform.nwb.behavior import add_behavior_content, add_stimulus_presentations
 from release_platform.nwb.common import (
     AwareDatetime,
@@ -195,6 +196,8 @@ class OphysNwbInputs(pydantic.BaseModel):
     behavior: Optional[LinkedBehavior] = None
     compression: Compression = "release"
     stream_traces: bool = True
+    compat: allen_compat.Compat = "none"  # "allensdk": also the names AllenSDK's readers expect
+    allen: allen_compat.AllenOptions = allen_compat.AllenOptions()
 
 
     @pydantic.model_validator(mode="after")
@@ -444,7 +447,8 @@ def _provenance(inputs: OphysNwbInputs, config: BackendConfiguration) -> dict:
         files.update(trials=inputs.behavior.trials_path, licks=inputs.behavior.licks_path, rewards=inputs.behavior.rewards_path)
     params = inputs.model_dump(mode="json", exclude={"output_dir", "traces", "rois", "ophys_timestamps_path", "max_projection_path",
                                                      "average_projection_path", "motion_offsets_path", "stimulus_table_path",
-                                                     "running_speed_path", "stream_traces"})
+                                                     "running_speed_path", "stream_traces", "compat", "allen"})
+    params.update(allen_compat.provenance_parameters(inputs))
     params["behavior"] = None if inputs.behavior is None else {"behavior_session_id": inputs.behavior.behavior_session_id}
     params["dff"] = {"method": inputs.dff_method, "parameters": inputs.dff_parameters}
     params["rois"] = {"n": len(inputs.rois), "valid": sum(r.valid for r in inputs.rois), "sha256": rois_digest(inputs.rois)}
@@ -496,7 +500,9 @@ def _assemble_plane_nwbfile(inputs: OphysNwbInputs, config: BackendConfiguration
         experiment_description="Two-photon calcium imaging of mouse visual cortex during visual stimulation"
                                + ("" if inputs.behavior is None else " and a change-detection task"),
         keywords=["ophys", "two-photon calcium imaging", "visual cortex", "mouse"] + ([] if inputs.behavior is None else ["behavior"]),
-        subject=make_subject(inputs.subject, inputs.session_start_time, entity=entity),
+        subject=(allen_compat.allen_subject if inputs.compat == "allensdk" else make_subject)(
+            inputs.subject, inputs.session_start_time, entity=entity),
+        identifier=allen_compat.file_identifier(inputs.compat, inputs.ophys_experiment_id),
         provenance=_provenance(inputs, config),
         writer="release_platform.nwb.ophys",
         notes=_notes(inputs),
@@ -571,6 +577,8 @@ def _assemble_plane_nwbfile(inputs: OphysNwbInputs, config: BackendConfiguration
             add_running_speed(nwbfile, src.running)
         if src.behavior is not None:
             add_behavior_content(nwbfile, src.behavior)
+        if inputs.compat == "allensdk":
+            allen_compat.add_behavior_ophys_compat(nwbfile, inputs, src, table=table, series=series, images=ophys["images"])
     except BaseException:
         for it in iterators:
             it.close()

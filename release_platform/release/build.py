@@ -30,6 +30,7 @@ import pandas as pd
 
 from release_platform.atomic import WriterLock, sweep_dead_writers
 from release_platform.errors import InputError
+from release_platform.release import projects
 from release_platform.release.changelog import Changelog, compare_manifests
 from release_platform.release.copy import CopyEntry, CopyReport, Ledger, Progress, Verify, copy_files
 from release_platform.release.digests import Digests, digest_bytes
@@ -415,6 +416,7 @@ def make_release(
 
     check_project_name(project)
     parse_semver(version)
+    projects.check_release_version(project, version)
     lay = get_layout(layout) if isinstance(layout, str) else layout
     root_dir = Path(storage_root) if storage_root is not None else default_storage_root()
     if frames is None:
@@ -428,12 +430,13 @@ def make_release(
     base = base_url or default_base_url(project)
     if not frames:
         raise InputError(f"no release tables to release (none found under {root_dir})")
+    frames = projects.shape_tables(project, frames)
 
     # 1. plan: every data file's destination, every problem reported at once
     items, subjects = release_items(frames, source_roots=roots, check_sources=staged is None)
     dest_of: dict[int, str] = {}
     owner: dict[str, int] = {}
-    problems: list[str] = []
+    problems: list[str] = projects.check_compat_files(project, items)
     for it in items:
         try:
             rel = lay.data_path(project, it, subjects.get(it.file_id))
@@ -497,18 +500,19 @@ def _release_locked(root: SafeRoot, project: str, version: str, lay: Layout, fra
         written, written_bytes = [], 0
         for table in sorted(frames):
             data = released_table_bytes(frames[table], inner)
-            rel = lay.metadata_path(project, table)
+            rel = lay.metadata_path(project, projects.released_table_name(project, table))
             if root.read_bytes(rel) != data:
                 root.write_bytes(rel, data, mode=mode)
                 written.append(rel)
                 written_bytes += len(data)
-            metadata_entries[table] = FileEntry(file_url(base, rel), digest_bytes(data))
+            metadata_entries[projects.released_table_name(project, table)] = FileEntry(file_url(base, rel), digest_bytes(data))
 
         # 4. manifest
         by_dest = {r.destination: r for r in report.records}
         data_entries = {it.file_id: FileEntry(file_url(base, dest_of[it.file_id]), by_dest[dest_of[it.file_id]].digests)
                         for it in items}
-        manifest = build_manifest(project, version, data_files=data_entries, metadata_files=metadata_entries)
+        manifest = build_manifest(project, version, data_files=data_entries, metadata_files=metadata_entries,
+                                  data_pipeline=projects.data_pipeline(project))
         blob = manifest_bytes(manifest)
         old_blob = root.read_bytes(manifest_rel)
         if old_blob is not None and old_blob != blob:
@@ -518,7 +522,7 @@ def _release_locked(root: SafeRoot, project: str, version: str, lay: Layout, fra
             root.write_bytes(manifest_rel, blob, mode=mode)
 
         # 5. prune files this tool released before (ledger or earlier manifests) that this version does not list
-        keep = set(dest_of.values()) | {lay.metadata_path(project, t) for t in frames}
+        keep = set(dest_of.values()) | {lay.metadata_path(project, projects.released_table_name(project, t)) for t in frames}
         previously = {d for d in ledger.destinations() if d.startswith(project + "/")}
         for v, path in existing.items():
             if v == version:
