@@ -1,6 +1,7 @@
 """Extension point for event detection on dF/F traces.
 
-No detector ships with the platform yet. A detector is any object with a ``name`` and a ``detect``
+The platform ships ``l0`` (:mod:`release_platform.ophys.events_l0`: noise-scaled L0 deconvolution with
+an AR(1) indicator model, the Allen ``event_detection`` semantics). A detector is any object with a ``name`` and a ``detect``
 method following :class:`EventDetector`; it becomes available by name through
 :func:`register_event_detector`, and :func:`detect_events` runs it with validated inputs and checks
 its output, so a pipeline stage can select a detector from configuration (e.g. an L0 deconvolution
@@ -26,11 +27,13 @@ from release_platform.ophys.dff import check_frame_rate
 @dataclass(frozen=True)
 class EventResult:
     """``events`` N x T (magnitude at event frames, 0 elsewhere, NaN rows = not processed),
-    ``noise_std`` N (the noise level the detector used), ``parameters`` (resolved settings)."""
+    ``noise_std`` N (the noise level the detector used), ``parameters`` (resolved settings), ``lambdas``
+    N (the per-ROI penalty of penalised detectors, else None)."""
 
     events: np.ndarray
     noise_std: np.ndarray
     parameters: dict[str, Any] = field(default_factory=dict)
+    lambdas: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -104,4 +107,10 @@ def detect_events(
         raise ValueError(f"event detector {method!r} returned events of shape {np.shape(result.events)}, expected {values.shape}")
     if np.shape(result.noise_std) != (values.shape[0],):
         raise ValueError(f"event detector {method!r} returned noise_std of shape {np.shape(result.noise_std)}")
+    if result.lambdas is not None and np.shape(result.lambdas) != (values.shape[0],):
+        raise ValueError(f"event detector {method!r} returned lambdas of shape {np.shape(result.lambdas)}")
     return result
+
+
+# the detectors that ship with the platform register themselves on import
+from release_platform.ophys import events_l0 as _events_l0  # noqa: E402,F401
