@@ -15,8 +15,10 @@ none, NaN for rows the detector could not process.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -110,6 +112,59 @@ def detect_events(
     if result.lambdas is not None and np.shape(result.lambdas) != (values.shape[0],):
         raise ValueError(f"event detector {method!r} returned lambdas of shape {np.shape(result.lambdas)}")
     return result
+
+
+@dataclass(frozen=True)
+class EventsPlane:
+    """One plane's event detection: the written ``events.h5``, the method and resolved parameters, the ROIs
+    processed and the number of events per ROI."""
+
+    events: Path
+    method: str
+    parameters: dict[str, Any]
+    roi_ids: list[str]
+    event_counts: list[int]
+
+
+def events_plane(
+    dff_file: str | os.PathLike,
+    output_file: str | os.PathLike,
+    frame_rate_hz: float,
+    *,
+    method: str = "l0",
+    valid_roi_ids: Optional[Sequence[Any]] = None,
+    parameters: Optional[Mapping[str, Any]] = None,
+) -> EventsPlane:
+    """Detect events on the dF/F of ``dff_file`` (``dff.h5``) for the ROIs in ``valid_roi_ids`` (all when None;
+    ids missing from the file are an InputError) and write ``output_file`` (``events.h5``) with those ROIs only,
+    as the Allen event-detection stage does."""
+    from release_platform.ophys import io
+
+    traces = io.read_dff(dff_file)
+    ids = [str(i) for i in traces.roi_ids]
+    if valid_roi_ids is None:
+        keep = list(range(len(ids)))
+    else:
+        wanted = [str(i) for i in valid_roi_ids]
+        missing = sorted(set(wanted) - set(ids))
+        if missing:
+            raise InputError(f"valid ROI ids not in the dF/F file: {missing[:10]}", path=dff_file)
+        wanted_set = set(wanted)
+        keep = [row for row, roi in enumerate(ids) if roi in wanted_set]
+    dff = traces.traces[keep]
+    try:
+        result = detect_events(dff, frame_rate_hz, method, **dict(parameters or {}))
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(exc.problem, entity=exc.entity, path=dff_file) from None
+        raise
+    lambdas = result.lambdas if result.lambdas is not None else np.full(len(keep), np.nan)
+    kept_ids = [ids[row] for row in keep]
+    out = io.write_events_file(output_file, events=result.events, lambdas=lambdas, noise_stds=result.noise_std,
+                               roi_ids=kept_ids, method=method, parameters=result.parameters)
+    counts = [int(np.count_nonzero(row > 0)) for row in result.events]
+    return EventsPlane(events=out, method=method, parameters=dict(result.parameters), roi_ids=kept_ids,
+                       event_counts=counts)
 
 
 # the detectors that ship with the platform register themselves on import
