@@ -48,6 +48,7 @@ from release_platform.release.build import (
     stage_files,
 )
 from release_platform.release.changelog import compare_manifests
+from release_platform.release.dandi import dandiset_from_lims
 from release_platform.release.manifest import latest_manifest, load_manifest, parse_semver
 from release_platform.release.modes import parse_mode
 from release_platform.release.verify import find_project_dir, verify_release
@@ -175,9 +176,15 @@ def _previous_manifest(storage: StorageResource, project: str, version: str) -> 
                 "under <root>/release_manifest/<version>/<project>/, the release CSVs and the AllenSDK-format manifest "
                 "(+ size, sha256, dandi-etag).",
 )
-def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource) -> dg.MaterializeResult:
+def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource,
+                     lims: LimsResource) -> dg.MaterializeResult:
     version = context.partition_key
     root = storage.root_path()
+    dandiset = None
+    if config.layout == "dandi":
+        dandiset, why = dandiset_from_lims(lims.get_client(), config.project)
+        if dandiset is None:
+            context.log.warning(f"release {version}: no dandiset.yaml: {why}")
     try:
         parse_semver(version)
         table_paths = {}
@@ -199,7 +206,7 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
         result: ReleaseResult = make_release(
             _release_dir(storage, version), config.project, version, layout=config.layout, frames=frames, storage_root=root,
             source_roots=[root], staged=staged, staged_roots=staged_roots, base_url=config.base_url,
-            max_workers=config.max_workers, mode=_mode(config))
+            max_workers=config.max_workers, mode=_mode(config), dandiset=dandiset)
     except InputError as exc:
         raise _failure(context, f"release {version}: {exc}") from None
     for note in result.notes:

@@ -76,6 +76,14 @@ def dandiset_metadata(project: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def dandiset_from_lims(client: Any, code: str) -> tuple[Optional[dict[str, Any]], str]:
+    """(dandiset.yaml fields, "") for a LIMS project whose publication fields are complete, else (None, why not)."""
+    try:
+        return dandiset_metadata(client.project(code)), ""
+    except InputError as exc:
+        return None, exc.problem
+
+
 def dandiset_yaml(meta: Mapping[str, Any]) -> bytes:
     import yaml
 
@@ -292,6 +300,6 @@ def run_dandi_validate(dandiset_dir: str | os.PathLike, *, timeout_s: float = 18
     return problems
 
 
-__all__ = ["DANDISET_FILE", "ORGANIZE_FIELDS", "dandi_available", "dandiset_metadata", "dandiset_yaml",
+__all__ = ["DANDISET_FILE", "ORGANIZE_FIELDS", "dandi_available", "dandiset_from_lims", "dandiset_metadata", "dandiset_yaml",
            "nwb_modalities", "nwb_organize_record", "organize_label", "organize_names", "run_dandi_validate",
            "short_object_id"]
