@@ -176,13 +176,12 @@ def _previous_manifest(storage: StorageResource, project: str, version: str) -> 
                 "under <root>/release_manifest/<version>/<project>/, the release CSVs and the AllenSDK-format manifest "
                 "(+ size, sha256, dandi-etag).",
 )
-def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource,
-                     lims: LimsResource) -> dg.MaterializeResult:
+def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource) -> dg.MaterializeResult:
     version = context.partition_key
     root = storage.root_path()
     dandiset = None
-    if config.layout == "dandi":
-        dandiset, why = dandiset_from_lims(lims.get_client(), config.project)
+    if config.layout == "dandi":  # dandiset.yaml from the project's publication metadata in LIMS (the configured one)
+        dandiset, why = _dandiset(config.project)
         if dandiset is None:
             context.log.warning(f"release {version}: no dandiset.yaml: {why}")
     try:
@@ -232,6 +231,20 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
         except InputError as exc:
             context.log.warning(f"release {version}: previous manifest unreadable, no changelog: {exc}")
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _dandiset(project: str):
+    from release_platform.lims import LimsClient
+    from release_platform.lims.client import LimsUnavailableError
+
+    try:
+        client = LimsClient()
+        try:
+            return dandiset_from_lims(client, project)
+        finally:
+            client.dispose()
+    except LimsUnavailableError as exc:
+        return None, f"LIMS unavailable ({exc})"
 
 
 with warnings.catch_warnings():
