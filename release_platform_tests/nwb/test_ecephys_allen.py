@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_fixtures.ecephys import generate_ecephys_session
+from data_fixtures.ecephys import EcephysParams, generate_ecephys_session
 from release_platform.nwb import ecephys as E
 from release_platform.nwb.ecephys_allen import ALLEN_UNIT_COLUMNS
 from release_platform.nwb.inspection import inspect_nwb
@@ -48,7 +48,8 @@ print(json.dumps(out))
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("ecephys_allen")
     spec = generate_ecephys_session(root / "data", ecephys_session_id=SESSION_ID, probe_ids=(11,),
-                                    channel_id_start=1000, unit_id_start=2000, seed=3)
+                                    channel_id_start=1000, unit_id_start=2000, seed=3,
+                                    params=EcephysParams(duration_s=20.0, n_channels=16, reference_channels=(7,)))
     outputs = E.write_ecephys_nwb(_inputs(spec, root / "out" / "session.nwb", compat="allensdk"))
     return spec, outputs
 
