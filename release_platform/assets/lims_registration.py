@@ -10,6 +10,7 @@
   demixed_traces              OphysExperiment      ``DemixedTracesFile``
   neuropil_corrected_traces   OphysExperiment      ``NeuropilCorrection``
   dff_traces                  OphysExperiment      ``OphysDffTraceFile``
+  ophys_events                OphysExperiment      ``OphysEventTraceFile``
   behavior_ophys_nwb          OphysExperiment      ``BehaviorOphysNwb``
   behavior_nwb                BehaviorSession      ``BehaviorNwb``
   ecephys_session_nwb         EcephysSession       ``EcephysNwb``
@@ -33,6 +34,7 @@ PRODUCED_FILE_TYPES: dict[str, tuple[str, str]] = {
     "demixed_traces": ("OphysExperiment", "DemixedTracesFile"),
     "neuropil_corrected_traces": ("OphysExperiment", "NeuropilCorrection"),
     "dff_traces": ("OphysExperiment", "OphysDffTraceFile"),
+    "ophys_events": ("OphysExperiment", "OphysEventTraceFile"),
     "behavior_ophys_nwb": ("OphysExperiment", "BehaviorOphysNwb"),
     "behavior_nwb": ("BehaviorSession", "BehaviorNwb"),
     "ecephys_session_nwb": ("EcephysSession", "EcephysNwb"),

@@ -49,6 +49,7 @@ from release_platform.release.build import (
     stage_files,
 )
 from release_platform.release.changelog import compare_manifests
+from release_platform.release.dandi import dandiset_from_lims
 from release_platform.release.manifest import latest_manifest, load_manifest, parse_semver
 from release_platform.release.modes import parse_mode
 from release_platform.release.verify import find_project_dir, verify_release
@@ -174,6 +175,11 @@ def _previous_manifest(storage: StorageResource, project: str, version: str) -> 
 def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource) -> dg.MaterializeResult:
     version = context.partition_key
     root = storage.root_path()
+    dandiset = None
+    if config.layout == "dandi":  # dandiset.yaml from the project's publication metadata in LIMS (the configured one)
+        dandiset, why = _dandiset(config.project)
+        if dandiset is None:
+            context.log.warning(f"release {version}: no dandiset.yaml: {why}")
     try:
         parse_semver(version)
         table_paths = {}
@@ -195,7 +201,7 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
         result: ReleaseResult = make_release(
             _release_dir(storage, version), config.project, version, layout=config.layout, frames=frames, storage_root=root,
             source_roots=[root], staged=staged, staged_roots=staged_roots, base_url=config.base_url,
-            max_workers=config.max_workers, mode=_mode(config))
+            max_workers=config.max_workers, mode=_mode(config), dandiset=dandiset)
     except InputError as exc:
         raise asset_failure(context, f"release {version}: {exc}") from None
     for note in result.notes:
@@ -221,6 +227,20 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
         except InputError as exc:
             context.log.warning(f"release {version}: previous manifest unreadable, no changelog: {exc}")
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _dandiset(project: str):
+    from release_platform.lims import LimsClient
+    from release_platform.lims.client import LimsUnavailableError
+
+    try:
+        client = LimsClient()
+        try:
+            return dandiset_from_lims(client, project)
+        finally:
+            client.dispose()
+    except LimsUnavailableError as exc:
+        return None, f"LIMS unavailable ({exc})"
 
 
 with warnings.catch_warnings():

@@ -164,6 +164,27 @@ class LimsClient:
 
         return self._run(go, write=True)
 
+    #: The publication fields of a project (:data:`schema.PROJECT_PUBLICATION_COLUMNS`).
+    PROJECT_FIELDS = tuple(c.name for c in schema.PROJECT_PUBLICATION_COLUMNS)
+
+    def project(self, code: str) -> dict[str, Any]:
+        """A project's code and publication metadata (None for fields not set); InputError for an unknown code."""
+        p = schema.projects
+        stmt = sa.select(p.c.code, *(p.c[f] for f in self.PROJECT_FIELDS)).where(p.c.code == code)
+        row = self._run(lambda conn: conn.execute(stmt).mappings().first())
+        if row is None:
+            raise InputError(f"no project with code {code!r} in LIMS")
+        return dict(row)
+
+    def set_project_metadata(self, code: str, **fields: Any) -> None:
+        """Set publication fields of a project (created if absent); unknown field names are an InputError."""
+        unknown = sorted(set(fields) - set(self.PROJECT_FIELDS))
+        if unknown:
+            raise InputError(f"unknown project fields {unknown}; known: {', '.join(self.PROJECT_FIELDS)}")
+        project_id = self.lookup_id("projects", "code", code)
+        p = schema.projects
+        self._run(lambda conn: conn.execute(sa.update(p).where(p.c.id == project_id).values(**fields)), write=True)
+
     def exists(self, table_name: str, **where: Any) -> bool:
         """Whether a row matching every ``column=value`` exists in a LIMS table."""
         table = _table(table_name)

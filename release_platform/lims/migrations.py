@@ -81,10 +81,20 @@ def _create_icephys_cell_qc_results(conn: Connection) -> None:
     schema.icephys_cell_qc_results.create(conn, checkfirst=True)
 
 
+def _add_project_publication_columns(conn: Connection) -> None:
+    present = {c["name"] for c in sa.inspect(conn).get_columns(schema.projects.name)}
+    for column in schema.PROJECT_PUBLICATION_COLUMNS:
+        if column.name not in present:
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {schema.projects.name} ADD COLUMN {ddl}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create the LIMS tables", _create_tables),
     Migration(2, "seed lookup tables (file types, exclusion labels, genders, genotype types)", _seed_lookups),
     Migration(3, "icephys_cell_qc_results: cell QC values written back by the icephys extraction", _create_icephys_cell_qc_results),
+    Migration(4, "projects: publication metadata (name, description, license, contributors, keywords, dandiset id)",
+              _add_project_publication_columns),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -103,6 +103,19 @@ specimens = Table(
 
 # --- projects, equipment, anatomy ------------------------------------------------------------------
 projects = Table("projects", metadata, _pk(), Column("code", String(100), nullable=False, unique=True))
+#: Publication metadata of a project (the dandiset.yaml of a DANDI release): added by migration 4, all nullable.
+#: ``contributors``: list of {"name": "Last, First", "roles": [...], "email", "orcid", "affiliation"}; ``keywords``:
+#: list of str; ``dandiset_identifier``: the archive's six-digit dandiset number.
+PROJECT_PUBLICATION_COLUMNS = (
+    Column("name", String(300)),
+    Column("description", Text),
+    Column("license", String(100)),
+    Column("contributors", JSON),
+    Column("keywords", JSON),
+    Column("dandiset_identifier", String(20)),
+)
+for _column in PROJECT_PUBLICATION_COLUMNS:
+    projects.append_column(_column)
 equipment = Table("equipment", metadata, _pk(), Column("name", String(64), nullable=False, unique=True))
 structures = Table(
     "structures",

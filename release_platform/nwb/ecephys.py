@@ -79,6 +79,7 @@ from release_platform.nwb.common import (
     safe_name,
     subject_id_of,
 )
+from release_platform.nwb import ecephys_allen
 from release_platform.nwb.config import BackendConfiguration
 from release_platform.nwb.protocol import (
     WriteResult,
@@ -170,6 +171,8 @@ class EcephysNwbInputs(pydantic.BaseModel):
     compression: Literal["release", "internal"] = "release"
     lfp_buffer_gb: float = pydantic.Field(default=0.25, gt=0)
     lfp_chunk_mb: float = pydantic.Field(default=4.0, gt=0)
+    #: ``allensdk``: the AllenSDK ecephys contract (:mod:`release_platform.nwb.ecephys_allen`).
+    compat: Literal["none", "allensdk"] = "none"
 
 
     @pydantic.model_validator(mode="after")
@@ -356,26 +359,22 @@ def _new_nwbfile(inputs: EcephysNwbInputs, *, kind: str, ids: Sequence[Any], des
     )
 
 
-def _add_probe_device(nwbfile, probe: ProbeInputs, *, has_lfp: bool):
+def _add_probe_device(nwbfile, probe: ProbeInputs, *, has_lfp: bool, compat: str = "none"):
     from pynwb.device import DeviceModel
 
     model = nwbfile.device_models.get("Neuropixels 1.0") if nwbfile.device_models else None
     if model is None:
         model = DeviceModel(name="Neuropixels 1.0", manufacturer="imec", description="Neuropixels 1.0 silicon probe")
         nwbfile.add_device_model(model)
-    device = nwbfile.create_device(
-        name=probe.name,
-        description=f"Neuropixels 1.0 Probe; probe_id {probe.id}; sampling_rate {probe.sampling_rate} Hz",
-        model=model,
-    )
+    description = f"Neuropixels 1.0 Probe; probe_id {probe.id}; sampling_rate {probe.sampling_rate} Hz"
+    group_description = (f"Channels of {probe.name} (probe_id {probe.id}); lfp_sampling_rate {probe.lfp_sampling_rate} Hz; "
+                         f"has_lfp_data {has_lfp}")
+    if compat == "allensdk":
+        return ecephys_allen.add_probe_device(nwbfile, probe, has_lfp=has_lfp, model=model, description=description,
+                                              group_description=group_description)
+    device = nwbfile.create_device(name=probe.name, description=description, model=model)
     group = nwbfile.create_electrode_group(
-        name=probe.name,
-        description=(
-            f"Channels of {probe.name} (probe_id {probe.id}); lfp_sampling_rate {probe.lfp_sampling_rate} Hz; "
-            f"has_lfp_data {has_lfp}"
-        ),
-        location="See electrode locations",
-        device=device,
+        name=probe.name, description=group_description, location="See electrode locations", device=device,
     )
     return group
 
@@ -438,6 +437,8 @@ def _stimulus_tables(inputs: EcephysNwbInputs) -> list:
         raise InputError(f"{int(bad.sum())} stimulus presentations stop before they start (or have NaN times)",
                          entity=entity, path=inputs.stimulus_table_path)
     frame["stimulus_name"] = frame["stimulus_name"].fillna("N/A").astype(str)
+    if inputs.compat == "allensdk":
+        frame = ecephys_allen.with_stimulus_index(frame)
     tables = []
     for stim_name, group in frame.groupby("stimulus_name", sort=True):
         tables.append(
@@ -466,28 +467,28 @@ def _add_optotagging(nwbfile, inputs: EcephysNwbInputs) -> None:
         frame["duration"] = frame["stop_time"] - frame["start_time"]
     frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
     module = nwbfile.create_processing_module("optotagging", "Optogenetic stimulation used to identify (tag) cell types")
-    module.add(
-        TimeSeries(
-            name="optotagging",
-            description="Duration of each light stimulus (data) at its onset (timestamps)",
-            data=frame["duration"].to_numpy(dtype=np.float64),
-            timestamps=frame["start_time"].to_numpy(dtype=np.float64),
-            unit="seconds",
-        )
+    series = TimeSeries(
+        name="optotagging",
+        description="Duration of each light stimulus (data) at its onset (timestamps)",
+        data=frame["duration"].to_numpy(dtype=np.float64),
+        timestamps=frame["start_time"].to_numpy(dtype=np.float64),
+        unit="seconds",
     )
-    module.add(
-        _time_intervals(
-            "optogenetic_stimulation",
-            "Optogenetic stimulation: one row per light stimulus",
-            frame,
-            {
-                "condition": "description of the light stimulus waveform",
-                "level": "light level (relative power) of the stimulus",
-                "stimulus_name": "name of the light stimulus waveform",
-                "duration": "duration of the light stimulus (s)",
-            },
-        )
+    module.add(series)
+    table = _time_intervals(
+        "optogenetic_stimulation",
+        "Optogenetic stimulation: one row per light stimulus",
+        frame,
+        {
+            "condition": "description of the light stimulus waveform",
+            "level": "light level (relative power) of the stimulus",
+            "stimulus_name": "name of the light stimulus waveform",
+            "duration": "duration of the light stimulus (s)",
+        },
     )
+    if inputs.compat == "allensdk":
+        table = ecephys_allen.with_optotagging_references(table, series)
+    module.add(table)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -495,7 +496,8 @@ def _add_optotagging(nwbfile, inputs: EcephysNwbInputs) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _units_table(per_probe: Sequence[ProbeUnits], electrode_rows: Mapping[int, int], electrodes_table, resolution: float):
+def _units_table(per_probe: Sequence[ProbeUnits], electrode_rows: Mapping[int, int], electrodes_table, resolution: float,
+                 compat: str = "none"):
     from hdmf.common import DynamicTableRegion, VectorData, VectorIndex
     from pynwb.misc import Units
 
@@ -518,6 +520,8 @@ def _units_table(per_probe: Sequence[ProbeUnits], electrode_rows: Mapping[int, i
     cols += [sa, VectorIndex(name="spike_amplitudes_index", data=flat_e.copy(), target=sa)]
 
     def column(name, desc, values, dtype=None):
+        if compat == "allensdk" and name not in ecephys_allen.ALLEN_UNIT_COLUMNS:
+            return
         cols.append(VectorData(name=name, description=desc, data=np.asarray(values, dtype=dtype) if dtype else list(values)))
 
     column("probe_id", "LIMS id of the unit's probe", [pu.probe.id for pu in per_probe for _ in pu.units], np.int64)
@@ -550,6 +554,9 @@ def _units_table(per_probe: Sequence[ProbeUnits], electrode_rows: Mapping[int, i
             row += n
         cols.append(VectorData(name="waveform_mean", description="mean waveform (V) on every channel of the unit's probe "
                                                                  "(samples x channels; channels as in the electrodes column)", data=wf))
+        if compat == "allensdk":  # AllenSDK's Unit takes no electrodes column
+            el_flat = []
+    if any(have_wf) and len(all_units) and el_flat:
         el = DynamicTableRegion(name="electrodes", description="the channels of waveform_mean's last axis (all channels of the probe)",
                                 data=np.concatenate(el_flat), table=electrodes_table)
         cols += [el, VectorIndex(name="electrodes_index", data=np.concatenate(el_ends), target=el)]
@@ -630,7 +637,8 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
         provenance=provenance,
         writer="release_platform.nwb.ecephys",
     )
-    groups = [(p, p.channels, _add_probe_device(nwbfile, p, has_lfp=p.lfp is not None)) for p in probes]
+    groups = [(p, p.channels, _add_probe_device(nwbfile, p, has_lfp=p.lfp is not None, compat=inputs.compat))
+              for p in probes]
     electrode_rows = _add_electrodes(nwbfile, groups) if probes else {}
 
     per_probe = [probe_units(p, entity=probe_entity(inputs, p)) for p in probes]
@@ -650,7 +658,7 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
             report.warnings.append(f"{probe_entity(inputs, pu.probe)}: csd_path given but current source density is not written")
     if per_probe and any(pu.units for pu in per_probe):
         resolution = 1.0 / max(p.sampling_rate for p in probes)
-        nwbfile.units = _units_table(per_probe, electrode_rows, nwbfile.electrodes, resolution)
+        nwbfile.units = _units_table(per_probe, electrode_rows, nwbfile.electrodes, resolution, compat=inputs.compat)
         report.n_units = len(nwbfile.units.id)
         report.n_spikes = int(sum(len(pu.grouping.spike_times) for pu in per_probe))
 

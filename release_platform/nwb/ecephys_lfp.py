@@ -86,7 +86,7 @@ def _lfp_parts(inputs: EcephysNwbInputs, probe: ProbeInputs, config: BackendConf
         if len(timestamps) != shape[0]:
             raise InputError(f"{len(timestamps)} LFP timestamps for {shape[0]} samples", entity=entity, path=lfp.input_timestamps_path)
         regular = regular_rate(timestamps)
-        if regular:
+        if regular and inputs.compat != "allensdk":  # AllenSDK reads series.timestamps: keep them explicit
             timestamps = regular
     elif has_ts:
         if ts_len != shape[0]:
@@ -97,7 +97,7 @@ def _lfp_parts(inputs: EcephysNwbInputs, probe: ProbeInputs, config: BackendConf
                     regular = regular_rate(fh["timestamps"])
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read LFP timestamps (corrupt?): {exc}", entity=entity, path=data_path) from None
-            timestamps = regular if regular else "h5"
+            timestamps = regular if regular and inputs.compat != "allensdk" else "h5"
     data_cfg = config.for_location(f"acquisition/probe_{probe.id}_lfp/probe_{probe.id}_lfp_data/data")
     row_bytes = max(shape[1] * np.dtype(dtype).itemsize, 1)
     rows = max(1, min(int(shape[0]) or 1, int(inputs.lfp_chunk_mb * (1 << 20) // row_bytes)))
@@ -139,13 +139,15 @@ def build_lfp_nwbfile(inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: B
             provenance=provenance,
             writer="release_platform.nwb.ecephys",
         )
-        group = _add_probe_device(nwbfile, probe, has_lfp=True)
+        group = _add_probe_device(nwbfile, probe, has_lfp=True, compat=inputs.compat)
         _add_electrodes(nwbfile, [(probe, channels, group)])
         region = nwbfile.create_electrode_table_region(
             region=list(range(len(channels))), description=f"LFP channels of {probe.name}"
         )
         kwargs: dict[str, Any] = {}
-        if timestamps is None:
+        if timestamps is None and inputs.compat == "allensdk":  # explicit timestamps at the nominal rate
+            kwargs["timestamps"] = np.arange(shape[0], dtype=np.float64) / float(probe.lfp_sampling_rate)
+        elif timestamps is None:
             kwargs.update(starting_time=0.0, rate=float(probe.lfp_sampling_rate))
         elif isinstance(timestamps, tuple):  # regular: (starting_time, rate)
             kwargs.update(starting_time=float(timestamps[0]), rate=float(timestamps[1]))

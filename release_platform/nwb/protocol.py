@@ -410,6 +410,20 @@ def _compare_blockwise(read_block: Callable[[tuple[slice, ...]], np.ndarray], wr
     return None
 
 
+def _is_reference_rows(value: Any) -> bool:
+    """Rows of a ``TimeSeriesReferenceVectorData`` as written: (idx_start, count, TimeSeries) tuples."""
+    return (isinstance(value, (list, tuple)) and len(value) > 0 and isinstance(value[0], tuple) and len(value[0]) == 3
+            and hasattr(value[0][2], "object_id"))
+
+
+def _reference_rows(value: Any) -> list[tuple[int, int, str]]:
+    rows = []
+    for row in value:
+        start, count, target = (row.idx_start, row.count, row.timeseries) if hasattr(row, "idx_start") else tuple(row)
+        rows.append((int(start), int(count), getattr(target, "object_id", None)))
+    return rows
+
+
 def compare_written(nwbfile, read_nwbfile) -> tuple[int, list[str]]:
     """Compare every array-like dataset of an in-memory NWBFile with the file read back.
 
@@ -432,7 +446,9 @@ def compare_written(nwbfile, read_nwbfile) -> tuple[int, list[str]]:
         written = _unwrap(written)
         value = _unwrap(value)
         n += 1
-        if isinstance(value, GenericDataChunkIterator):
+        if _is_reference_rows(value):  # (idx_start, count, TimeSeries) rows: compare the numbers and the targets
+            problem = None if _reference_rows(value) == _reference_rows(written) else "time series references differ"
+        elif isinstance(value, GenericDataChunkIterator):
             problem = _compare_blockwise(value._get_data, written, tuple(value.maxshape), np.dtype(value.dtype).itemsize)
         elif isinstance(value, AbstractDataChunkIterator):
             problem = "streamed through a one-shot iterator: cannot be compared after writing"

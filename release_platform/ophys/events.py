@@ -1,6 +1,7 @@
 """Extension point for event detection on dF/F traces.
 
-No detector ships with the platform yet. A detector is any object with a ``name`` and a ``detect``
+The platform ships ``l0`` (:mod:`release_platform.ophys.events_l0`: noise-scaled L0 deconvolution with
+an AR(1) indicator model, the Allen ``event_detection`` semantics). A detector is any object with a ``name`` and a ``detect``
 method following :class:`EventDetector`; it becomes available by name through
 :func:`register_event_detector`, and :func:`detect_events` runs it with validated inputs and checks
 its output, so a pipeline stage can select a detector from configuration (e.g. an L0 deconvolution
@@ -14,8 +15,10 @@ none, NaN for rows the detector could not process.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -26,11 +29,13 @@ from release_platform.ophys.dff import check_frame_rate
 @dataclass(frozen=True)
 class EventResult:
     """``events`` N x T (magnitude at event frames, 0 elsewhere, NaN rows = not processed),
-    ``noise_std`` N (the noise level the detector used), ``parameters`` (resolved settings)."""
+    ``noise_std`` N (the noise level the detector used), ``parameters`` (resolved settings), ``lambdas``
+    N (the per-ROI penalty of penalised detectors, else None)."""
 
     events: np.ndarray
     noise_std: np.ndarray
     parameters: dict[str, Any] = field(default_factory=dict)
+    lambdas: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -104,4 +109,63 @@ def detect_events(
         raise ValueError(f"event detector {method!r} returned events of shape {np.shape(result.events)}, expected {values.shape}")
     if np.shape(result.noise_std) != (values.shape[0],):
         raise ValueError(f"event detector {method!r} returned noise_std of shape {np.shape(result.noise_std)}")
+    if result.lambdas is not None and np.shape(result.lambdas) != (values.shape[0],):
+        raise ValueError(f"event detector {method!r} returned lambdas of shape {np.shape(result.lambdas)}")
     return result
+
+
+@dataclass(frozen=True)
+class EventsPlane:
+    """One plane's event detection: the written ``events.h5``, the method and resolved parameters, the ROIs
+    processed and the number of events per ROI."""
+
+    events: Path
+    method: str
+    parameters: dict[str, Any]
+    roi_ids: list[str]
+    event_counts: list[int]
+
+
+def events_plane(
+    dff_file: str | os.PathLike,
+    output_file: str | os.PathLike,
+    frame_rate_hz: float,
+    *,
+    method: str = "l0",
+    valid_roi_ids: Optional[Sequence[Any]] = None,
+    parameters: Optional[Mapping[str, Any]] = None,
+) -> EventsPlane:
+    """Detect events on the dF/F of ``dff_file`` (``dff.h5``) for the ROIs in ``valid_roi_ids`` (all when None;
+    ids missing from the file are an InputError) and write ``output_file`` (``events.h5``) with those ROIs only,
+    as the Allen event-detection stage does."""
+    from release_platform.ophys import io
+
+    traces = io.read_dff(dff_file)
+    ids = [str(i) for i in traces.roi_ids]
+    if valid_roi_ids is None:
+        keep = list(range(len(ids)))
+    else:
+        wanted = [str(i) for i in valid_roi_ids]
+        missing = sorted(set(wanted) - set(ids))
+        if missing:
+            raise InputError(f"valid ROI ids not in the dF/F file: {missing[:10]}", path=dff_file)
+        wanted_set = set(wanted)
+        keep = [row for row, roi in enumerate(ids) if roi in wanted_set]
+    dff = traces.traces[keep]
+    try:
+        result = detect_events(dff, frame_rate_hz, method, **dict(parameters or {}))
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(exc.problem, entity=exc.entity, path=dff_file) from None
+        raise
+    lambdas = result.lambdas if result.lambdas is not None else np.full(len(keep), np.nan)
+    kept_ids = [ids[row] for row in keep]
+    out = io.write_events_file(output_file, events=result.events, lambdas=lambdas, noise_stds=result.noise_std,
+                               roi_ids=kept_ids, method=method, parameters=result.parameters)
+    counts = [int(np.count_nonzero(row > 0)) for row in result.events]
+    return EventsPlane(events=out, method=method, parameters=dict(result.parameters), roi_ids=kept_ids,
+                       event_counts=counts)
+
+
+# the detectors that ship with the platform register themselves on import
+from release_platform.ophys import events_l0 as _events_l0  # noqa: E402,F401

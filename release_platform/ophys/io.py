@@ -14,6 +14,9 @@ Conventions
   ``neuropil_correction.h5``   ``FC`` (N x T neuropil-corrected), ``r``, ``RMSE``, ``r_fit``,
                                ``fallback_used``, ``status`` (bytes), ``roi_names``, group ``r_vals/<row>``
   ``dff.h5``                   ``data`` (N x T dF/F), ``roi_names``, ``sigma_dff``, ``num_small_baseline_frames``
+  ``events.h5``                ``events`` (N x T event magnitudes, dF/F units), ``lambdas`` (N), ``noise_stds`` (N),
+                               ``roi_names`` (the N ROIs processed); attributes ``method``, ``parameters`` (JSON).
+                               The datasets AllenSDK's ``EventDetectionFile`` reads (``OphysEventTraceFile``).
   ===========================  =============================================================
 * A *trace file* holds one 2-D float dataset (``data`` by default; ``FC`` for neuropil-corrected
   traces) of shape N x T (ROIs x frames) and ``roi_names``: the N ROI ids as byte strings, in row
@@ -58,6 +61,7 @@ OVERLAP_SUMS_FILE = "roi_overlap_sums.h5"
 DEMIXED_TRACES_FILE = "demixed_traces.h5"
 NEUROPIL_CORRECTED_FILE = "neuropil_correction.h5"
 DFF_FILE = "dff.h5"
+EVENTS_FILE = "events.h5"
 #: The trace dataset of the neuropil-corrected file and the per-ROI vectors of the dF/F file.
 NEUROPIL_CORRECTED_DATASET = "FC"
 SIGMA_DFF_DATASET = "sigma_dff"
@@ -464,6 +468,80 @@ def read_roi_vectors(path: str | os.PathLike, names: Sequence[str], *, text: Seq
     with open_h5(path, entity=entity) as handle:
         return {name: _read(require_dataset(handle, name, ndim=1, numeric=name not in text, entity=entity), entity=entity)
                 for name in names}
+
+
+@dataclass(frozen=True)
+class EventsFile:
+    """``events.h5``: ``events`` N x T, ``lambdas`` N, ``noise_stds`` N, ``roi_ids``, ``method``, ``parameters``."""
+
+    events: np.ndarray
+    lambdas: np.ndarray
+    noise_stds: np.ndarray
+    roi_ids: list[str]
+    method: str
+    parameters: dict[str, Any]
+    path: Path
+
+
+def write_events_file(
+    path: str | os.PathLike,
+    *,
+    events: np.ndarray,
+    lambdas: np.ndarray,
+    noise_stds: np.ndarray,
+    roi_ids: Sequence[Any],
+    method: str,
+    parameters: Mapping[str, Any] | None = None,
+    entity: str | None = None,
+) -> Path:
+    """Atomically write ``events.h5`` (layout in the module docstring); ``parameters`` must be JSON-serialisable."""
+    events = np.asarray(events, dtype=np.float64)
+    n = events.shape[0] if events.ndim == 2 else -1
+    lambdas = np.asarray(lambdas, dtype=np.float64)
+    noise_stds = np.asarray(noise_stds, dtype=np.float64)
+    if events.ndim != 2 or lambdas.shape != (n,) or noise_stds.shape != (n,):
+        raise ValueError(f"events must be N x T with N lambdas and noise_stds, got {events.shape}, "
+                         f"{lambdas.shape}, {noise_stds.shape}")
+    names = encode_roi_ids(roi_ids)
+    if names.shape[0] != n:
+        raise ValueError(f"{names.shape[0]} ROI ids for {n} event rows")
+    attrs = {"method": method, "parameters": json.dumps(dict(parameters or {}), sort_keys=True, default=float)}
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as handle:
+            kwargs: dict[str, Any] = {}
+            if events.size:
+                kwargs = {"compression": "gzip", "chunks": (1, max(1, min(events.shape[1], 1 << 16)))}
+            handle.create_dataset("events", data=events, **kwargs)
+            handle.create_dataset("lambdas", data=lambdas)
+            handle.create_dataset("noise_stds", data=noise_stds)
+            handle.create_dataset(ROI_NAMES_DATASET, data=names)
+            handle.attrs.update(attrs)
+        with h5py.File(tmp, "r") as handle:
+            if handle["events"].shape != events.shape or handle[ROI_NAMES_DATASET].shape != names.shape:
+                raise OSError(f"{tmp}: verification after writing failed")
+
+    atomic_write(path, write, expected_bytes=events.nbytes + 3 * lambdas.nbytes + names.nbytes + (1 << 16), entity=entity)
+    return path
+
+
+def read_events_file(path: str | os.PathLike, *, entity: str | None = None) -> EventsFile:
+    """Read ``events.h5``, checking that ``lambdas`` and ``noise_stds`` have one value per ROI."""
+    traces = read_traces(path, dataset="events", entity=entity)
+    n = len(traces.roi_ids)
+    lambdas = read_vector(path, "lambdas", length=n, entity=entity).astype(np.float64)
+    noise = read_vector(path, "noise_stds", length=n, entity=entity).astype(np.float64)
+    with open_h5(path, entity=entity) as handle:
+        method = handle.attrs.get("method", "")
+        raw = handle.attrs.get("parameters", "{}")
+    method = method.decode() if isinstance(method, bytes) else str(method)
+    try:
+        parameters = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except ValueError:
+        raise InputError("attribute 'parameters' is not valid JSON", entity=entity, path=path) from None
+    return EventsFile(events=traces.traces, lambdas=lambdas, noise_stds=noise, roi_ids=traces.roi_ids,
+                      method=method, parameters=parameters, path=Path(path))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -404,8 +404,12 @@ def make_release(
     rehash: bool = False,
     prune: bool = True,
     progress: Optional[Progress] = None,
+    dandiset: Optional[Mapping[str, Any]] = None,
 ) -> ReleaseResult:
     """Release the files the metadata tables name, and the tables, into ``dest/<project>/``.
+
+    ``dandiset``: the ``dandiset.yaml`` fields (:func:`~release_platform.release.dandi.dandiset_metadata`), written
+    as ``<project>/dandiset.yaml`` (manifest metadata file ``dandiset``) by the dandi layout.
 
     ``frames`` (table name -> frame) or, if None, the tables found under ``storage_root`` (default: the platform
     storage root; ``tables`` restricts which). Data files must resolve inside ``source_roots`` (default: the
@@ -437,9 +441,10 @@ def make_release(
     dest_of: dict[int, str] = {}
     owner: dict[str, int] = {}
     problems: list[str] = projects.check_compat_files(project, items)
+    planned = lay.plan_paths(project, items, subjects)
     for it in items:
         try:
-            rel = lay.data_path(project, it, subjects.get(it.file_id))
+            rel = planned[it.file_id] if planned is not None else lay.data_path(project, it, subjects.get(it.file_id))
         except InputError as exc:
             problems.append(str(exc))
             continue
@@ -467,17 +472,22 @@ def make_release(
     if problems:
         raise InputError(f"{len(problems)} staging problem(s): " + "; ".join(problems[:_MAX_LISTED]))
 
+    extras: dict[str, tuple[str, bytes]] = {}
+    if dandiset is not None and lay.name == "dandi":
+        from release_platform.release.dandi import DANDISET_FILE, dandiset_yaml
+
+        extras["dandiset"] = (f"{project}/{DANDISET_FILE}", dandiset_yaml(dandiset))
     root = SafeRoot(dest)
     with writer_lock(root):
         return _release_locked(root, project, version, lay, frames, items, dest_of, entries, base,
                                staged=staged is not None, max_workers=max_workers, mode=mode, verify=verify,
-                               rehash=rehash, prune=prune, progress=progress)
+                               rehash=rehash, prune=prune, progress=progress, extras=extras)
 
 
 def _release_locked(root: SafeRoot, project: str, version: str, lay: Layout, frames: Mapping[str, pd.DataFrame],
                     items, dest_of: dict[int, str], entries: list[CopyEntry], base: str, *, staged: bool,
                     max_workers: int, mode: int, verify: Verify, rehash: bool, prune: bool,
-                    progress: Optional[Progress]) -> ReleaseResult:
+                    progress: Optional[Progress], extras: Optional[Mapping[str, tuple[str, bytes]]] = None) -> ReleaseResult:
     """Steps 2-6 of :func:`make_release`, under the release root's writer lock."""
     _sweep(root.path / project)
     manifest_rel = lay.manifest_path(project, version)
@@ -506,6 +516,12 @@ def _release_locked(root: SafeRoot, project: str, version: str, lay: Layout, fra
                 written.append(rel)
                 written_bytes += len(data)
             metadata_entries[projects.released_table_name(project, table)] = FileEntry(file_url(base, rel), digest_bytes(data))
+        for key, (rel, data) in sorted((extras or {}).items()):  # e.g. dandiset.yaml
+            if root.read_bytes(rel) != data:
+                root.write_bytes(rel, data, mode=mode)
+                written.append(rel)
+                written_bytes += len(data)
+            metadata_entries[key] = FileEntry(file_url(base, rel), digest_bytes(data))
 
         # 4. manifest
         by_dest = {r.destination: r for r in report.records}
@@ -522,7 +538,8 @@ def _release_locked(root: SafeRoot, project: str, version: str, lay: Layout, fra
             root.write_bytes(manifest_rel, blob, mode=mode)
 
         # 5. prune files this tool released before (ledger or earlier manifests) that this version does not list
-        keep = set(dest_of.values()) | {lay.metadata_path(project, projects.released_table_name(project, t)) for t in frames}
+        keep = (set(dest_of.values()) | {lay.metadata_path(project, projects.released_table_name(project, t)) for t in frames}
+                | {r for r, _ in (extras or {}).values()})
         previously = {d for d in ledger.destinations() if d.startswith(project + "/")}
         for v, path in existing.items():
             if v == version:

@@ -62,6 +62,9 @@ def cmd_release(args) -> int:
     from release_platform.release.build import make_release
 
     mode = parse_mode(f"{args.mode:03o}", allow_group_write=args.allow_group_write, what="--mode")
+    dandiset = None
+    if args.layout == "dandi":
+        dandiset = _dandiset_from_lims(args.lims_project or args.project)
     result = make_release(
         args.dest,
         args.project,
@@ -77,6 +80,7 @@ def cmd_release(args) -> int:
         rehash=args.rehash,
         prune=not args.keep_stale,
         progress=_progress_printer(sys.stderr) if args.progress else None,
+        dandiset=dandiset,
     )
     print(result.describe())
     if args.check:
@@ -86,6 +90,25 @@ def cmd_release(args) -> int:
         print(report.describe())
         return 0 if report.ok else 1
     return 0
+
+
+def _dandiset_from_lims(code: str):
+    """The dandiset.yaml fields of LIMS project ``code``; a note on stderr and None when they are incomplete."""
+    from release_platform.lims import LimsClient
+    from release_platform.lims.client import LimsUnavailableError
+    from release_platform.release.dandi import dandiset_from_lims
+
+    try:
+        client = LimsClient()
+        try:
+            meta, why = dandiset_from_lims(client, code)
+        finally:
+            client.dispose()
+    except LimsUnavailableError as exc:
+        meta, why = None, f"LIMS unavailable ({exc})"
+    if meta is None:
+        print(f"note: no dandiset.yaml written: {why}", file=sys.stderr)
+    return meta
 
 
 @_os_errors_as_input_errors
@@ -116,6 +139,8 @@ def add_release_commands(subparsers) -> None:
     p.add_argument("--project", required=True, help="project name (one path segment), e.g. visual-behavior-ophys")
     p.add_argument("--version", required=True, help="semantic version of this release, e.g. 1.0.0")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="allen")
+    p.add_argument("--lims-project", metavar="CODE",
+                   help="dandi layout: the LIMS project whose publication metadata fills dandiset.yaml (default: --project)")
     p.add_argument("--dest", required=True, help="release root; the release goes to DEST/<project>/")
     p.add_argument("--storage-root", help="where the metadata tables are (default: the platform storage root)")
     p.add_argument("--tables", nargs="+", metavar="TABLE", help="release only these tables (default: every one found)")

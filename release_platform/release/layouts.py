@@ -204,6 +204,12 @@ class Layout(abc.ABC):
 
         return f"{project}/{MANIFESTS_DIR}/{manifest_filename(project, version)}"
 
+    def plan_paths(self, project: str, items: list["ReleaseItem"],
+                   subjects: Mapping[int, str]) -> Optional[dict[int, str]]:
+        """Release-relative paths of a whole set of files at once, for layouts whose names depend on the set
+        (None: name each file with :meth:`data_path`)."""
+        return None
+
     def path_problems(self, project: str, relpath: str) -> list[str]:
         """Naming problems of a released data file's path (relative to the release root)."""
         return [] if relpath.startswith(f"{project}/") else [f"{relpath}: not inside the project directory {project}/"]
@@ -223,9 +229,24 @@ class AllenLayout(Layout):
 
 
 class DandiLayout(Layout):
-    """``<project>/sub-<subject>/sub-<subject>_ses-<session>[_desc-…][_probe-…]_<modalities>.nwb``."""
+    """The names ``dandi organize`` gives the set of NWB files (:func:`~release_platform.release.dandi.organize_names`:
+    subject and session ids, probe ids and modalities read from the files) when every file is a readable NWB file
+    with a subject id; otherwise, from the table rows,
+    ``<project>/sub-<subject>/sub-<subject>_ses-<session>[_desc-…][_probe-…]_<modalities>.nwb``."""
 
     name = "dandi"
+
+    def plan_paths(self, project: str, items: list[ReleaseItem], subjects: Mapping[int, str]) -> Optional[dict[int, str]]:
+        from release_platform.release.dandi import nwb_organize_record, organize_names
+
+        try:
+            records = [nwb_organize_record(it.source) for it in items]
+        except InputError:
+            return None
+        if not records:
+            return None
+        names = organize_names(records)
+        return {it.file_id: f"{project}/{name}" for it, name in zip(items, names)}
 
     def data_path(self, project: str, item: ReleaseItem, subject: Optional[str] = None) -> str:
         role = FILE_ROLES.get(item.table)

@@ -12,7 +12,9 @@ reports, each with its path:
 * ``mismatched`` — size, BLAKE2b (``file_hash``), SHA-256 or dandi-etag differ from the manifest (the report then
   suggests ``release --rehash``, the one mode that re-reads released files instead of trusting size and mtime);
 * ``extra`` — a file in the project directory the manifest does not list (leftover ``*.inprogress`` files
-  included), apart from the manifests themselves.
+  included), apart from the manifests themselves;
+* ``dandi-validate`` — an error ``dandi validate`` reports on a dandi-layout release that has a ``dandiset.yaml``,
+  when the optional ``dandi`` package is installed (``dandi_validate=False`` skips it).
 
 Every listed file is read once (all three digests together), in parallel.
 """
@@ -62,6 +64,8 @@ class VerifyReport:
     files_checked: int = 0
     bytes_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: True when ``dandi validate`` ran on the release (dandi layout with dandiset.yaml, ``dandi`` installed).
+    dandi_validated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -72,7 +76,8 @@ class VerifyReport:
 
     def describe(self) -> str:
         head = (f"{self.project_dir}: manifest {self.manifest_path.name if self.manifest_path else '(none)'}; "
-                f"{self.files_checked} files ({self.bytes_checked:,} bytes) re-hashed")
+                f"{self.files_checked} files ({self.bytes_checked:,} bytes) re-hashed"
+                + ("; dandi validate run" if self.dandi_validated else ""))
         if self.ok:
             return head + "; OK"
         counts: dict[str, int] = {}
@@ -125,7 +130,7 @@ def _lstat_inside(project_dir: Path, rel: str) -> tuple[Optional[os.stat_result]
 
 
 def verify_release(directory: str | os.PathLike, *, manifest: Optional[str | os.PathLike] = None,
-                   max_workers: int = 2) -> VerifyReport:
+                   max_workers: int = 2, dandi_validate: bool = True) -> VerifyReport:
     """Re-hash a release against its manifest; see the module docstring. Never raises for problems found."""
     project_dir = find_project_dir(directory)
     if manifest is not None:
@@ -218,6 +223,14 @@ def verify_release(directory: str | os.PathLike, *, manifest: Optional[str | os.
             if rel_dir == f"{MANIFESTS_DIR}/" and _is_manifest_name(name) and not os.path.islink(os.path.join(dirpath, name)):
                 continue
             report.problems.append(Problem("extra", rel, "not in the manifest"))
+    if dandi_validate and layout.name == "dandi":
+        from release_platform.release.dandi import DANDISET_FILE, run_dandi_validate
+
+        if (project_dir / DANDISET_FILE).is_file():
+            found = run_dandi_validate(project_dir)
+            report.dandi_validated = found is not None
+            for text in found or []:
+                report.problems.append(Problem("dandi-validate", "", text))
     report.problems.sort(key=lambda p: (p.kind, p.path))
     return report
 

@@ -192,3 +192,37 @@ def test_intermediate_files_are_registered_in_lims(processed):
     }
     for type_name, path in expected.items():
         assert files[type_name].resolve() == path.resolve(), type_name
+
+
+def test_ophys_events_found_at_the_true_spikes(processed):
+    """``ophys_events``: one row per valid ROI, registered as ``OphysEventTraceFile``, decay from the donor's
+    GCaMP6f reporter; events land on the generator's spikes (double-exponential kernel, so the AR(1) model is
+    only approximate): fraction of events within +-2 frames of a true spike >= 0.8 for the plane."""
+    result, spec, storage = processed
+    from release_platform.ophys.io import read_events_file
+
+    record = result.output_for_node("ophys_events")[PLANE]
+    events = read_events_file(record["file"])
+    dff_record = result.output_for_node("dff_traces")[PLANE]
+    assert events.roi_ids == [i for i in read_traces(storage / "dff_traces/2001/2101/dff.h5").roi_ids
+                              if i in set(dff_record["valid_roi_ids"])]
+    assert events.method == "l0" and events.parameters["decay_time_source"] == "indicator GCaMP6f"
+    assert (events.lambdas > 0).all() and (events.noise_stds > 0).all()
+    with h5py.File(spec.planes[0].truth_path, "r") as t:
+        order = [list(t["roi_ids"][()]).index(int(i)) for i in events.roi_ids]
+        spikes = t["spikes"][()][order]
+    near = 0
+    total = 0
+    for row_events, row_spikes in zip(events.events, spikes):
+        found = np.flatnonzero(row_events > 0)
+        truth = np.flatnonzero(row_spikes)
+        total += found.size
+        near += sum(1 for f in found if truth.size and np.abs(truth - f).min() <= 2)
+    print(f"ophys_events: {total} events, {near / max(total, 1):.3f} within 2 frames of a true spike")
+    assert total > 0 and near / total >= 0.8
+    client = LimsClient()
+    try:
+        files = client.well_known_files("OphysExperiment", int(PLANE))
+    finally:
+        client.dispose()
+    assert files["OphysEventTraceFile"].resolve() == (storage / "ophys_events" / SESSION / PLANE / "events.h5").resolve()

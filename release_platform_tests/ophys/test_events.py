@@ -1,4 +1,4 @@
-"""Event-detection extension point: registry and result validation (no detector ships)."""
+"""Event-detection extension point: registry and result validation (``l0`` ships; tested in test_events_l0)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def test_registry_errors(detector):
     register_event_detector(ThresholdDetector(), replace=True)
     with pytest.raises(TypeError, match="needs a str 'name'"):
         register_event_detector(object())
-    with pytest.raises(InputError, match="unknown event detector 'l0'; available: test_threshold"):
-        detect_events(np.zeros((1, 5)), 30.0, "l0")
+    with pytest.raises(InputError, match="unknown event detector 'oasis'; available: l0, test_threshold"):
+        detect_events(np.zeros((1, 5)), 30.0, "oasis")
 
 
 def test_inputs_and_outputs_are_validated(detector):
@@ -72,7 +72,7 @@ def test_inputs_and_outputs_are_validated(detector):
         detect_events(np.zeros((1, 5)), 30.0, "test_threshold")
 
 
-def test_no_detector_is_registered_by_default():
-    assert event_detectors() == ()
-    with pytest.raises(InputError, match="none is registered"):
-        detect_events(np.zeros((1, 5)), 30.0, "l0")
+def test_l0_is_the_detector_registered_by_default():
+    assert event_detectors() == ("l0",)
+    with pytest.raises(InputError, match="available: l0"):
+        detect_events(np.zeros((1, 5)), 30.0, "threshold")
