@@ -38,6 +38,10 @@ Per probe:
   width ``csd_width_um`` over the vertical position, ``A = flash_lfp_amplitude_uv`` and ``k`` an alpha function
   (latency ``flash_latency_s``, time constant ``flash_tau_s``, peak 1). ``-d^2 phi / dz^2`` is most negative at
   ``z_sink``, the truth the current source density must recover (:func:`csd_truth`).
+* A linked behavior session: ``behavior_block_s`` > 0 leaves that much time after the flashes for a
+  change-detection block (:func:`behavior_block`; generate the behavior session with ``start_offset_s`` and
+  ``duration_s`` from it); the Visual Coding blocks follow it.
+* Raw wheel signals (:func:`running_wheel_signals`) behind the running speed: ``running_wheel.csv``.
 
 Probe truth (HDF5): ``unit_ids``, ``unit_cluster_ids``, ``orphan_cluster_ids``, ``cluster_ids``,
 ``template_amplitude`` (per template, computed from the stored float32 templates), ``template_scale``
@@ -83,7 +87,7 @@ from release_platform.storage import atomic_path
 
 __all__ = [
     "EcephysParams", "running_wheel_signals", "RUNNING_RADIUS_CM", "generate_ecephys_session", "lfp_segment", "lfp_channel_indices", "probe_geometry", "flash_onsets",
-    "csd_truth",
+    "csd_truth", "behavior_block",
 ]
 
 _PROBE_AREAS = ("VISam", "VISpm", "VISp", "VISl", "VISal", "VISrl")
@@ -208,8 +212,15 @@ def lfp_channel_indices(params: EcephysParams) -> np.ndarray:
 
 def flash_onsets(params: EcephysParams) -> np.ndarray:
     """Onsets (s) of the flashes that open the stimulus table (on the 60 Hz monitor grid)."""
-    t = params.behavior_block_s + params.flash_start_s + params.flash_period_s * np.arange(max(int(params.n_flashes), 0))
+    t = params.flash_start_s + params.flash_period_s * np.arange(max(int(params.n_flashes), 0))
     return np.round(t * MONITOR_RATE_HZ) / MONITOR_RATE_HZ
+
+
+def behavior_block(params: EcephysParams) -> tuple[float, float]:
+    """Start and end (s) of the change-detection block reserved for a linked behavior session: after the flashes."""
+    onsets = flash_onsets(params)
+    start = float(onsets[-1]) + params.flash_period_s if len(onsets) else 0.0
+    return start, start + float(params.behavior_block_s)
 
 
 def csd_truth(params: EcephysParams) -> dict[str, float]:
@@ -709,13 +720,10 @@ def running_wheel_signals(timestamps: np.ndarray, speed_cm_s: np.ndarray, supply
 
 
 def _stimulus_table(p: EcephysParams, stim_duration: float, rng: np.random.Generator) -> pd.DataFrame:
-    """After ``behavior_block_s`` (the change-detection block of a linked behavior session), flashes (``color``
-    -1/+1), then the Visual Coding blocks from the end of the last flash."""
+    """Flashes (``color`` -1/+1), the change-detection block of a linked behavior session (``behavior_block_s``,
+    left empty here: its presentations are the behavior session's), then the Visual Coding blocks."""
     onsets = flash_onsets(p)
-    design = dataclasses.replace(p.stimulus, lead_in_s=max(p.stimulus.lead_in_s, p.behavior_block_s))
-    if len(onsets):
-        lead_in = float(onsets[-1]) + p.flash_period_s
-        design = dataclasses.replace(design, lead_in_s=max(design.lead_in_s, lead_in))
+    design = dataclasses.replace(p.stimulus, lead_in_s=max(p.stimulus.lead_in_s, behavior_block(p)[1]))
     table = visual_stimulus_table(stim_duration, design=design, rng=rng, acquisition_rate_hz=MONITOR_RATE_HZ)
     if not len(onsets):
         return table
@@ -801,7 +809,7 @@ def generate_ecephys_session(
         "optotagging": {"levels": list(p.optotagging_levels), "n_trials": int(len(opto))},
         "running_threshold_cm_s": p.running.running_threshold_cm_s,
         "flashes": {"onsets_s": flash_onsets(p).tolist(), **csd_truth(p)},
-        "behavior_block_s": float(p.behavior_block_s),
+        "behavior_block_s": list(behavior_block(p)),
         "probes": summaries,
     }
     truth_path = write_json(truth, session_dir / "truth.json")
