@@ -729,10 +729,13 @@ def _stimulus_table(p: EcephysParams, stim_duration: float, rng: np.random.Gener
         return table
     stops = np.round((onsets + p.flash_duration_s) * MONITOR_RATE_HZ) / MONITOR_RATE_HZ
     start_frame, end_frame = frame_window(onsets, stops, MONITOR_RATE_HZ)
-    flashes = pd.DataFrame({"start_time": onsets, "stop_time": stops, "stimulus_name": "flashes",
-                            "start_frame": start_frame, "end_frame": end_frame,
-                            "color": np.where(np.arange(len(onsets)) % 2 == 0, -1.0, 1.0)})
-    return pd.concat([flashes, table], ignore_index=True)[list(table.columns) + ["color"]]
+    n = len(onsets)
+    flashes = {"start_time": onsets, "stop_time": stops, "stimulus_name": np.full(n, "flashes", dtype=object),
+               "start_frame": start_frame, "end_frame": end_frame}
+    columns = {c: np.concatenate([np.asarray(flashes[c]) if c in flashes else np.full(n, np.nan), table[c].to_numpy()])
+               for c in table.columns}
+    columns["color"] = np.concatenate([np.where(np.arange(n) % 2 == 0, -1.0, 1.0), np.full(len(table), np.nan)])
+    return pd.DataFrame(columns)
 
 
 def generate_ecephys_session(

@@ -8,7 +8,7 @@ The method follows the AllenSDK ecephys ``current_source_density`` module, with 
    of one LFP sample (``np.arange(-pre, post, 1 / rate)``); the LFP is linearly interpolated onto it from its own
    timestamps. A window that does not lie wholly inside the recording is skipped (and counted).
 2. **Streaming**: only the samples of the windows are read from the LFP HDF5 file, in blocks of at most
-   ``block_samples`` rows that cover one or more neighbouring windows; the LFP is never loaded whole and only the
+   ``block_mb`` (as float64) that cover one or more neighbouring windows (at least one window per read); the LFP is never loaded whole and only the
    running sums over trials are kept (AllenSDK loads the whole LFP and keeps every trial).
 3. **Re-referencing**: when some valid channels lie outside the brain, their median (at most
    ``max_out_of_brain_channels`` of them) is subtracted from every channel at every sample (AllenSDK's
@@ -83,7 +83,7 @@ class CsdParams(pydantic.BaseModel):
     rereference: bool = True
     max_out_of_brain_channels: int = pydantic.Field(default=50, ge=1)
     surface_vertical_position_um: Optional[float] = None
-    block_samples: int = pydantic.Field(default=250_000, ge=1)
+    block_mb: float = pydantic.Field(default=32.0, gt=0)
 
     @pydantic.field_validator("filter_cuts_hz")
     @classmethod
@@ -212,11 +212,11 @@ def _locate(ts: h5py.Dataset, targets: np.ndarray, block: int) -> np.ndarray:
 
 
 def trial_windows(lfp: LfpSource, onsets: np.ndarray, relative_times: np.ndarray,
-                  block_samples: int = 250_000) -> Iterator[tuple[int, Optional[np.ndarray]]]:
+                  block_mb: float = 32.0) -> Iterator[tuple[int, Optional[np.ndarray]]]:
     """For each onset (in order) its index and the LFP (V, ``len(relative_times)`` x channels) at
     ``onset + relative_times``, linearly interpolated; None when the window is not wholly inside the recording.
 
-    Neighbouring windows are read together, at most ``block_samples`` rows per read.
+    Neighbouring windows are read together, at most ``block_mb`` (as float64) per read, at least one window.
     """
     onsets = np.asarray(onsets, dtype=np.float64)
     order = np.argsort(onsets, kind="stable")
@@ -227,6 +227,7 @@ def trial_windows(lfp: LfpSource, onsets: np.ndarray, relative_times: np.ndarray
                 raise InputError(f"LFP dataset {lfp.data!r} has shape {data.shape} and dtype {data.dtype}; expected "
                                  "samples x channels numbers", entity=lfp.entity, path=lfp.path)
             n = int(data.shape[0])
+            block_samples = max(int(block_mb * 1e6 // (8 * max(int(data.shape[1]), 1))), 1)
             ts_ds = lfp.timestamps if lfp.timestamps is None or isinstance(lfp.timestamps, np.ndarray) else \
                 _open_dataset(fh, lfp.timestamps, lfp)
             if ts_ds is not None and ts_ds.shape[0] != n:
@@ -309,7 +310,7 @@ def current_source_density(lfp: LfpSource, channels: CsdChannels, onsets: np.nda
     std_sum = np.zeros(n_ch)
     used: list[float] = []
     skipped = 0
-    for k, window in trial_windows(lfp, onsets, relative, params.block_samples):
+    for k, window in trial_windows(lfp, onsets, relative, params.block_mb):
         if window is None or window.shape[1] != n_ch:
             if window is not None:
                 raise InputError(f"LFP has {window.shape[1]} channels but {n_ch} channel records", entity=entity, path=lfp.path)
