@@ -46,14 +46,7 @@ def _probe(root: Path, lfp_s: float, n_flashes: int):
     spec = fixture.generate_ecephys_session(root, ecephys_session_id=1, probe_ids=(11,), channel_id_start=1000,
                                             unit_id_start=2000, params=params, seed=1)
     probe = spec.probes[0]
-    with h5py.File(probe.lfp_path, "r") as f:
-        numbers = f["channels"][()]
-    by_number = {c["local_index"]: c for c in probe.channels}
-    rows = [by_number[int(n)] for n in numbers]
-    channels = csd.CsdChannels(
-        ids=np.array([c["id"] for c in rows]), vertical_um=np.array([c["probe_vertical_position"] for c in rows]),
-        horizontal_um=np.array([c["probe_horizontal_position"] for c in rows]),
-        valid=np.array([c["valid_data"] for c in rows]), inside_brain=np.ones(len(rows), bool))
+    channels = csd.CsdChannels.from_records(fixture.lfp_channel_records(probe))
     onsets, _ = csd.stimulus_onsets(pd.read_csv(spec.stimulus_table_path), csd.CsdParams())
     return params, probe, channels, onsets
 

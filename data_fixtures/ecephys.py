@@ -87,7 +87,7 @@ from release_platform.storage import atomic_path
 
 __all__ = [
     "EcephysParams", "running_wheel_signals", "RUNNING_RADIUS_CM", "generate_ecephys_session", "lfp_segment", "lfp_channel_indices", "probe_geometry", "flash_onsets",
-    "csd_truth", "behavior_block",
+    "csd_truth", "behavior_block", "lfp_channel_records",
 ]
 
 _PROBE_AREAS = ("VISam", "VISpm", "VISp", "VISl", "VISal", "VISrl")
@@ -214,6 +214,14 @@ def flash_onsets(params: EcephysParams) -> np.ndarray:
     """Onsets (s) of the flashes that open the stimulus table (on the 60 Hz monitor grid)."""
     t = params.flash_start_s + params.flash_period_s * np.arange(max(int(params.n_flashes), 0))
     return np.round(t * MONITOR_RATE_HZ) / MONITOR_RATE_HZ
+
+
+def lfp_channel_records(probe: ProbeFiles) -> list[dict]:
+    """The channel records of a generated probe's LFP columns, in column order (from the LFP file's ``channels``)."""
+    with h5py.File(probe.lfp_path, "r") as f:
+        numbers = f["channels"][()]
+    by_number = {c["local_index"]: c for c in probe.channels}
+    return [by_number[int(n)] for n in numbers]
 
 
 def behavior_block(params: EcephysParams) -> tuple[float, float]:

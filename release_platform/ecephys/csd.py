@@ -118,6 +118,23 @@ class CsdChannels:
     valid: np.ndarray
     inside_brain: np.ndarray
 
+    @classmethod
+    def from_records(cls, records: Sequence, surface_vertical_position_um: Optional[float] = None) -> "CsdChannels":
+        """From channel records in LFP column order (mappings or :class:`~release_platform.ecephys.probes.Channel`:
+        ``id``, ``probe_vertical_position``, ``probe_horizontal_position``, ``valid_data``, ``structure_acronym``);
+        inside the brain by :func:`inside_brain`."""
+        def get(r, key, default=None):
+            return r.get(key, default) if isinstance(r, dict) else getattr(r, key, default)
+
+        vertical = np.array([get(r, "probe_vertical_position") for r in records], dtype=np.float64)
+        return cls(
+            ids=np.array([get(r, "id") for r in records], dtype=np.int64),
+            vertical_um=vertical,
+            horizontal_um=np.array([get(r, "probe_horizontal_position") for r in records], dtype=np.float64),
+            valid=np.array([bool(get(r, "valid_data", True)) for r in records], dtype=bool),
+            inside_brain=inside_brain([get(r, "structure_acronym") for r in records], vertical, surface_vertical_position_um),
+        )
+
     def __post_init__(self) -> None:
         n = len(self.ids)
         for name in ("vertical_um", "horizontal_um", "valid", "inside_brain"):

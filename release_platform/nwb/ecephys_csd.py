@@ -19,7 +19,6 @@ the module; the reason is logged and returned in ``report`` (documented skip, th
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional
 
 import numpy as np
@@ -31,15 +30,12 @@ from release_platform.ecephys.csd import (
     CsdResult,
     LfpSource,
     current_source_density,
-    inside_brain,
     stimulus_onsets,
 )
 from release_platform.errors import InputError
 from release_platform.nwb.common import read_csv
 
 __all__ = ["probe_csd", "add_current_source_density", "read_current_source_density", "MODULE_NAME"]
-
-log = logging.getLogger(__name__)
 
 MODULE_NAME = "current_source_density"
 
@@ -62,14 +58,7 @@ def probe_csd(*, entity: str, data_path: str, timestamps: Any, rate: float, conv
         kwargs.update(timestamps=timestamps)
     else:
         kwargs.update(timestamps="timestamps")
-    vertical = np.array([c.probe_vertical_position for c in channels], dtype=np.float64)
-    records = CsdChannels(
-        ids=np.array([c.id for c in channels], dtype=np.int64),
-        vertical_um=vertical,
-        horizontal_um=np.array([c.probe_horizontal_position for c in channels], dtype=np.float64),
-        valid=np.array([c.valid_data for c in channels], dtype=bool),
-        inside_brain=inside_brain([c.structure_acronym for c in channels], vertical, params.surface_vertical_position_um),
-    )
+    records = CsdChannels.from_records(channels, params.surface_vertical_position_um)
     return current_source_density(LfpSource(**kwargs), records, onsets, params, stimulus_index=index)
 
 
