@@ -29,12 +29,15 @@ Session file (``output_path``), written through :func:`release_platform.nwb.prot
 * processing ``running``: ``TimeSeries`` ``running_speed`` (cm/s); processing ``optotagging``:
   ``TimeSeries`` ``optotagging`` (data = duration, s) and ``TimeIntervals`` ``optogenetic_stimulation``
   (condition, level, stimulus_name, duration). Both optional.
+* With a linked behavior session (``behavior``): its trials, licks, rewards, change-detection presentations and
+  templates; with ``running_wheel_path``: the raw wheel signals (:mod:`release_platform.nwb.ecephys_behavior`).
 
 LFP file per probe (``lfp.output_path`` or ``<session dir>/lfp_probe_<probe id>.nwb``): session metadata,
 the probe's device, only the LFP channels in the electrodes table, and one acquisition ``LFP`` container
 ``probe_<id>_lfp`` holding one ``ElectricalSeries`` ``probe_<id>_lfp_data`` (samples x channels, the
 input's integer samples with ``conversion`` V/bit, explicit timestamps), added once. The samples are
-streamed from the input HDF5 buffer by buffer, never loaded whole.
+streamed from the input HDF5 buffer by buffer, never loaded whole. With ``current_source_density`` (on by default), a
+``current_source_density`` processing module (:mod:`release_platform.nwb.ecephys_csd`).
 
 Size: about 720 lines: the input-JSON schema (one published contract for the session and LFP files), the
 probe devices and electrodes table both files share, and the session writer. The LFP writers are in
@@ -670,7 +673,8 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
             log.warning(msg)
             report.warnings.append(msg)
         if pu.probe.csd_path:
-            report.warnings.append(f"{probe_entity(inputs, pu.probe)}: csd_path given but current source density is not written")
+            report.warnings.append(f"{probe_entity(inputs, pu.probe)}: csd_path given but not read: the current source density "
+                                   "is computed from the LFP (LFP file)")
     if per_probe and any(pu.units for pu in per_probe):
         resolution = 1.0 / max(p.sampling_rate for p in probes)
         nwbfile.units = _units_table(per_probe, electrode_rows, nwbfile.electrodes, resolution)
