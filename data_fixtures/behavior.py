@@ -14,7 +14,8 @@ Session-type rules (``session_type`` = the LIMS ``stimulus_name``): ``_passive``
 and no rewards (so no aborts, hits or false alarms); ``autorewards`` sessions deliver a reward at every
 go change (``auto_rewarded``); ``TRAINING_0``/``TRAINING_1`` show static gratings (one presentation per
 image epoch, no flashes); ``OPHYS_*`` sessions omit about ``omitted_flash_fraction`` of the flashes
-(never a change or sham-change flash, nor the flash just before one).
+(never a change or sham-change flash, nor the flash just before one); so do ``EPHYS_*`` sessions (the behavior
+block of a Visual Behavior Neuropixels session).
 
 Files (CSV):
 
@@ -64,6 +65,8 @@ SESSION_TYPES = (
     "OPHYS_4_images_B",
     "OPHYS_5_images_B_passive",
     "OPHYS_6_images_B",
+    "EPHYS_1_images_G_3uL_reward",
+    "EPHYS_1_images_H_3uL_reward",
 )
 
 #: Eight image names per image set (illustrative names in the style of the released sets).
@@ -127,7 +130,7 @@ def _session_rules(session_type: str) -> dict:
         "flashed": not session_type.startswith(("TRAINING_0", "TRAINING_1")),
         "passive": "passive" in session_type,
         "autorewards": "autorewards" in session_type,
-        "omissions": session_type.startswith("OPHYS"),
+        "omissions": session_type.startswith(("OPHYS", "EPHYS")),
     }
 
 

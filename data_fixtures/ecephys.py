@@ -31,6 +31,17 @@ Per probe:
   white noise, int16 at ``amplitude_scale_factor`` V/bit. :func:`lfp_segment` computes any sample range
   directly and the writer streams blocks of ``lfp_block_samples`` through it, so the file equals a
   direct computation.
+* Flashes and a laminar evoked potential: ``n_flashes`` full-field flashes (``stimulus_name`` ``flashes``,
+  ``color`` -1/+1 alternating) every ``flash_period_s`` from ``flash_start_s`` open the stimulus table (the
+  Visual Coding blocks follow). Each flash adds to the LFP, at every valid channel, the potential of one current
+  sink and one source ``phi(z, t) = A k(t - onset) [G(z; z_source) - G(z; z_sink)]`` with ``G`` a Gaussian of
+  width ``csd_width_um`` over the vertical position, ``A = flash_lfp_amplitude_uv`` and ``k`` an alpha function
+  (latency ``flash_latency_s``, time constant ``flash_tau_s``, peak 1). ``-d^2 phi / dz^2`` is most negative at
+  ``z_sink``, the truth the current source density must recover (:func:`csd_truth`).
+* A linked behavior session: ``behavior_block_s`` > 0 leaves that much time after the flashes for a
+  change-detection block (:func:`behavior_block`; generate the behavior session with ``start_offset_s`` and
+  ``duration_s`` from it); the Visual Coding blocks follow it.
+* Raw wheel signals (:func:`running_wheel_signals`) behind the running speed: ``running_wheel.csv``.
 
 Probe truth (HDF5): ``unit_ids``, ``unit_cluster_ids``, ``orphan_cluster_ids``, ``cluster_ids``,
 ``template_amplitude`` (per template, computed from the stored float32 templates), ``template_scale``
@@ -68,12 +79,16 @@ from data_fixtures.stimulus import (
     StimulusDesign,
     Tuning,
     TuningParams,
+    frame_window,
     running_speed,
     visual_stimulus_table,
 )
 from release_platform.storage import atomic_path
 
-__all__ = ["EcephysParams", "generate_ecephys_session", "lfp_segment", "lfp_channel_indices", "probe_geometry"]
+__all__ = [
+    "EcephysParams", "running_wheel_signals", "RUNNING_RADIUS_CM", "generate_ecephys_session", "lfp_segment", "lfp_channel_indices", "probe_geometry", "flash_onsets",
+    "csd_truth", "behavior_block", "lfp_channel_records",
+]
 
 _PROBE_AREAS = ("VISam", "VISpm", "VISp", "VISl", "VISal", "VISrl")
 _K_PROBE, _K_LFP_MODEL, _K_LFP_NOISE, _K_SESSION = 31, 32, 33, 34
@@ -145,6 +160,18 @@ class EcephysParams:
     optotagging_levels: tuple[float, ...] = (1.0, 1.6, 2.2)
     optotagging_period_s: float = 2.0
     running: RunningParams = RunningParams()
+    n_flashes: int = 8
+    flash_start_s: float = 0.5
+    flash_period_s: float = 0.5
+    flash_duration_s: float = 0.25
+    flash_lfp_amplitude_uv: float = 300.0
+    flash_latency_s: float = 0.04
+    flash_tau_s: float = 0.015
+    csd_sink_fraction: float = 0.65
+    csd_source_fraction: float = 0.3
+    csd_width_um: float = 40.0
+    behavior_block_s: float = 0.0
+    wheel_supply_v: float = 5.0
 
     @classmethod
     def realistic(cls, **overrides) -> "EcephysParams":
@@ -183,6 +210,55 @@ def lfp_channel_indices(params: EcephysParams) -> np.ndarray:
     return np.arange(0, params.n_channels, max(int(params.lfp_channel_stride), 1))
 
 
+def flash_onsets(params: EcephysParams) -> np.ndarray:
+    """Onsets (s) of the flashes that open the stimulus table (on the 60 Hz monitor grid)."""
+    t = params.flash_start_s + params.flash_period_s * np.arange(max(int(params.n_flashes), 0))
+    return np.round(t * MONITOR_RATE_HZ) / MONITOR_RATE_HZ
+
+
+def lfp_channel_records(probe: ProbeFiles) -> list[dict]:
+    """The channel records of a generated probe's LFP columns, in column order (from the LFP file's ``channels``)."""
+    with h5py.File(probe.lfp_path, "r") as f:
+        numbers = f["channels"][()]
+    by_number = {c["local_index"]: c for c in probe.channels}
+    return [by_number[int(n)] for n in numbers]
+
+
+def behavior_block(params: EcephysParams) -> tuple[float, float]:
+    """Start and end (s) of the change-detection block reserved for a linked behavior session: after the flashes."""
+    onsets = flash_onsets(params)
+    start = float(onsets[-1]) + params.flash_period_s if len(onsets) else 0.0
+    return start, start + float(params.behavior_block_s)
+
+
+def csd_truth(params: EcephysParams) -> dict[str, float]:
+    """Vertical positions (µm from the tip) of the flash-evoked current sink and source."""
+    z = probe_geometry(params)[0][lfp_channel_indices(params)]
+    lo, hi = float(z.min()), float(z.max())
+    return {"sink_vertical_um": lo + params.csd_sink_fraction * (hi - lo),
+            "source_vertical_um": lo + params.csd_source_fraction * (hi - lo)}
+
+
+def _flash_potential_uv(params: EcephysParams, t: np.ndarray) -> np.ndarray:
+    """The flash-evoked potential (µV) of the LFP channels at times ``t`` (samples x LFP channels)."""
+    onsets = flash_onsets(params)
+    if not len(onsets) or params.flash_lfp_amplitude_uv == 0:
+        return np.zeros((len(t), len(lfp_channel_indices(params))))
+    vertical, _, valid = probe_geometry(params)
+    chans = lfp_channel_indices(params)
+    z = vertical[chans]
+    truth = csd_truth(params)
+    w = params.csd_width_um
+    profile = (np.exp(-0.5 * ((z - truth["source_vertical_um"]) / w) ** 2)
+               - np.exp(-0.5 * ((z - truth["sink_vertical_um"]) / w) ** 2)) * valid[chans]
+    kernel = np.zeros(len(t))
+    for onset in onsets:
+        s = (t - onset - params.flash_latency_s) / params.flash_tau_s
+        live = (s > 0) & (s < 40)
+        kernel[live] += s[live] * np.exp(1.0 - s[live])
+    return params.flash_lfp_amplitude_uv * kernel[:, None] * profile[None, :]
+
+
 def _lfp_model(params: EcephysParams, seed: int, probe_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Oscillator frequencies (Hz) and the ``2 n_osc x n_lfp_channels`` sine/cosine coefficient matrix (µV)."""
     rng = rng_for(seed, _K_LFP_MODEL, probe_index)
@@ -219,7 +295,7 @@ def lfp_segment(params: EcephysParams, *, seed: int, probe_index: int, start: in
     n_ch = coeff.shape[1]
     t = np.arange(start, stop, dtype=np.float64) / params.lfp_sampling_rate_hz
     arg = 2 * math.pi * t[:, None] * freqs[None, :]
-    signal_uv = np.concatenate([np.sin(arg), np.cos(arg)], axis=1) @ coeff
+    signal_uv = np.concatenate([np.sin(arg), np.cos(arg)], axis=1) @ coeff + _flash_potential_uv(params, t)
     granule = max(int(params.lfp_noise_granule_samples), 1)
     if stop > start and params.lfp_noise_uv > 0:
         valid = probe_geometry(params)[2][lfp_channel_indices(params)]
@@ -633,6 +709,43 @@ def _generate_probe(
     return probe, summary
 
 
+#: Radius (cm) at which the mouse runs on the wheel: 2/3 of the 6.5 inch wheel's radius (as AllenSDK).
+RUNNING_RADIUS_CM = 0.5 * (2.0 * 6.5 * 2.54 / 3.0)
+
+
+def running_wheel_signals(timestamps: np.ndarray, speed_cm_s: np.ndarray, supply_v: float,
+                          rng: np.random.Generator) -> pd.DataFrame:
+    """The raw wheel signals behind a running-speed trace: per frame the rotation ``dx`` (radians) since the
+    previous frame (``speed * dt / RUNNING_RADIUS_CM``; 0 on the first frame), the encoder's signal voltage
+    ``vsig`` (V; the wheel angle as a fraction of a turn times the supply voltage) and the supply voltage ``vin``
+    (V, with 1 mV noise)."""
+    ts = np.asarray(timestamps, dtype=float)
+    dt = np.diff(ts, prepend=ts[0] if len(ts) else 0.0)
+    dx = np.asarray(speed_cm_s, dtype=float) * dt / RUNNING_RADIUS_CM
+    vin = supply_v + 0.001 * rng.standard_normal(len(ts))
+    angle = np.mod(np.cumsum(dx), 2 * math.pi)
+    return pd.DataFrame({"timestamps": ts, "dx": dx, "vsig": angle / (2 * math.pi) * vin, "vin": vin})
+
+
+def _stimulus_table(p: EcephysParams, stim_duration: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Flashes (``color`` -1/+1), the change-detection block of a linked behavior session (``behavior_block_s``,
+    left empty here: its presentations are the behavior session's), then the Visual Coding blocks."""
+    onsets = flash_onsets(p)
+    design = dataclasses.replace(p.stimulus, lead_in_s=max(p.stimulus.lead_in_s, behavior_block(p)[1]))
+    table = visual_stimulus_table(stim_duration, design=design, rng=rng, acquisition_rate_hz=MONITOR_RATE_HZ)
+    if not len(onsets):
+        return table
+    stops = np.round((onsets + p.flash_duration_s) * MONITOR_RATE_HZ) / MONITOR_RATE_HZ
+    start_frame, end_frame = frame_window(onsets, stops, MONITOR_RATE_HZ)
+    n = len(onsets)
+    flashes = {"start_time": onsets, "stop_time": stops, "stimulus_name": np.full(n, "flashes", dtype=object),
+               "start_frame": start_frame, "end_frame": end_frame}
+    columns = {c: np.concatenate([np.asarray(flashes[c]) if c in flashes else np.full(n, np.nan), table[c].to_numpy()])
+               for c in table.columns}
+    columns["color"] = np.concatenate([np.where(np.arange(n) % 2 == 0, -1.0, 1.0), np.full(len(table), np.nan)])
+    return pd.DataFrame(columns)
+
+
 def generate_ecephys_session(
     out_dir: str | Path,
     *,
@@ -663,14 +776,14 @@ def generate_ecephys_session(
     session_dir.mkdir(parents=True, exist_ok=True)
 
     stim_duration = p.duration_s * (1.0 - p.optotagging_fraction)
-    table = visual_stimulus_table(
-        stim_duration, design=p.stimulus, rng=rng_for(seed, _K_SESSION, 1), acquisition_rate_hz=MONITOR_RATE_HZ
-    )
+    table = _stimulus_table(p, stim_duration, rng_for(seed, _K_SESSION, 1))
     opto = _optotagging_table(p, rng_for(seed, _K_SESSION, 2))
     run_ts, speed = running_speed(p.duration_s, p.running, rng_for(seed, _K_SESSION, 3))
     stim_path = write_csv(table, session_dir / "stimulus_table.csv")
     opto_path = write_csv(opto, session_dir / "optotagging_table.csv")
     run_path = write_csv(pd.DataFrame({"timestamps": run_ts, "speed": speed}), session_dir / "running_speed.csv")
+    wheel_path = write_csv(running_wheel_signals(run_ts, speed, p.wheel_supply_v, rng_for(seed, _K_SESSION, 4)),
+                           session_dir / "running_wheel.csv")
 
     probes = []
     summaries = []
@@ -706,6 +819,8 @@ def generate_ecephys_session(
         "stimulus_end_s": float(stim_duration),
         "optotagging": {"levels": list(p.optotagging_levels), "n_trials": int(len(opto))},
         "running_threshold_cm_s": p.running.running_threshold_cm_s,
+        "flashes": {"onsets_s": flash_onsets(p).tolist(), **csd_truth(p)},
+        "behavior_block_s": list(behavior_block(p)),
         "probes": summaries,
     }
     truth_path = write_json(truth, session_dir / "truth.json")
@@ -716,6 +831,7 @@ def generate_ecephys_session(
         stimulus_table_path=stim_path,
         optotagging_table_path=opto_path,
         running_speed_path=run_path,
+        running_wheel_path=wheel_path,
         truth_path=truth_path,
         duration_s=float(p.duration_s),
     )

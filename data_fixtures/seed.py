@@ -165,8 +165,11 @@ def register_behavior_session(
     equipment: str,
     date_of_acquisition: dt.datetime,
     ophys_session_id: int | None = None,
+    ecephys_session_id: int | None = None,
+    stimulus_templates_path: str | os.PathLike | None = None,
 ) -> bool:
-    """Register a ``BehaviorSessionFiles``. False if the session is already in LIMS."""
+    """Register a ``BehaviorSessionFiles`` (linked to an ophys or ecephys session when given; the templates file as
+    ``StimulusTemplates``). False if the session is already in LIMS."""
     if client.exists("behavior_sessions", id=spec.behavior_session_id):
         return False
     client.insert(
@@ -181,6 +184,7 @@ def register_behavior_session(
                 "equipment_id": client.lookup_id("equipment", "name", equipment),
                 "project_id": client.lookup_id("projects", "code", project),
                 "ophys_session_id": ophys_session_id,
+                "ecephys_session_id": ecephys_session_id,
                 "storage_directory": str(Path(spec.trials_path).parent) + "/",
                 "workflow_state": "uploaded",
             }
@@ -196,6 +200,7 @@ def register_behavior_session(
             "BehaviorRewards": spec.rewards_path,
             "RunningSpeed": spec.running_speed_path,
             "StimulusPresentations": spec.stimulus_presentations_path,
+            "StimulusTemplates": stimulus_templates_path,
             "GroundTruth": spec.truth_path,
         },
     )
@@ -238,6 +243,7 @@ def register_ecephys_session(
             "StimulusTable": spec.stimulus_table_path,
             "OptotaggingTable": spec.optotagging_table_path,
             "RunningSpeed": spec.running_speed_path,
+            "RunningWheel": spec.running_wheel_path,
             "GroundTruth": spec.truth_path,
         },
     )
@@ -377,9 +383,9 @@ class SeedSummary:
 
 
 def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "tiny", seed: int = 0) -> SeedSummary:
-    """Generate and register the demo sessions: 2 ophys (one 2-plane mesoscope), 2 behavior, 1 ecephys
-    (2 probes), 2 icephys cells, and 2 experiment containers. Sessions already in LIMS are skipped."""
-    from data_fixtures import behavior, ecephys, icephys, ophys
+    """Generate and register the demo sessions: 2 ophys (one 2-plane mesoscope), 3 behavior (3002 recorded with
+    ophys 1001, 3003 with ecephys 4001), 1 ecephys (2 probes), 2 icephys cells, and 2 experiment containers. Sessions already in LIMS are skipped."""
+    from data_fixtures import behavior, ecephys, icephys, ophys, templates
 
     if size not in ("tiny", "realistic"):
         raise ValueError(f"size must be 'tiny' or 'realistic', got {size!r}")
@@ -422,18 +428,37 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
                                           date_of_acquisition=day - dt.timedelta(days=3 - i), ophys_session_id=ophys_sid)
         summary.note("behavior_session", sid, added)
 
-    # Ecephys: one session with two probes.
-    sid = 4001
+    # Ecephys: one session with two probes, recorded with behavior session 3003 (its change-detection block
+    # follows the flashes; its trials, licks and rewards ship inside the ecephys session's NWB file).
+    sid, behavior_sid = 4001, 3003
+    ephys_type = "EPHYS_1_images_G_3uL_reward"
+    eparams = (ecephys.EcephysParams.realistic(session_type=ephys_type, behavior_block_s=1200.0) if real
+               else ecephys.EcephysParams(session_type=ephys_type, behavior_block_s=25.0))
     if client.exists("ecephys_sessions", id=sid):
         summary.note("ecephys_session", sid, False)
     else:
         spec = ecephys.generate_ecephys_session(
             data_dir, ecephys_session_id=sid, probe_ids=(4101, 4102), channel_id_start=410000,
-            unit_id_start=420000, params=ecephys.EcephysParams.realistic() if real else ecephys.EcephysParams(), seed=seed + sid,
+            unit_id_start=420000, params=eparams, seed=seed + sid,
         )
         added = register_ecephys_session(client, spec, specimen_id=ids["vip"][1], project=PROJECT_ECEPHYS, equipment="NP.1",
                                          date_of_acquisition=day + dt.timedelta(days=5))
         summary.note("ecephys_session", sid, added)
+    if client.exists("behavior_sessions", id=behavior_sid):
+        summary.note("behavior_session", behavior_sid, False)
+    else:
+        block_start, block_end = ecephys.behavior_block(eparams)
+        bparams = behavior.BehaviorParams.realistic if real else behavior.BehaviorParams
+        spec = behavior.generate_behavior_session(
+            data_dir, behavior_session_id=behavior_sid, session_type=ephys_type,
+            params=bparams(start_offset_s=block_start, duration_s=block_end), seed=seed + behavior_sid,
+        )
+        templates_path = templates.write_stimulus_templates(
+            Path(spec.trials_path).parent / "stimulus_templates.h5", "G", behavior.IMAGE_SETS["G"], seed=seed + behavior_sid)
+        added = register_behavior_session(client, spec, donor_id=ids["vip"][0], project=PROJECT_ECEPHYS, equipment="NP.1",
+                                          date_of_acquisition=day + dt.timedelta(days=5), ecephys_session_id=sid,
+                                          stimulus_templates_path=templates_path)
+        summary.note("behavior_session", behavior_sid, added)
 
     # Icephys: two cells.
     for sid in (5001, 5002):

@@ -196,6 +196,7 @@ class EcephysSessionFiles:
     * ``optotagging_table_path``: CSV with ``start_time, stop_time, condition, level, duration,
       stimulus_name``.
     * ``running_speed_path``: CSV ``timestamps`` (s), ``speed`` (cm/s) at 60 Hz.
+    * ``running_wheel_path``: CSV ``timestamps`` (s), ``dx`` (rad), ``vsig``, ``vin`` (V): the raw wheel signals.
     """
 
     ecephys_session_id: int
@@ -206,6 +207,7 @@ class EcephysSessionFiles:
     running_speed_path: Path
     truth_path: Path
     duration_s: float = 0.0
+    running_wheel_path: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -110,6 +110,9 @@ class EcephysProbeInputs(pydantic.BaseModel):
 
 class EcephysSessionInputs(SessionBase):
     probes: list[EcephysProbeInputs]
+    #: The behavior session recorded with this ecephys session (validated), None when LIMS links none; its trials,
+    #: licks, rewards and change-detection stimulus go into the ecephys session's NWB file.
+    behavior_session: Optional[BehaviorSessionInputs] = None
 
 
 class IcephysCellInputs(SessionBase):
@@ -459,7 +462,8 @@ def check_sorter_arrays(entity: str, sorting: Path, arrays: Mapping[str, np.ndar
     return counts
 
 
-def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping[str, Any]]) -> EcephysSessionInputs:
+def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping[str, Any]],
+                             behavior_session: Optional[BehaviorSessionInputs] = None) -> EcephysSessionInputs:
     base = _session_base(record)
     entity = f"ecephys_session {base['session_id']}"
     require_file(entity, base["files"], "StimulusTable")
@@ -500,7 +504,7 @@ def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping
                 lims_record=dict(probe),
             )
         )
-    return EcephysSessionInputs(**base, probes=out)
+    return EcephysSessionInputs(**base, probes=out, behavior_session=behavior_session)
 
 
 # -- icephys -------------------------------------------------------------------------------------------------
@@ -526,8 +530,8 @@ def validate_icephys_cell(record: Mapping[str, Any]) -> IcephysCellInputs:
 def resolve_session(client, kind: str, session_id: int | str) -> SessionBase:
     """Fetch a session's LIMS records through ``client`` (a LimsClient) and validate its files.
 
-    The result carries everything later steps need from LIMS (an ophys session its linked behavior session,
-    an ecephys session its probes' records with channels and units), so no later step queries LIMS again.
+    The result carries everything later steps need from LIMS (an ophys or ecephys session its linked behavior
+    session, an ecephys session its probes' records with channels and units), so no later step queries LIMS again.
     The input assets and the ``session_inputs`` module both call this.
     """
     record = client.session(kind, session_id)
@@ -540,5 +544,7 @@ def resolve_session(client, kind: str, session_id: int | str) -> SessionBase:
     if kind == "behavior_session":
         return validate_behavior_session(record)
     if kind == "ecephys_session":
-        return validate_ecephys_session(record, client.ecephys_probes(session_id))
+        behavior_id = client.linked_behavior_session("ecephys_session", session_id)
+        behavior = resolve_session(client, "behavior_session", behavior_id) if behavior_id is not None else None
+        return validate_ecephys_session(record, client.ecephys_probes(session_id), behavior)
     return validate_icephys_cell(record)

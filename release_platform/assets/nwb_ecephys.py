@@ -85,7 +85,8 @@ def _with_units_files(inputs: ecephys_nwb.EcephysNwbInputs, units: dict) -> ecep
 
 @dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"nwb"},
           description="Session NWB: subject, probes, electrodes, units with spike trains, amplitudes and waveforms, "
-                      "stimulus, running, optotagging. Spikes come grouped from ecephys_units' files.")
+                      "stimulus, running, optotagging and, when LIMS links one, the behavior session's trials, licks, "
+                      "rewards, change-detection stimulus and templates. Spikes come grouped from ecephys_units' files.")
 def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
                         ecephys_units: dict, lims: LimsResource, storage: StorageResource) -> DataFiles:
     started = time.monotonic()
@@ -103,6 +104,7 @@ def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_input
             "spikes": report.n_spikes,
             "datasets_verified": result.n_datasets_checked,
             "warnings": dg.MetadataValue.json(report.warnings),
+            "behavior_session_id": -1 if inputs.behavior is None else inputs.behavior.behavior_session_id,
             "runtime_s": round(time.monotonic() - started, 3),
         }
     )
@@ -110,7 +112,8 @@ def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_input
 
 
 @dg.asset(partitions_def=ECEPHYS, group_name=GROUP, kinds={"nwb"}, pool=HEAVY_POOL,
-          description="One LFP NWB per probe (lfp_probe_<id>.nwb), streamed so the LFP never sits whole in memory. "
+          description="One LFP NWB per probe (lfp_probe_<id>.nwb) with its current source density, streamed so the LFP "
+                      "never sits whole in memory. "
                       "Probes whose LFP cannot be written are named in the failure after the others are written.")
 def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
                           lims: LimsResource, storage: StorageResource) -> DataFiles:
@@ -119,15 +122,16 @@ def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inp
         inputs = _nwb_inputs(context, ecephys_session_inputs, storage)
     except InputError as exc:
         raise partition_failure(context, exc, GROUP) from None
-    written, paths, failed, without_lfp = {}, {}, {}, []
+    written, paths, failed, without_lfp, csd_skipped = {}, {}, {}, [], {}
     for probe in ecephys_nwb.selected_probes(inputs):
         if probe.lfp is None:
             without_lfp.append(probe.name)
             continue
         target = storage.dir_for("ecephys_probe_lfp_nwb", context.partition_key) / f"lfp_probe_{probe.id}.nwb"
         probe = probe.model_copy(update={"lfp": probe.lfp.model_copy(update={"output_path": str(target)})})
+        skips: list[str] = []
         try:
-            result = ecephys_nwb.write_probe_lfp_nwb(inputs, probe)
+            result = ecephys_nwb.write_probe_lfp_nwb(inputs, probe, report=skips)
         except InputError as exc:
             failed[probe.name] = str(exc)
             context.log.error(str(exc))
@@ -135,6 +139,9 @@ def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inp
         register_produced_files(lims, "ecephys_probe_lfp_nwb", {probe.id: result.path})
         written[probe.name] = str(result.path)
         paths[int(probe.id)] = str(result.path)
+        if skips:
+            csd_skipped[probe.name] = "; ".join(skips)
+            context.log.warning("; ".join(skips))
     if failed:
         raise partition_failure(
             context, f"ecephys_session {context.partition_key}: LFP NWB failed for {sorted(failed)}: " + "; ".join(failed.values()),
@@ -142,6 +149,7 @@ def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inp
         )
     context.add_output_metadata(
         {"files": dg.MetadataValue.json(written), "probes_without_lfp": dg.MetadataValue.json(without_lfp),
+         "current_source_density_skipped": dg.MetadataValue.json(csd_skipped),
          "runtime_s": round(time.monotonic() - started, 3)}
     )
     return DataFiles("ecephys_lfp_nwb", paths)

@@ -29,12 +29,15 @@ Session file (``output_path``), written through :func:`release_platform.nwb.prot
 * processing ``running``: ``TimeSeries`` ``running_speed`` (cm/s); processing ``optotagging``:
   ``TimeSeries`` ``optotagging`` (data = duration, s) and ``TimeIntervals`` ``optogenetic_stimulation``
   (condition, level, stimulus_name, duration). Both optional.
+* With a linked behavior session (``behavior``): its trials, licks, rewards, change-detection presentations and
+  templates; with ``running_wheel_path``: the raw wheel signals (:mod:`release_platform.nwb.ecephys_behavior`).
 
 LFP file per probe (``lfp.output_path`` or ``<session dir>/lfp_probe_<probe id>.nwb``): session metadata,
 the probe's device, only the LFP channels in the electrodes table, and one acquisition ``LFP`` container
 ``probe_<id>_lfp`` holding one ``ElectricalSeries`` ``probe_<id>_lfp_data`` (samples x channels, the
 input's integer samples with ``conversion`` V/bit, explicit timestamps), added once. The samples are
-streamed from the input HDF5 buffer by buffer, never loaded whole.
+streamed from the input HDF5 buffer by buffer, never loaded whole. With ``current_source_density`` (on by default), a
+``current_source_density`` processing module (:mod:`release_platform.nwb.ecephys_csd`).
 
 Size: about 720 lines: the input-JSON schema (one published contract for the session and LFP files), the
 probe devices and electrodes table both files share, and the session writer. The LFP writers are in
@@ -80,7 +83,9 @@ from release_platform.nwb.common import (
     subject_id_of,
 )
 from release_platform.nwb import ecephys_allen
+from release_platform.ecephys.csd import CsdParams
 from release_platform.nwb.config import BackendConfiguration
+from release_platform.nwb.ecephys_behavior import LinkedBehaviorSession, add_linked_behavior, add_running_wheel, load_running_wheel
 from release_platform.nwb.protocol import (
     WriteResult,
     provenance_json,
@@ -174,6 +179,13 @@ class EcephysNwbInputs(pydantic.BaseModel):
     #: ``allensdk``: the AllenSDK ecephys contract (:mod:`release_platform.nwb.ecephys_allen`).
     compat: Literal["none", "allensdk"] = "none"
 
+    #: The behavior session recorded with this session (its trials, licks, rewards, change-detection stimulus and
+    #: templates go into the session file: :mod:`release_platform.nwb.ecephys_behavior`); None when there is none.
+    behavior: Optional[LinkedBehaviorSession] = None
+    #: Raw wheel signals (CSV ``timestamps, dx, vsig, vin``), written beside the running speed.
+    running_wheel_path: Optional[str] = None
+    #: Current source density in each probe's LFP file (:mod:`release_platform.nwb.ecephys_csd`); None: not computed.
+    current_source_density: Optional[CsdParams] = CsdParams()
 
     @pydantic.model_validator(mode="after")
     def _unique_probes(self) -> "EcephysNwbInputs":
@@ -241,6 +253,7 @@ class EcephysNwbInputs(pydantic.BaseModel):
                 }
             )
         files = session.files
+        linked = getattr(session, "behavior_session", None)
         raw = {
             "output_path": os.fspath(output_path),
             "session_id": session.session_id,
@@ -248,6 +261,8 @@ class EcephysNwbInputs(pydantic.BaseModel):
             "stimulus_table_path": files.get("StimulusTable"),
             "running_speed_path": files.get("RunningSpeed"),
             "optotagging_table_path": files.get("OptotaggingTable"),
+            "running_wheel_path": files.get("RunningWheel"),
+            "behavior": None if linked is None else LinkedBehaviorSession.from_session(linked, entity=entity),
             "invalid_epochs": list(invalid_epochs),
             "session_metadata": {
                 "specimen_name": str(subject.subject_id),
@@ -343,8 +358,10 @@ def _subject(meta: SessionMetadata):
     )
 
 
-def _new_nwbfile(inputs: EcephysNwbInputs, *, kind: str, ids: Sequence[Any], description: str, provenance: dict, writer: str):
+def _new_nwbfile(inputs: EcephysNwbInputs, *, kind: str, ids: Sequence[Any], description: str, provenance: dict, writer: str,
+                 notes: Optional[Mapping[str, Any]] = None):
     return new_nwbfile(
+        notes=notes,
         kind=kind,
         ids=ids,
         session_id=inputs.session_id,
@@ -582,6 +599,10 @@ def _session_provenance(inputs: EcephysNwbInputs, probes: Sequence[ProbeInputs],
         "running_speed": inputs.running_speed_path,
         "optotagging_table": inputs.optotagging_table_path,
     }
+    if inputs.running_wheel_path:
+        files["running_wheel"] = inputs.running_wheel_path
+    if inputs.behavior is not None:
+        files.update({f"behavior/{k[:-5]}": v for k, v in inputs.behavior.model_dump().items() if k.endswith("_path") and v})
     for p in probes:
         for field, path in p.sorting_paths().items():
             files[f"{p.name}/{field}"] = path
@@ -592,6 +613,8 @@ def _session_provenance(inputs: EcephysNwbInputs, probes: Sequence[ProbeInputs],
         "compression": config.tier,
         "invalid_epochs": [e.model_dump() for e in inputs.invalid_epochs],
         "session_metadata": inputs.session_metadata.model_dump(mode="json"),
+        **({} if inputs.behavior is None else {"behavior": {"behavior_session_id": inputs.behavior.behavior_session_id,
+                                                            "session_type": inputs.behavior.session_type}}),
         "probes": [
             {
                 "id": p.id, "name": p.name, "sampling_rate": p.sampling_rate, "amplitude_scale_factor": p.amplitude_scale_factor,
@@ -633,9 +656,13 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
         inputs,
         kind="ecephys_session",
         ids=[inputs.session_id],
-        description="Data and metadata for an Ecephys session",
+        description="Data and metadata for an Ecephys session" + (
+            "" if inputs.behavior is None else f" with its behavior session {inputs.behavior.behavior_session_id}"),
         provenance=provenance,
         writer="release_platform.nwb.ecephys",
+        notes=None if inputs.behavior is None else {"ecephys_session_id": inputs.session_id,
+                                                    "behavior_session_id": inputs.behavior.behavior_session_id,
+                                                    "session_type": inputs.behavior.session_type},
     )
     groups = [(p, p.channels, _add_probe_device(nwbfile, p, has_lfp=p.lfp is not None, compat=inputs.compat))
               for p in probes]
@@ -655,7 +682,8 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
             log.warning(msg)
             report.warnings.append(msg)
         if pu.probe.csd_path:
-            report.warnings.append(f"{probe_entity(inputs, pu.probe)}: csd_path given but current source density is not written")
+            report.warnings.append(f"{probe_entity(inputs, pu.probe)}: csd_path given but not read: the current source density "
+                                   "is computed from the LFP (LFP file)")
     if per_probe and any(pu.units for pu in per_probe):
         resolution = 1.0 / max(p.sampling_rate for p in probes)
         nwbfile.units = _units_table(per_probe, electrode_rows, nwbfile.electrodes, resolution, compat=inputs.compat)
@@ -672,6 +700,10 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
                                           tags=[epoch.type, str(epoch.id), epoch.label])
     if inputs.running_speed_path:
         _add_running(nwbfile, inputs)
+    if inputs.running_wheel_path:
+        add_running_wheel(nwbfile, load_running_wheel(inputs.running_wheel_path, entity=inputs.entity))
+    if inputs.behavior is not None:
+        add_linked_behavior(nwbfile, inputs.behavior)
     if inputs.optotagging_table_path:
         _add_optotagging(nwbfile, inputs)
     return nwbfile
@@ -706,7 +738,7 @@ def write_ecephys_nwb(inputs: EcephysNwbInputs, *, config: BackendConfiguration 
         out = ProbeOutput(id=probe.id, name=probe.name)
         if probe.lfp is not None:
             try:
-                out.nwb_path = os.fspath(write_probe_lfp_nwb(inputs, probe, config=config).path)
+                out.nwb_path = os.fspath(write_probe_lfp_nwb(inputs, probe, config=config, report=report.warnings).path)
             except InputError as exc:
                 out.error = str(exc)
                 errors.append(str(exc))

@@ -4,6 +4,7 @@ and which re-exports its writers."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from release_platform.ecephys.probes import (
 from release_platform.ecephys.units import load_npy
 from release_platform.errors import InputError
 from release_platform.nwb.config import BackendConfiguration
+from release_platform.nwb.ecephys_csd import add_current_source_density, probe_csd
 from release_platform.nwb.protocol import (
     H5DatasetIterator,
     WriteResult,
@@ -29,6 +31,8 @@ from release_platform.nwb.ecephys import (
     EcephysNwbInputs, _add_electrodes, _add_probe_device, _backend, _new_nwbfile, _quiet_region_warnings,
     lfp_output_path, probe_entity,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _read_index_array(path: str, entity: str, what: str) -> np.ndarray:
@@ -114,9 +118,29 @@ def _lfp_parts(inputs: EcephysNwbInputs, probe: ProbeInputs, config: BackendConf
     return data_it, timestamps, [by_number[int(n)] for n in channels], conversion, shape
 
 
+def _add_csd(nwbfile, inputs: EcephysNwbInputs, probe: ProbeInputs, timestamps, channels, conversion,
+             report: list[str] | None) -> None:
+    """The probe's current source density (:mod:`release_platform.nwb.ecephys_csd`); a probe whose CSD cannot be
+    computed is a documented skip: the reason is logged and appended to ``report``."""
+    entity = probe_entity(inputs, probe)
+    try:
+        result = probe_csd(entity=entity, data_path=probe.lfp.input_data_path, timestamps=timestamps,
+                           rate=probe.lfp_sampling_rate, conversion=conversion, channels=channels,
+                           stimulus_table_path=inputs.stimulus_table_path, params=inputs.current_source_density)
+    except InputError as exc:
+        message = f"current source density skipped: {exc}"
+        log.warning("%s", message)
+        if report is not None:
+            report.append(message)
+        return
+    add_current_source_density(nwbfile, result, probe_name=probe.name)
+
+
 @_quiet_region_warnings
-def build_lfp_nwbfile(inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None):
-    """The in-memory LFP ``NWBFile`` of one probe; the samples stay on disk until written (streamed)."""
+def build_lfp_nwbfile(inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None,
+                      report: list[str] | None = None):
+    """The in-memory LFP ``NWBFile`` of one probe; the samples stay on disk until written (streamed). With
+    ``inputs.current_source_density`` set, the probe's CSD is added (skips are appended to ``report``)."""
     from pynwb.ecephys import LFP, ElectricalSeries
 
     config = _backend(inputs, config)
@@ -163,6 +187,8 @@ def build_lfp_nwbfile(inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: B
             **kwargs,
         )
         nwbfile.add_acquisition(LFP(name=f"probe_{probe.id}_lfp", electrical_series=series))
+        if inputs.current_source_density is not None:
+            _add_csd(nwbfile, inputs, probe, timestamps, channels, conversion, report)
     except BaseException:
         data_it.close()
         if isinstance(timestamps, H5DatasetIterator):
@@ -172,13 +198,14 @@ def build_lfp_nwbfile(inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: B
 
 
 def write_probe_lfp_nwb(
-    inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None
+    inputs: EcephysNwbInputs, probe: ProbeInputs, *, config: BackendConfiguration | None = None,
+    report: list[str] | None = None,
 ) -> WriteResult:
-    """Write one probe's LFP file (streaming) through the write protocol."""
+    """Write one probe's LFP file (streaming) through the write protocol; CSD skips are appended to ``report``."""
     config = _backend(inputs, config)
     return write_nwb(
         lfp_output_path(inputs, probe),
-        lambda: build_lfp_nwbfile(inputs, probe, config=config),
+        lambda: build_lfp_nwbfile(inputs, probe, config=config, report=report),
         entity=probe_entity(inputs, probe),
         config=config,
     )
