@@ -86,3 +86,18 @@ def write_eye_tracking_file(out_dir: str | Path, camera_times: np.ndarray, *, se
                             {"pupil_area": np.pi * r * r, "blink": blink, "timestamps": t},
                             attrs={"n_blinks": int(np.sum(np.diff(np.r_[0, blink.astype(int)]) == 1))})
     return path, truth
+
+
+def write_rig_files(session_dir: str | Path, *, duration_s: float, seed: int,
+                    eye_tracking: bool = True) -> tuple[Path, Path | None]:
+    """A session's sync file and (optionally) its eye ellipse fits timed by the sync eye camera line."""
+    from data_fixtures.sync import write_sync_file
+    from release_platform.sync import camera_frame_times
+
+    sync = write_sync_file(session_dir, duration_s=duration_s, seed=seed)
+    if not eye_tracking:
+        return sync.sync_path, None
+    with __import__("h5py").File(sync.truth_path, "r") as f:
+        camera_times = f["camera_times"][()]
+    eye_path, _ = write_eye_tracking_file(session_dir, camera_times, seed=seed)
+    return sync.sync_path, eye_path

@@ -94,6 +94,8 @@ def register_ophys_session(
             "RunningSpeed": spec.running_speed_path,
             "OphysTimestamps": spec.timestamps_path,
             "GroundTruth": spec.truth_path,
+            "RigSync": getattr(spec, "sync_path", None),
+            "EyeTrackingEllipses": getattr(spec, "eye_tracking_path", None),
         },
     )
     groups: dict[int, int] = {}
@@ -197,6 +199,7 @@ def register_behavior_session(
             "RunningSpeed": spec.running_speed_path,
             "StimulusPresentations": spec.stimulus_presentations_path,
             "GroundTruth": spec.truth_path,
+            "RigSync": getattr(spec, "sync_path", None),
         },
     )
     return True
@@ -239,6 +242,8 @@ def register_ecephys_session(
             "OptotaggingTable": spec.optotagging_table_path,
             "RunningSpeed": spec.running_speed_path,
             "GroundTruth": spec.truth_path,
+            "RigSync": getattr(spec, "sync_path", None),
+            "EyeTrackingEllipses": getattr(spec, "eye_tracking_path", None),
         },
     )
     for probe in spec.probes:

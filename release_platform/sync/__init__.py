@@ -10,6 +10,7 @@ from release_platform.sync.stimulus import (
     monitor_delay,
     photodiode_events,
     presentation_times,
+    presentations_from_sync,
     stimulus_timing,
     trim_discontiguous,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "monitor_delay",
     "photodiode_events",
     "presentation_times",
+    "presentations_from_sync",
     "stimulus_timing",
     "trim_discontiguous",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "stimulus_timing",
     "presentation_times",
     "camera_frame_times",
+    "presentations_from_sync",
 ]
 
 #: Candidate line labels, in AllenSDK's order of preference.
@@ -229,3 +230,15 @@ def camera_frame_times(
     ds = sync if isinstance(sync, SyncDataset) else SyncDataset(sync, entity=entity)
     label = ds.require_lines({"camera": tuple(lines)})["camera"]
     return trim_discontiguous(ds.rising_edges(label))
+
+
+def presentations_from_sync(
+    table: pd.DataFrame,
+    sync_path: str | os.PathLike,
+    *,
+    entity: str | None = None,
+    table_path: str | os.PathLike | None = None,
+) -> tuple[pd.DataFrame, StimulusTiming]:
+    """``table`` timed from the sync file (:func:`stimulus_timing` then :func:`presentation_times`)."""
+    timing = stimulus_timing(sync_path, entity=entity)
+    return presentation_times(table, timing, entity=entity, path=table_path), timing
