@@ -29,6 +29,8 @@ Session file (``output_path``), written through :func:`release_platform.nwb.prot
 * processing ``running``: ``TimeSeries`` ``running_speed`` (cm/s); processing ``optotagging``:
   ``TimeSeries`` ``optotagging`` (data = duration, s) and ``TimeIntervals`` ``optogenetic_stimulation``
   (condition, level, stimulus_name, duration). Both optional.
+* processing ``eye_tracking`` (optional): ellipse fits, areas and likely blinks
+  (:mod:`release_platform.nwb.eye_tracking`).
 
 LFP file per probe (``lfp.output_path`` or ``<session dir>/lfp_probe_<probe id>.nwb``): session metadata,
 the probe's device, only the LFP channels in the electrodes table, and one acquisition ``LFP`` container
@@ -147,8 +149,10 @@ class SessionMetadata(pydantic.BaseModel):
 class EcephysNwbInputs(pydantic.BaseModel):
     """The ``write_ecephys_nwb`` input JSON. Unknown keys are rejected.
 
-    Accepted for compatibility but unused: ``session_sync_path`` (times are already on the session
-    clock), ``pool_size`` (LFP files are written one after another, streaming, with bounded memory; the
+    ``session_sync_path`` (LIMS ``RigSync``): when given, stimulus presentation times come from its
+    vsync/photodiode lines and the table's ``start_frame``/``end_frame`` (:mod:`release_platform.sync`), and
+    eye tracking (``eye_dlc_ellipses_path``, LIMS ``EyeTrackingEllipses``) is timed by its eye camera line.
+    Accepted for compatibility but unused: ``pool_size`` (LFP files are written one after another, streaming, with bounded memory; the
     platform parallelises over sessions), ``log_level`` (the harness sets logging).
     """
 
@@ -162,6 +166,7 @@ class EcephysNwbInputs(pydantic.BaseModel):
     session_sync_path: Optional[str] = None
     running_speed_path: Optional[str] = None
     optotagging_table_path: Optional[str] = None
+    eye_dlc_ellipses_path: Optional[str] = None
     pool_size: int = 3
     log_level: Optional[str] = None
     session_metadata: SessionMetadata
@@ -245,6 +250,8 @@ class EcephysNwbInputs(pydantic.BaseModel):
             "stimulus_table_path": files.get("StimulusTable"),
             "running_speed_path": files.get("RunningSpeed"),
             "optotagging_table_path": files.get("OptotaggingTable"),
+            "session_sync_path": files.get("RigSync"),
+            "eye_dlc_ellipses_path": files.get("EyeTrackingEllipses"),
             "invalid_epochs": list(invalid_epochs),
             "session_metadata": {
                 "specimen_name": str(subject.subject_id),
@@ -437,6 +444,10 @@ def _stimulus_tables(inputs: EcephysNwbInputs) -> list:
     if bad.any():
         raise InputError(f"{int(bad.sum())} stimulus presentations stop before they start (or have NaN times)",
                          entity=entity, path=inputs.stimulus_table_path)
+    if inputs.session_sync_path:
+        from release_platform.sync import presentations_from_sync
+
+        frame, _ = presentations_from_sync(frame, inputs.session_sync_path, entity=entity, table_path=inputs.stimulus_table_path)
     frame["stimulus_name"] = frame["stimulus_name"].fillna("N/A").astype(str)
     tables = []
     for stim_name, group in frame.groupby("stimulus_name", sort=True):
@@ -575,6 +586,7 @@ def _session_provenance(inputs: EcephysNwbInputs, probes: Sequence[ProbeInputs],
         "running_speed": inputs.running_speed_path,
         "optotagging_table": inputs.optotagging_table_path,
     }
+    files.update({k: v for k, v in (("sync", inputs.session_sync_path), ("eye_tracking", inputs.eye_dlc_ellipses_path)) if v})
     for p in probes:
         for field, path in p.sorting_paths().items():
             files[f"{p.name}/{field}"] = path
@@ -666,6 +678,10 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
         _add_running(nwbfile, inputs)
     if inputs.optotagging_table_path:
         _add_optotagging(nwbfile, inputs)
+    if inputs.eye_dlc_ellipses_path:
+        from release_platform.nwb.eye_tracking import add_eye_tracking, eye_tracking_table
+
+        add_eye_tracking(nwbfile, eye_tracking_table(inputs.eye_dlc_ellipses_path, sync_path=inputs.session_sync_path, entity=inputs.entity))
     return nwbfile
 
 
