@@ -45,6 +45,7 @@ class SyncParams:
     photodiode_noise_s: float = 0.00002
     eye_rate_hz: float = 60.0
     eye_start_s: float = 0.01
+    #: labels of the lines; bits 0, 1, 2 carry the vsync, photodiode and eye camera signals whatever their labels
     line_labels: tuple[str, ...] = LINE_LABELS
 
 
@@ -92,9 +93,9 @@ def write_sync_file(
 
     labels = list(p.line_labels)
     lines = {
-        labels.index("stim_vsync"): (np.r_[vsync, vsync + low], np.r_[np.zeros(n_frames), np.ones(n_frames)], 1),
-        labels.index("stim_photodiode"): (pd_samples, (np.arange(len(pd_samples)) + 1) % 2, 0),
-        labels.index("eye_frame_received"): (np.r_[cam, cam + 100], np.r_[np.ones(n_cam), np.zeros(n_cam)], 0),
+        0: (np.r_[vsync, vsync + low], np.r_[np.zeros(n_frames), np.ones(n_frames)], 1),
+        1: (pd_samples, (np.arange(len(pd_samples)) + 1) % 2, 0),
+        2: (np.r_[cam, cam + 100], np.r_[np.ones(n_cam), np.zeros(n_cam)], 0),
     }
     all_samples = np.unique(np.concatenate([[0]] + [v[0] for v in lines.values()]))
     bits = np.zeros(len(all_samples), dtype=np.uint32)

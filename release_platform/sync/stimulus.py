@@ -9,8 +9,8 @@ The method is the AllenSDK one (``OphysTimeAligner`` / ``calculate_monitor_delay
    ``cycle`` frames (60, i.e. once a second at 60 Hz); a photodiode over it drives the photodiode line, so
    every edge of that line is a transition seen on the screen. Start/stop marker flashes are stripped:
    the first valid event is the first with its next two intervals within ``1.0 +- 0.05`` s, the last
-   valid one the last with its previous two intervals so; events closer than 0.5 s to the previous one
-   (anomalies) are removed.
+   valid one the last with its previous two intervals so; an event less than 0.5 s before the next one
+   (an anomaly) is removed.
 3. **Monitor delay**: the mean, over photodiode events, of the event time minus the vsync time of the
    transition frame it shows (the latest of every ``cycle``-th frame at or before it). It must lie in
    ``[0, max_delay]`` (0.07 s by default, AllenSDK's ``MAX_MONITOR_DELAY``); otherwise the sync file is
@@ -109,7 +109,7 @@ def photodiode_events(
     last = len(edges) - 1 - last_rev
     events = edges[first : last + 1]
     anomalies = np.flatnonzero(np.diff(events) < anomaly_s)
-    return np.delete(events, anomalies + 1)
+    return np.delete(events, anomalies)
 
 
 def monitor_delay(
