@@ -167,6 +167,7 @@ class EcephysNwbInputs(pydantic.BaseModel):
     running_speed_path: Optional[str] = None
     optotagging_table_path: Optional[str] = None
     eye_dlc_ellipses_path: Optional[str] = None
+    eye_tracking_rig_geometry: Optional[dict[str, Any]] = None  # AllenSDK's rig geometry record: gaze mapping
     pool_size: int = 3
     log_level: Optional[str] = None
     session_metadata: SessionMetadata
@@ -609,6 +610,8 @@ def _session_provenance(inputs: EcephysNwbInputs, probes: Sequence[ProbeInputs],
             for p in probes
         ],
     }
+    if inputs.eye_tracking_rig_geometry is not None:
+        params["eye_tracking_rig_geometry"] = inputs.eye_tracking_rig_geometry
     return provenance_record(writer="release_platform.nwb.ecephys.write_session_nwb", parameters=params, inputs=files)
 
 
@@ -681,7 +684,8 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
     if inputs.eye_dlc_ellipses_path:
         from release_platform.nwb.eye_tracking import add_eye_tracking, eye_tracking_table
 
-        add_eye_tracking(nwbfile, eye_tracking_table(inputs.eye_dlc_ellipses_path, sync_path=inputs.session_sync_path, entity=inputs.entity))
+        add_eye_tracking(nwbfile, eye_tracking_table(inputs.eye_dlc_ellipses_path, sync_path=inputs.session_sync_path, entity=inputs.entity,
+                                                      rig_geometry=inputs.eye_tracking_rig_geometry))
     return nwbfile
 
 

@@ -12,7 +12,10 @@ eye-camera image pixels; widths/heights are ellipse half-axes):
   blinks), ``pupil_area_raw``, ``pupil_width``, ``pupil_height`` (px), ``pupil_phi`` (radians);
 * ``BehavioralTimeSeries`` ``eye_and_corneal_reflection``: ``eye_area``, ``eye_area_raw``, ``cr_area``,
   ``cr_area_raw`` (px^2, pi x w x h), ``eye_width``, ``eye_height``, ``cr_width``, ``cr_height`` (px),
-  ``eye_phi``, ``cr_phi`` (radians), ``likely_blink`` (bool).
+  ``eye_phi``, ``cr_phi`` (radians), ``likely_blink`` (bool);
+* with the rig geometry, ``EyeTracking`` ``gaze_on_monitor``: ``screen_coordinates`` (cm from the monitor
+  centre) and ``screen_coordinates_spherical`` (azimuth, elevation in degrees), see
+  :mod:`release_platform.behavior.gaze`.
 
 :func:`eye_tracking_table` builds the table from the LIMS files (ellipse fits + sync file or a
 ``timestamps`` column); :func:`add_eye_tracking` writes it; :func:`release_platform.nwb.readers.read_eye_tracking`
@@ -22,7 +25,7 @@ gives the same table back.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -34,9 +37,11 @@ from release_platform.behavior.eye_tracking import (
 )
 from release_platform.errors import InputError
 
-__all__ = ["MODULE", "CENTERS", "PUPIL_SERIES", "OTHER_SERIES", "eye_tracking_table", "add_eye_tracking"]
+__all__ = ["MODULE", "GAZE_COLUMNS", "CENTERS", "PUPIL_SERIES", "OTHER_SERIES", "eye_tracking_table", "add_eye_tracking"]
 
 MODULE = "eye_tracking"
+#: gaze on the monitor (cm from its centre; azimuth/elevation in degrees), when the rig geometry is known
+GAZE_COLUMNS = ("gaze_x_cm", "gaze_y_cm", "gaze_azimuth_deg", "gaze_elevation_deg")
 #: SpatialSeries name -> ellipse field.
 CENTERS = {"pupil_center": "pupil", "eye_center": "eye", "corneal_reflection_center": "cr"}
 #: series name -> (unit, description)
@@ -70,9 +75,12 @@ def eye_tracking_table(
     entity: Optional[str] = None,
     z_threshold: float = 3.0,
     dilation_frames: int = 2,
+    rig_geometry: Optional[Mapping[str, Any]] = None,
 ) -> pd.DataFrame:
     """Processed eye tracking of a session: fits from ``ellipse_path`` timed by the sync file's eye camera
-    line, or by the file's ``timestamps`` column when there is no sync file."""
+    line, or by the file's ``timestamps`` column when there is no sync file. With ``rig_geometry``
+    (AllenSDK's rig geometry record) the gaze on the monitor is added (``GAZE_COLUMNS``, NaN on likely
+    blinks)."""
     fits = load_ellipse_fits(ellipse_path, entity=entity)
     if sync_path:
         from release_platform.sync import camera_frame_times
@@ -84,8 +92,21 @@ def eye_tracking_table(
         raise InputError("eye tracking file has no timestamps column and the session has no sync file",
                          entity=entity, path=ellipse_path)
     times = align_camera_times(len(fits), camera, entity=entity, path=ellipse_path)
-    return process_eye_tracking(fits.drop(columns=["timestamps"], errors="ignore"), times,
-                                z_threshold=z_threshold, dilation_frames=dilation_frames)
+    table = process_eye_tracking(fits.drop(columns=["timestamps"], errors="ignore"), times,
+                                 z_threshold=z_threshold, dilation_frames=dilation_frames)
+    if rig_geometry is not None:
+        from release_platform.behavior.gaze import RigGeometry, gaze_on_monitor
+        from release_platform.errors import validate_model
+
+        geometry = validate_model(RigGeometry, dict(rig_geometry.get("rig_geometry", rig_geometry)),
+                                  what="invalid eye tracking rig geometry", entity=entity)
+        cm, deg = gaze_on_monitor(table[["pupil_center_x", "pupil_center_y"]].to_numpy(),
+                                  table[["cr_center_x", "cr_center_y"]].to_numpy(), geometry)
+        values = np.column_stack([cm, deg])
+        values[table["likely_blink"].to_numpy()] = np.nan
+        for i, name in enumerate(GAZE_COLUMNS):
+            table[name] = values[:, i]
+    return table
 
 
 def add_eye_tracking(nwbfile, table: pd.DataFrame, *, description: str = "Eye tracking: ellipse fits of pupil, "
@@ -121,3 +142,15 @@ def add_eye_tracking(nwbfile, table: pd.DataFrame, *, description: str = "Eye tr
     module.add(pupil)
     module.add(centers)
     module.add(other)
+    if all(c in table.columns for c in GAZE_COLUMNS):
+        gaze = EyeTracking(name="gaze_on_monitor")
+        frame = "monitor: origin at its centre, x to the right, y up, in the monitor plane"
+        gaze.add_spatial_series(SpatialSeries(
+            name="screen_coordinates", description="Gaze position on the monitor (rig geometry gaze mapping); "
+            "NaN on likely blinks", data=table[list(GAZE_COLUMNS[:2])].to_numpy(np.float64), unit="cm",
+            reference_frame=frame, **timing()))
+        gaze.add_spatial_series(SpatialSeries(
+            name="screen_coordinates_spherical", description="Gaze on the monitor as azimuth and elevation "
+            "from the eye; NaN on likely blinks", data=table[list(GAZE_COLUMNS[2:])].to_numpy(np.float64),
+            unit="degrees", reference_frame=frame, **timing()))
+        module.add(gaze)

@@ -195,6 +195,7 @@ class OphysNwbInputs(pydantic.BaseModel):
     behavior: Optional[LinkedBehavior] = None
     sync_path: Optional[str] = None  # rig sync (LIMS RigSync): eye camera frame times
     eye_tracking_path: Optional[str] = None  # ellipse fits (LIMS EyeTrackingEllipses) -> processing/eye_tracking
+    eye_tracking_rig_geometry: Optional[dict[str, Any]] = None  # AllenSDK's rig geometry record: gaze mapping
     compression: Compression = "release"
     stream_traces: bool = True
 
@@ -461,7 +462,10 @@ def _provenance(inputs: OphysNwbInputs, config: BackendConfiguration) -> dict:
         files.update(trials=inputs.behavior.trials_path, licks=inputs.behavior.licks_path, rewards=inputs.behavior.rewards_path)
     params = inputs.model_dump(mode="json", exclude={"output_dir", "traces", "rois", "ophys_timestamps_path", "max_projection_path",
                                                      "average_projection_path", "motion_offsets_path", "stimulus_table_path",
-                                                     "running_speed_path", "stream_traces", "sync_path", "eye_tracking_path"})
+                                                     "running_speed_path", "stream_traces", "sync_path", "eye_tracking_path",
+                                                     "eye_tracking_rig_geometry"})
+    if inputs.eye_tracking_rig_geometry is not None:
+        params["eye_tracking_rig_geometry"] = inputs.eye_tracking_rig_geometry
     files.update({k: v for k, v in (("sync", inputs.sync_path), ("eye_tracking", inputs.eye_tracking_path)) if v})
     params["behavior"] = None if inputs.behavior is None else {"behavior_session_id": inputs.behavior.behavior_session_id}
     params["dff"] = {"method": inputs.dff_method, "parameters": inputs.dff_parameters}
@@ -592,7 +596,8 @@ def _assemble_plane_nwbfile(inputs: OphysNwbInputs, config: BackendConfiguration
         if inputs.eye_tracking_path:
             from release_platform.nwb.eye_tracking import add_eye_tracking, eye_tracking_table
 
-            add_eye_tracking(nwbfile, eye_tracking_table(inputs.eye_tracking_path, sync_path=inputs.sync_path, entity=inputs.entity))
+            add_eye_tracking(nwbfile, eye_tracking_table(inputs.eye_tracking_path, sync_path=inputs.sync_path, entity=inputs.entity,
+                                                      rig_geometry=inputs.eye_tracking_rig_geometry))
     except BaseException:
         for it in iterators:
             it.close()

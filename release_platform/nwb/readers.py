@@ -463,7 +463,7 @@ def read_lfp(path: str | os.PathLike) -> LfpData:
 def read_eye_tracking(path: str | os.PathLike) -> Optional[pd.DataFrame]:
     """The eye tracking table (``timestamps``, areas, ``likely_blink``, the ellipse fits; index ``frame``), or
     ``None`` when the file has none (layout: :mod:`release_platform.nwb.eye_tracking`)."""
-    from release_platform.nwb.eye_tracking import CENTERS, MODULE, OTHER_SERIES, PUPIL_SERIES
+    from release_platform.nwb.eye_tracking import CENTERS, GAZE_COLUMNS, MODULE, OTHER_SERIES, PUPIL_SERIES
 
     with open_nwb(path) as fh:
         base = f"processing/{MODULE}"
@@ -479,4 +479,9 @@ def read_eye_tracking(path: str | os.PathLike) -> Optional[pd.DataFrame]:
         for name in OTHER_SERIES:
             out[name] = fh[f"{base}/eye_and_corneal_reflection/{name}/data"][()]
         out["likely_blink"] = out["likely_blink"].astype(bool)
+        if f"{base}/gaze_on_monitor" in fh:
+            g = fh[f"{base}/gaze_on_monitor"]
+            cm, deg = g["screen_coordinates/data"][()], g["screen_coordinates_spherical/data"][()]
+            for i, name in enumerate(GAZE_COLUMNS):
+                out[name] = (cm if i < 2 else deg)[:, i % 2]
         return pd.DataFrame(out, index=pd.RangeIndex(len(out["timestamps"]), name="frame"))

@@ -121,3 +121,47 @@ def test_nwb_round_trip_inspector_and_plain_pynwb(session, tmp_path):
         np.testing.assert_array_equal(area.timestamps[:], table["timestamps"].to_numpy())
         assert module["ellipse_centers"]["pupil_center"].data.shape == (len(table), 2)
         assert module["eye_and_corneal_reflection"]["likely_blink"].data.dtype == bool
+
+
+GEOMETRY = {"rig_geometry": {"camera_position_mm": [102.8, 74.7, 31.6], "camera_rotation_deg": [0.0, 0.0, 2.8],
+                             "equipment": "CAM2P.3", "led_position": [246.0, 92.3, 52.6],
+                             "monitor_position_mm": [118.6, 86.2, 31.6], "monitor_rotation_deg": [0.0, 0.0, 0.0]}}
+
+
+def test_gaze_on_monitor_recovers_known_gaze_points(tmp_path):
+    from release_platform.behavior.gaze import RigGeometry, gaze_on_monitor, screen_to_camera_offsets
+
+    geometry = RigGeometry.from_record(GEOMETRY)
+    rng = np.random.default_rng(4)
+    truth = np.column_stack([rng.uniform(-25, 25, 300), rng.uniform(-15, 15, 300)])
+    offsets = screen_to_camera_offsets(truth, geometry)
+    assert np.isfinite(offsets).all()
+    cr = np.column_stack([rng.uniform(250, 350, 300), rng.uniform(200, 280, 300)])
+    cm, deg = gaze_on_monitor(cr + offsets, cr, geometry)
+    np.testing.assert_allclose(cm, truth, rtol=0, atol=1e-9)
+    distance = np.linalg.norm(np.asarray(GEOMETRY["rig_geometry"]["monitor_position_mm"])) / 10.0
+    np.testing.assert_allclose(deg[:, 0], np.degrees(np.arctan(truth[:, 0] / distance)), atol=1e-9)
+    # an offset that leaves the eye sphere has no gaze
+    far, _ = gaze_on_monitor(np.array([[300.0 + 1e4, 300.0]]), np.array([[300.0, 300.0]]), geometry)
+    assert np.isnan(far).all()
+
+
+def test_gaze_columns_in_the_table_and_the_nwb_file(session, tmp_path):
+    from pynwb import NWBHDF5IO, NWBFile
+
+    from release_platform.nwb.eye_tracking import GAZE_COLUMNS
+
+    sync_path, eye_path, _ = session
+    table = eye_tracking_table(eye_path, sync_path=sync_path, rig_geometry=GEOMETRY)
+    assert table.loc[table["likely_blink"], list(GAZE_COLUMNS)].isna().all().all()
+    assert table.loc[~table["likely_blink"], "gaze_x_cm"].notna().mean() > 0.99
+    nwbfile = NWBFile(session_description="gaze", identifier="gaze-1",
+                      session_start_time=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    add_eye_tracking(nwbfile, table)
+    path = tmp_path / "gaze.nwb"
+    with NWBHDF5IO(path, "w") as io:
+        io.write(nwbfile)
+    back = R.read_eye_tracking(path)
+    pd.testing.assert_frame_equal(back[list(GAZE_COLUMNS)], table[list(GAZE_COLUMNS)], check_exact=True)
+    with pytest.raises(InputError, match="invalid eye tracking rig geometry"):
+        eye_tracking_table(eye_path, sync_path=sync_path, rig_geometry={"monitor_position_mm": [1, 2]})
