@@ -152,8 +152,9 @@ class EcephysNwbInputs(pydantic.BaseModel):
     ``session_sync_path`` (LIMS ``RigSync``): when given, stimulus presentation times come from its
     vsync/photodiode lines and the table's ``start_frame``/``end_frame`` (:mod:`release_platform.sync`), and
     eye tracking (``eye_dlc_ellipses_path``, LIMS ``EyeTrackingEllipses``) is timed by its eye camera line.
-    Accepted for compatibility but unused: ``pool_size`` (LFP files are written one after another, streaming, with bounded memory; the
-    platform parallelises over sessions), ``log_level`` (the harness sets logging).
+    Accepted for compatibility but unused: ``pool_size`` (LFP files are written one after another,
+    streaming, with bounded memory; the platform parallelises over sessions), ``log_level`` (the harness
+    sets logging).
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
