@@ -18,12 +18,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 
 from data_fixtures.spec import rng_for, write_csv, write_h5_arrays
+from data_fixtures.sync import write_sync_file
 
-__all__ = ["EyeParams", "write_eye_tracking_file"]
+__all__ = ["EyeParams", "write_eye_tracking_file", "write_rig_files"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +93,10 @@ def write_eye_tracking_file(out_dir: str | Path, camera_times: np.ndarray, *, se
 def write_rig_files(session_dir: str | Path, *, duration_s: float, seed: int,
                     eye_tracking: bool = True) -> tuple[Path, Path | None]:
     """A session's sync file and (optionally) its eye ellipse fits timed by the sync eye camera line."""
-    from data_fixtures.sync import write_sync_file
-    from release_platform.sync import camera_frame_times
-
     sync = write_sync_file(session_dir, duration_s=duration_s, seed=seed)
     if not eye_tracking:
         return sync.sync_path, None
-    with __import__("h5py").File(sync.truth_path, "r") as f:
+    with h5py.File(sync.truth_path, "r") as f:
         camera_times = f["camera_times"][()]
     eye_path, _ = write_eye_tracking_file(session_dir, camera_times, seed=seed)
     return sync.sync_path, eye_path

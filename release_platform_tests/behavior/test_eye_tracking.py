@@ -16,7 +16,6 @@ from release_platform.behavior.eye_tracking import (
     area_outliers,
     likely_blinks,
     load_ellipse_fits,
-    process_eye_tracking,
 )
 from release_platform.errors import InputError
 from release_platform.nwb import readers as R
