@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from data_fixtures.eye_tracking import write_rig_files
 from data_fixtures.spec import BehaviorSessionFiles, rng_for, write_csv, write_json
 from data_fixtures.stimulus import MONITOR_RATE_HZ, RunningParams, running_speed
 
@@ -386,6 +387,7 @@ def generate_behavior_session(
         "params": {k: v for k, v in dataclasses.asdict(p).items() if k != "running"},
     }
     truth_path = write_json(truth, session_dir / "truth.json")
+    sync_path, _ = write_rig_files(session_dir, duration_s=p.duration_s, seed=seed, eye_tracking=False)
     return BehaviorSessionFiles(
         behavior_session_id=int(behavior_session_id),
         session_type=session_type,
@@ -396,4 +398,5 @@ def generate_behavior_session(
         stimulus_presentations_path=paths["presentations"],
         truth_path=truth_path,
         duration_s=float(p.duration_s),
+        sync_path=sync_path,
     )

@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from data_fixtures.eye_tracking import write_rig_files
 from data_fixtures.spec import (
     EcephysSessionFiles,
     ProbeFiles,
@@ -824,6 +825,7 @@ def generate_ecephys_session(
         "probes": summaries,
     }
     truth_path = write_json(truth, session_dir / "truth.json")
+    sync_path, eye_path = write_rig_files(session_dir, duration_s=p.duration_s, seed=seed)
     return EcephysSessionFiles(
         ecephys_session_id=int(ecephys_session_id),
         session_type=p.session_type,
@@ -834,4 +836,6 @@ def generate_ecephys_session(
         running_wheel_path=wheel_path,
         truth_path=truth_path,
         duration_s=float(p.duration_s),
+        sync_path=sync_path,
+        eye_tracking_path=eye_path,
     )

@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, sparse, signal
 
+from data_fixtures.eye_tracking import write_rig_files
 from data_fixtures.spec import (
     OphysPlaneFiles,
     OphysSessionFiles,
@@ -765,6 +766,7 @@ def generate_ophys_session(
         "planes": plane_truth,
     }
     truth_path = write_json(truth, session_dir / "truth.json")
+    sync_path, eye_path = write_rig_files(session_dir, duration_s=duration, seed=seed)
     return OphysSessionFiles(
         ophys_session_id=int(ophys_session_id),
         session_type=p.session_type,
@@ -774,4 +776,6 @@ def generate_ophys_session(
         running_speed_path=run_path,
         timestamps_path=ts_path,
         truth_path=truth_path,
+        sync_path=sync_path,
+        eye_tracking_path=eye_path,
     )

@@ -94,6 +94,8 @@ def register_ophys_session(
             "RunningSpeed": spec.running_speed_path,
             "OphysTimestamps": spec.timestamps_path,
             "GroundTruth": spec.truth_path,
+            "RigSync": getattr(spec, "sync_path", None),
+            "EyeTrackingEllipses": getattr(spec, "eye_tracking_path", None),
         },
     )
     groups: dict[int, int] = {}
@@ -202,6 +204,7 @@ def register_behavior_session(
             "StimulusPresentations": spec.stimulus_presentations_path,
             "StimulusTemplates": stimulus_templates_path,
             "GroundTruth": spec.truth_path,
+            "RigSync": getattr(spec, "sync_path", None),
         },
     )
     return True
@@ -245,6 +248,8 @@ def register_ecephys_session(
             "RunningSpeed": spec.running_speed_path,
             "RunningWheel": spec.running_wheel_path,
             "GroundTruth": spec.truth_path,
+            "RigSync": getattr(spec, "sync_path", None),
+            "EyeTrackingEllipses": getattr(spec, "eye_tracking_path", None),
         },
     )
     for probe in spec.probes:

@@ -124,6 +124,8 @@ class OphysSessionFiles:
     * ``timestamps_path``: HDF5 with ``ophys_timestamps`` (s, one per imaging frame, shared by all
       planes) and ``stimulus_timestamps`` (s, one per stimulus-monitor frame).
     * ``truth_path``: JSON, per-cell tuning truth for every plane.
+    * ``sync_path`` / ``eye_tracking_path`` (optional): the rig sync HDF5 (:mod:`data_fixtures.sync`) and the
+      per-frame eye ellipse fits (:mod:`data_fixtures.eye_tracking`), timed by the sync file's eye camera line.
     """
 
     ophys_session_id: int
@@ -134,6 +136,8 @@ class OphysSessionFiles:
     running_speed_path: Path
     timestamps_path: Path
     truth_path: Path
+    sync_path: Path | None = None
+    eye_tracking_path: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +149,8 @@ class BehaviorSessionFiles:
     * ``rewards_path``: ``timestamps`` (s), ``volume`` (mL), ``auto_rewarded`` (bool).
     * ``running_speed_path``: ``timestamps`` (s), ``speed`` (cm/s) at 60 Hz.
     * ``stimulus_presentations_path``: one row per flash.
+    * ``sync_path`` (optional): the rig sync HDF5 (:mod:`data_fixtures.sync`); with it the presentation
+      times come from the vsync/photodiode lines and the ``start_frame``/``end_frame`` columns.
     """
 
     behavior_session_id: int
@@ -156,6 +162,7 @@ class BehaviorSessionFiles:
     stimulus_presentations_path: Path
     truth_path: Path
     duration_s: float = 0.0
+    sync_path: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +204,7 @@ class EcephysSessionFiles:
       stimulus_name``.
     * ``running_speed_path``: CSV ``timestamps`` (s), ``speed`` (cm/s) at 60 Hz.
     * ``running_wheel_path``: CSV ``timestamps`` (s), ``dx`` (rad), ``vsig``, ``vin`` (V): the raw wheel signals.
+    * ``sync_path`` / ``eye_tracking_path`` (optional): rig sync HDF5 and eye ellipse fits, as for ophys.
     """
 
     ecephys_session_id: int
@@ -208,6 +216,8 @@ class EcephysSessionFiles:
     truth_path: Path
     duration_s: float = 0.0
     running_wheel_path: Path | None = None
+    sync_path: Path | None = None
+    eye_tracking_path: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,12 +89,26 @@ def _add_project_publication_columns(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {schema.projects.name} ADD COLUMN {ddl}"))
 
 
+#: File types added after the first release of the lookups (seeded by their own migration).
+SYNC_AND_EYE_TRACKING_FILE_TYPES = ("RigSync", "EyeTrackingEllipses")
+
+
+def _seed_sync_and_eye_tracking_file_types(conn: Connection) -> None:
+    table = schema.well_known_file_types
+    present = set(conn.execute(sa.select(table.c.name)).scalars())
+    missing = [{"name": n} for n in SYNC_AND_EYE_TRACKING_FILE_TYPES if n not in present]
+    if missing:
+        conn.execute(sa.insert(table), missing)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create the LIMS tables", _create_tables),
     Migration(2, "seed lookup tables (file types, exclusion labels, genders, genotype types)", _seed_lookups),
     Migration(3, "icephys_cell_qc_results: cell QC values written back by the icephys extraction", _create_icephys_cell_qc_results),
     Migration(4, "projects: publication metadata (name, description, license, contributors, keywords, dandiset id)",
               _add_project_publication_columns),
+    Migration(5, "file types RigSync (rig sync HDF5) and EyeTrackingEllipses (per-frame eye ellipse fits)",
+              _seed_sync_and_eye_tracking_file_types),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -18,6 +18,9 @@ validated :class:`release_platform.inputs.BehaviorSessionInputs`). The file
   or, for change-detection sessions without one, the image set named by the session type, e.g.
   ``images_A``); row ids are the presentation's row number in the source table, so the tables together
   give back the source table. Columns that are all missing for a stimulus are left out of its table.
+  With a rig sync file (``sync_path``, LIMS ``RigSync``) the start/stop times are the display times of the
+  rows' ``start_frame``/``end_frame`` (vsync + monitor delay measured on the photodiode line,
+  :mod:`release_platform.sync`); without one, the table's own times.
 * ``processing/running/running_speed``: ``TimeSeries`` (cm/s; ``starting_time`` + ``rate`` when the
   timestamps are regular, as in the ecephys writer).
 * ``processing/licking/licks``: ``TimeSeries`` with one sample per lick (timestamps = lick times (s),
@@ -107,6 +110,9 @@ class BehaviorNwbInputs(pydantic.BaseModel):
     rewards_path: str
     running_speed_path: Optional[str] = None
     stimulus_presentations_path: Optional[str] = None
+    #: Rig sync file: when given, presentation times come from its vsync/photodiode lines and the
+    #: presentations' start_frame/end_frame (release_platform.sync); otherwise from the table's times.
+    sync_path: Optional[str] = None
     compression: Compression = "release"
     compat: allen_compat.Compat = "none"  # "allensdk": also the names AllenSDK's readers expect
     allen: allen_compat.AllenOptions = allen_compat.AllenOptions()
@@ -142,6 +148,7 @@ class BehaviorNwbInputs(pydantic.BaseModel):
             rewards_path=files["BehaviorRewards"],
             running_speed_path=files.get("RunningSpeed"),
             stimulus_presentations_path=files.get("StimulusPresentations"),
+            sync_path=files.get("RigSync"),
             **overrides,
         )
         return validate_model(cls, raw, what="cannot build NWB writer inputs", entity=entity)
@@ -332,7 +339,7 @@ class BehaviorTables:
 
 def load_behavior_tables(inputs: BehaviorNwbInputs) -> BehaviorTables:
     entity = inputs.entity
-    return BehaviorTables(
+    tables = BehaviorTables(
         trials=load_trials(inputs.trials_path, entity=entity),
         licks=load_licks(inputs.licks_path, entity=entity),
         rewards=load_rewards(inputs.rewards_path, entity=entity),
@@ -341,6 +348,12 @@ def load_behavior_tables(inputs: BehaviorNwbInputs) -> BehaviorTables:
             inputs.stimulus_presentations_path, entity=entity,
             default_stimulus_name=stimulus_name_for_session_type(inputs.session_type)),
     )
+    if inputs.sync_path and tables.stimulus_presentations is not None:
+        from release_platform.sync import presentations_from_sync
+
+        tables.stimulus_presentations, _ = presentations_from_sync(
+            tables.stimulus_presentations, inputs.sync_path, entity=entity, table_path=inputs.stimulus_presentations_path)
+    return tables
 
 
 def _behavior_provenance(inputs: BehaviorNwbInputs, config: BackendConfiguration) -> dict:
@@ -351,6 +364,8 @@ def _behavior_provenance(inputs: BehaviorNwbInputs, config: BackendConfiguration
         "running_speed": inputs.running_speed_path,
         "stimulus_presentations": inputs.stimulus_presentations_path,
     }
+    if inputs.sync_path:
+        files["sync"] = inputs.sync_path
     params = {
         "behavior_session_id": inputs.behavior_session_id,
         "session_start_time": aware_datetime(inputs.session_start_time),

@@ -31,6 +31,8 @@ Session file (``output_path``), written through :func:`release_platform.nwb.prot
   (condition, level, stimulus_name, duration). Both optional.
 * With a linked behavior session (``behavior``): its trials, licks, rewards, change-detection presentations and
   templates; with ``running_wheel_path``: the raw wheel signals (:mod:`release_platform.nwb.ecephys_behavior`).
+* processing ``eye_tracking`` (optional): ellipse fits, areas and likely blinks
+  (:mod:`release_platform.nwb.eye_tracking`).
 
 LFP file per probe (``lfp.output_path`` or ``<session dir>/lfp_probe_<probe id>.nwb``): session metadata,
 the probe's device, only the LFP channels in the electrodes table, and one acquisition ``LFP`` container
@@ -153,9 +155,12 @@ class SessionMetadata(pydantic.BaseModel):
 class EcephysNwbInputs(pydantic.BaseModel):
     """The ``write_ecephys_nwb`` input JSON. Unknown keys are rejected.
 
-    Accepted for compatibility but unused: ``session_sync_path`` (times are already on the session
-    clock), ``pool_size`` (LFP files are written one after another, streaming, with bounded memory; the
-    platform parallelises over sessions), ``log_level`` (the harness sets logging).
+    ``session_sync_path`` (LIMS ``RigSync``): when given, stimulus presentation times come from its
+    vsync/photodiode lines and the table's ``start_frame``/``end_frame`` (:mod:`release_platform.sync`), and
+    eye tracking (``eye_dlc_ellipses_path``, LIMS ``EyeTrackingEllipses``) is timed by its eye camera line.
+    Accepted for compatibility but unused: ``pool_size`` (LFP files are written one after another,
+    streaming, with bounded memory; the platform parallelises over sessions), ``log_level`` (the harness
+    sets logging).
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -168,6 +173,8 @@ class EcephysNwbInputs(pydantic.BaseModel):
     session_sync_path: Optional[str] = None
     running_speed_path: Optional[str] = None
     optotagging_table_path: Optional[str] = None
+    eye_dlc_ellipses_path: Optional[str] = None
+    eye_tracking_rig_geometry: Optional[dict[str, Any]] = None  # AllenSDK's rig geometry record: gaze mapping
     pool_size: int = 3
     log_level: Optional[str] = None
     session_metadata: SessionMetadata
@@ -263,6 +270,8 @@ class EcephysNwbInputs(pydantic.BaseModel):
             "optotagging_table_path": files.get("OptotaggingTable"),
             "running_wheel_path": files.get("RunningWheel"),
             "behavior": None if linked is None else LinkedBehaviorSession.from_session(linked, entity=entity),
+            "session_sync_path": files.get("RigSync"),
+            "eye_dlc_ellipses_path": files.get("EyeTrackingEllipses"),
             "invalid_epochs": list(invalid_epochs),
             "session_metadata": {
                 "specimen_name": str(subject.subject_id),
@@ -453,6 +462,10 @@ def _stimulus_tables(inputs: EcephysNwbInputs) -> list:
     if bad.any():
         raise InputError(f"{int(bad.sum())} stimulus presentations stop before they start (or have NaN times)",
                          entity=entity, path=inputs.stimulus_table_path)
+    if inputs.session_sync_path:
+        from release_platform.sync import presentations_from_sync
+
+        frame, _ = presentations_from_sync(frame, inputs.session_sync_path, entity=entity, table_path=inputs.stimulus_table_path)
     frame["stimulus_name"] = frame["stimulus_name"].fillna("N/A").astype(str)
     if inputs.compat == "allensdk":
         frame = ecephys_allen.with_stimulus_index(frame)
@@ -603,6 +616,7 @@ def _session_provenance(inputs: EcephysNwbInputs, probes: Sequence[ProbeInputs],
         files["running_wheel"] = inputs.running_wheel_path
     if inputs.behavior is not None:
         files.update({f"behavior/{k[:-5]}": v for k, v in inputs.behavior.model_dump().items() if k.endswith("_path") and v})
+    files.update({k: v for k, v in (("sync", inputs.session_sync_path), ("eye_tracking", inputs.eye_dlc_ellipses_path)) if v})
     for p in probes:
         for field, path in p.sorting_paths().items():
             files[f"{p.name}/{field}"] = path
@@ -627,6 +641,8 @@ def _session_provenance(inputs: EcephysNwbInputs, probes: Sequence[ProbeInputs],
             for p in probes
         ],
     }
+    if inputs.eye_tracking_rig_geometry is not None:
+        params["eye_tracking_rig_geometry"] = inputs.eye_tracking_rig_geometry
     return provenance_record(writer="release_platform.nwb.ecephys.write_session_nwb", parameters=params, inputs=files)
 
 
@@ -706,6 +722,11 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
         add_linked_behavior(nwbfile, inputs.behavior)
     if inputs.optotagging_table_path:
         _add_optotagging(nwbfile, inputs)
+    if inputs.eye_dlc_ellipses_path:
+        from release_platform.nwb.eye_tracking import add_eye_tracking, eye_tracking_table
+
+        add_eye_tracking(nwbfile, eye_tracking_table(inputs.eye_dlc_ellipses_path, sync_path=inputs.session_sync_path, entity=inputs.entity,
+                                                      rig_geometry=inputs.eye_tracking_rig_geometry))
     return nwbfile
 
 

@@ -42,6 +42,8 @@ Layout (written through :func:`release_platform.nwb.protocol.write_nwb`):
   table; ``processing/running/running_speed``.
 * With a linked behavior session: ``intervals/trials``, ``processing/licking/licks``,
   ``processing/rewards`` (:func:`release_platform.nwb.behavior.add_behavior_content`).
+* With eye tracking in LIMS (``EyeTrackingEllipses``, timed by the ``RigSync`` eye camera line):
+  ``processing/eye_tracking`` (:mod:`release_platform.nwb.eye_tracking`).
 
 Before anything is written the inputs are cross-checked (one :class:`InputError` naming the file): every
 trace file holds exactly the ROI table's ids (rows are reordered to the table's order), has one column
@@ -194,6 +196,9 @@ class OphysNwbInputs(pydantic.BaseModel):
     running_speed_path: Optional[str] = None
     cell_metrics_path: Optional[str] = None  # Parquet, roi_id + stimulus metrics (observatory analysis)
     behavior: Optional[LinkedBehavior] = None
+    sync_path: Optional[str] = None  # rig sync (LIMS RigSync): eye camera frame times
+    eye_tracking_path: Optional[str] = None  # ellipse fits (LIMS EyeTrackingEllipses) -> processing/eye_tracking
+    eye_tracking_rig_geometry: Optional[dict[str, Any]] = None  # AllenSDK's rig geometry record: gaze mapping
     compression: Compression = "release"
     stream_traces: bool = True
     compat: allen_compat.Compat = "none"  # "allensdk": also the names AllenSDK's readers expect
@@ -272,6 +277,8 @@ class OphysNwbInputs(pydantic.BaseModel):
             stimulus_table_path=files.get("StimulusTable"),
             running_speed_path=files.get("RunningSpeed"),
             behavior=behavior,
+            sync_path=files.get("RigSync"),
+            eye_tracking_path=files.get("EyeTrackingEllipses"),
             **overrides,
         )
         return validate_model(cls, raw, what="cannot build NWB writer inputs", entity=entity)
@@ -447,8 +454,12 @@ def _provenance(inputs: OphysNwbInputs, config: BackendConfiguration) -> dict:
         files.update(trials=inputs.behavior.trials_path, licks=inputs.behavior.licks_path, rewards=inputs.behavior.rewards_path)
     params = inputs.model_dump(mode="json", exclude={"output_dir", "traces", "rois", "ophys_timestamps_path", "max_projection_path",
                                                      "average_projection_path", "motion_offsets_path", "stimulus_table_path",
-                                                     "running_speed_path", "stream_traces", "compat", "allen"})
+                                                     "running_speed_path", "stream_traces", "compat", "allen", "sync_path",
+                                                     "eye_tracking_path", "eye_tracking_rig_geometry"})
     params.update(allen_compat.provenance_parameters(inputs))
+    if inputs.eye_tracking_rig_geometry is not None:
+        params["eye_tracking_rig_geometry"] = inputs.eye_tracking_rig_geometry
+    files.update({k: v for k, v in (("sync", inputs.sync_path), ("eye_tracking", inputs.eye_tracking_path)) if v})
     params["behavior"] = None if inputs.behavior is None else {"behavior_session_id": inputs.behavior.behavior_session_id}
     params["dff"] = {"method": inputs.dff_method, "parameters": inputs.dff_parameters}
     params["rois"] = {"n": len(inputs.rois), "valid": sum(r.valid for r in inputs.rois), "sha256": rois_digest(inputs.rois)}
@@ -579,6 +590,11 @@ def _assemble_plane_nwbfile(inputs: OphysNwbInputs, config: BackendConfiguration
             add_behavior_content(nwbfile, src.behavior)
         if inputs.compat == "allensdk":
             allen_compat.add_behavior_ophys_compat(nwbfile, inputs, src, table=table, series=series, images=ophys["images"])
+        if inputs.eye_tracking_path:
+            from release_platform.nwb.eye_tracking import add_eye_tracking, eye_tracking_table
+
+            add_eye_tracking(nwbfile, eye_tracking_table(inputs.eye_tracking_path, sync_path=inputs.sync_path, entity=inputs.entity,
+                                                      rig_geometry=inputs.eye_tracking_rig_geometry))
     except BaseException:
         for it in iterators:
             it.close()

@@ -15,6 +15,8 @@ reader turns a missing or corrupt file into one :class:`~release_platform.errors
   :func:`read_imaging_plane`.
 * ecephys files: :func:`read_units` (ragged columns as one array per row), :func:`read_electrodes`,
   :func:`read_intervals`, and a probe file's LFP: :func:`open_lfp` (lazy) and :func:`read_lfp`.
+* eye tracking (ophys and ecephys session files): :func:`read_eye_tracking`, the table
+  :func:`release_platform.nwb.eye_tracking.eye_tracking_table` built.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "LfpData",
     "open_lfp",
     "read_lfp",
+    "read_eye_tracking",
 ]
 
 #: Trace set name -> location of its RoiResponseSeries in a behavior-ophys file.
@@ -455,3 +458,30 @@ def read_lfp(path: str | os.PathLike) -> LfpData:
     with open_lfp(path) as lfp:
         return LfpData(data=lfp.data[()], conversion=lfp.conversion, timestamps=np.asarray(lfp.timestamps[()]),
                        electrode_ids=lfp.electrode_ids)
+
+
+def read_eye_tracking(path: str | os.PathLike) -> Optional[pd.DataFrame]:
+    """The eye tracking table (``timestamps``, areas, ``likely_blink``, the ellipse fits; index ``frame``), or
+    ``None`` when the file has none (layout: :mod:`release_platform.nwb.eye_tracking`)."""
+    from release_platform.nwb.eye_tracking import CENTERS, GAZE_COLUMNS, MODULE, OTHER_SERIES, PUPIL_SERIES
+
+    with open_nwb(path) as fh:
+        base = f"processing/{MODULE}"
+        if base not in fh:
+            return None
+        first = fh[f"{base}/pupil_tracking/pupil_area"]
+        out: dict[str, Any] = {"timestamps": _series_times(first, len(first["data"]))}
+        for name in PUPIL_SERIES:
+            out[name] = fh[f"{base}/pupil_tracking/{name}/data"][()]
+        for name, field in CENTERS.items():
+            xy = fh[f"{base}/ellipse_centers/{name}/data"][()]
+            out[f"{field}_center_x"], out[f"{field}_center_y"] = xy[:, 0], xy[:, 1]
+        for name in OTHER_SERIES:
+            out[name] = fh[f"{base}/eye_and_corneal_reflection/{name}/data"][()]
+        out["likely_blink"] = out["likely_blink"].astype(bool)
+        if f"{base}/gaze_on_monitor" in fh:
+            g = fh[f"{base}/gaze_on_monitor"]
+            cm, deg = g["screen_coordinates/data"][()], g["screen_coordinates_spherical/data"][()]
+            for i, name in enumerate(GAZE_COLUMNS):
+                out[name] = (cm if i < 2 else deg)[:, i % 2]
+        return pd.DataFrame(out, index=pd.RangeIndex(len(out["timestamps"]), name="frame"))

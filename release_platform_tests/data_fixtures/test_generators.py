@@ -86,7 +86,7 @@ def icephys_twice(tmp_path_factory):
 def test_ophys_same_seed_same_bytes(ophys_twice):
     (spec_a, root_a), (spec_b, root_b) = ophys_twice
     digests_a, digests_b = _digests(spec_a, root_a), _digests(spec_b, root_b)
-    assert len(digests_a) == 9  # movie, projections x2, offsets, plane truth, table, running, timestamps, truth
+    assert len(digests_a) == 11  # movie, projections x2, offsets, plane truth, table, running, timestamps, truth, sync, eye fits
     assert digests_a == digests_b
 
 

@@ -19,7 +19,7 @@ from release_platform.nwb import behavior as B
 from release_platform.nwb import readers as R
 from release_platform.nwb.inspection import inspect_nwb
 from release_platform.nwb.protocol import NwbWriteError, read_provenance
-from release_platform_tests.nwb.raw_tables import assert_matches_raw_csv
+from release_platform_tests.nwb.raw_tables import assert_matches_raw_csv, assert_sync_timed
 
 BLOCKING = ("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION")
 SUBJECT = Subject(subject_id="512345", sex="M", species="Mus musculus", date_of_birth=dt.datetime(2021, 1, 1),
@@ -82,7 +82,10 @@ def test_readers_return_the_raw_inputs(demo):
         assert_matches_raw_csv(R.read_rewards(out.output_path), inputs.rewards_path)
         assert_matches_raw_csv(R.read_running_speed(out.output_path), inputs.running_speed_path, atol=1e-9)
         presentations = R.read_stimulus_presentations(out.output_path)
-        assert_matches_raw_csv(presentations, inputs.stimulus_presentations_path)
+        assert inputs.sync_path, "the demo behavior sessions have a rig sync file"
+        # with a sync file the times come from it (frame indices + monitor delay); every other column is the CSV's
+        assert_matches_raw_csv(presentations, inputs.stimulus_presentations_path, skip=("start_time", "stop_time", "duration"))
+        assert_sync_timed(presentations, inputs.sync_path)
         assert list(presentations.index) == list(range(len(presentations)))
 
 
@@ -96,7 +99,7 @@ def test_session_metadata_subject_and_provenance(demo):
     assert "Ai93" in meta["subject"]["description"] and meta["subject"]["species"] == "Mus musculus"
     prov = read_provenance(out.output_path)
     assert prov["writer"].endswith("write_behavior_nwb") and set(prov["inputs"]) == {
-        "trials", "licks", "rewards", "running_speed", "stimulus_presentations"}
+        "trials", "licks", "rewards", "running_speed", "stimulus_presentations", "sync"}
     assert prov["parameters"]["compression"] == "release"
 
 

@@ -296,7 +296,7 @@ def test_module_writes_output_json(session, tmp_path):
     assert out["nwb_path"] == raw["output_path"]
     assert [p["id"] for p in out["probe_outputs"]] == [p.probe_id for p in spec.probes]
     assert all(p["nwb_path"] == "" for p in out["probe_outputs"])
-    raw["eye_dlc_ellipses_path"] = "x"
+    raw["eye_gaze_mapping_path"] = "x"  # an AllenSDK input this writer does not take
     (tmp_path / "bad.json").write_text(json.dumps(raw))
     assert module.main_for(module.Inputs, module.run, "test",
                            ["--input_json", os.fspath(tmp_path / "bad.json"), "--output_json", os.fspath(tmp_path / "o2.json")]) == 2

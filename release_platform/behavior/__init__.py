@@ -1,0 +1,1 @@
+"""Behavior science shared by the session kinds (pure numpy/scipy/pandas)."""
