@@ -8,7 +8,6 @@ self-contained page ``qc_report.html`` and an index ``qc_report.json`` (figure n
 asset's page and in the partition's materialization event.
 """
 
-from __future__ import annotations
 
 import json
 import time

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from release_platform.errors import InputError
 from release_platform.release.copy import VERIFY_MODES
@@ -30,17 +29,11 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _progress_printer(stream):
-    state = {"last": 0.0, "bytes": {}}
+def _progress(args, label: str):
+    """A bar on a terminal, plain periodic lines otherwise, on stderr (``--no-progress``: none)."""
+    from release_platform.progress import Progress
 
-    def progress(destination: str, done: int, size: int) -> None:
-        state["bytes"][destination] = done
-        now = time.monotonic()
-        if now - state["last"] >= 2.0:
-            state["last"] = now
-            print(f"  ... {sum(state['bytes'].values()) / 1e6:,.0f} MB copied", file=stream, flush=True)
-
-    return progress
+    return Progress(label, stream=sys.stderr, mode="off" if args.no_progress else None)
 
 
 def _os_errors_as_input_errors(func):
@@ -62,7 +55,24 @@ def cmd_release(args) -> int:
     from release_platform.release.build import make_release
 
     mode = parse_mode(f"{args.mode:03o}", allow_group_write=args.allow_group_write, what="--mode")
-    result = make_release(
+    with _progress(args, f"release {args.project} {args.version}") as progress:
+        result = _make_release(args, mode, progress)
+    print(result.describe())
+    if args.check:
+        from release_platform.release.verify import verify_release
+
+        with _progress(args, f"verify {args.project} {args.version}") as progress:
+            report = verify_release(result.project_dir, manifest=result.manifest_path, max_workers=args.workers,
+                                    progress=progress)
+        print(report.describe())
+        return 0 if report.ok else 1
+    return 0
+
+
+def _make_release(args, mode, progress):
+    from release_platform.release.build import make_release
+
+    return make_release(
         args.dest,
         args.project,
         args.version,
@@ -76,23 +86,16 @@ def cmd_release(args) -> int:
         verify=args.verify,
         rehash=args.rehash,
         prune=not args.keep_stale,
-        progress=_progress_printer(sys.stderr) if args.progress else None,
+        progress=progress,
     )
-    print(result.describe())
-    if args.check:
-        from release_platform.release.verify import verify_release
-
-        report = verify_release(result.project_dir, manifest=result.manifest_path, max_workers=args.workers)
-        print(report.describe())
-        return 0 if report.ok else 1
-    return 0
 
 
 @_os_errors_as_input_errors
 def cmd_verify(args) -> int:
     from release_platform.release.verify import verify_release
 
-    report = verify_release(args.directory, manifest=args.manifest, max_workers=args.workers)
+    with _progress(args, f"verify {args.directory}") as progress:
+        report = verify_release(args.directory, manifest=args.manifest, max_workers=args.workers, progress=progress)
     print(report.describe())
     return 0 if report.ok else 1
 
@@ -104,6 +107,11 @@ def cmd_changelog(args) -> int:
 
     print(compare_manifests(load_manifest(args.old), load_manifest(args.new)).summary())
     return 0
+
+
+def add_progress_option(parser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr (default: a bar on a terminal, a line every few seconds otherwise)")
 
 
 def add_release_commands(subparsers) -> None:
@@ -134,7 +142,8 @@ def add_release_commands(subparsers) -> None:
                         "one that does not match (repairs bit rot or tampering that kept size and mtime)")
     p.add_argument("--keep-stale", action="store_true", help="keep files of earlier versions that this one drops")
     p.add_argument("--check", action="store_true", help="verify the release against its manifest afterwards")
-    p.add_argument("--progress", action="store_true", help="print progress to stderr")
+    add_progress_option(p)
+    p.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # progress is shown by default now
     p.set_defaults(func=cmd_release)
 
     p = subparsers.add_parser("verify", help="re-hash a release against its manifest; exit 1 on any problem",
@@ -143,6 +152,7 @@ def add_release_commands(subparsers) -> None:
     p.add_argument("directory", help="release root (DEST) or project directory (DEST/<project>)")
     p.add_argument("--manifest", help="manifest file name or path (default: the highest version)")
     p.add_argument("--workers", type=int, default=2)
+    add_progress_option(p)
     p.set_defaults(func=cmd_verify)
 
     p = subparsers.add_parser("changelog", help="what changed between two release manifests")
