@@ -195,6 +195,9 @@ def roi_traces(timestamps: np.ndarray, traces: Mapping[str, np.ndarray], roi_ids
         return _save(fig, "roi_traces", path, 0, "no ROIs")
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     for row, ax in enumerate(axes):
+        if not any(np.isfinite(np.asarray(values[row], dtype=np.float64)).any() for values in traces.values()):
+            ax.text(0.5, 0.5, "no finite values (ROI excluded)", ha="center", va="center", transform=ax.transAxes,
+                    color="0.3", fontsize=8)
         for name, values in traces.items():
             y = np.asarray(values[row], dtype=np.float64)
             if len(y) != len(t):

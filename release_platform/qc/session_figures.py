@@ -14,6 +14,7 @@ only for the ROIs drawn, and ROI brightness is averaged in frame blocks, so memo
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -134,7 +135,8 @@ def _stimulus_figures(analysis_path, out_dir: Path, title: str) -> list[Picture]
         sem = np.moveaxis(response[..., 1], o, 0)
         n_dir = mean.shape[0]
         flat, flat_sem = mean.reshape(n_dir, -1, mean.shape[-1]), sem.reshape(n_dir, -1, sem.shape[-1])
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # cells without any finite response: NaN, ranked last
             peak = np.nanmax(flat, axis=(0, 1))
             selectivity = (peak - np.nanmean(flat, axis=(0, 1))) / np.abs(peak)
         cells = [int(i) for i in np.argsort(-np.nan_to_num(selectivity, nan=-np.inf))[:N_CELLS]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from release_platform.errors import InputError
 from release_platform.release.copy import VERIFY_MODES
@@ -109,6 +110,21 @@ def cmd_changelog(args) -> int:
     return 0
 
 
+@_os_errors_as_input_errors
+def cmd_report(args) -> int:
+    from release_platform.release.report import build_report, write_report
+
+    report = build_report(args.directory, manifest=args.manifest, storage_root=args.storage_root)
+    out = Path(args.output) if args.output else Path.cwd() / f"{report.project_dir.name}_release_report_v{report.version}.html"
+    write_report(report, out)
+    print(f"release {report.project_dir.name} {report.version}: {sum(report.kind_files.values())} data files, "
+          f"{len(report.table_rows)} tables, {len(report.sessions)} released sessions "
+          f"({sum(1 for v in report.sessions.values() if v is not None)} with QC figures); "
+          f"changes since {report.previous_version or '-'}: {'listed' if report.changelog else 'first version'}")
+    print(f"report: {out}")
+    return 0
+
+
 def add_progress_option(parser) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress on stderr (default: a bar on a terminal, a line every few seconds otherwise)")
@@ -154,6 +170,17 @@ def add_release_commands(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2)
     add_progress_option(p)
     p.set_defaults(func=cmd_verify)
+
+    p = subparsers.add_parser(
+        "report", help="one HTML page about a release: rows per table, files and sizes per kind, changelog, QC thumbnails",
+        description="Write one self-contained HTML page about a release: rows per metadata table, files and bytes per "
+                    "file kind, the changelog against the previous version, and the QC thumbnails of every released "
+                    "session (sessions found through the staging records under the storage root).")
+    p.add_argument("directory", help="release root (DEST) or project directory (DEST/<project>)")
+    p.add_argument("--manifest", help="manifest file name or path (default: the highest version)")
+    p.add_argument("--storage-root", help="where the staging records and QC figures are (default: the platform storage root)")
+    p.add_argument("-o", "--output", help="the HTML file to write (default ./<project>_release_report_v<version>.html)")
+    p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("changelog", help="what changed between two release manifests")
     p.add_argument("old", help="older manifest JSON")
