@@ -44,18 +44,27 @@ def write_index(directory: Path, kind: str, key: str, groups: Mapping[str, Seque
     return target
 
 
-def _publish(context: dg.AssetExecutionContext, kind: str, directory: Path, groups: dict[str, list[Picture]], started: float) -> dict:
-    key = context.partition_key
+def write_pages(directory: Path, kind: str, key: str, groups: Mapping[str, Sequence[Picture]]) -> tuple[Path, Path]:
+    """The session's QC page (``qc_report.html``, figures embedded) and index (``qc_report.json``)."""
     body = "".join(report.figure_section(g or f"{kind} {key}", pics) for g, pics in groups.items())
     page = report.write_html_page(directory / REPORT_FILE, f"QC: {kind} {key}", body)
-    index = write_index(directory, kind, key, groups)
-    n = sum(len(p) for p in groups.values())
-    context.add_output_metadata({
+    return page, write_index(directory, kind, key, groups)
+
+
+def qc_metadata(groups: Mapping[str, Sequence[Picture]], page: Path) -> dict:
+    """Materialization metadata: ``qc_figures``, the thumbnails as Markdown with embedded ``data:`` PNGs (the Dagster
+    UI renders it, behind "[Show Markdown]", on the asset's page and in the partition's event), ``report`` (the page)
+    and ``figures`` (how many)."""
+    return {
         "qc_figures": dg.MetadataValue.md(report.thumbnails_markdown(groups)),
         "report": dg.MetadataValue.path(str(page)),
-        "figures": n,
-        "runtime_s": round(time.monotonic() - started, 3),
-    })
+        "figures": sum(len(p) for p in groups.values()),
+    }
+
+
+def _publish(context: dg.AssetExecutionContext, kind: str, directory: Path, groups: dict[str, list[Picture]], started: float) -> dict:
+    page, index = write_pages(directory, kind, context.partition_key, groups)
+    context.add_output_metadata({**qc_metadata(groups, page), "runtime_s": round(time.monotonic() - started, 3)})
     return {"report": str(page), "index": str(index), "figures": {g: [str(p.path) for p in pics] for g, pics in groups.items()}}
 
 
