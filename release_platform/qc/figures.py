@@ -116,6 +116,25 @@ def _no_data(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+def _axis_labels(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _label_panel(ax, title: str, xlabel: str) -> None:
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+def _row_of_panels(fig: Figure, axes, ylabel: str, title: str, *, left: float, wspace: float) -> None:
+    """Layout of a row of small panels sharing one y label (on the first) and one title."""
+    axes[0].set_ylabel(ylabel, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=left, right=0.98, top=0.82, bottom=0.16, wspace=wspace)
+
+
 def _decimate(x: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
     step = max(1, int(np.ceil(len(x) / MAX_POINTS)))
     return (x[::step], *(y[..., ::step] for y in ys))
@@ -258,9 +277,7 @@ def motion_offsets(times: np.ndarray, x: np.ndarray, y: np.ndarray, path: str | 
     else:
         _no_data(ax, "no motion correction recorded")
         caption = "no motion correction recorded"
-    ax.set_xlabel("time (s)", fontsize=8)
-    ax.set_ylabel("offset (px)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    _axis_labels(ax, "time (s)", "offset (px)")
     fig.suptitle(title or "motion offsets", fontsize=10)
     fig.subplots_adjust(left=0.08, right=0.98, top=0.86, bottom=0.16)
     return _save(fig, "motion_offsets", path, int(t.size), caption)
@@ -283,12 +300,8 @@ def tuning_curves(directions: np.ndarray, responses: np.ndarray, roi_ids: Sequen
     for i, ax in enumerate(axes):
         err = None if sem is None else np.asarray(sem, dtype=np.float64)[i]
         ax.errorbar(directions, responses[i], yerr=err, marker="o", ms=3, lw=1)
-        ax.set_title(str(roi_ids[i]), fontsize=8)
-        ax.set_xlabel(xlabel, fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[0].set_ylabel("mean dF/F", fontsize=7)
-    fig.suptitle(title or "tuning curves of the most selective cells", fontsize=10)
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.82, bottom=0.16, wspace=0.35)
+        _label_panel(ax, str(roi_ids[i]), xlabel)
+    _row_of_panels(fig, axes, "mean dF/F", title or "tuning curves of the most selective cells", left=0.06, wspace=0.35)
     return _save(fig, "tuning_curves", path, n, f"{n} cells: {', '.join(map(str, roi_ids))}")
 
 
@@ -334,9 +347,7 @@ def firing_rate_vs_depth(depth_um: np.ndarray, rate_hz: np.ndarray, quality: Seq
         ax.scatter(rate_hz[sel], depth_um[sel], s=12, color=QUALITY_COLORS.get(q, "#333333"), label=f"{q} ({int(sel.sum())})")
     if depth_um.size:
         ax.legend(fontsize=7, loc="best")
-    ax.set_xlabel("firing rate (Hz)", fontsize=8)
-    ax.set_ylabel("depth from tip (µm)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    _axis_labels(ax, "firing rate (Hz)", "depth from tip (µm)")
     fig.suptitle(title or "firing rate vs depth", fontsize=10)
     fig.subplots_adjust(left=0.16, right=0.97, top=0.93, bottom=0.08)
     return _save(fig, "firing_rate_vs_depth", path, int(depth_um.size), f"{depth_um.size} units")
@@ -391,12 +402,8 @@ def mean_waveforms(waveforms: Sequence[np.ndarray], unit_ids: Sequence[str], sam
         wf = np.asarray(wf, dtype=np.float64)
         x = np.arange(wf.size) if sampling_rate_hz is None else np.arange(wf.size) / sampling_rate_hz * 1e3
         ax.plot(x, wf * 1e6, lw=1)
-        ax.set_title(str(uid), fontsize=8)
-        ax.set_xlabel("samples" if sampling_rate_hz is None else "ms", fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[0].set_ylabel("µV (peak channel)", fontsize=7)
-    fig.suptitle(title or "mean waveforms", fontsize=10)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.82, bottom=0.16, wspace=0.15)
+        _label_panel(ax, str(uid), "samples" if sampling_rate_hz is None else "ms")
+    _row_of_panels(fig, axes, "µV (peak channel)", title or "mean waveforms", left=0.07, wspace=0.15)
     return _save(fig, "mean_waveforms", path, n, f"{n} units")
 
 
@@ -417,9 +424,7 @@ def lfp_snippet(times: np.ndarray, volts: np.ndarray, channel_labels: Sequence[s
     step = max(1, v.shape[1] // 12)
     ax.set_yticks(range(0, v.shape[1], step))
     ax.set_yticklabels([str(channel_labels[c]) for c in range(0, v.shape[1], step)], fontsize=6)
-    ax.set_xlabel("time (s)", fontsize=8)
-    ax.set_ylabel("channel", fontsize=8)
-    ax.tick_params(labelsize=7)
+    _axis_labels(ax, "time (s)", "channel")
     fig.suptitle(title or f"LFP, {v.shape[1]} channels", fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.09)
     return _save(fig, "lfp_snippet", path, int(v.shape[1]), f"{v.shape[1]} channels, {t[-1] - t[0]:.2f} s")
@@ -515,9 +520,7 @@ def fi_curve(current_pa: np.ndarray, rate_hz: np.ndarray, path: str | os.PathLik
         ax.plot(i[order], f[order], marker="o", ms=4, lw=1)
     else:
         _no_data(ax, "no long-square sweeps")
-    ax.set_xlabel("current (pA)", fontsize=8)
-    ax.set_ylabel("firing rate (Hz)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    _axis_labels(ax, "current (pA)", "firing rate (Hz)")
     fig.suptitle(title or "f-I curve", fontsize=10)
     fig.subplots_adjust(left=0.16, right=0.97, top=0.9, bottom=0.14)
     return _save(fig, "fi_curve", path, int(i.size), f"{i.size} sweeps, max {np.nanmax(f) if f.size else 0:.1f} Hz")
