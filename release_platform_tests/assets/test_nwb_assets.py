@@ -122,6 +122,7 @@ def test_qc_reports_draw_every_plane_and_carry_thumbnails(runs):
         for plane in planes:
             names = [f["name"] for f in index["groups"][f"ophys_experiment {plane}"]]
             assert names[:4] == ["roi_contours", "roi_traces", "ratio_and_noise_histograms", "motion_offsets"]
+            assert "tuning_curves" in names  # the demo planes saw drifting gratings
             n_rois = len(R.read_roi_table(root / f"storage/behavior_ophys_nwb/{key}/behavior_ophys_experiment_{plane}.nwb"))
             assert f"{n_rois} ROIs:" in index["groups"][f"ophys_experiment {plane}"][0]["caption"]
         n_figures = meta["figures"].value
