@@ -387,9 +387,29 @@ class SeedSummary:
         return "\n".join(lines)
 
 
-def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "tiny", seed: int = 0) -> SeedSummary:
+DEMO_SESSION_COUNT = 8  # 2 ophys, 3 behavior, 1 ecephys, 2 icephys
+
+
+def _tree_bytes(directory: Path) -> int:
+    """Bytes of the files under ``directory`` (the raw data written so far)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(directory):
+        for name in filenames:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "tiny", seed: int = 0,
+              progress=None) -> SeedSummary:
     """Generate and register the demo sessions: 2 ophys (one 2-plane mesoscope), 3 behavior (3002 recorded with
-    ophys 1001, 3003 with ecephys 4001), 1 ecephys (2 probes), 2 icephys cells, and 2 experiment containers. Sessions already in LIMS are skipped."""
+    ophys 1001, 3003 with ecephys 4001), 1 ecephys (2 probes), 2 icephys cells, and 2 experiment containers.
+    Sessions already in LIMS are skipped.
+
+    ``progress``: a :class:`release_platform.progress.Progress` told each session as it is done, with the bytes
+    written under ``data_dir`` so far."""
     from data_fixtures import behavior, ecephys, icephys, ophys, templates
 
     if size not in ("tiny", "realistic"):
@@ -397,6 +417,16 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
     real = size == "realistic"
     data_dir = Path(data_dir).absolute()
     summary = SeedSummary(client.safe_url, data_dir)
+    if progress is not None:
+        progress.plan(DEMO_SESSION_COUNT)
+    written = [_tree_bytes(data_dir) if progress is not None else 0]
+
+    def note(kind: str, sid: int, added: bool) -> None:
+        summary.note(kind, sid, added)
+        if progress is not None:  # the session's bytes: what the data directory grew by
+            now = _tree_bytes(data_dir)
+            progress.finish(f"{kind} {sid}", now - written[0])
+            written[0] = now
     ids = {name: register_donor(client, donor) for name, donor in DEMO_DONORS.items()}
     day = dt.datetime(2026, 9, 1, 9, 30)
 
@@ -411,19 +441,19 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
     ]
     for i, (sid, exp_ids, params, donor, project, rig) in enumerate(ophys_plan):
         if client.exists("ophys_sessions", id=sid):
-            summary.note("ophys_session", sid, False)
+            note("ophys_session", sid, False)
             continue
         spec = ophys.generate_ophys_session(
             data_dir, ophys_session_id=sid, ophys_experiment_ids=exp_ids, params=params, seed=seed + sid
         )
         added = register_ophys_session(client, spec, specimen_id=ids[donor][1], project=project, equipment=rig,
                                        date_of_acquisition=day + dt.timedelta(days=i))
-        summary.note("ophys_session", sid, added)
+        note("ophys_session", sid, added)
 
     # Behavior: a training session and the behavior half of ophys session 1001.
     for i, (sid, session_type, ophys_sid) in enumerate(((3001, "TRAINING_3_images_A_10uL_reward", None), (3002, "OPHYS_1_images_A", 1001))):
         if client.exists("behavior_sessions", id=sid):
-            summary.note("behavior_session", sid, False)
+            note("behavior_session", sid, False)
             continue
         spec = behavior.generate_behavior_session(
             data_dir, behavior_session_id=sid, session_type=session_type,
@@ -431,7 +461,7 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
         )
         added = register_behavior_session(client, spec, donor_id=ids["slc"][0], project=PROJECT_VB, equipment="BEH.D-Box1",
                                           date_of_acquisition=day - dt.timedelta(days=3 - i), ophys_session_id=ophys_sid)
-        summary.note("behavior_session", sid, added)
+        note("behavior_session", sid, added)
 
     # Ecephys: one session with two probes, recorded with behavior session 3003 (its change-detection block
     # follows the flashes; its trials, licks and rewards ship inside the ecephys session's NWB file).
@@ -440,7 +470,7 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
     eparams = (ecephys.EcephysParams.realistic(session_type=ephys_type, behavior_block_s=1200.0) if real
                else ecephys.EcephysParams(session_type=ephys_type, behavior_block_s=25.0))
     if client.exists("ecephys_sessions", id=sid):
-        summary.note("ecephys_session", sid, False)
+        note("ecephys_session", sid, False)
     else:
         spec = ecephys.generate_ecephys_session(
             data_dir, ecephys_session_id=sid, probe_ids=(4101, 4102), channel_id_start=410000,
@@ -448,9 +478,9 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
         )
         added = register_ecephys_session(client, spec, specimen_id=ids["vip"][1], project=PROJECT_ECEPHYS, equipment="NP.1",
                                          date_of_acquisition=day + dt.timedelta(days=5))
-        summary.note("ecephys_session", sid, added)
+        note("ecephys_session", sid, added)
     if client.exists("behavior_sessions", id=behavior_sid):
-        summary.note("behavior_session", behavior_sid, False)
+        note("behavior_session", behavior_sid, False)
     else:
         block_start, block_end = ecephys.behavior_block(eparams)
         bparams = behavior.BehaviorParams.realistic if real else behavior.BehaviorParams
@@ -463,17 +493,17 @@ def seed_demo(client: LimsClient, data_dir: str | os.PathLike, *, size: str = "t
         added = register_behavior_session(client, spec, donor_id=ids["vip"][0], project=PROJECT_ECEPHYS, equipment="NP.1",
                                           date_of_acquisition=day + dt.timedelta(days=5), ecephys_session_id=sid,
                                           stimulus_templates_path=templates_path)
-        summary.note("behavior_session", behavior_sid, added)
+        note("behavior_session", behavior_sid, added)
 
     # Icephys: two cells.
     for sid in (5001, 5002):
         if client.exists("icephys_cells", id=sid):
-            summary.note("icephys_cell", sid, False)
+            note("icephys_cell", sid, False)
             continue
         spec = icephys.generate_icephys_cell(data_dir, cell_specimen_id=sid,
                                              params=icephys.IcephysParams(), seed=seed + sid)
         added = register_icephys_cell(client, spec, specimen_id=ids["sst"][1], project=PROJECT_IVSCC, structure="VISp")
-        summary.note("icephys_cell", sid, added)
+        note("icephys_cell", sid, added)
 
     register_container(client, 901, "VisualBehavior container 901", PROJECT_VB,
                        [("OphysExperiment", 1101), ("BehaviorSession", 3001), ("BehaviorSession", 3002)])

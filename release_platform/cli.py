@@ -48,9 +48,18 @@ def cmd_seed(args) -> int:
     from data_fixtures.seed import seed_demo
 
     client = _client(create=True)
-    summary = seed_demo(client, Path(args.data_dir) if args.data_dir else platform_home() / "raw", size=args.size, seed=args.seed)
+    with _progress(args, f"seed {args.size}", "sessions") as progress:
+        summary = seed_demo(client, Path(args.data_dir) if args.data_dir else platform_home() / "raw", size=args.size,
+                            seed=args.seed, progress=progress)
     print(summary.describe())
     return 0
+
+
+def _progress(args, label: str, unit: str):
+    """Progress on stderr: a bar on a terminal, a line every few seconds otherwise (``--no-progress``: none)."""
+    from release_platform.progress import Progress
+
+    return Progress(label, unit=unit, stream=sys.stderr, mode="off" if getattr(args, "no_progress", False) else None)
 
 
 def _say(text: str) -> None:
@@ -169,19 +178,23 @@ def cmd_demo(args) -> int:
 
     started = time.monotonic()
     client = _client(create=True)
-    summary = seed_demo(client, platform_home() / "raw", size=args.size, seed=args.seed)
+    with _progress(args, f"seed {args.size}", "sessions") as progress:
+        summary = seed_demo(client, platform_home() / "raw", size=args.size, seed=args.seed, progress=progress)
     print(summary.describe())
     instance = _instance()
     partitions = sync_partitions(instance, client)
     print(f"\nMaterializing every asset for every partition (Dagster home {instance.root_directory}):")
     failures = 0
-    for kind, keys in partitions.items():
-        for key in keys:
-            result = materialize_partition(instance, kind, key)
-            _print_result(kind, key, result)
-            if was_interrupted(instance, result):
-                raise KeyboardInterrupt(f"demo stopped at {kind} {key}")
-            failures += 0 if result.success else 1
+    with _progress(args, "demo", "partitions") as progress:
+        progress.plan(sum(len(keys) for keys in partitions.values()))
+        for kind, keys in partitions.items():
+            for key in keys:
+                result = materialize_partition(instance, kind, key)
+                _print_result(kind, key, result)
+                progress.finish(f"{kind} {key}")
+                if was_interrupted(instance, result):
+                    raise KeyboardInterrupt(f"demo stopped at {kind} {key}")
+                failures += 0 if result.success else 1
     print("\nAssembling the release-level tables:")
     result = run_release_metadata(instance)
     _print_result("release", "-", result)
@@ -314,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         if name == "seed":
             p.add_argument("--data-dir", help="where raw files are written (default .release_platform/raw)")
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress on stderr (default: a bar on a terminal, a line every few seconds otherwise)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("materialize", help="materialize every asset of one partition in this process")

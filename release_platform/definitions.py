@@ -18,6 +18,7 @@ from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS, R
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
 from release_platform.assets.ophys_events import OPHYS_EVENTS_ASSETS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
+from release_platform.assets.qc_report import QC_REPORT_ASSETS
 from release_platform.assets.release import RELEASE_ASSETS, RELEASE_CHECKS, RELEASE_JOBS
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.sensors import make_session_sensor
@@ -27,7 +28,7 @@ from release_platform.lims.resource import LimsResource
 
 ASSETS = [
     *INPUT_ASSETS, *OPHYS_ASSETS, *OPHYS_EVENTS_ASSETS, *STIMULUS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *ICEPHYS_ASSETS,
-    *METADATA_ASSETS, *RELEASE_ASSETS,
+    *METADATA_ASSETS, *RELEASE_ASSETS, *QC_REPORT_ASSETS,
 ]
 ASSET_CHECKS = [
     *OPHYS_CHECKS, *STIMULUS_CHECKS, *NWB_OPHYS_CHECKS, *ECEPHYS_CHECKS, *ICEPHYS_CHECKS, *METADATA_CHECKS,

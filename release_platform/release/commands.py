@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
 from release_platform.errors import InputError
 from release_platform.release.copy import VERIFY_MODES
@@ -30,17 +30,11 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _progress_printer(stream):
-    state = {"last": 0.0, "bytes": {}}
+def _progress(args, label: str):
+    """A bar on a terminal, plain periodic lines otherwise, on stderr (``--no-progress``: none)."""
+    from release_platform.progress import Progress
 
-    def progress(destination: str, done: int, size: int) -> None:
-        state["bytes"][destination] = done
-        now = time.monotonic()
-        if now - state["last"] >= 2.0:
-            state["last"] = now
-            print(f"  ... {sum(state['bytes'].values()) / 1e6:,.0f} MB copied", file=stream, flush=True)
-
-    return progress
+    return Progress(label, stream=sys.stderr, mode="off" if args.no_progress else None)
 
 
 def _os_errors_as_input_errors(func):
@@ -59,13 +53,28 @@ def _os_errors_as_input_errors(func):
 
 @_os_errors_as_input_errors
 def cmd_release(args) -> int:
-    from release_platform.release.build import make_release
-
     mode = parse_mode(f"{args.mode:03o}", allow_group_write=args.allow_group_write, what="--mode")
     dandiset = None
     if args.layout == "dandi":
         dandiset = _dandiset_from_lims(args.lims_project or args.project)
-    result = make_release(
+    with _progress(args, f"release {args.project} {args.version}") as progress:
+        result = _make_release(args, mode, progress, dandiset)
+    print(result.describe())
+    if args.check:
+        from release_platform.release.verify import verify_release
+
+        with _progress(args, f"verify {args.project} {args.version}") as progress:
+            report = verify_release(result.project_dir, manifest=result.manifest_path, max_workers=args.workers,
+                                    progress=progress)
+        print(report.describe())
+        return 0 if report.ok else 1
+    return 0
+
+
+def _make_release(args, mode, progress, dandiset):
+    from release_platform.release.build import make_release
+
+    return make_release(
         args.dest,
         args.project,
         args.version,
@@ -79,17 +88,9 @@ def cmd_release(args) -> int:
         verify=args.verify,
         rehash=args.rehash,
         prune=not args.keep_stale,
-        progress=_progress_printer(sys.stderr) if args.progress else None,
+        progress=progress,
         dandiset=dandiset,
     )
-    print(result.describe())
-    if args.check:
-        from release_platform.release.verify import verify_release
-
-        report = verify_release(result.project_dir, manifest=result.manifest_path, max_workers=args.workers)
-        print(report.describe())
-        return 0 if report.ok else 1
-    return 0
 
 
 def _dandiset_from_lims(code: str):
@@ -115,7 +116,8 @@ def _dandiset_from_lims(code: str):
 def cmd_verify(args) -> int:
     from release_platform.release.verify import verify_release
 
-    report = verify_release(args.directory, manifest=args.manifest, max_workers=args.workers)
+    with _progress(args, f"verify {args.directory}") as progress:
+        report = verify_release(args.directory, manifest=args.manifest, max_workers=args.workers, progress=progress)
     print(report.describe())
     return 0 if report.ok else 1
 
@@ -127,6 +129,26 @@ def cmd_changelog(args) -> int:
 
     print(compare_manifests(load_manifest(args.old), load_manifest(args.new)).summary())
     return 0
+
+
+@_os_errors_as_input_errors
+def cmd_report(args) -> int:
+    from release_platform.release.report import build_report, write_report
+
+    report = build_report(args.directory, manifest=args.manifest, storage_root=args.storage_root)
+    out = Path(args.output) if args.output else Path.cwd() / f"{report.project_dir.name}_release_report_v{report.version}.html"
+    write_report(report, out)
+    print(f"release {report.project_dir.name} {report.version}: {sum(report.kind_files.values())} data files, "
+          f"{len(report.table_rows)} tables, {len(report.sessions)} released sessions "
+          f"({sum(1 for v in report.sessions.values() if v is not None)} with QC figures); "
+          f"changes since {report.previous_version or '-'}: {'listed' if report.changelog else 'first version'}")
+    print(f"report: {out}")
+    return 0
+
+
+def add_progress_option(parser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr (default: a bar on a terminal, a line every few seconds otherwise)")
 
 
 def add_release_commands(subparsers) -> None:
@@ -159,7 +181,8 @@ def add_release_commands(subparsers) -> None:
                         "one that does not match (repairs bit rot or tampering that kept size and mtime)")
     p.add_argument("--keep-stale", action="store_true", help="keep files of earlier versions that this one drops")
     p.add_argument("--check", action="store_true", help="verify the release against its manifest afterwards")
-    p.add_argument("--progress", action="store_true", help="print progress to stderr")
+    add_progress_option(p)
+    p.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # progress is shown by default now
     p.set_defaults(func=cmd_release)
 
     p = subparsers.add_parser("verify", help="re-hash a release against its manifest; exit 1 on any problem",
@@ -168,7 +191,19 @@ def add_release_commands(subparsers) -> None:
     p.add_argument("directory", help="release root (DEST) or project directory (DEST/<project>)")
     p.add_argument("--manifest", help="manifest file name or path (default: the highest version)")
     p.add_argument("--workers", type=int, default=2)
+    add_progress_option(p)
     p.set_defaults(func=cmd_verify)
+
+    p = subparsers.add_parser(
+        "report", help="one HTML page about a release: rows per table, files and sizes per kind, changelog, QC thumbnails",
+        description="Write one self-contained HTML page about a release: rows per metadata table, files and bytes per "
+                    "file kind, the changelog against the previous version, and the QC thumbnails of every released "
+                    "session (sessions found through the staging records under the storage root).")
+    p.add_argument("directory", help="release root (DEST) or project directory (DEST/<project>)")
+    p.add_argument("--manifest", help="manifest file name or path (default: the highest version)")
+    p.add_argument("--storage-root", help="where the staging records and QC figures are (default: the platform storage root)")
+    p.add_argument("-o", "--output", help="the HTML file to write (default ./<project>_release_report_v<version>.html)")
+    p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("changelog", help="what changed between two release manifests")
     p.add_argument("old", help="older manifest JSON")

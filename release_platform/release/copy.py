@@ -426,6 +426,18 @@ def _copy_one(entry: CopyEntry, root: SafeRoot, ledger: Optional[Ledger], opts: 
                       linked=linked, destination_digest=check_digest, comparison_passed=passed)
 
 
+def _report_plan(progress: Optional[Progress], entries: Sequence[CopyEntry]) -> None:
+    """Tell a :class:`release_platform.progress.Progress` how many files and bytes the copy covers."""
+    if hasattr(progress, "plan"):
+        sizes = []
+        for e in entries:
+            try:
+                sizes.append(os.stat(e.source).st_size)
+            except OSError:
+                sizes.append(0)  # reported by the copy itself, naming the file
+        progress.plan(len(entries), sum(sizes))
+
+
 def copy_files(
     entries: Sequence[CopyEntry],
     root: SafeRoot | str | os.PathLike,
@@ -457,6 +469,7 @@ def copy_files(
                              path=root.file_path(e.destination))
         seen[e.destination] = e.source
     unique = list({e.destination: e for e in entries}.values())
+    _report_plan(progress, unique)
     started = time.perf_counter()
     stop = threading.Event()
     results: dict[str, CopyRecord] = {}
@@ -467,7 +480,10 @@ def copy_files(
         if stop.is_set():
             raise InputError("not started because another file failed", path=entry.source)
         try:
-            return _copy_one(entry, root, ledger, opts)
+            record = _copy_one(entry, root, ledger, opts)
+            if hasattr(progress, "finish"):  # a release_platform.progress.Progress: count the file, copied or not
+                progress.finish(entry.destination, record.digests.size)
+            return record
         except OSError as exc:
             stop.set()
             raise InputError(f"copy to {root.file_path(entry.destination)} failed: {exc.strerror or exc}",

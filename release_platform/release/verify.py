@@ -130,8 +130,10 @@ def _lstat_inside(project_dir: Path, rel: str) -> tuple[Optional[os.stat_result]
 
 
 def verify_release(directory: str | os.PathLike, *, manifest: Optional[str | os.PathLike] = None,
-                   max_workers: int = 2, dandi_validate: bool = True) -> VerifyReport:
-    """Re-hash a release against its manifest; see the module docstring. Never raises for problems found."""
+                   max_workers: int = 2, dandi_validate: bool = True, progress=None) -> VerifyReport:
+    """Re-hash a release against its manifest; see the module docstring. Never raises for problems found.
+
+    ``progress``: a :class:`release_platform.progress.Progress` told the files and bytes to re-hash and each one done."""
     project_dir = find_project_dir(directory)
     if manifest is not None:
         mpath = Path(manifest)
@@ -202,10 +204,14 @@ def verify_release(directory: str | os.PathLike, *, manifest: Optional[str | os.
                 diffs.append(f"{label} {g[:16]}… != {w[:16]}…")
         return Problem("mismatched", rel, "; ".join(diffs)) if diffs else None
 
+    if progress is not None:
+        progress.plan(len(to_hash), sum(int(entry.get("size", 0) or 0) for _, entry in to_hash))
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
         for (rel, entry), problem in zip(to_hash, pool.map(check, to_hash)):
             report.files_checked += 1
             report.bytes_checked += int(entry.get("size", 0) or 0)
+            if progress is not None:
+                progress.finish(rel, int(entry.get("size", 0) or 0))
             if problem is not None:
                 report.problems.append(problem)
 

@@ -23,7 +23,7 @@ from release_platform.stimulus.table import (
     validate_stimulus_table,
 )
 
-__all__ = ["SessionAnalysis", "analyze_session", "write_analysis", "metric_columns"]
+__all__ = ["SessionAnalysis", "analyze_session", "write_analysis", "read_analysis_maps", "metric_columns"]
 
 METRICS_BY_STIMULUS = {
     DRIFTING_GRATINGS: ("pref_dir_dg", "pref_tf_dg", "osi_dg", "dsi_dg", "g_osi_dg", "g_dsi_dg", "p_dg", "peak_dff_dg",
@@ -194,6 +194,7 @@ def write_analysis(path: str | os.PathLike, analysis: SessionAnalysis, stimulus_
                     g.create_dataset("blank_response", data=r.blank_response)
                     for axis, values in r.grid.axes.items():
                         g.create_dataset(f"axis_{axis}", data=values)
+                    g.attrs["axes"] = [str(a) for a in r.grid.axes]  # the order of response's leading dimensions
                     for k, v in r.arrays.items():
                         g.create_dataset(k, data=v, compression="gzip")
                 else:
@@ -209,3 +210,41 @@ def write_analysis(path: str | os.PathLike, analysis: SessionAnalysis, stimulus_
             missing = [n for n in analysis.results if n not in fh]
             if missing:
                 raise OSError(f"analysis file lacks groups {missing}")
+
+
+def read_analysis_maps(path: str | os.PathLike) -> dict:
+    """What the QC figures draw from a file of :func:`write_analysis`: ``roi_ids``; per grating stimulus
+    (``gratings[name]``) its condition ``axes`` (name -> values, in the order of ``response``'s leading
+    dimensions) and ``response`` (``conditions... x N x 3``); per sparse-noise stimulus (``sparse_noise[name]``)
+    ``mean_on`` and ``mean_off`` (``N x rows x cols``). A missing or unreadable file is one InputError naming it."""
+    from release_platform.ophys.io import open_h5
+
+    out: dict = {"gratings": {}, "sparse_noise": {}}
+    with open_h5(path) as fh:
+        out["roi_ids"] = [v.decode() if isinstance(v, bytes) else str(v) for v in fh["roi_ids"][()]] if "roi_ids" in fh else []
+        for name, g in fh.items():
+            if not isinstance(g, h5py.Group):
+                continue
+            if "mean_on" in g and "mean_off" in g:
+                out["sparse_noise"][name] = {"mean_on": g["mean_on"][()], "mean_off": g["mean_off"][()]}
+            elif "response" in g and "blank_response" in g:
+                axes = {k[len("axis_"):]: g[k][()] for k in g if k.startswith("axis_")}
+                response = g["response"][()]
+                order = [a.decode() if isinstance(a, bytes) else str(a) for a in g.attrs.get("axes", [])]
+                if sorted(order) == sorted(axes):
+                    ordered = {a: axes[a] for a in order}
+                else:  # files written before the order was recorded: match the dimensions by length
+                    ordered = _axes_in_response_order(axes, response.shape[:-2])
+                out["gratings"][name] = {"axes": ordered, "response": response}
+    return out
+
+
+def _axes_in_response_order(axes: dict, shape: tuple) -> dict:
+    remaining = dict(axes)
+    ordered = {}
+    for n in shape:
+        match = [k for k, v in remaining.items() if len(v) == n]
+        if not match:
+            return axes
+        ordered[match[0]] = remaining.pop(match[0])
+    return ordered

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import h5py
 import numpy as np
@@ -59,6 +61,15 @@ def test_session_and_lfp_nwb_pass_validation_and_inspector(demo_lims, instance, 
             expected = np.sort(times[clusters == unit["cluster_id"]])
             got = np.asarray(units.loc[units.index == unit["id"], "spike_times"].iloc[0])
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+    # QC pictures per probe: every unit of the probe on the firing-rate-vs-depth figure; an LFP snippet per probe file
+    qc = result.output_for_node("ecephys_session_qc_report")
+    figures = {f["file"]: f for g in json.loads(open(qc["index"]).read())["groups"].values() for f in g}
+    for probe in demo_lims.ecephys_probes(4001):
+        n_units = int((units["probe_id"] == probe["id"]).sum())
+        assert figures[f"probe_{probe['id']}_firing_rate_vs_depth.png"]["caption"] == f"{n_units} units"
+        assert f"probe_{probe['id']}_spike_raster.png" in figures and f"probe_{probe['id']}_mean_waveforms.png" in figures
+    assert sum(name.endswith("_lfp.png") for name in figures) == len(probes)
 
     # the orphan cluster of each probe is reported, not silently lost
     unknown = result.output_for_node("ecephys_units")["unknown_clusters"]

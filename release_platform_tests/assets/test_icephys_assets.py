@@ -44,7 +44,14 @@ def test_every_cell_materializes_with_passing_blocking_checks(materialized):
         assert result.success, cell
         keys = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
         assert keys == {"icephys_cell_inputs", "icephys_sweep_table", "icephys_cell_qc", "icephys_cell_features", "icephys_cell_nwb",
-                        "icephys_cell_metadata", "icephys_cell_release_files"}
+                        "icephys_cell_metadata", "icephys_cell_release_files", "icephys_cell_qc_report"}
+        # QC pictures: the sweeps by stimulus type and the f-I curve of the cell's long squares
+        qc = json.loads(open(result.output_for_node("icephys_cell_qc_report")["index"]).read())
+        (figures,) = qc["groups"].values()
+        assert [f["name"] for f in figures] == ["sweeps_by_stimulus_type", "fi_curve"]
+        sweeps = pd.read_parquet(result.output_for_node("icephys_extraction", "icephys_sweep_table")["file"])
+        long_squares = ((sweeps["stimulus_type"] == "Long Square") & (sweeps["clamp_mode"] == "current")).sum()
+        assert figures[1]["caption"].startswith(f"{long_squares} sweeps"), figures[1]
         checks = {c.check_name: c.passed for c in (e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")}
         assert checks == {"icephys_sweep_table_schema": True, "icephys_cell_qc_schema": True, "icephys_cell_features_schema": True,
                           "icephys_cell_metadata_schema": True}

@@ -19,6 +19,7 @@ from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS
 from release_platform.assets.nwb_ecephys import ECEPHYS_ASSETS
 from release_platform.assets.nwb_ophys import (NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS, behavior_nwb_inspector, behavior_nwb_pynwb_valid,
                                                behavior_ophys_nwb)
+from release_platform.assets.qc_report import behavior_session_qc_report, ophys_session_qc_report
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS, dff_finite_for_valid_rois, neuropil_r_distribution
 from release_platform.assets.resources import StorageResource
 from release_platform.assets.stimulus import stimulus_responses
@@ -36,7 +37,8 @@ def _defs() -> dg.Definitions:
         dg.define_asset_job("behavior_session_job", selection=dg.AssetSelection.groups("behavior_session")),
         dg.define_asset_job("ophys_nwb_only", selection=dg.AssetSelection.assets(behavior_ophys_nwb)),
     ]
-    return dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, stimulus_responses, *NWB_OPHYS_ASSETS], asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS],
+    return dg.Definitions(assets=[*INPUT_ASSETS, *OPHYS_ASSETS, stimulus_responses, *NWB_OPHYS_ASSETS, ophys_session_qc_report,
+                                  behavior_session_qc_report], asset_checks=[*OPHYS_CHECKS, *NWB_OPHYS_CHECKS],
                           resources={"lims": LimsResource(), "storage": StorageResource()}, jobs=jobs)
 
 
@@ -109,6 +111,30 @@ def test_files_sit_in_the_storage_layout_and_are_registered_in_lims(runs):
     with R.open_nwb_traces(expected[("OphysExperiment", 1101, "BehaviorOphysNwb")], "dff") as traces:
         assert dff["method"] in traces.description
         assert all(f"{k}=" in traces.description for k in dff["parameters"])
+
+
+def test_qc_reports_draw_every_plane_and_carry_thumbnails(runs):
+    """The qc_report assets of the session jobs: per plane the ROI figure outlines every ROI of the NWB file, the
+    page embeds every figure, and the materialization carries the thumbnails as Markdown with data URIs."""
+    _, _, results, root = runs
+    for key, planes in (("1001", ["1101"]), ("1002", ["1201", "1202"])):
+        result = results[key]
+        record = result.output_for_node("ophys_session_qc_report")
+        meta = result.asset_materializations_for_node("ophys_session_qc_report")[0].metadata
+        index = json.loads(Path(record["index"]).read_text())
+        assert sorted(index["groups"]) == [f"ophys_experiment {p}" for p in planes]
+        for plane in planes:
+            names = [f["name"] for f in index["groups"][f"ophys_experiment {plane}"]]
+            assert names[:4] == ["roi_contours", "roi_traces", "ratio_and_noise_histograms", "motion_offsets"]
+            assert "tuning_curves" in names  # the demo planes saw drifting gratings
+            n_rois = len(R.read_roi_table(root / f"storage/behavior_ophys_nwb/{key}/behavior_ophys_experiment_{plane}.nwb"))
+            assert f"{n_rois} ROIs:" in index["groups"][f"ophys_experiment {plane}"][0]["caption"]
+        n_figures = meta["figures"].value
+        assert n_figures == sum(len(v) for v in index["groups"].values()) >= 4 * len(planes)
+        assert meta["qc_figures"].value.count("](data:image/png;base64,") == n_figures
+        assert Path(record["report"]).read_text().count('<img src="data:image/png;base64,') == n_figures
+    behavior = results["3002"].asset_materializations_for_node("behavior_session_qc_report")[0].metadata
+    assert behavior["figures"].value == 2 and behavior["qc_figures"].value.count("data:image/png;base64,") == 2
 
 
 def test_inspector_check_reports_counts_and_suggestions(runs):

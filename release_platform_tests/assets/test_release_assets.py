@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import argparse
 import io
-from contextlib import redirect_stdout
+import re
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
 from release_platform.assets import metadata as am
 from release_platform.assets import release as ar
+from release_platform.assets.qc_report import write_index
 from release_platform.assets.resources import StorageResource
 from release_platform.lims import LimsClient
 from release_platform.lims.resource import LimsResource
 from release_platform.release.commands import add_release_commands
 from release_platform.metadata import file_id
+from release_platform.qc import figures
 from release_platform.release.layouts import dandi_path_problems
 from release_platform.release.manifest import load_manifest
 from release_platform.release.verify import verify_release
@@ -198,10 +202,48 @@ def test_demo_sessions_release_clean(demo_lims, home):
     for layout in ("allen", "dandi"):
         args = parser.parse_args(["release", "--project", "demo", "--version", "0.1.0", "--layout", layout,
                                   "--dest", str(home / f"public-{layout}"), "--storage-root", str(root)])
-        with redirect_stdout(io.StringIO()):
+        err = io.StringIO()
+        with redirect_stdout(io.StringIO()), redirect_stderr(err):
             assert args.func(args) == 0
+        # not a terminal: plain progress lines, the plan first and the totals last
+        n_files = 7 + len(am.RELEASE_ASSETS)
+        lines = err.getvalue().splitlines()
+        assert lines[0].startswith("release demo 0.1.0: 7 files, "), lines
+        assert re.fullmatch(r"release demo 0\.1\.0: done, 7 files, [\d.,]+ KB in \d\d:\d\d \(.*/s\)", lines[-1]), lines
         report = verify_release(home / f"public-{layout}")
-        assert report.ok and report.files_checked == 7 + len(am.RELEASE_ASSETS), report.describe()
+        assert report.ok and report.files_checked == n_files, report.describe()
+
+    # The release report: every released session (found through the staging records), with its QC thumbnails when
+    # its qc_report partition has figures (here: behavior session 3001), the tables, file kinds and the changelog.
+    qc_dir = root / "behavior_session_qc_report" / "3001"
+    pic = figures.fi_curve(np.array([1.0, 2.0, 3.0]), np.array([0.0, 4.0, 9.0]), qc_dir / "fi_curve.png")
+    write_index(qc_dir, "behavior_session", "3001", {"behavior_session 3001": [pic]})
+    out = home / "report.html"
+    args = parser.parse_args(["report", str(home / "public-allen"), "--storage-root", str(root), "-o", str(out)])
+    with redirect_stdout(io.StringIO()) as said:
+        assert args.func(args) == 0
+    assert "4 released sessions (1 with QC figures)" in said.getvalue()
+    page = out.read_text()
+    released = {("ophys_session", "1001"), ("ophys_session", "1002"), ("behavior_session", "3001"), ("ecephys_session", "4001")}
+    assert set(re.findall(r'class="session" id="(\w+)-(\d+)"', page)) == released
+    assert page.count("data:image/png;base64,") == 1 and page.count("no QC figures") == 3
+    for table, rows in (("behavior_session_table", 2), ("ophys_experiment_table", 3), ("ecephys_session_table", 1)):
+        assert f"<td>{table}</td><td>{rows}</td>" in page
+    assert "<td>probes</td><td>2</td>" in page and "<td>all</td><td>7</td>" in page
+    assert "First version" in page
+
+    # A second version: the report compares it with the previous one.
+    args = parser.parse_args(["release", "--project", "demo", "--version", "0.2.0", "--layout", "allen",
+                              "--dest", str(home / "public-allen"), "--storage-root", str(root), "--no-progress"])
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        assert args.func(args) == 0
+    assert err.getvalue() == ""
+    args = parser.parse_args(["report", str(home / "public-allen"), "--storage-root", str(root), "-o", str(out)])
+    with redirect_stdout(io.StringIO()):
+        assert args.func(args) == 0
+    page = out.read_text()
+    assert "Changes since 0.1.0" in page and "Changes from 0.1.0 to 0.2.0: the two manifests are equivalent" in page
     assert sorted(p.name for p in (home / "public-allen/demo/ecephys_sessions/4001").glob("lfp_probe_*.nwb")) == [
         "lfp_probe_4101.nwb", "lfp_probe_4102.nwb"]
     dandi_files = sorted(p.relative_to(home / "public-dandi/demo").as_posix() for p in (home / "public-dandi/demo").glob("sub-*/*.nwb"))

@@ -1,27 +1,39 @@
 """Backfill per experiment container: the backfill objects target exactly the container's partitions, the
 CLI rejects an unknown container with exit status 2, and the Dagster daemon of a running ``dagster dev``
-executes the backfills over exactly those partitions and no other."""
+executes the backfills over exactly those partitions and no other; then, with the behavior sensor started, a
+session registered in LIMS afterwards is materialized by the sensor and no session processed before is run again."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections import defaultdict
 
 import dagster as dg
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus
 
-from data_fixtures.seed import Donor, register_container, register_donor
+from data_fixtures import behavior as behavior_fixture
+from data_fixtures.seed import DEMO_DONORS, PROJECT_VB, Donor, register_behavior_session, register_container, register_donor
 from release_platform.assets.backfill import launch_experiment_backfill
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.definitions import defs
 from release_platform.lims import LimsClient
-from release_platform_tests.e2e.conftest import describe, platform_env, run_cli
+from release_platform_tests.e2e.conftest import describe, graphql, platform_env, run_cli
 
 DOB = dt.datetime(2026, 1, 1)
 BACKFILL_WAIT_S = 600
 BACKFILL_LINE = re.compile(r"^backfill (\S+): 1 (\w+) partitions: (\S+)$", re.M)
+SENSOR_RUN_WAIT_S = 420
+NEW_SESSION = 3003
+START_SENSOR = """
+mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }
+"""
+STOP_SENSOR = """
+mutation($selector: SensorSelector!) { stopSensor(sensorSelector: $selector) { __typename } }
+"""
 
 
 def _session_assets(asset_graph, kind: str) -> set[dg.AssetKey]:
@@ -154,3 +166,46 @@ def test_daemon_executes_the_container_backfills_over_exactly_its_partitions(pla
             assert instance.get_materialized_partitions(dg.AssetKey(f"{kind}_inputs")) == expected, kind
         assert instance.get_dynamic_partitions("ophys_session") == ["1001"]
         assert sorted(instance.get_dynamic_partitions("behavior_session")) == ["3001", "3002"]
+
+    _sensor_runs_only_the_session_registered_later(platform, expected_pairs)
+
+
+def _sensor_runs_only_the_session_registered_later(platform, processed: set[tuple[str, str]]) -> None:
+    """Register a behavior session in LIMS after the backfills, start the behavior sensor (the platform runs with
+    sensors off so that nothing else launches runs): it materializes the new session and requests no run for the
+    behavior sessions already materialized."""
+    client = LimsClient(platform.lims_url)
+    try:
+        spec = behavior_fixture.generate_behavior_session(
+            platform.home / "raw", behavior_session_id=NEW_SESSION, session_type="TRAINING_3_images_A_10uL_reward", seed=NEW_SESSION)
+        donor = client.lookup_id("donors", "external_donor_name", DEMO_DONORS["slc"].external_donor_name, create=False)
+        register_behavior_session(client, spec, donor_id=donor, project=PROJECT_VB, equipment="BEH.D-Box1",
+                                  date_of_acquisition=dt.datetime(2026, 9, 2, 9, 30))
+    finally:
+        client.dispose()
+    selector = {"repositoryLocationName": "release_platform.definitions", "repositoryName": "__repository__",
+                "sensorName": "behavior_session_sensor"}
+    with platform.instance() as instance:
+        before = {r.run_id for r in instance.get_runs()}
+    started = graphql(platform.url, START_SENSOR, {"selector": selector})["startSensor"]
+    assert started["__typename"] == "Sensor", started
+    try:
+        deadline = time.monotonic() + SENSOR_RUN_WAIT_S
+        new_runs = []
+        while time.monotonic() < deadline:
+            with platform.instance() as instance:
+                new_runs = [r for r in instance.get_runs() if r.run_id not in before]
+                if new_runs and all(r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                                                 dg.DagsterRunStatus.CANCELED) for r in new_runs):
+                    break
+            time.sleep(3)
+        else:
+            raise AssertionError(f"the sensor's run did not finish in {SENSOR_RUN_WAIT_S} s: {new_runs}\n{platform.log_tail()}")
+    finally:
+        graphql(platform.url, STOP_SENSOR, {"selector": selector})
+    assert [(r.tags.get("dagster/partition"), r.tags.get("dagster/sensor_name"), r.status) for r in new_runs] == [
+        (str(NEW_SESSION), "behavior_session_sensor", dg.DagsterRunStatus.SUCCESS)], new_runs
+    with platform.instance() as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("behavior_session_inputs")) == {
+            key for kind, key in processed if kind == "behavior_session"} | {str(NEW_SESSION)}
+        assert str(NEW_SESSION) in instance.get_materialized_partitions(dg.AssetKey("behavior_session_qc_report"))

@@ -1,5 +1,6 @@
-"""The Dagster UI in Chromium: the asset graph is there, and one partition materialized through the UI
-(Materialize → pick the partition → Launch) succeeds, for exactly that partition.
+"""The Dagster UI in Chromium: the asset graph is there, one partition materialized through the UI
+(Materialize → pick the partition → Launch) succeeds, for exactly that partition, and an ophys session's QC
+figures show as pictures on its qc_report asset's page.
 
 Needs the system Chromium (/usr/bin/chromium; never a downloaded browser). Skipped without it unless
 RELEASE_PLATFORM_REQUIRE_BROWSER is 1, true or yes, where it fails.
@@ -14,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from release_platform.cli import sync_partitions
@@ -147,3 +149,45 @@ def test_materialize_one_partition_from_the_ui(platform, page):
         for kind in KINDS:
             if kind != KIND:
                 assert not instance.get_materialized_partitions(dg.AssetKey(f"{kind}_inputs"))
+
+
+QC_ASSET, QC_PARTITION = "ophys_session_qc_report", "1001"
+
+
+def test_qc_figures_show_as_pictures_on_the_asset_page(platform, page, tmp_path):
+    """A materialization of an ophys session's qc_report with its metadata built as the asset builds it (the ROI
+    figure of a synthetic plane): the asset's page and the partition's event offer the Markdown, and opening it shows
+    the thumbnail itself, an <img> decoded from an embedded data: URI at the thumbnail's size."""
+    from playwright.sync_api import expect
+
+    from release_platform.assets.qc_report import qc_metadata, write_pages
+    from release_platform.qc import figures
+    from release_platform.qc.report import THUMBNAIL_WIDTH
+
+    rng = np.random.default_rng(7)
+    image = rng.normal(1000, 50, (64, 64))
+    disc = np.add.outer(np.arange(-3, 4) ** 2, np.arange(-3, 4) ** 2) <= 9
+    masks = [(x, y, disc) for x, y in ((8, 8), (30, 12), (45, 40), (12, 44))]
+    picture = figures.roi_contours(image, masks, [True, True, True, False], tmp_path / "roi_contours.png", title="plane 1101")
+    groups = {"ophys_experiment 1101": [picture]}
+    page_path, _ = write_pages(tmp_path, "ophys_session", QC_PARTITION, groups)
+    client = LimsClient(platform.lims_url)
+    try:
+        with platform.instance() as instance:
+            sync_partitions(instance, client)
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset_key=QC_ASSET, partition=QC_PARTITION, metadata=qc_metadata(groups, page_path)))
+    finally:
+        client.dispose()
+
+    for view in ("", f"?view=events&partition={QC_PARTITION}"):
+        page.goto(f"{platform.url}/assets/{QC_ASSET}{view}")
+        expect(page.get_by_text("qc_figures", exact=True).first).to_be_visible()
+        page.get_by_text("[Show Markdown]").first.click()
+        thumbnail = page.locator("img[src^='data:image/png;base64,'][alt*='roi_contours']")
+        expect(thumbnail).to_have_count(1)
+        expect(thumbnail).to_be_visible()
+        width, height = thumbnail.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert (width, height) == (THUMBNAIL_WIDTH, THUMBNAIL_WIDTH), (width, height)  # decoded, not a broken image
+        assert "4 ROIs: 3 valid" in thumbnail.get_attribute("alt")
+        page.keyboard.press("Escape")

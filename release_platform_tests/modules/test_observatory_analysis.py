@@ -15,6 +15,7 @@ from data_fixtures.stimulus import AnalysisDesign, analysis_session
 from release_platform.modules import observatory_analysis
 from release_platform.modules._harness import main_for
 from release_platform.ophys.io import write_traces
+from release_platform.stimulus.session import read_analysis_maps
 
 N = 40
 
@@ -76,6 +77,16 @@ def test_module_writes_metrics_and_arrays(files, tmp_path, capsys):
         assert fh["natural_movie_one/response"].shape[:2] == (4, N)
         assert fh["running/vis/binned_cells"].shape[0] == N
     assert not list(root.rglob("*.inprogress"))
+
+    # What the QC figures read back: condition axes in the order of the response's dimensions, the RF maps, and
+    # a tuning peak at the true preferred direction for the strongly tuned cells.
+    maps = read_analysis_maps(out["output_file"])
+    dg_maps = maps["gratings"]["drifting_gratings"]
+    assert [(k, len(v)) for k, v in dg_maps["axes"].items()] == [("orientation", 8), ("temporal_frequency", 5)]
+    assert maps["roi_ids"] == ids and maps["sparse_noise"]["locally_sparse_noise"]["mean_on"].shape == (N, 8, 14)
+    mean = dg_maps["response"][..., 0]  # direction x TF x cells
+    peak_dir = dg_maps["axes"]["orientation"][np.nanargmax(np.nanmax(mean, axis=1), axis=0)]
+    assert np.mean(peak_dir[strong] == s.truth.pref_direction_deg[strong]) >= 0.8
 
 
 def test_module_subset_of_stimuli_and_command_line(files, tmp_path):

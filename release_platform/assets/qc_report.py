@@ -1,0 +1,164 @@
+"""QC pictures per session partition: one ``<kind>_qc_report`` asset per session kind.
+
+Each draws the session's QC figures from what the pipeline wrote (:mod:`release_platform.qc.session_figures`), under
+``<storage>/<kind>_qc_report/<key>/`` (per imaging plane / probe in sub-directories), assembles them into one
+self-contained page ``qc_report.html`` and an index ``qc_report.json`` (figure names, files, captions; what
+``release-platform report`` reads), and attaches thumbnails to the materialization as a Markdown metadata value
+(``qc_figures``) with the PNGs embedded as ``data:`` URIs: the Dagster UI shows the pictures themselves on the
+asset's page and in the partition's materialization event.
+"""
+
+
+import json
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import dagster as dg
+
+from release_platform.assets.partitions import PARTITIONS_BY_KIND
+from release_platform.assets.resources import StorageResource
+from release_platform.atomic import atomic_path
+from release_platform.errors import InputError
+from release_platform.inputs import IcephysCellInputs
+from release_platform.metadata.io import read_parquet
+from release_platform.qc import report, session_figures
+from release_platform.qc.figures import Picture
+
+REPORT_FILE = "qc_report.html"
+INDEX_FILE = "qc_report.json"
+
+
+def qc_asset_name(kind: str) -> str:
+    return f"{kind}_qc_report"
+
+
+def write_index(directory: Path, kind: str, key: str, groups: Mapping[str, Sequence[Picture]]) -> Path:
+    """``qc_report.json``: kind, session, and per group the figures (name, file relative to ``directory``, caption)."""
+    index = {"kind": kind, "session": key, "groups": {
+        g: [{"name": p.name, "file": str(p.path.relative_to(directory)), "caption": p.caption, "width": p.width,
+             "height": p.height} for p in pics] for g, pics in groups.items()}}
+    target = directory / INDEX_FILE
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
+    return target
+
+
+def write_pages(directory: Path, kind: str, key: str, groups: Mapping[str, Sequence[Picture]]) -> tuple[Path, Path]:
+    """The session's QC page (``qc_report.html``, figures embedded) and index (``qc_report.json``)."""
+    body = "".join(report.figure_section(g or f"{kind} {key}", pics) for g, pics in groups.items())
+    page = report.write_html_page(directory / REPORT_FILE, f"QC: {kind} {key}", body)
+    return page, write_index(directory, kind, key, groups)
+
+
+def qc_metadata(groups: Mapping[str, Sequence[Picture]], page: Path) -> dict:
+    """Materialization metadata: ``qc_figures``, the thumbnails as Markdown with embedded ``data:`` PNGs (the Dagster
+    UI renders it, behind "[Show Markdown]", on the asset's page and in the partition's event), ``report`` (the page)
+    and ``figures`` (how many)."""
+    return {
+        "qc_figures": dg.MetadataValue.md(report.thumbnails_markdown(groups)),
+        "report": dg.MetadataValue.path(str(page)),
+        "figures": sum(len(p) for p in groups.values()),
+    }
+
+
+def _publish(context: dg.AssetExecutionContext, kind: str, directory: Path, groups: dict[str, list[Picture]], started: float) -> dict:
+    page, index = write_pages(directory, kind, context.partition_key, groups)
+    context.add_output_metadata({**qc_metadata(groups, page), "runtime_s": round(time.monotonic() - started, 3)})
+    return {"report": str(page), "index": str(index), "figures": {g: [str(p.path) for p in pics] for g, pics in groups.items()}}
+
+
+def _fail(context, kind: str, exc: Exception) -> dg.Failure:
+    message = str(exc.with_entity(f"{kind} {context.partition_key}")) if isinstance(exc, InputError) else \
+        f"{kind} {context.partition_key}: QC figures: {exc}"
+    context.log.error(message)
+    return dg.Failure(description=message, allow_retries=False)
+
+
+def _path_of(record) -> str:
+    """A produced file's path from an upstream asset's record: a path, or a dict with ``path``/``file``."""
+    if isinstance(record, (str, Path)):
+        return str(record)
+    for name in ("path", "file"):
+        if isinstance(record, Mapping) and name in record:
+            return str(record[name])
+    raise InputError(f"no file path in the upstream record {record!r}")
+
+
+def _planes(behavior_ophys_nwb: Mapping) -> dict[str, str]:
+    planes = behavior_ophys_nwb.get("planes", behavior_ophys_nwb)
+    return {str(pid): _path_of(rec) for pid, rec in planes.items() if str(pid) != "behavior_session_id"}
+
+
+DESCRIPTION = "QC figures of the session as thumbnails in the metadata and one HTML page ({})."
+
+
+@dg.asset(partitions_def=PARTITIONS_BY_KIND["ophys_session"], group_name="ophys_session", kinds={"html", "png"},
+          description=DESCRIPTION.format("per plane: ROI contours, traces of the brightest and most-flagged ROIs, r and "
+                                         "sigma(dF/F), motion offsets, tuning curves and receptive fields"))
+def ophys_session_qc_report(context: dg.AssetExecutionContext, behavior_ophys_nwb: dict, dff_traces: dict,
+                            stimulus_responses: dict, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    kind = "ophys_session"
+    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
+    groups = {}
+    try:
+        for pid, nwb_path in sorted(_planes(behavior_ophys_nwb).items()):
+            dff = dff_traces.get(pid, {}).get("file")
+            analysis = stimulus_responses.get(pid, {}).get("file")
+            groups[f"ophys_experiment {pid}"] = session_figures.ophys_plane_figures(
+                nwb_path, directory / pid, dff_path=dff, analysis_path=analysis, label=f"ophys_experiment {pid}")
+    except (InputError, ValueError, KeyError, OSError) as exc:
+        raise _fail(context, kind, exc) from None
+    return _publish(context, kind, directory, groups, started)
+
+
+@dg.asset(partitions_def=PARTITIONS_BY_KIND["behavior_session"], group_name="behavior_session", kinds={"html", "png"},
+          description=DESCRIPTION.format("licks, rewards, running and trial outcomes"))
+def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: dict, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    kind = "behavior_session"
+    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
+    try:
+        groups = {f"behavior_session {context.partition_key}": session_figures.behavior_figures(
+            _path_of(behavior_nwb), directory, label=f"behavior_session {context.partition_key}")}
+    except (InputError, ValueError, KeyError, OSError) as exc:
+        raise _fail(context, kind, exc) from None
+    return _publish(context, kind, directory, groups, started)
+
+
+@dg.asset(partitions_def=PARTITIONS_BY_KIND["ecephys_session"], group_name="ecephys_session", kinds={"html", "png"},
+          description=DESCRIPTION.format("per probe: firing rate vs depth by quality, spikes around stimulus onsets, mean "
+                                         "waveforms, an LFP snippet"))
+def ecephys_session_qc_report(context: dg.AssetExecutionContext, ecephys_session_nwb: dict, ecephys_probe_lfp_nwb: dict,
+                              storage: StorageResource) -> dict:
+    started = time.monotonic()
+    kind = "ecephys_session"
+    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
+    probes = ecephys_probe_lfp_nwb.get("probes", ecephys_probe_lfp_nwb)
+    try:
+        lfp = {str(k): _path_of(v) for k, v in probes.items()}
+        groups = {f"ecephys_session {context.partition_key}": session_figures.ecephys_figures(
+            _path_of(ecephys_session_nwb), directory, lfp_paths=lfp, label=f"ecephys_session {context.partition_key}")}
+    except (InputError, ValueError, KeyError, OSError) as exc:
+        raise _fail(context, kind, exc) from None
+    return _publish(context, kind, directory, groups, started)
+
+
+@dg.asset(partitions_def=PARTITIONS_BY_KIND["icephys_cell"], group_name="icephys_cell", kinds={"html", "png"},
+          description=DESCRIPTION.format("current-clamp sweeps by stimulus type and the f-I curve"))
+def icephys_cell_qc_report(context: dg.AssetExecutionContext, icephys_cell_inputs: IcephysCellInputs, icephys_sweep_table: dict,
+                           storage: StorageResource) -> dict:
+    started = time.monotonic()
+    kind = "icephys_cell"
+    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
+    try:
+        sweeps = read_parquet("icephys_sweep_table", _path_of(icephys_sweep_table))
+        groups = {f"icephys_cell {context.partition_key}": session_figures.icephys_figures(
+            icephys_cell_inputs.nwb_path, sweeps, directory, label=f"icephys_cell {context.partition_key}")}
+    except (InputError, ValueError, KeyError, OSError) as exc:
+        raise _fail(context, kind, exc) from None
+    return _publish(context, kind, directory, groups, started)
+
+
+QC_REPORT_ASSETS = [ophys_session_qc_report, behavior_session_qc_report, ecephys_session_qc_report, icephys_cell_qc_report]
