@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sparse
 
+from release_platform.staging import require_local
 from release_platform.errors import InputError
 from release_platform.atomic import atomic_path, atomic_write
 
@@ -70,8 +71,9 @@ DEFAULT_BLOCK_BYTES = 64 * 1024**2
 
 @contextlib.contextmanager
 def open_h5(path: str | os.PathLike, *, entity: str | None = None) -> Iterator[h5py.File]:
-    """Open an HDF5 file read-only; a missing or unreadable file becomes an InputError."""
-    path = Path(path)
+    """Open an HDF5 file read-only; a missing or unreadable file becomes an InputError (and a remote one is refused:
+    HDF5 is read from local disk only)."""
+    path = require_local(path, entity=entity)
     if not path.exists():
         raise InputError("file not found", entity=entity, path=path)
     if not path.is_file():

@@ -45,7 +45,8 @@ import base64
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -76,6 +77,7 @@ COPY_LIMIT = 5 << 30  # CopyObject copies at most 5 GiB; larger objects are copi
 META_SHA256 = "sha256"
 META_SIZE = "size"
 _READ = 1 << 20
+_COUNT_GUARD = threading.Lock()
 
 
 @dataclass
@@ -340,13 +342,20 @@ def _put_multipart(client, bucket: str, key: str, obj: LocalObject, *, workers: 
         if str(resp["ETag"]).strip('"') != obj.part_md5s[i].hex():
             raise InputError(f"the server stored part {i + 1} with ETag {resp['ETag']}, expected the part's MD5 "
                              f"{obj.part_md5s[i].hex()}", path=obj.path)
+        with _COUNT_GUARD:
+            report.bytes_uploaded += len(body)
         if on_part is not None:
             on_part(obj.rel, i + 1)
         return {"PartNumber": i + 1, "ETag": resp["ETag"], "ChecksumSHA256": _b64(obj.part_sha256s[i])}
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for part in pool.map(send, todo):
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = [pool.submit(send, i) for i in todo]
+        for future in as_completed(futures):
+            part = future.result()  # the first failure stops the upload; parts not yet started are not sent
             results[part["PartNumber"]] = part
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
                                      MultipartUpload={"Parts": [results[k] for k in sorted(results)]})
 
@@ -403,9 +412,10 @@ def _publish_object(client, bucket: str, project: str, obj: LocalObject, *, work
             _put_multipart(client, bucket, temp, obj, workers=workers, on_part=on_part, report=report)
         else:
             _put_single(client, bucket, temp, obj)
+            with _COUNT_GUARD:
+                report.bytes_uploaded += obj.size
             if on_part is not None:
                 on_part(obj.rel, 1)
-        report.bytes_uploaded += obj.size
         if _object_state(_head(client, bucket, temp), obj) != "same":
             raise InputError(f"the upload to s3://{bucket}/{temp} does not hold the file's bytes (size or ETag "
                              "differ); nothing was written under the final key", path=obj.path)
