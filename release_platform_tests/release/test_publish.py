@@ -34,8 +34,9 @@ def client(endpoint):
     return s3_client(endpoint)
 
 
-def _release(tmp_path, version="1.0.0", sizes=None):
-    w = world(tmp_path / "storage", sizes=sizes or {BIG: 2 * PART + 12345})
+def _release(tmp_path, version="1.0.0", *, big=False):
+    """The hand-built release; ``big``: its ecephys NWB spans three parts (multipart upload)."""
+    w = world(tmp_path / "storage", sizes={BIG: 2 * PART + 12345} if big else None)
     result = make_release(tmp_path / "rel", "vbo", version, frames=w.frames, storage_root=w.storage)
     return w, result
 
@@ -52,9 +53,9 @@ def _get(client, bucket, key, version):
     return client.get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read()
 
 
-def test_publish_uploads_verified_objects_and_a_manifest_with_real_version_ids(tmp_path, client, endpoint):
+def test_publish_uploads_verified_objects_and_a_manifest_with_real_version_ids(tmp_path, client, endpoint, capsys):
     make_bucket(client, "rel-a")
-    _, result = _release(tmp_path)
+    _, result = _release(tmp_path, big=True)
     report = publish_release(tmp_path / "rel", "s3://rel-a", client=client, part_size=PART)
     local = json.loads(result.manifest_path.read_bytes())
     n_files = len(local["data_files"]) + len(local["metadata_files"])
@@ -78,6 +79,12 @@ def test_publish_uploads_verified_objects_and_a_manifest_with_real_version_ids(t
     assert again.uploaded == [] and again.bytes_uploaded == 0 and len(again.reused) == n_files + 1
     assert again.version_ids == report.version_ids
     assert all(len(v) == 1 for k, v in _objects(client, "rel-a").items()), "re-publishing wrote new versions"
+
+    from release_platform.cli import main
+
+    assert main(["publish", "--release", str(tmp_path / "rel"), "--bucket", "s3://rel-a", "--endpoint-url", endpoint,
+                 "--part-size-mb", "5"]) == 0
+    assert "0 object(s) uploaded (0.0 MB), 9 unchanged" in capsys.readouterr().out.replace(str(n_files + 1), "9")
 
 
 def test_a_damaged_object_is_detected_and_replaced(tmp_path, client):
@@ -127,7 +134,7 @@ def test_a_new_release_version_reuses_the_versions_of_unchanged_files(tmp_path, 
 
 def test_an_interrupted_upload_leaves_no_final_object_and_resumes(tmp_path, client):
     make_bucket(client, "rel-d")
-    _release(tmp_path)
+    _release(tmp_path, big=True)
 
     class Stop(Exception):
         pass
@@ -163,7 +170,7 @@ def _head_error(client, bucket, key) -> str:
 
 def test_refusals(tmp_path, client):
     make_bucket(client, "rel-e", versioned=False)
-    _release(tmp_path, sizes={BIG: 100})
+    _release(tmp_path)
     with pytest.raises(InputError, match="versioning"):
         publish_release(tmp_path / "rel", "s3://rel-e", client=client)
     with pytest.raises(InputError, match="does not exist"):
