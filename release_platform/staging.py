@@ -81,8 +81,12 @@ def require_local(path: Any, *, what: str = "HDF5 file", entity: Optional[str] =
 
 def _storage_options(url: str, endpoint_url: Optional[str]) -> dict:
     endpoint_url = endpoint_url or os.environ.get("RELEASE_PLATFORM_STORAGE_ENDPOINT_URL") or None
-    if url.startswith(("s3://", "s3a://")) and endpoint_url:
-        return {"client_kwargs": {"endpoint_url": endpoint_url}}
+    if url.startswith(("s3://", "s3a://")):
+        # other machines write the same root: never answer a listing from this process's cache
+        options: dict = {"use_listings_cache": False}
+        if endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": endpoint_url}
+        return options
     return {}
 
 

@@ -15,6 +15,8 @@ What lands in the bucket (the cloud-cache layout, AllenSDK 2.16 ``allensdk/api/c
 
 How each file is sent:
 
+* **verified first**: the release is re-hashed against its manifest (the read that also gives the upload
+  digests); a release that does not verify is refused before anything is sent.
 * **idempotent**: the key's current version is compared first (``HEAD``): same size, the ``sha256`` the
   object's metadata records, and an ``ETag`` the server computed from the stored bytes that equals the one the
   local file gives (MD5, or the multipart MD5-of-part-MD5s). A match is reused as it is — not sent again — so
@@ -45,6 +47,7 @@ import base64
 import hashlib
 import json
 import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -63,7 +66,8 @@ from release_platform.release.manifest import (
     url_relative_path,
     validate_manifest,
 )
-from release_platform.release.verify import find_project_dir, verify_release
+from release_platform.release.paths import release_parts
+from release_platform.release.verify import _lstat_inside, find_project_dir
 
 __all__ = ["PublishReport", "publish_release", "parse_bucket_url", "s3_client", "bucket_base_url", "local_etags",
            "UPLOAD_PREFIX", "DEFAULT_PART_SIZE"]
@@ -145,6 +149,7 @@ class LocalObject:
     path: Path
     size: int
     sha256: str
+    blake2b: str  # the manifest's file_hash
     md5: str  # hex MD5 of the whole file
     part_md5s: tuple[bytes, ...]  # raw MD5 of each part of ``part_size``
     part_sha256s: tuple[bytes, ...]
@@ -198,11 +203,11 @@ def _part_md5s(path: Path, part_size: int) -> tuple[bytes, ...]:
 
 
 def local_etags(path: str | os.PathLike, rel: str, part_size: int = DEFAULT_PART_SIZE) -> LocalObject:
-    """One pass over ``path``: size, sha256, MD5 and the MD5/SHA-256 of each part of ``part_size``."""
+    """One pass over ``path``: size, SHA-256, BLAKE2b, MD5 and the MD5/SHA-256 of each part of ``part_size``."""
     path = Path(path)
     size = path.stat().st_size
     part_size = effective_part_size(size, part_size)
-    whole_sha, whole_md5 = hashlib.sha256(), hashlib.md5()
+    whole_sha, whole_md5, whole_b2 = hashlib.sha256(), hashlib.md5(), hashlib.blake2b()
     md5s, shas = [], []
     with open(path, "rb") as fh:
         while True:
@@ -212,7 +217,7 @@ def local_etags(path: str | os.PathLike, rel: str, part_size: int = DEFAULT_PART
                 chunk = fh.read(min(_READ, left))
                 if not chunk:
                     break
-                for h in (pm, ps, whole_sha, whole_md5):
+                for h in (pm, ps, whole_sha, whole_md5, whole_b2):
                     h.update(chunk)
                 left -= len(chunk)
                 got += len(chunk)
@@ -222,7 +227,8 @@ def local_etags(path: str | os.PathLike, rel: str, part_size: int = DEFAULT_PART
             shas.append(ps.digest())
     if not md5s:  # an empty file is one empty part
         md5s, shas = [hashlib.md5(b"").digest()], [hashlib.sha256(b"").digest()]
-    return LocalObject(rel, path, size, whole_sha.hexdigest(), whole_md5.hexdigest(), tuple(md5s), tuple(shas), part_size)
+    return LocalObject(rel, path, size, whole_sha.hexdigest(), whole_b2.hexdigest(), whole_md5.hexdigest(), tuple(md5s),
+                       tuple(shas), part_size)
 
 
 # --- the bucket ---------------------------------------------------------------------------------------------------
@@ -451,33 +457,23 @@ def publish_release(release_dir: str | os.PathLike, bucket_url: str, *, endpoint
                     client=None, on_part: Optional[Callable[[str, int], None]] = None) -> PublishReport:
     """Publish the release under ``release_dir`` (its latest manifest, or ``manifest``) to ``bucket_url``.
 
-    The release is verified first (every listed file present with its recorded digests, nothing extra); a release
-    that does not verify is refused. ``on_part(rel, part_number)`` is called after each part (or single object) is
+    The release is verified first, in the same read that computes the upload digests (every listed file inside the
+    project directory, a regular file, with the size, SHA-256 and BLAKE2b the manifest records); a release that does
+    not verify is refused before anything is sent. ``on_part(rel, part_number)`` is called after each part (or single object) is
     sent. See the module docstring for what is uploaded and how."""
     if part_size < MIN_PART_SIZE:
         raise InputError(f"part size {part_size} is below S3's minimum of {MIN_PART_SIZE} bytes")
     bucket = parse_bucket_url(bucket_url)
     project_dir = find_project_dir(release_dir)
-    verified = verify_release(project_dir, manifest=manifest)
-    if not verified.ok:
-        raise InputError("the release does not verify; fix it before publishing:\n" + verified.describe(),
-                         path=project_dir)
-    mpath = verified.manifest_path
+    mpath = _manifest_path(project_dir, manifest)
     data = load_manifest(mpath)
     project = data["project_name"]
+    entries = [(section, key, entry) for section in FILE_SECTIONS for key, entry in data[section].items()]
+    objects = _verified_objects(project_dir, mpath, entries, part_size, workers)
     if client is None:
         client = s3_client(endpoint_url)
     _check_versioning(client, bucket)
-
     report = PublishReport(bucket=bucket, project=project)
-    entries = [(section, key, entry) for section in FILE_SECTIONS for key, entry in data[section].items()]
-    objects = []
-    for section, key, entry in entries:
-        rel = url_relative_path(entry["url"])
-        obj = local_etags(project_dir / rel, rel, part_size)
-        if obj.sha256 != entry.get("sha256", obj.sha256) or obj.size != int(entry.get("size", obj.size)):
-            raise InputError(f"{section}[{key}] changed since the release was verified", path=obj.path)
-        objects.append(obj)
 
     # Files one at a time, their parts in parallel, and small files in parallel among themselves.
     small = [o for o in objects if not o.multipart]
@@ -499,7 +495,7 @@ def publish_release(release_dir: str | os.PathLike, bucket_url: str, *, endpoint
         out["url"] = f"{base}/{project}/{_quote(rel)}"
         out["version_id"] = versions[rel]
     problems = validate_manifest(published, filename=mpath.name)
-    if problems:  # pragma: no cover - the rewrite keeps every rule
+    if problems:
         raise InputError("published manifest is invalid: " + "; ".join(problems), path=mpath)
     body = manifest_bytes(published)
     local_copy = project_dir.parent / ".release_platform" / "published" / bucket / mpath.name
@@ -514,12 +510,72 @@ def publish_release(release_dir: str | os.PathLike, bucket_url: str, *, endpoint
     return report
 
 
+def _manifest_path(project_dir: Path, manifest: Optional[str]) -> Path:
+    if manifest is not None:
+        mpath = Path(manifest)
+        if not mpath.is_absolute() and not mpath.exists():
+            mpath = project_dir / MANIFESTS_DIR / mpath
+        return mpath
+    mpath = latest_manifest((project_dir / MANIFESTS_DIR).iterdir()) if (project_dir / MANIFESTS_DIR).is_dir() else None
+    if mpath is None:
+        raise InputError(f"no {MANIFESTS_DIR}/<project>_manifest_v<semver>.json", path=project_dir)
+    return mpath
+
+
+def _verified_objects(project_dir: Path, mpath: Path, entries, part_size: int, workers: int) -> list[LocalObject]:
+    """Every file the manifest lists, digested once (in parallel) and checked against the manifest: the same checks
+    as ``verify`` for the listed files (inside the project, regular files, size, SHA-256 and BLAKE2b), in the one read
+    that also gives the upload digests. Any problem refuses the release."""
+    if json.loads(mpath.read_bytes())["project_name"] != project_dir.name:
+        raise InputError(f"the manifest's project_name differs from the directory name {project_dir.name!r}", path=mpath)
+    problems: list[str] = []
+    todo: list[tuple[str, dict]] = []
+    seen: set[str] = set()
+    for section, key, entry in entries:
+        rel = url_relative_path(entry["url"])
+        try:
+            release_parts(rel)
+        except InputError as exc:
+            problems.append(f"{section}[{key}] {rel}: {exc.problem}")
+            continue
+        if rel in seen:
+            problems.append(f"{section}[{key}] {rel}: listed twice")
+            continue
+        seen.add(rel)
+        st, kind = _lstat_inside(project_dir, rel)
+        if st is None:
+            problems.append(f"missing {rel}")
+        elif kind or not stat.S_ISREG(st.st_mode):
+            problems.append(f"not a regular file: {rel}")
+        else:
+            todo.append((rel, entry))
+
+    def digest(item):
+        rel, entry = item
+        obj = local_etags(project_dir / rel, rel, part_size)
+        diffs = []
+        if int(entry.get("size", obj.size)) != obj.size:
+            diffs.append(f"size {obj.size} != {entry['size']}")
+        if entry.get("sha256", obj.sha256) != obj.sha256:
+            diffs.append("sha256 differs")
+        if entry.get("file_hash") != obj.blake2b:
+            diffs.append("file_hash (BLAKE2b) differs")
+        return obj, (f"mismatched {rel}: " + "; ".join(diffs)) if diffs else None
+
+    objects = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for obj, problem in pool.map(digest, todo):
+            objects.append(obj)
+            if problem:
+                problems.append(problem)
+    if problems:
+        raise InputError(f"the release does not verify against {mpath.name}; fix it (release-platform verify) before "
+                         "publishing: " + "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""),
+                         path=project_dir)
+    return objects
+
+
 def _quote(rel: str) -> str:
     from urllib.parse import quote
 
     return quote(rel, safe="/-_.~+")
-
-
-def latest_local_manifest(release_dir: str | os.PathLike) -> Optional[Path]:
-    project_dir = find_project_dir(release_dir)
-    return latest_manifest((project_dir / MANIFESTS_DIR).iterdir())

@@ -84,7 +84,7 @@ def test_publish_uploads_verified_objects_and_a_manifest_with_real_version_ids(t
 
     assert main(["publish", "--release", str(tmp_path / "rel"), "--bucket", "s3://rel-a", "--endpoint-url", endpoint,
                  "--part-size-mb", "5"]) == 0
-    assert "0 object(s) uploaded (0.0 MB), 9 unchanged" in capsys.readouterr().out.replace(str(n_files + 1), "9")
+    assert f"0 object(s) uploaded (0.0 MB), {n_files + 1} unchanged" in capsys.readouterr().out
 
 
 def test_a_damaged_object_is_detected_and_replaced(tmp_path, client):
