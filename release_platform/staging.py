@@ -118,6 +118,7 @@ class RemoteRoot:
         self.url = url.rstrip("/")
         self.upath = UPath(self.url, **_storage_options(url, endpoint_url))
         self.fs = self.upath.fs
+        self.s3 = url.startswith(("s3://", "s3a://"))
         self.base = self.upath.path.rstrip("/")
         self.scratch = Path(scratch).absolute()
         if max_scratch_bytes is None:
@@ -290,32 +291,55 @@ class RemoteRoot:
     # --- writing back -------------------------------------------------------------------------------------
 
     def upload(self, rel: str, *, entity: Optional[str] = None) -> None:
-        """Write the scratch file ``rel`` to the store atomically (temporary key, verify size and SHA-256, copy to
-        the final key, verify its size, remove the temporary key)."""
+        """Write the scratch file ``rel`` to the store atomically: upload to a temporary key, verify its size and
+        digest (:meth:`_verify`), copy it to the final key, verify that too, remove the temporary key."""
         local = self.local(rel)
         final = self.remote(rel)
         parent, name = final.rsplit("/", 1)
         temp = f"{parent}/{temp_name(name)}"
         size = local.stat().st_size
-        digest = _sha256(local)
+        sha256, md5 = _digests(local)
         try:
             self.fs.put_file(os.fspath(local), temp)
-            got_size, got_digest = self._remote_digest(temp)
-            if got_size != size or got_digest != digest:
-                raise InputError(f"the upload to {temp} does not match the local file (size {got_size} vs {size}, "
-                                 f"sha256 {got_digest[:12]}… vs {digest[:12]}…); the final object was not touched",
-                                 entity=entity, path=local)
+            problem = self._verify(temp, local, size, sha256, md5)
+            if problem:
+                raise InputError(f"the upload to {temp} does not match the local file ({problem}); the final object "
+                                 "was not touched", entity=entity, path=local)
             self.fs.copy(temp, final)
-            info = self.fs.info(final)
-            if int(info.get("size", -1)) != size:
-                raise InputError(f"{self.url_of(rel)} has {info.get('size')} bytes after the copy, expected {size}",
+            problem = self._verify(final, local, size, sha256, md5)
+            if problem:
+                raise InputError(f"{self.url_of(rel)} does not match the local file after the copy ({problem})",
                                  entity=entity, path=local)
+            info = self.fs.info(final)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(temp)
         self.bytes_uploaded += size
         with self._guard:
             self._record(rel, self._checksum(info))
+
+    def _verify(self, path: str, local: Path, size: int, sha256: str, md5: str) -> Optional[str]:
+        """``None`` when the stored object ``path`` holds the local file's bytes, else what differs.
+
+        On S3 the ETag the server computed from the bytes it received is compared (the MD5, or for a multipart object
+        the MD5 of the part MD5s, the part size read from the object's first part); where that cannot decide (another
+        store, an encrypted object whose ETag is no MD5) the object is read back and its SHA-256 compared."""
+        info = self.fs.info(path)
+        if int(info.get("size", -1)) != size:
+            return f"size {info.get('size')} vs {size}"
+        etag = str(info.get("ETag") or "").strip('"')
+        if self.s3 and etag:
+            if "-" not in etag and etag == md5:
+                return None
+            if "-" in etag:
+                bucket, key, _ = self.fs.split_path(path)
+                part = int(self.fs.call_s3("head_object", Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
+                if part > 0 and etag == _multipart_etag(local, part):
+                    return None
+        got_size, got_digest = self._remote_digest(path)
+        if got_size != size or got_digest != sha256:
+            return f"read back {got_size} bytes with sha256 {got_digest[:12]}…, expected {size} bytes, {sha256[:12]}…"
+        return None
 
     def _remote_digest(self, path: str) -> tuple[int, str]:
         h = hashlib.sha256()
@@ -374,12 +398,23 @@ class RemoteRoot:
         return n
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _digests(path: Path) -> tuple[str, str]:
+    """SHA-256 and MD5 (hex) of a local file, in one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def _multipart_etag(path: Path, part_size: int) -> str:
+    """The S3 ETag of ``path`` uploaded in parts of ``part_size``: MD5 of the part MD5s, ``-<parts>``."""
+    digests = []
+    with open(path, "rb") as fh:
+        for part in iter(lambda: fh.read(part_size), b""):
+            digests.append(hashlib.md5(part).digest())
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
 _ROOTS: dict[tuple, RemoteRoot] = {}
