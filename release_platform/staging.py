@@ -43,6 +43,7 @@ __all__ = ["is_remote_url", "require_local", "RemoteRoot", "remote_root", "DEFAU
            "HDF5_SUFFIXES"]
 
 DEFAULT_SCRATCH_MAX_BYTES = 50 * 10**9
+DEFAULT_PART_SIZE = 16 << 20  # multipart part size of uploads to S3
 HDF5_SUFFIXES = (".h5", ".hdf5", ".nwb")
 LEDGER = ".staging-ledger.json"
 _LOCAL_PROTOCOLS = {"", "file", "local"}
@@ -112,13 +113,14 @@ class RemoteRoot:
     """A storage root on an fsspec store with its local scratch copy (see the module docstring)."""
 
     def __init__(self, url: str, scratch: str | os.PathLike, *, endpoint_url: Optional[str] = None,
-                 max_scratch_bytes: Optional[int] = None):
+                 max_scratch_bytes: Optional[int] = None, part_size: int = DEFAULT_PART_SIZE):
         from upath import UPath
 
         self.url = url.rstrip("/")
         self.upath = UPath(self.url, **_storage_options(url, endpoint_url))
         self.fs = self.upath.fs
         self.s3 = url.startswith(("s3://", "s3a://"))
+        self.part_size = part_size
         self.base = self.upath.path.rstrip("/")
         self.scratch = Path(scratch).absolute()
         if max_scratch_bytes is None:
@@ -300,7 +302,10 @@ class RemoteRoot:
         size = local.stat().st_size
         sha256, md5 = _digests(local)
         try:
-            self.fs.put_file(os.fspath(local), temp)
+            if self.s3:  # parts of a known size (s3fs sends one PUT below two parts)
+                self.fs.put_file(os.fspath(local), temp, chunksize=self.part_size)
+            else:
+                self.fs.put_file(os.fspath(local), temp)
             problem = self._verify(temp, local, size, sha256, md5)
             if problem:
                 raise InputError(f"the upload to {temp} does not match the local file ({problem}); the final object "

@@ -26,17 +26,21 @@ def _root(tmp_path, endpoint, name, **kw) -> RemoteRoot:
     return RemoteRoot(f"s3://stage/{tmp_path.name}", tmp_path / name, endpoint_url=endpoint, **kw)
 
 
-def test_upload_then_stage_in_elsewhere_only_what_changed(tmp_path, endpoint):
+def test_upload_then_stage_in_elsewhere_only_what_changed(tmp_path, endpoint, monkeypatch):
     a = _root(tmp_path, endpoint, "machine_a")
+    read_back = []
+    monkeypatch.setattr(a, "_remote_digest", lambda path: read_back.append(path))
     d = a.local("asset/1")
     d.mkdir(parents=True)
     (d / "small.json").write_bytes(b'{"x": 1}')
-    (d / "big.h5").write_bytes(bytes(range(256)) * (12 * 4096))  # 12 MiB: a multipart upload
+    a.part_size = 5 << 20
+    (d / "big.h5").write_bytes(bytes(range(256)) * (11 * 4096))  # 11 MiB: a multipart upload of 5 MiB parts
     (d / "junk.123-abcdef01.inprogress").write_bytes(b"partial")  # another writer's temporary file: never uploaded
     assert sorted(a.sync_out(d)) == ["asset/1/big.h5", "asset/1/small.json"]
     assert a.sync_out(d) == []  # unchanged: nothing sent again
     keys = a.fs.find(a.remote("asset"))
     assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["big.h5", "small.json"]
+    assert read_back == []  # both verified by the server's ETag: the multipart one of the temporary key, the copy's MD5
 
     b = _root(tmp_path, endpoint, "machine_b")
     b.stage_in("asset/1", required=True)
