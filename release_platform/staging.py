@@ -237,10 +237,7 @@ class RemoteRoot:
         with atomic_path(final, entity=entity) as tmp:
             got = 0
             with self.fs.open(self.remote(rel), "rb", block_size=_CHUNK) as src, open(tmp, "wb") as dst:
-                while True:
-                    chunk = src.read(_CHUNK)
-                    if not chunk:
-                        break
+                for chunk in iter(lambda: src.read(_CHUNK), b""):
                     dst.write(chunk)
                     got += len(chunk)
             if got != size:
@@ -350,10 +347,7 @@ class RemoteRoot:
         h = hashlib.sha256()
         n = 0
         with self.fs.open(path, "rb", block_size=_CHUNK) as fh:
-            while True:
-                chunk = fh.read(_CHUNK)
-                if not chunk:
-                    break
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
                 h.update(chunk)
                 n += len(chunk)
         return n, h.hexdigest()
@@ -413,13 +407,31 @@ def _digests(path: Path) -> tuple[str, str]:
     return sha.hexdigest(), md5.hexdigest()
 
 
-def _multipart_etag(path: Path, part_size: int) -> str:
-    """The S3 ETag of ``path`` uploaded in parts of ``part_size``: MD5 of the part MD5s, ``-<parts>``."""
-    digests = []
+def part_md5s(path: str | os.PathLike, part_size: int) -> tuple[bytes, ...]:
+    """The raw MD5 of each ``part_size`` part of a local file, streamed."""
+    out = []
     with open(path, "rb") as fh:
-        for part in iter(lambda: fh.read(part_size), b""):
-            digests.append(hashlib.md5(part).digest())
+        while True:
+            h, left = hashlib.md5(), part_size
+            while left:
+                chunk = fh.read(min(_CHUNK, left))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+            if left == part_size:
+                break
+            out.append(h.digest())
+    return tuple(out)
+
+
+def multipart_etag(digests) -> str:
+    """The S3 ETag of an object uploaded in parts with these raw part MD5s: MD5 of their concatenation, ``-<n>``."""
     return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def _multipart_etag(path: Path, part_size: int) -> str:
+    return multipart_etag(part_md5s(path, part_size))
 
 
 _ROOTS: dict[tuple, RemoteRoot] = {}
@@ -459,4 +471,4 @@ def paths_in(value: Any, _depth: int = 0) -> Iterable[str]:
             yield from paths_in(v, _depth + 1)
 
 
-__all__ += ["paths_in", "scratch_for"]
+__all__ += ["paths_in", "scratch_for", "part_md5s", "multipart_etag"]

@@ -53,6 +53,22 @@ def moto_server(python: str = sys.executable) -> Iterator[str]:
             proc.wait()
 
 
+@contextlib.contextmanager
+def local_s3() -> Iterator[str]:
+    """:func:`moto_server` with :data:`TEST_CREDENTIALS` in the environment for as long as it runs."""
+    saved = {k: os.environ.get(k) for k in TEST_CREDENTIALS}
+    os.environ.update(TEST_CREDENTIALS)
+    try:
+        with moto_server() as url:
+            yield url
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def make_bucket(client, name: str, *, versioned: bool = True, public_read: bool = False) -> None:
     """Create ``name`` (versioning enabled unless told otherwise; ``public_read``: anonymous reads allowed, as on
     the Allen Institute's open-data buckets)."""

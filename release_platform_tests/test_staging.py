@@ -8,18 +8,14 @@ import pytest
 from release_platform.errors import InputError
 from release_platform.release.publish import s3_client
 from release_platform.staging import RemoteRoot, is_remote_url, paths_in
-from release_platform_tests.s3server import TEST_CREDENTIALS, make_bucket, moto_server
+from release_platform_tests.s3server import local_s3, make_bucket
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    mp = pytest.MonkeyPatch()
-    for k, v in TEST_CREDENTIALS.items():
-        mp.setenv(k, v)
-    with moto_server() as url:
+    with local_s3() as url:
         make_bucket(s3_client(url), "stage")
         yield url
-    mp.undo()
 
 
 def _root(tmp_path, endpoint, name, **kw) -> RemoteRoot:

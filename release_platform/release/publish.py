@@ -68,6 +68,7 @@ from release_platform.release.manifest import (
 )
 from release_platform.release.paths import release_parts
 from release_platform.release.verify import _lstat_inside, find_project_dir
+from release_platform.staging import multipart_etag, part_md5s
 
 __all__ = ["PublishReport", "publish_release", "parse_bucket_url", "s3_client", "bucket_base_url", "local_etags",
            "UPLOAD_PREFIX", "DEFAULT_PART_SIZE"]
@@ -165,12 +166,8 @@ class LocalObject:
         if self.multipart:
             etags.add(multipart_etag(self.part_md5s))
         if self.size > COPY_LIMIT:
-            etags.add(multipart_etag(_part_md5s(self.path, copy_part_size(self.size))))
+            etags.add(multipart_etag(part_md5s(self.path, copy_part_size(self.size))))
         return etags
-
-
-def multipart_etag(part_md5s) -> str:
-    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
 
 
 def copy_part_size(size: int) -> int:
@@ -180,26 +177,6 @@ def copy_part_size(size: int) -> int:
 def effective_part_size(size: int, part_size: int) -> int:
     """``part_size``, raised so a file has at most 10,000 parts."""
     return max(part_size, -(-size // MAX_PARTS))
-
-
-def _part_md5s(path: Path, part_size: int) -> tuple[bytes, ...]:
-    out = []
-    with open(path, "rb") as fh:
-        while True:
-            h = hashlib.md5()
-            left = part_size
-            got = 0
-            while left:
-                chunk = fh.read(min(_READ, left))
-                if not chunk:
-                    break
-                h.update(chunk)
-                left -= len(chunk)
-                got += len(chunk)
-            if not got:
-                break
-            out.append(h.digest())
-    return tuple(out)
 
 
 def local_etags(path: str | os.PathLike, rel: str, part_size: int = DEFAULT_PART_SIZE) -> LocalObject:

@@ -13,7 +13,7 @@ from release_platform.release.digests import digest_bytes
 from release_platform.release.manifest import url_relative_path
 from release_platform.release.publish import UPLOAD_PREFIX, parse_bucket_url, publish_release, s3_client
 from release_platform_tests.release import world
-from release_platform_tests.s3server import TEST_CREDENTIALS, make_bucket, moto_server
+from release_platform_tests.s3server import local_s3, make_bucket
 
 PART = 5 << 20
 BIG = "ecephys"  # the ecephys NWB is made large enough for three parts
@@ -21,12 +21,8 @@ BIG = "ecephys"  # the ecephys NWB is made large enough for three parts
 
 @pytest.fixture(scope="module")
 def endpoint():
-    mp = pytest.MonkeyPatch()
-    for k, v in TEST_CREDENTIALS.items():
-        mp.setenv(k, v)
-    with moto_server() as url:
+    with local_s3() as url:
         yield url
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
