@@ -158,7 +158,9 @@ def bench_materialize(endpoint: str, work: Path) -> None:
                               resources=resources, jobs=[job])
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("ophys_session", ["1001"])
-            t, result = timed(lambda: defs.resolve_job_def("to_nwb").execute_in_process(partition_key="1001", instance=instance))
+            quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+            t, result = timed(lambda: defs.resolve_job_def("to_nwb").execute_in_process(
+                partition_key="1001", instance=instance, run_config=quiet))
         assert result.success
         return t
 
