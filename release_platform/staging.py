@@ -353,13 +353,14 @@ class RemoteRoot:
         return n, h.hexdigest()
 
     def sync_out(self, directory: str | os.PathLike, *, entity: Optional[str] = None) -> list[str]:
-        """Upload every file under the scratch ``directory`` that differs from what was last staged or uploaded
-        (temporary files and locks skipped); returns the relative paths uploaded."""
+        """Upload every file under the scratch ``directory`` (or the one file it names) that differs from what was
+        last staged or uploaded (temporary files and locks skipped); returns the relative paths uploaded."""
         directory = Path(directory)
         sent = []
         with self._guard:
             ledger = self._load()
-        for dirpath, _, names in os.walk(directory):
+        walk = os.walk(directory) if directory.is_dir() else [(str(directory.parent), [], [directory.name])]
+        for dirpath, _, names in walk:
             for n in sorted(names):
                 if TEMP_SUFFIX in n or n.endswith(LOCK_SUFFIX):
                     continue

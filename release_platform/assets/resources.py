@@ -94,10 +94,9 @@ class StagingIOManager(dg.ConfigurableIOManager):
         remote = self._remote()
         entity = context.partition_key if context.has_partition_key else None
         remote.sync_written(entity=entity)
-        for p in paths_in(obj):
-            rel = remote.rel(p)
-            if rel is not None and Path(p).exists():
-                remote.sync_out(p) if Path(p).is_dir() else remote.upload(rel)
+        for p in paths_in(obj):  # files the value names outside the directories the step registered
+            if remote.rel(p) is not None and Path(p).exists():
+                remote.sync_out(p, entity=entity)
         rel = self._rel(context.asset_key, context.partition_key if context.has_partition_key else None)
         local = remote.local(rel)
         local.parent.mkdir(parents=True, exist_ok=True)
