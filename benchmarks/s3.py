@@ -238,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--files", type=int, default=3, help="data files of the synthetic release (default 3)")
     parser.add_argument("--release", help="publish this release (root or project dir) instead of a synthetic one")
     parser.add_argument("--skip-materialize", action="store_true", help="skip the local vs s3:// materialize run")
+    parser.add_argument("--skip-throughput", action="store_true",
+                        help="skip the boto3 comparisons (publish once, for the AllenSDK check)")
     parser.add_argument("--allensdk-python", help="python of the AllenSDK 2.16.2 reference venv")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="scratch directory (default /tmp)")
     args = parser.parse_args(argv)
@@ -251,8 +253,15 @@ def main(argv=None) -> int:
             client = s3_client(endpoint)
             release = Path(args.release) if args.release else build_release(work, int(args.size_mb * 1e6), args.files)
             print(f"server: moto on {endpoint}")
-            out = bench_publish(client, endpoint, release)
-            bench_staging(client, endpoint, release, work)
+            if args.skip_throughput:
+                from release_platform.release.publish import publish_release
+
+                make_bucket(client, "published", public_read=True)
+                out = {"report": publish_release(release, "s3://published", client=client)}
+                print(out["report"].summary())
+            else:
+                out = bench_publish(client, endpoint, release)
+                bench_staging(client, endpoint, release, work)
             if not args.skip_materialize:
                 bench_materialize(endpoint, work)
             if args.allensdk_python:

@@ -28,7 +28,11 @@ How each file is sent:
   again; the temporary key (every version of it) is removed. An upload that fails or is interrupted leaves
   nothing under the final key.
 * **multipart with per-part digests**: files of at least ``part_size`` bytes go up in parts, each part sent with
-  its ``Content-MD5`` and ``x-amz-checksum-sha256``, which the server checks before accepting it.
+  its ``Content-MD5``, which S3 checks before accepting it, and the ETag the server returns for the part compared
+  with the part's MD5 (a store that ignores ``Content-MD5`` is caught there). A single-part object is sent with its
+  ``Content-MD5`` and its full-object ``x-amz-checksum-sha256``. Multipart objects carry no SDK checksum: a
+  composite part checksum copied along with the object is not one that downloaders (the AWS SDK validates response
+  checksums by default) can check against the whole object, and some S3-compatible stores report a wrong one.
 * **resumable**: the temporary key of a file is derived from its content, so a later run finds the pending
   multipart upload of an interrupted one (``ListMultipartUploads``) and sends only the parts the server does not
   already hold with the same MD5 (``ListParts``).
@@ -301,8 +305,7 @@ def _put_multipart(client, bucket: str, key: str, obj: LocalObject, *, workers: 
                 raise
             upload_id, done = None, {}
     if upload_id is None:
-        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=_metadata(obj),
-                                                   ChecksumAlgorithm="SHA256")["UploadId"]
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=_metadata(obj))["UploadId"]
     n = len(obj.part_md5s)
     results: dict[int, dict] = {}
     todo = []
@@ -311,7 +314,7 @@ def _put_multipart(client, bucket: str, key: str, obj: LocalObject, *, workers: 
         have = done.get(number)
         if have is not None and str(have.get("ETag", "")).strip('"') == obj.part_md5s[i].hex() \
                 and int(have.get("Size", -1)) == (min(obj.part_size, obj.size - i * obj.part_size)):
-            results[number] = {"PartNumber": number, "ETag": have["ETag"], "ChecksumSHA256": _b64(obj.part_sha256s[i])}
+            results[number] = {"PartNumber": number, "ETag": have["ETag"]}
             report.parts_resumed += 1
         else:
             todo.append(i)
@@ -321,7 +324,7 @@ def _put_multipart(client, bucket: str, key: str, obj: LocalObject, *, workers: 
         if hashlib.md5(body).digest() != obj.part_md5s[i]:
             raise InputError(f"file changed while it was being published (part {i + 1})", path=obj.path)
         resp = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=i + 1, Body=body,
-                                  ContentMD5=_b64(obj.part_md5s[i]), ChecksumSHA256=_b64(obj.part_sha256s[i]))
+                                  ContentMD5=_b64(obj.part_md5s[i]))
         if str(resp["ETag"]).strip('"') != obj.part_md5s[i].hex():
             raise InputError(f"the server stored part {i + 1} with ETag {resp['ETag']}, expected the part's MD5 "
                              f"{obj.part_md5s[i].hex()}", path=obj.path)
@@ -329,7 +332,7 @@ def _put_multipart(client, bucket: str, key: str, obj: LocalObject, *, workers: 
             report.bytes_uploaded += len(body)
         if on_part is not None:
             on_part(obj.rel, i + 1)
-        return {"PartNumber": i + 1, "ETag": resp["ETag"], "ChecksumSHA256": _b64(obj.part_sha256s[i])}
+        return {"PartNumber": i + 1, "ETag": resp["ETag"]}
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
