@@ -5,7 +5,8 @@ writes local files: every artifact has a **scratch copy** at the same relative p
 directory (``<scratch>/<asset path>/<partition key>/...``), and :class:`RemoteRoot` moves files between the two.
 
 * :meth:`RemoteRoot.stage_in` copies a remote file (or every file under a remote directory) into scratch before
-  it is read: downloaded to a temporary name, size checked against the store's listing, renamed into place. A
+  it is read: downloaded to a temporary name, its size checked against the store's listing and, on S3, its MD5 (or
+  multipart MD5) against the object's ETag, then renamed into place. A
   file already staged is not downloaded again while the remote object is unchanged (the store's checksum, e.g.
   the S3 ETag, recorded in a ledger) and the scratch copy is untouched (size and mtime). The scratch directory has
   a size cap (``RELEASE_PLATFORM_SCRATCH_MAX_BYTES``, default 50 GB): staged files not used for longest are
@@ -46,6 +47,7 @@ DEFAULT_SCRATCH_MAX_BYTES = 50 * 10**9
 DEFAULT_PART_SIZE = 16 << 20  # multipart part size of uploads to S3
 HDF5_SUFFIXES = (".h5", ".hdf5", ".nwb")
 LEDGER = ".staging-ledger.json"
+META_SHA256 = "sha256"  # object metadata: the SHA-256 of the bytes uploaded
 _LOCAL_PROTOCOLS = {"", "file", "local"}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CHUNK = 8 << 20
@@ -234,15 +236,33 @@ class RemoteRoot:
     def _download(self, rel: str, info: dict, *, entity: Optional[str]) -> None:
         final = self.local(rel)
         size = int(info.get("size") or 0)
+        etag = str(info.get("ETag") or "").strip('"') if self.s3 else ""
+        part_size = size or 1
+        if "-" in etag:  # a multipart object: its ETag is checked with the part size it was uploaded with
+            bucket, key, _ = self.fs.split_path(self.remote(rel))
+            part_size = int(self.fs.call_s3("head_object", Bucket=bucket, Key=key, PartNumber=1)["ContentLength"]) or 1
         with atomic_path(final, entity=entity) as tmp:
-            got = 0
+            got, parts, h = 0, [], hashlib.md5()
             with self.fs.open(self.remote(rel), "rb", block_size=_CHUNK) as src, open(tmp, "wb") as dst:
-                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                for chunk in iter(lambda: src.read(min(_CHUNK, part_size - got % part_size)), b""):
                     dst.write(chunk)
+                    h.update(chunk)
                     got += len(chunk)
+                    if got % part_size == 0:
+                        parts.append(h.digest())
+                        h = hashlib.md5()
+            if got % part_size:
+                parts.append(h.digest())
             if got != size:
                 raise InputError(f"download of {self.url_of(rel)} gave {got} bytes, the store lists {size}",
                                  entity=entity, path=final)
+            if self.s3:
+                mine = multipart_etag(parts) if "-" in etag else (parts[0].hex() if parts else hashlib.md5().hexdigest())
+                if mine != etag:  # not an MD5 ETag (e.g. SSE-KMS) or damaged bytes: the SHA-256 recorded at upload decides
+                    recorded = {k.lower(): v for k, v in self.fs.metadata(self.remote(rel)).items()}.get(META_SHA256)
+                    if recorded is None or recorded != _digests(Path(tmp))[0]:
+                        raise InputError(f"download of {self.url_of(rel)} does not match the store's ETag or recorded "
+                                         "SHA-256; the scratch copy was not replaced", entity=entity, path=final)
         self.bytes_downloaded += got
         self._record(rel, self._checksum(info))
 
@@ -299,8 +319,8 @@ class RemoteRoot:
         size = local.stat().st_size
         sha256, md5 = _digests(local)
         try:
-            if self.s3:  # parts of a known size (s3fs sends one PUT below two parts)
-                self.fs.put_file(os.fspath(local), temp, chunksize=self.part_size)
+            if self.s3:  # parts of a known size (s3fs sends one PUT below two parts); the SHA-256 as object metadata
+                self.fs.put_file(os.fspath(local), temp, chunksize=self.part_size, Metadata={META_SHA256: sha256})
             else:
                 self.fs.put_file(os.fspath(local), temp)
             problem = self._verify(temp, local, size, sha256, md5)

@@ -36,6 +36,8 @@ def test_upload_then_stage_in_elsewhere_only_what_changed(tmp_path, endpoint, mo
     assert a.sync_out(d) == []  # unchanged: nothing sent again
     keys = a.fs.find(a.remote("asset"))
     assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["big.h5", "small.json"]
+    big_sha = __import__("hashlib").sha256((d / "big.h5").read_bytes()).hexdigest()
+    assert a.fs.metadata(a.remote("asset/1/big.h5"))["sha256"] == big_sha  # kept by the copy to the final key
     assert read_back == []  # both verified by the server's ETag: the multipart one of the temporary key, the copy's MD5
 
     b = _root(tmp_path, endpoint, "machine_b")
@@ -52,6 +54,23 @@ def test_upload_then_stage_in_elsewhere_only_what_changed(tmp_path, endpoint, mo
     assert b.local("asset/1/small.json").read_bytes() == b'{"x": 2}' and b.bytes_downloaded == first + 8
     with pytest.raises(InputError, match="not found on the storage root"):
         b.stage_in("asset/2", required=True)
+
+    # bytes that change on the way down are refused and the scratch copy is kept
+    (d / "small.json").write_bytes(b'{"x": 3}')
+    a.sync_out(d)
+    real_open = b.fs.open
+
+    def corrupting_open(path, mode="rb", **kw):
+        import io
+
+        data = real_open(path, mode, **kw).read()
+        return io.BytesIO(data[:-1] + b"!")
+
+    monkeypatch.setattr(b.fs, "open", corrupting_open)
+    with pytest.raises(InputError, match="does not match the store's ETag"):
+        b.stage_in("asset/1")
+    assert b.local("asset/1/small.json").read_bytes() == b'{"x": 2}'
+    monkeypatch.undo()
 
 
 def test_an_upload_that_does_not_match_leaves_the_final_object_untouched(tmp_path, endpoint, monkeypatch):
