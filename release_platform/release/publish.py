@@ -53,6 +53,7 @@ import json
 import os
 import stat
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,7 @@ class PublishReport:
     bytes_uploaded: int = 0
     parts_resumed: int = 0
     version_ids: dict[str, str] = field(default_factory=dict)
+    digest_seconds: float = 0.0  # wall time of the verifying read of the release
 
     def summary(self) -> str:
         head = (f"published {self.project} to s3://{self.bucket}: {len(self.uploaded)} object(s) uploaded "
@@ -449,11 +451,12 @@ def publish_release(release_dir: str | os.PathLike, bucket_url: str, *, endpoint
     data = load_manifest(mpath)
     project = data["project_name"]
     entries = [(section, key, entry) for section in FILE_SECTIONS for key, entry in data[section].items()]
+    started = time.perf_counter()
     objects = _verified_objects(project_dir, mpath, entries, part_size, workers)
     if client is None:
         client = s3_client(endpoint_url)
     _check_versioning(client, bucket)
-    report = PublishReport(bucket=bucket, project=project)
+    report = PublishReport(bucket=bucket, project=project, digest_seconds=time.perf_counter() - started)
 
     # Files one at a time, their parts in parallel, and small files in parallel among themselves.
     small = [o for o in objects if not o.multipart]
