@@ -124,7 +124,7 @@ def bench_staging(client, endpoint: str, release: Path, work: Path) -> None:
     print(f"staging: {len(sent)} files, {total / 1e6:,.1f} MB")
     print(f"  boto3 upload_file      {t_ref_up:7.2f} s  {_mbps(total, t_ref_up)}")
     print(f"  atomic upload          {t_up:7.2f} s  {_mbps(total, t_up)}   ratio = {t_ref_up / t_up:.2f} "
-          "(temporary key + read-back SHA-256 + server-side copy)")
+          "(temporary key + ETag checks + server-side copy)")
     print(f"  boto3 download_file    {t_ref_down:7.2f} s  {_mbps(total, t_ref_down)}")
     print(f"  stage_in               {t_down:7.2f} s  {_mbps(total, t_down)}   ratio = {t_ref_down / t_down:.2f}")
     print(f"  stage_in again (fresh) {t_restage:7.2f} s  (nothing downloaded)")
