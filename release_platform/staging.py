@@ -469,27 +469,25 @@ def remote_root(url: str, scratch: str | os.PathLike, *, endpoint_url: Optional[
         return root
 
 
-def paths_in(value: Any, _depth: int = 0) -> Iterable[str]:
-    """Every absolute path string inside an asset value (dicts, lists, tuples, dataclasses, pydantic models)."""
+def paths_in(value: Any, *, urls: bool = False, _depth: int = 0) -> Iterable[str]:
+    """Every absolute path string (and with ``urls`` every fsspec URL) inside an asset value: dicts, lists, tuples,
+    dataclasses, pydantic models."""
     if _depth > 12:
         return
     if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
         text = os.fspath(value)
-        if text.startswith("/"):
+        if text.startswith("/") or (urls and is_remote_url(text)):
             yield text
         return
     if isinstance(value, dict):
-        for v in value.values():
-            yield from paths_in(v, _depth + 1)
-        return
-    if isinstance(value, (list, tuple, set, frozenset)):
-        for v in value:
-            yield from paths_in(v, _depth + 1)
-        return
-    fields = getattr(value, "__dict__", None)
-    if isinstance(fields, dict) and not isinstance(value, type):
-        for v in fields.values():
-            yield from paths_in(v, _depth + 1)
+        children: Iterable[Any] = value.values()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        children = value
+    else:
+        fields = getattr(value, "__dict__", None)
+        children = fields.values() if isinstance(fields, dict) and not isinstance(value, type) else ()
+    for v in children:
+        yield from paths_in(v, urls=urls, _depth=_depth + 1)
 
 
 __all__ += ["paths_in", "scratch_for", "part_md5s", "multipart_etag"]

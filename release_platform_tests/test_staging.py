@@ -116,3 +116,4 @@ def test_remote_urls_and_paths_in_values():
     assert not is_remote_url("file:///data/x.nwb")
     value = {"a": {"path": "/scratch/x.h5", "n": 3}, "b": ["/scratch/y.nwb", "relative"], "c": ("/z",)}
     assert sorted(paths_in(value)) == ["/scratch/x.h5", "/scratch/y.nwb", "/z"]
+    assert "s3://b/x.nwb" in list(paths_in({"k": ["s3://b/x.nwb"]}, urls=True))

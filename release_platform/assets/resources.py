@@ -1,7 +1,6 @@
 """Resources besides the LIMS: the storage root, and the IO manager of an object-storage root."""
 
 
-import io
 import pickle
 from pathlib import Path
 from typing import Any, Optional
@@ -11,7 +10,8 @@ from pydantic import PrivateAttr
 
 from release_platform.assets.dagster_internals import current_asset_names
 from release_platform.assets.partitions import session_key
-from release_platform.staging import RemoteRoot, paths_in, require_local
+from release_platform.atomic import atomic_path
+from release_platform.staging import HDF5_SUFFIXES, RemoteRoot, paths_in, require_local
 from release_platform.storage import artifact_dir, partition_lock, remote_storage, storage_root
 
 
@@ -98,14 +98,8 @@ class StagingIOManager(dg.ConfigurableIOManager):
             if remote.rel(p) is not None and Path(p).exists():
                 remote.sync_out(p, entity=entity)
         rel = self._rel(context.asset_key, context.partition_key if context.has_partition_key else None)
-        local = remote.local(rel)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        pickle.dump(obj, buf, protocol=pickle.HIGHEST_PROTOCOL)
-        from release_platform.atomic import atomic_path
-
-        with atomic_path(local) as tmp:
-            tmp.write_bytes(buf.getvalue())
+        with atomic_path(remote.local(rel)) as tmp, open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
         remote.upload(rel)
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -122,8 +116,9 @@ class StagingIOManager(dg.ConfigurableIOManager):
         path = remote.stage_in(rel, required=True, entity=partition_key)
         with open(path, "rb") as fh:
             obj = pickle.load(fh)
-        for p in paths_in(obj):
-            require_local(p, what=f"{asset_key.to_user_string()} file", entity=partition_key)
+        for p in paths_in(obj, urls=True):  # an HDF5/NWB file handed down as a URL would be read over the network
+            if p.lower().endswith(HDF5_SUFFIXES):
+                require_local(p, what=f"{asset_key.to_user_string()} file", entity=partition_key)
         remote.stage_paths(paths_in(obj), entity=partition_key)
         return obj
 
