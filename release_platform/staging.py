@@ -12,8 +12,9 @@ directory (``<scratch>/<asset path>/<partition key>/...``), and :class:`RemoteRo
   a size cap (``RELEASE_PLATFORM_SCRATCH_MAX_BYTES``, default 50 GB): staged files not used for longest are
   evicted to make room, and a stage that cannot fit fails with one clear message.
 * :meth:`RemoteRoot.upload` writes a scratch file back with the platform's atomic protocol: upload to a temporary
-  key unique to the writer (``<name>.<pid>-<hex>.inprogress``), read it back and compare size and SHA-256 with the
-  local file, copy it onto the final key, check the final key's size, remove the temporary key. A failure at any
+  key unique to the writer (``<name>.<pid>-<hex>.inprogress``, the file's SHA-256 in the object metadata), verify
+  size and digest (:meth:`RemoteRoot._verify`: the S3 ETag against the local MD5 / multipart MD5, else a read-back
+  SHA-256), copy it onto the final key, verify that the same way, remove the temporary key. A failure at any
   step leaves the previous object under the final key untouched and nothing new there.
 * :func:`require_local` is the guard every HDF5/NWB opener calls: a URL, an fsspec path or a file object naming
   remote storage is refused with one message telling to stage it first, so an HDF5 file is never read over the
