@@ -20,7 +20,7 @@ from release_platform.assets.ophys_events import OPHYS_EVENTS_ASSETS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.qc_report import QC_REPORT_ASSETS
 from release_platform.assets.release import RELEASE_ASSETS, RELEASE_CHECKS, RELEASE_JOBS
-from release_platform.assets.resources import StorageResource
+from release_platform.assets.resources import storage_resources
 from release_platform.assets.sensors import make_session_sensor
 from release_platform.assets.stimulus import STIMULUS_ASSETS, STIMULUS_CHECKS
 from release_platform.execution import select_executor, step_retry_policy
@@ -53,7 +53,8 @@ release_metadata_job = dg.define_asset_job(
     description="Assemble the release metadata tables (CSV + Parquet) from every session partition and check them.",
 )
 
-RESOURCES = {"lims": LimsResource(), "storage": StorageResource()}
+# An object-storage root (s3://...) also brings the IO manager that stages files in and writes them back.
+RESOURCES = {"lims": LimsResource(), **storage_resources()}
 
 defs = dg.Definitions(
     assets=ASSETS,

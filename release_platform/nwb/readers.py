@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from release_platform.staging import require_local
 from release_platform.errors import InputError
 from release_platform.inputs import Roi
 from release_platform.ophys.io import TraceFile
@@ -85,7 +86,7 @@ def _register_plugin_filters() -> None:
 @contextlib.contextmanager
 def open_nwb(path: str | os.PathLike) -> Iterator[h5py.File]:
     _register_plugin_filters()
-    path = Path(path)
+    path = require_local(path, what="NWB file")  # never read over the network by accident
     if not path.exists():
         raise InputError("NWB file is missing", path=path)
     try:

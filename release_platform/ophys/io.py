@@ -46,6 +46,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sparse
 
+from release_platform.staging import require_local
 from release_platform.errors import InputError
 from release_platform.atomic import atomic_path, atomic_write
 
@@ -75,7 +76,8 @@ DEFAULT_BLOCK_BYTES = 64 * 1024**2
 # generic h5 access
 
 
-def _open_file(path: Path, entity: str | None) -> h5py.File:
+def _open_file(path: str | os.PathLike, entity: str | None) -> h5py.File:
+    path = require_local(path, entity=entity)  # HDF5 is read from local disk only: a remote URL is refused
     if not path.exists():
         raise InputError("file not found", entity=entity, path=path)
     if not path.is_file():
@@ -88,8 +90,9 @@ def _open_file(path: Path, entity: str | None) -> h5py.File:
 
 @contextlib.contextmanager
 def open_h5(path: str | os.PathLike, *, entity: str | None = None) -> Iterator[h5py.File]:
-    """Open an HDF5 file read-only; a missing or unreadable file becomes an InputError."""
-    handle = _open_file(Path(path), entity)
+    """Open an HDF5 file read-only; a missing or unreadable file becomes an InputError (and a remote one is refused:
+    HDF5 is read from local disk only)."""
+    handle = _open_file(path, entity)
     try:
         yield handle
     finally:

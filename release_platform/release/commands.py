@@ -8,6 +8,7 @@ exit status). :class:`~release_platform.errors.InputError` propagates to the CLI
     release-platform release --project NAME --version X.Y.Z --layout allen|dandi --dest DIR
     release-platform verify DIR [--manifest NAME]          # exit 1 if anything is missing, extra or mismatched
     release-platform changelog OLD_MANIFEST NEW_MANIFEST
+    release-platform publish --release DIR --bucket s3://BUCKET [--endpoint-url URL]
 """
 
 from __future__ import annotations
@@ -151,6 +152,24 @@ def add_progress_option(parser) -> None:
                         help="no progress on stderr (default: a bar on a terminal, a line every few seconds otherwise)")
 
 
+@_os_errors_as_input_errors
+def cmd_publish(args) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    from release_platform.release.publish import publish_release
+
+    try:
+        report = publish_release(args.release, args.bucket, endpoint_url=args.endpoint_url, manifest=args.manifest,
+                                 part_size=args.part_size_mb << 20, workers=args.workers)
+    except NoCredentialsError:
+        raise InputError("no AWS credentials found: set them the standard AWS way (AWS_PROFILE or "
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, SSO, an instance role)") from None
+    except (BotoCoreError, ClientError) as exc:
+        raise InputError(f"object store error: {exc}") from None
+    print(report.summary())
+    return 0
+
+
 def add_release_commands(subparsers) -> None:
     """Register ``release``, ``verify`` and ``changelog`` on the CLI's subparsers."""
     p = subparsers.add_parser(
@@ -209,3 +228,17 @@ def add_release_commands(subparsers) -> None:
     p.add_argument("old", help="older manifest JSON")
     p.add_argument("new", help="newer manifest JSON")
     p.set_defaults(func=cmd_changelog)
+
+    p = subparsers.add_parser(
+        "publish", help="upload a verified release to a versioned S3 bucket (AllenSDK S3CloudCache layout)",
+        description="Verify the release, then upload its files to s3://BUCKET/<project>/... (multipart with per-part "
+                    "digests, resumable, unchanged objects not re-sent) and its manifest, rewritten with each "
+                    "object's S3 VersionId, to s3://BUCKET/<project>/manifests/. Credentials come from the standard "
+                    "AWS chain only.")
+    p.add_argument("--release", required=True, help="release root (DEST) or project directory (DEST/<project>)")
+    p.add_argument("--bucket", required=True, help="s3://BUCKET (versioning enabled)")
+    p.add_argument("--endpoint-url", help="endpoint of an S3-compatible store (default: AWS, or AWS_ENDPOINT_URL)")
+    p.add_argument("--manifest", help="manifest file name or path (default: the highest version)")
+    p.add_argument("--part-size-mb", type=int, default=8, help="multipart part size in MiB (default 8, at least 5)")
+    p.add_argument("--workers", type=int, default=4, help="parallel uploads (default 4)")
+    p.set_defaults(func=cmd_publish)
