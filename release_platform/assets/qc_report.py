@@ -16,11 +16,13 @@ from typing import Mapping, Sequence
 
 import dagster as dg
 
+from release_platform.assets.failures import partition_failure
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.atomic import atomic_path
 from release_platform.errors import InputError
 from release_platform.inputs import IcephysCellInputs
+from release_platform.metadata.files import DataFiles
 from release_platform.metadata.io import read_parquet
 from release_platform.qc import report, session_figures
 from release_platform.qc.figures import Picture
@@ -69,25 +71,20 @@ def _publish(context: dg.AssetExecutionContext, kind: str, directory: Path, grou
 
 
 def _fail(context, kind: str, exc: Exception) -> dg.Failure:
-    message = str(exc.with_entity(f"{kind} {context.partition_key}")) if isinstance(exc, InputError) else \
-        f"{kind} {context.partition_key}: QC figures: {exc}"
-    context.log.error(message)
-    return dg.Failure(description=message, allow_retries=False)
+    problem = exc if isinstance(exc, InputError) else f"{kind} {context.partition_key}: QC figures: {exc}"
+    return partition_failure(context, problem, kind)
 
 
-def _path_of(record) -> str:
-    """A produced file's path from an upstream asset's record: a path, or a dict with ``path``/``file``."""
-    if isinstance(record, (str, Path)):
-        return str(record)
-    for name in ("path", "file"):
-        if isinstance(record, Mapping) and name in record:
-            return str(record[name])
-    raise InputError(f"no file path in the upstream record {record!r}")
+def _paths(files: DataFiles) -> dict[str, str]:
+    """The files an NWB asset reports it wrote, by entity id (as str)."""
+    return {str(k): str(v) for k, v in files.paths.items()}
 
 
-def _planes(behavior_ophys_nwb: Mapping) -> dict[str, str]:
-    planes = behavior_ophys_nwb.get("planes", behavior_ophys_nwb)
-    return {str(pid): _path_of(rec) for pid, rec in planes.items() if str(pid) != "behavior_session_id"}
+def _only_path(files: DataFiles, context) -> str:
+    paths = _paths(files)
+    if len(paths) != 1:
+        raise InputError(f"expected one {files.kind} file for partition {context.partition_key}, got {len(paths)}")
+    return next(iter(paths.values()))
 
 
 DESCRIPTION = "QC figures of the session as thumbnails in the metadata and one HTML page ({})."
@@ -96,14 +93,14 @@ DESCRIPTION = "QC figures of the session as thumbnails in the metadata and one H
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["ophys_session"], group_name="ophys_session", kinds={"html", "png"},
           description=DESCRIPTION.format("per plane: ROI contours, traces of the brightest and most-flagged ROIs, r and "
                                          "sigma(dF/F), motion offsets, tuning curves and receptive fields"))
-def ophys_session_qc_report(context: dg.AssetExecutionContext, behavior_ophys_nwb: dict, dff_traces: dict,
+def ophys_session_qc_report(context: dg.AssetExecutionContext, behavior_ophys_nwb: DataFiles, dff_traces: dict,
                             stimulus_responses: dict, storage: StorageResource) -> dict:
     started = time.monotonic()
     kind = "ophys_session"
     directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
     groups = {}
     try:
-        for pid, nwb_path in sorted(_planes(behavior_ophys_nwb).items()):
+        for pid, nwb_path in sorted(_paths(behavior_ophys_nwb).items()):
             dff = dff_traces.get(pid, {}).get("file")
             analysis = stimulus_responses.get(pid, {}).get("file")
             groups[f"ophys_experiment {pid}"] = session_figures.ophys_plane_figures(
@@ -115,13 +112,13 @@ def ophys_session_qc_report(context: dg.AssetExecutionContext, behavior_ophys_nw
 
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["behavior_session"], group_name="behavior_session", kinds={"html", "png"},
           description=DESCRIPTION.format("licks, rewards, running and trial outcomes"))
-def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: dict, storage: StorageResource) -> dict:
+def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: DataFiles, storage: StorageResource) -> dict:
     started = time.monotonic()
     kind = "behavior_session"
     directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
     try:
         groups = {f"behavior_session {context.partition_key}": session_figures.behavior_figures(
-            _path_of(behavior_nwb), directory, label=f"behavior_session {context.partition_key}")}
+            _only_path(behavior_nwb, context), directory, label=f"behavior_session {context.partition_key}")}
     except (InputError, ValueError, KeyError, OSError) as exc:
         raise _fail(context, kind, exc) from None
     return _publish(context, kind, directory, groups, started)
@@ -130,16 +127,15 @@ def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: 
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["ecephys_session"], group_name="ecephys_session", kinds={"html", "png"},
           description=DESCRIPTION.format("per probe: firing rate vs depth by quality, spikes around stimulus onsets, mean "
                                          "waveforms, an LFP snippet"))
-def ecephys_session_qc_report(context: dg.AssetExecutionContext, ecephys_session_nwb: dict, ecephys_probe_lfp_nwb: dict,
+def ecephys_session_qc_report(context: dg.AssetExecutionContext, ecephys_session_nwb: DataFiles, ecephys_probe_lfp_nwb: DataFiles,
                               storage: StorageResource) -> dict:
     started = time.monotonic()
     kind = "ecephys_session"
     directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
-    probes = ecephys_probe_lfp_nwb.get("probes", ecephys_probe_lfp_nwb)
     try:
-        lfp = {str(k): _path_of(v) for k, v in probes.items()}
+        lfp = _paths(ecephys_probe_lfp_nwb)
         groups = {f"ecephys_session {context.partition_key}": session_figures.ecephys_figures(
-            _path_of(ecephys_session_nwb), directory, lfp_paths=lfp, label=f"ecephys_session {context.partition_key}")}
+            _only_path(ecephys_session_nwb, context), directory, lfp_paths=lfp, label=f"ecephys_session {context.partition_key}")}
     except (InputError, ValueError, KeyError, OSError) as exc:
         raise _fail(context, kind, exc) from None
     return _publish(context, kind, directory, groups, started)
@@ -153,7 +149,7 @@ def icephys_cell_qc_report(context: dg.AssetExecutionContext, icephys_cell_input
     kind = "icephys_cell"
     directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
     try:
-        sweeps = read_parquet("icephys_sweep_table", _path_of(icephys_sweep_table))
+        sweeps = read_parquet("icephys_sweep_table", icephys_sweep_table["file"])
         groups = {f"icephys_cell {context.partition_key}": session_figures.icephys_figures(
             icephys_cell_inputs.nwb_path, sweeps, directory, label=f"icephys_cell {context.partition_key}")}
     except (InputError, ValueError, KeyError, OSError) as exc:
