@@ -205,3 +205,11 @@ def test_csd_bad_inputs_are_clear_errors(small_probe):
         csd.current_source_density(lfp, channels, np.array([1000.0]))
     with pytest.raises(InputError, match="no usable presentations of stimulus 'gabors'"):
         csd.stimulus_onsets(pd.DataFrame({"start_time": [1.0], "stimulus_name": ["flashes"]}), csd.CsdParams(stimulus_name="gabors"))
+
+
+def test_onsets_of_the_lowest_stimulus_index_by_default():
+    table = pd.DataFrame({"Start": [3.0, 1.0, 2.0, 4.0], "stimulus_name": ["flashes"] * 3 + ["gabors"],
+                          "stimulus_index": [5, 2, 2, 1]})
+    np.testing.assert_array_equal(csd.stimulus_onsets(table, csd.CsdParams())[0], [1.0, 2.0])
+    assert csd.stimulus_onsets(table, csd.CsdParams(stimulus_index=5)) == (np.array([3.0]), 5)
+    np.testing.assert_array_equal(csd.stimulus_onsets(table, csd.CsdParams(num_trials=1))[0], [1.0])
