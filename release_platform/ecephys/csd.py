@@ -191,12 +191,14 @@ def stimulus_onsets(table: pd.DataFrame, params: CsdParams, *, entity: str = "",
         raise InputError("stimulus table lacks start_time or stimulus_name", entity=entity, path=path)
     rows = frame[frame["stimulus_name"].astype(str) == params.stimulus_name]
     index = params.stimulus_index
-    if "stimulus_index" in rows.columns and len(rows):
+    block = pd.to_numeric(rows["stimulus_index"], errors="coerce").to_numpy(dtype=float) if "stimulus_index" in rows.columns \
+        else np.zeros(0)
+    if np.isfinite(block).any():
         if index is None:
-            index = int(np.nanmin(rows["stimulus_index"].to_numpy(dtype=float)))
-        rows = rows[rows["stimulus_index"].to_numpy(dtype=float) == index]
+            index = int(np.nanmin(block))
+        rows = rows[block == index]
     elif index is not None:
-        raise InputError(f"stimulus_index {index} asked for but the stimulus table has no stimulus_index column",
+        raise InputError(f"stimulus_index {index} asked for but the stimulus table gives no stimulus_index",
                          entity=entity, path=path)
     onsets = np.sort(pd.to_numeric(rows["start_time"], errors="coerce").to_numpy(dtype=np.float64))
     if params.num_trials is not None:

@@ -177,7 +177,8 @@ def test_demo_sessions_release_clean(demo_lims, home):
         entity = int(name.rsplit("_", 1)[1].split(".")[0])
         written.setdefault(asset, {}).setdefault(partition, {})[entity] = write_file(root / rel, 4096, seed=len(rel))
     resources = {"lims": LimsResource(url=demo_lims.url), "storage": StorageResource(root=str(root))}
-    partitions = {"ophys_session": ["1001", "1002"], "behavior_session": ["3001", "3002"], "ecephys_session": ["4001"]}
+    # 3003 is recorded with ecephys 4001: its row is released, its data ship in 4001's file
+    partitions = {"ophys_session": ["1001", "1002"], "behavior_session": ["3001", "3002", "3003"], "ecephys_session": ["4001"]}
     with dg.instance_for_test() as instance:
         env = {"resources": resources, "instance": instance, "written": written}
         for kind, keys in partitions.items():
@@ -196,6 +197,9 @@ def test_demo_sessions_release_clean(demo_lims, home):
         probes = pd.read_csv(root / "release_manifest/0.1.0/demo/project_metadata/probes.csv")
         assert probes["file_path"].tolist() == ["ecephys_sessions/4001/lfp_probe_4101.nwb", "ecephys_sessions/4001/lfp_probe_4102.nwb"]
         assert probes["file_id"].tolist() == [file_id("ecephys_lfp_nwb", 4101), file_id("ecephys_lfp_nwb", 4102)]
+        behavior = pd.read_csv(root / "release_manifest/0.1.0/demo/project_metadata/behavior_session_table.csv")
+        linked = behavior.set_index("behavior_session_id").loc[3003]
+        assert linked["ecephys_session_id"] == 4001 and pd.isna(linked["file_id"]) and pd.isna(linked["file_path"])
 
     parser = argparse.ArgumentParser()
     add_release_commands(parser.add_subparsers(dest="command"))

@@ -43,7 +43,7 @@ def test_materialize_with_lims_and_dagster_instance_on_postgresql(tmp_path, monk
             assert run.tags.get("dagster/partition") == PARTITION
             assert instance.get_materialized_partitions(dg.AssetKey(ASSET)) == {PARTITION}
             # Partitions were synced from the PostgreSQL LIMS into the PostgreSQL instance.
-            assert sorted(instance.get_dynamic_partitions(KIND)) == ["3001", "3002"]
+            assert sorted(instance.get_dynamic_partitions(KIND)) == ["3001", "3002", "3003"]
         # Nothing of the instance went to SQLite files.
         assert not list(dagster_home.rglob("*.db")), list(dagster_home.rglob("*.db"))
 
@@ -73,7 +73,7 @@ def test_materialize_with_lims_and_dagster_instance_on_postgresql(tmp_path, monk
         try:
             with lims_engine.connect() as conn:
                 ids = conn.execute(sa.text("SELECT id FROM behavior_sessions ORDER BY id")).scalars().all()
-                assert ids == [3001, 3002]
+                assert ids == [3001, 3002, 3003]
         finally:
             lims_engine.dispose()
         assert not (home / "lims.sqlite").exists(), "the embedded SQLite LIMS was used instead of PostgreSQL"

@@ -97,7 +97,7 @@ def test_materialize_one_partition_from_the_ui(platform, page):
             assert instance.get_runs() == []
     finally:
         client.dispose()
-    assert synced[KIND] == ["3001", "3002"], synced
+    assert synced[KIND] == ["3001", "3002", "3003"], synced
 
     # The asset graph: the four session groups, and in each group's graph its input asset, shown alone
     # (selection `key:"<kind>_inputs"`) so that it is drawn in full however large the group grows.
@@ -109,7 +109,7 @@ def test_materialize_one_partition_from_the_ui(platform, page):
         selection = quote(f'key:"{kind}_inputs"')
         page.goto(f"{platform.url}/locations/{LOCATION}/asset-groups/{kind}/lineage~{selection}/")
         expect(page.get_by_text(f"{kind}_inputs", exact=True)).to_be_visible()
-    expect(page.get_by_text("2 partitions", exact=True)).to_be_visible()  # 3001 and 3002
+    expect(page.get_by_text("3 partitions", exact=True)).to_be_visible()  # 3001, 3002 and 3003
 
     # Materialize → pick exactly one partition → Launch.
     page.get_by_role("button", name="Materialize…").click()

@@ -138,10 +138,10 @@ def test_csd_sink_depth_within_one_channel_spacing(written, seeded_demo):
 
 
 def test_inspector_dandi_finds_nothing_blocking(written):
+    """The session file with its behavior (LFP files with their CSD: test_ecephys_nwb's inspector test)."""
     _, _, outputs, _ = written
-    for path in [outputs.nwb_path] + [p.nwb_path for p in outputs.probe_outputs]:
-        bad = inspect_nwb(path, config="dandi").at("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION")
-        assert bad == [], f"{path}: {bad}"
+    bad = inspect_nwb(outputs.nwb_path, config="dandi").at("ERROR", "PYNWB_VALIDATION", "CRITICAL", "BEST_PRACTICE_VIOLATION")
+    assert bad == [], bad
 
 
 def test_all_channels_bad_is_a_documented_skip(written):
@@ -205,3 +205,11 @@ def test_csd_bad_inputs_are_clear_errors(small_probe):
         csd.current_source_density(lfp, channels, np.array([1000.0]))
     with pytest.raises(InputError, match="no usable presentations of stimulus 'gabors'"):
         csd.stimulus_onsets(pd.DataFrame({"start_time": [1.0], "stimulus_name": ["flashes"]}), csd.CsdParams(stimulus_name="gabors"))
+
+
+def test_onsets_of_the_lowest_stimulus_index_by_default():
+    table = pd.DataFrame({"Start": [3.0, 1.0, 2.0, 4.0], "stimulus_name": ["flashes"] * 3 + ["gabors"],
+                          "stimulus_index": [5, 2, 2, 1]})
+    np.testing.assert_array_equal(csd.stimulus_onsets(table, csd.CsdParams())[0], [1.0, 2.0])
+    assert csd.stimulus_onsets(table, csd.CsdParams(stimulus_index=5)) == (np.array([3.0]), 5)
+    np.testing.assert_array_equal(csd.stimulus_onsets(table, csd.CsdParams(num_trials=1))[0], [1.0])

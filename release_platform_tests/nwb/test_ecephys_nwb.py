@@ -166,6 +166,8 @@ def test_lfp_reads_back_equal_to_the_input(session):
             assert list(f[f"acquisition/probe_{probe.probe_id}_lfp"]) == [f"probe_{probe.probe_id}_lfp_data"]
             assert f[f"acquisition/probe_{probe.probe_id}_lfp/probe_{probe.probe_id}_lfp_data/data"].compression == "gzip"
         assert read_provenance(out.nwb_path)["inputs"]["lfp_data"]["file"] == probe.lfp_path.name
+        with h5py.File(out.nwb_path, "r") as f:  # the CSD module is inspected with the LFP below
+            assert "current_source_density" in f["processing"]
 
 
 def test_lfp_is_streamed_not_loaded(session):
