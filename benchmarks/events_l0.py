@@ -14,36 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
+from data_fixtures.events import ar1_traces, match_rates
 from release_platform.ophys.events import detect_events
-
-
-def synthetic(n: int, t_total: int, seed: int = 0, frame_rate: float = 31.0, decay: float = 0.347):
-    rng = np.random.default_rng(seed)
-    gamma = np.exp(-1 / (decay * frame_rate))
-    spikes = rng.random((n, t_total)) < 0.3 / frame_rate
-    mags = np.where(spikes, rng.uniform(0.3, 1.0, (n, t_total)), 0.0)
-    calcium = np.zeros((n, t_total))
-    for t in range(t_total):
-        calcium[:, t] = mags[:, t] + (gamma * calcium[:, t - 1] if t else 0.0)
-    return calcium + rng.normal(0, 0.06, (n, t_total)), spikes
-
-
-def rates(events, spikes, tolerance=2):
-    hits = n_true = detected = unmatched = 0
-    for ev, sp in zip(events, spikes):
-        found = list(np.flatnonzero(ev > 0))
-        truth = np.flatnonzero(sp)
-        n_true += truth.size
-        detected += len(found)
-        for t in truth:
-            near = [f for f in found if abs(f - t) <= tolerance]
-            if near:
-                hits += 1
-                found.remove(near[0])
-        unmatched += len(found)
-    return hits / max(n_true, 1), unmatched / max(detected, 1)
 
 
 def main() -> None:
@@ -52,11 +24,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=18000)
     parser.add_argument("--reference-rois", type=int, default=3)
     args = parser.parse_args()
-    dff, spikes = synthetic(args.rois, args.frames)
+    dff, spikes = ar1_traces(args.rois, args.frames)
     started = time.perf_counter()
     result = detect_events(dff, 31.0, "l0", decay_time_s=0.347)
     batched = time.perf_counter() - started
-    hit, fp = rates(result.events, spikes)
+    hit, fp = match_rates(result.events, spikes)
     print(f"l0: {args.rois} ROIs x {args.frames} frames: {batched:.1f} s, {batched / args.rois:.3f} s per ROI, "
           f"{result.parameters['solver_rounds']} solver rounds, window {result.parameters['saturation_window_frames']} frames")
     print(f"hit rate {hit:.3f}, false-positive rate {fp:.3f} (+-2 frames)")

@@ -167,10 +167,13 @@ def test_release_ships_the_cells_table_and_dandi_named_nwb_files(materialized, c
     manifest = load_manifest(project / "manifests" / "cells_manifest_v1.0.0.json")
     assert sorted(manifest["metadata_files"]) == ["icephys_cells_table"]
     assert len(manifest["data_files"]) == len(CELLS)
-    for cell, mouse in zip(cells["icephys_cell_id"], cells["mouse_id"]):
-        released = project / f"sub-{mouse}" / f"sub-{mouse}_ses-{cell}_icephys.nwb"
-        source = client.well_known_file("IcephysCell", int(cell), "IcephysNwb")
-        assert _sha256(released) == _sha256(source)
+    from release_platform.release.dandi import nwb_organize_record, organize_names
+
+    sources = [client.well_known_file("IcephysCell", int(cell), "IcephysNwb") for cell in cells["icephys_cell_id"]]
+    names = organize_names([nwb_organize_record(source) for source in sources])  # as dandi organize names them
+    assert all(name.endswith("_icephys.nwb") for name in names), names
+    for name, source in zip(names, sources):
+        assert _sha256(project / name) == _sha256(source)
     assert verify_release(project).ok
 
 

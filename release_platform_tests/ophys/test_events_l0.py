@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from data_fixtures.events import ar1_traces, match_rates
 from release_platform.errors import InputError
 from release_platform.ophys import events_l0
 from release_platform.ophys.events import detect_events
@@ -33,36 +34,6 @@ def brute_force_l0(y: np.ndarray, gamma: float, penalty: float) -> np.ndarray:
             events[tau] = max(level[s] - level[tau] * gamma ** (tau - last[tau]), 0.0)
         s = tau
     return events
-
-
-def ar1_traces(n: int, t_total: int, *, rate_hz: float, decay_s: float, frame_rate_hz: float, noise: float, seed: int):
-    """Spikes (Bernoulli per frame, magnitudes 0.3-1.0 dF/F) through the AR(1) kernel, plus Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    gamma = np.exp(-1.0 / (decay_s * frame_rate_hz))
-    spikes = rng.random((n, t_total)) < rate_hz / frame_rate_hz
-    magnitudes = np.where(spikes, rng.uniform(0.3, 1.0, (n, t_total)), 0.0)
-    calcium = np.zeros((n, t_total))
-    for t in range(t_total):
-        calcium[:, t] = magnitudes[:, t] + (gamma * calcium[:, t - 1] if t else 0.0)
-    return calcium + rng.normal(0.0, noise, (n, t_total)), spikes
-
-
-def match_rates(events: np.ndarray, spikes: np.ndarray, tolerance: int = 2) -> tuple[float, float]:
-    """(hit rate, false-positive rate): a true spike is hit by a detected event within +-tolerance frames
-    (each event matches at most one spike); false positives are unmatched events over all events."""
-    hits = detected = unmatched = n_true = 0
-    for row_events, row_spikes in zip(events, spikes):
-        found = list(np.flatnonzero(row_events > 0))
-        truth = np.flatnonzero(row_spikes)
-        n_true += truth.size
-        detected += len(found)
-        for t in truth:
-            near = [f for f in found if abs(f - t) <= tolerance]
-            if near:
-                hits += 1
-                found.remove(near[0])
-        unmatched += len(found)
-    return hits / n_true, unmatched / max(detected, 1)
 
 
 def test_solver_is_the_exact_l0_optimum():
