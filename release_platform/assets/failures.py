@@ -26,6 +26,7 @@ def asset_failure(context: Any, problem: InputError | str, entity: Optional[str]
     return dg.Failure(description=message, metadata=metadata, allow_retries=False)
 
 
-def partition_failure(context: Any, problem: InputError | str, kind: str) -> dg.Failure:
+def partition_failure(context: Any, problem: InputError | str, kind: str,
+                      metadata: Optional[dict[str, Any]] = None) -> dg.Failure:
     """:func:`asset_failure` naming the running partition as ``<kind> <partition key>``."""
-    return asset_failure(context, problem, f"{kind} {context.partition_key}")
+    return asset_failure(context, problem, f"{kind} {context.partition_key}", metadata)
