@@ -64,7 +64,8 @@ def _plane_outputs(roi: dict, neuropil: dict, demixed: dict, corrected: dict, df
     group_name="ophys_session",
     kinds={"nwb"},
     description="One NWB file per imaging plane (behavior_ophys_experiment_<id>.nwb): ROIs, all trace sets, dF/F, "
-                "projections, motion correction, stimulus, running and the linked behavior session's trials, licks, rewards.",
+                "projections, motion correction, detected events, stimulus, running and the linked behavior session's trials, "
+                "licks, rewards.",
 )
 def behavior_ophys_nwb(
     context: dg.AssetExecutionContext,
@@ -76,6 +77,7 @@ def behavior_ophys_nwb(
     neuropil_corrected_traces: dict,
     dff_traces: dict,
     stimulus_responses: dict,
+    ophys_events: dict,
     lims: LimsResource,
     storage: StorageResource,
 ) -> DataFiles:
@@ -96,7 +98,7 @@ def behavior_ophys_nwb(
             inputs = ophys_nwb_writer.OphysNwbInputs.from_session(
                 ophys_session_inputs, plane, output_dir=out_dir, outputs=outputs, behavior_session=behavior,
                 compression=config.compression, cell_metrics_path=stimulus_responses[pid]["metrics_file"],
-                compat=config.compat, allen=allen_compat.options_for(behavior),
+                compat=config.compat, allen=allen_compat.options_for(behavior, events=ophys_events.get(pid)),
             )
             result = ophys_nwb_writer.write_behavior_ophys_nwb(inputs)
             written[pid] = {"path": result.output_path, "identifier": result.identifier, "n_bytes": result.n_bytes,

@@ -153,22 +153,17 @@ class EventsRecord(pydantic.BaseModel):
 
 
 def load_events(path: str | os.PathLike, *, entity: str) -> EventsRecord:
-    """The events record of an HDF5 file (``events`` N x T, ``lambdas``, ``noise_stds``, ``roi_names``)."""
-    from release_platform.ophys.io import open_h5
+    """The events record of an ``events.h5`` file (layout owned by :func:`release_platform.ophys.io.read_events_file`)."""
+    from release_platform.ophys.io import read_events_file
 
-    with open_h5(path, entity=entity) as fh:
-        missing = [k for k in ("events", "lambdas", "noise_stds", "roi_names") if k not in fh]
-        if missing:
-            raise InputError(f"events file lacks datasets {missing}", entity=entity, path=path)
-        try:
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in fh["roi_names"][()]]
-            raw = dict(roi_ids=np.array([int(n) for n in names], dtype=np.int64), events=np.asarray(fh["events"][()], dtype=np.float64),
-                       lambdas=np.asarray(fh["lambdas"][()], dtype=np.float64),
-                       noise_stds=np.asarray(fh["noise_stds"][()], dtype=np.float64))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"unreadable events file: {exc}", entity=entity, path=path) from None
+    f = read_events_file(path, entity=entity)
     try:
-        return EventsRecord(**raw)
+        roi_ids = np.array([int(n) for n in f.roi_ids], dtype=np.int64)
+    except ValueError:
+        raise InputError("events file holds ROI names that are not LIMS ids", entity=entity, path=path) from None
+    try:
+        return EventsRecord(roi_ids=roi_ids, events=np.asarray(f.events, dtype=np.float64), lambdas=f.lambdas,
+                            noise_stds=f.noise_stds)
     except pydantic.ValidationError as exc:
         raise InputError(f"events file is inconsistent: {exc.errors()[0]['msg']}", entity=entity, path=path) from None
 
