@@ -16,7 +16,6 @@ from release_platform.assets.nwb_ecephys import ECEPHYS_ASSETS, ECEPHYS_CHECKS
 from release_platform.assets.nwb_ophys import NWB_OPHYS_ASSETS, NWB_OPHYS_CHECKS
 from release_platform.assets.metadata import METADATA_ASSETS, METADATA_CHECKS, RELEASE_GROUP
 from release_platform.assets.ophys import OPHYS_ASSETS, OPHYS_CHECKS
-from release_platform.assets.ophys_events import OPHYS_EVENTS_ASSETS
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.qc_report import QC_REPORT_ASSETS
 from release_platform.assets.release import RELEASE_ASSETS, RELEASE_CHECKS, RELEASE_JOBS
@@ -27,7 +26,7 @@ from release_platform.execution import select_executor, step_retry_policy
 from release_platform.lims.resource import LimsResource
 
 ASSETS = [
-    *INPUT_ASSETS, *OPHYS_ASSETS, *OPHYS_EVENTS_ASSETS, *STIMULUS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *ICEPHYS_ASSETS,
+    *INPUT_ASSETS, *OPHYS_ASSETS, *STIMULUS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *ICEPHYS_ASSETS,
     *METADATA_ASSETS, *RELEASE_ASSETS, *QC_REPORT_ASSETS,
 ]
 ASSET_CHECKS = [

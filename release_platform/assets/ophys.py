@@ -1,12 +1,13 @@
 """Ophys processing assets per ``ophys_session`` partition (imaging planes inside).
 
-roi_traces + neuropil_traces -> demixed_traces -> neuropil_corrected_traces -> dff_traces. Each step
+roi_traces + neuropil_traces -> demixed_traces -> neuropil_corrected_traces -> dff_traces -> ophys_events. Each step
 calls the plane function of :mod:`release_platform.ophys.pipeline` (the same one the standalone module
 ``python -m release_platform.modules.<stage>`` calls), writes HDF5 under
 ``<storage>/<asset>/<session>/<ophys_experiment_id>/`` and returns a small record per plane (file paths
 and QC lists) through the IO manager. The demixed, neuropil-corrected and dF/F files are registered in LIMS
-(``DemixedTracesFile``, ``NeuropilCorrection``, ``OphysDffTraceFile`` on the ophys experiment) once every plane's
-file is written.
+(``DemixedTracesFile``, ``NeuropilCorrection``, ``OphysDffTraceFile``, ``OphysEventTraceFile`` on the ophys
+experiment) once every plane's file is written. ``ophys_events`` runs the configured event detector (L0 by default)
+on the valid ROIs' dF/F with the decay constant of the session's indicator.
 """
 
 import time
@@ -24,7 +25,9 @@ from release_platform.inputs import OphysPlane, OphysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.ophys import pipeline, qc
 from release_platform.ophys.dff import fit_long_window
-from release_platform.ophys.io import DEMIXED_TRACES_FILE, DFF_FILE, read_ratio_status, read_traces
+from release_platform.ophys.events import events_plane
+from release_platform.ophys.events_l0 import parameters_for_session
+from release_platform.ophys.io import DEMIXED_TRACES_FILE, DFF_FILE, EVENTS_FILE, read_ratio_status, read_traces
 from release_platform.qc import ophys as qc_ophys
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
@@ -249,5 +252,55 @@ def dff_finite_for_valid_rois(context: dg.AssetCheckExecutionContext, dff_traces
     return asset_check_result(qc_ophys.check_dff_finite(planes))
 
 
-OPHYS_ASSETS = [extracted_traces, demixed_traces, neuropil_corrected_traces, dff_traces]
+# --- events -------------------------------------------------------------------------------------------------
+
+
+class EventsConfig(dg.Config):
+    method: str = "l0"
+    #: Overrides of the genotype lookup and the frame-rate default (None = derived).
+    decay_time_s: Optional[float] = None
+    noise_multiplier: Optional[float] = None
+
+
+@dg.asset(partitions_def=OPHYS, group_name=GROUP, kinds={"hdf5"},
+          description="Events per valid ROI (L0 deconvolution of dF/F, AR(1) decay from the indicator): "
+                      "magnitudes N x T, penalty and noise per ROI.")
+def ophys_events(context: dg.AssetExecutionContext, config: EventsConfig, ophys_session_inputs: OphysSessionInputs,
+                 dff_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
+    started = time.monotonic()
+    subject = ophys_session_inputs.subject
+    parameters = parameters_for_session(
+        subject.full_genotype if subject else None,
+        {"decay_time_s": config.decay_time_s, "noise_multiplier": config.noise_multiplier},
+    )
+    out = {}
+    for plane in ophys_session_inputs.planes:
+        pid = str(plane.ophys_experiment_id)
+        target = storage.dir_for("ophys_events", context.partition_key) / pid / EVENTS_FILE
+        result = _stage(
+            context, plane,
+            lambda: events_plane(dff_traces[pid]["file"], target, plane.frame_rate_hz, method=config.method,
+                                 valid_roi_ids=dff_traces[pid]["valid_roi_ids"], parameters=parameters),
+        )
+        out[pid] = {
+            "file": str(result.events),
+            "method": result.method,
+            "parameters": result.parameters,
+            "roi_ids": result.roi_ids,
+            "event_counts": result.event_counts,
+        }
+    register_produced_files(lims, "ophys_events", {pid: rec["file"] for pid, rec in out.items()})
+    first = next(iter(out.values()))
+    context.add_output_metadata(
+        {
+            "method": first["method"],
+            "parameters": dg.MetadataValue.json(first["parameters"]),
+            "events": dg.MetadataValue.json({k: sum(v["event_counts"]) for k, v in out.items()}),
+            "runtime_s": round(time.monotonic() - started, 3),
+        }
+    )
+    return out
+
+
+OPHYS_ASSETS = [extracted_traces, demixed_traces, neuropil_corrected_traces, dff_traces, ophys_events]
 OPHYS_CHECKS = [neuropil_r_distribution, dff_finite_for_valid_rois]
