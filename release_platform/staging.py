@@ -335,11 +335,23 @@ class RemoteRoot:
                                  entity=entity, path=local)
             info = self.fs.info(final)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(temp)
+            self._remove(temp)
         self.bytes_uploaded += size
         with self._guard:
             self._record(rel, self._checksum(info))
+
+    def _remove(self, path: str) -> None:
+        """Delete ``path``; on S3 its current version itself, so a versioned bucket keeps no hidden copy of a
+        temporary key behind a delete marker."""
+        with contextlib.suppress(FileNotFoundError):
+            if not self.s3:
+                self.fs.rm_file(path)
+                return
+            bucket, key, _ = self.fs.split_path(path)
+            version = self.fs.call_s3("head_object", Bucket=bucket, Key=key).get("VersionId")
+            extra = {"VersionId": version} if version and version != "null" else {}
+            self.fs.call_s3("delete_object", Bucket=bucket, Key=key, **extra)
+            self.fs.invalidate_cache(path)
 
     def _verify(self, path: str, local: Path, size: int, sha256: str, md5: str) -> Optional[str]:
         """``None`` when the stored object ``path`` holds the local file's bytes, else what differs.

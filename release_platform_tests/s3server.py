@@ -23,12 +23,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to end it when the process that started it dies (a killed test run leaves no server)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def moto_server(python: str = sys.executable) -> Iterator[str]:
     """Start ``python -m moto.server`` on a free port of 127.0.0.1; yield its endpoint URL; stop it by PID."""
     port = _free_port()
     proc = subprocess.Popen([python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     try:
         deadline = time.monotonic() + 60
         while True:

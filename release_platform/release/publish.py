@@ -372,12 +372,16 @@ def _copy(client, bucket: str, src: str, dst: str, obj: LocalObject) -> str:
     return resp.get("VersionId", "")
 
 
-def _delete_all_versions(client, bucket: str, key: str) -> None:
-    paginator = client.get_paginator("list_object_versions")
-    for page in paginator.paginate(Bucket=bucket, Prefix=key):
-        for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            if v["Key"] == key:
-                client.delete_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])
+def _delete_version(client, bucket: str, key: str, head: Optional[dict]) -> None:
+    """Remove the version of ``key`` that ``head`` describes (in a versioned bucket a plain delete would only hide
+    it behind a delete marker)."""
+    if head is None:
+        return
+    version = head.get("VersionId")
+    if version and version != "null":
+        client.delete_object(Bucket=bucket, Key=key, VersionId=version)
+    else:
+        client.delete_object(Bucket=bucket, Key=key)
 
 
 def _publish_object(client, bucket: str, project: str, obj: LocalObject, *, workers: int,
@@ -395,7 +399,8 @@ def _publish_object(client, bucket: str, project: str, obj: LocalObject, *, work
     if state == "damaged":
         report.replaced.append(obj.rel)
     temp = _temp_key(project, obj)
-    if _object_state(_head(client, bucket, temp), obj) != "same":
+    temp_head = _head(client, bucket, temp)
+    if _object_state(temp_head, obj) != "same":  # (else a complete upload of an interrupted run is reused)
         if obj.multipart:
             _put_multipart(client, bucket, temp, obj, workers=workers, on_part=on_part, report=report)
         else:
@@ -404,7 +409,9 @@ def _publish_object(client, bucket: str, project: str, obj: LocalObject, *, work
                 report.bytes_uploaded += obj.size
             if on_part is not None:
                 on_part(obj.rel, 1)
-        if _object_state(_head(client, bucket, temp), obj) != "same":
+        temp_head = _head(client, bucket, temp)
+        if _object_state(temp_head, obj) != "same":
+            _delete_version(client, bucket, temp, temp_head)
             raise InputError(f"the upload to s3://{bucket}/{temp} does not hold the file's bytes (size or ETag "
                              "differ); nothing was written under the final key", path=obj.path)
     version = _copy(client, bucket, temp, final, obj)
@@ -412,7 +419,7 @@ def _publish_object(client, bucket: str, project: str, obj: LocalObject, *, work
     if _object_state(copied, obj) != "same":
         raise InputError(f"s3://{bucket}/{final} (version {version}) does not hold the file's bytes after the copy",
                          path=obj.path)
-    _delete_all_versions(client, bucket, temp)
+    _delete_version(client, bucket, temp, temp_head)
     if not version or version == "null":
         raise InputError(f"s3://{bucket}/{final} got no object version; enable versioning on the bucket")
     report.uploaded.append(obj.rel)

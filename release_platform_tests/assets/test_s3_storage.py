@@ -20,6 +20,8 @@ from release_platform.staging import require_local
 from release_platform.storage import remote_storage
 from release_platform_tests.s3server import TEST_CREDENTIALS, make_bucket, moto_server
 
+pytestmark = pytest.mark.slow  # one session to NWB twice, plus the NWB step once more
+
 SESSION = "1001"
 BUCKET = "platform-artifacts"
 
