@@ -187,7 +187,7 @@ def test_wires_with_the_rest_of_the_code_location():
     graph = defs.resolve_asset_graph()
     parents = graph.get(dg.AssetKey("behavior_ophys_nwb")).parent_keys
     assert {dg.AssetKey(k) for k in ("ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces",
-                                     "neuropil_corrected_traces", "dff_traces", "stimulus_responses")} == parents
+                                     "neuropil_corrected_traces", "dff_traces", "stimulus_responses", "ophys_events")} == parents
     assert graph.get(dg.AssetKey("behavior_nwb")).parent_keys == {dg.AssetKey("behavior_session_inputs")}
     assert len(NWB_OPHYS_CHECKS) == 4
 

@@ -40,8 +40,8 @@ def _nwb_files(result, moved_to: Path | None = None, artifacts: Path | None = No
     """The plane NWB files a run wrote, read from where its artifact directory was moved after the run."""
     value = result.output_for_node("behavior_ophys_nwb")
     out = {}
-    for pid, rec in value["planes"].items():
-        path = Path(rec["path"])
+    for pid, recorded in value.paths.items():
+        path = Path(recorded)
         if moved_to is not None:
             path = moved_to / path.relative_to(artifacts)
         out[pid] = path.read_bytes()
@@ -113,7 +113,7 @@ def test_a_fresh_scratch_stages_inputs_from_the_store_and_writes_the_same_nwb(ru
     # the store holds every artifact under its final key, and no temporary key
     listed = remote.fs.find(f"{BUCKET}/storage")
     nwb_keys = sorted(p.rsplit("/", 1)[1] for p in listed if p.endswith(".nwb"))
-    assert nwb_keys == sorted(Path(r["path"]).name for r in runs["s3"].output_for_node("behavior_ophys_nwb")["planes"].values())
+    assert nwb_keys == sorted(Path(p).name for p in runs["s3"].output_for_node("behavior_ophys_nwb").paths.values())
     assert not [p for p in listed if ".inprogress" in p]
     for p in listed:
         if p.endswith(".nwb"):
