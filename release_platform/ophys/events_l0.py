@@ -28,7 +28,10 @@ For a segment of n frames starting after change point tau the best fit is ``c = 
 ``F(s) = min_tau F(tau) + lambda + D(tau, s)``. Once ``gamma^K`` is below ``tolerance`` a candidate's cost
 differs from ``Q(s) = 0.5 sum y^2`` by a constant, so only the best of those "saturated" candidates is
 kept and the exact recursion runs over a window of K = log(tolerance) / log(gamma) candidates
-(K = 199 for GCaMP6f at 31 Hz): O(T K) per ROI, vectorised over all ROIs at once. The constrained
+(K = 199 for GCaMP6f at 31 Hz): O(T K) per ROI at most. The compiled solver (numba, one ROI at a time)
+also prunes candidates that can never be optimal again (PELT pruning, exact: Jewell & Witten 2018,
+section 3), which leaves a few tens of candidates per frame on typical traces; the numpy solver runs the
+unpruned window vectorised over all ROIs and is the reference it is tested against (same events). The constrained
 variant of FastLZeroSpikeInference (non-negative jumps and a calcium floor) is not imposed; negative
 jumps are dropped from the events, as ophys_etl drops them from its ``pos_spike_mag``.
 """
@@ -297,53 +300,54 @@ def _l0_row(y, gamma, lam, k, powers, half_winv, winv_inf, drift, events):
     half_winv_inf = 0.5 * winv_inf
     f_prev = -lam
     q = 0.0
+    threshold = np.inf   # candidates whose value at the previous frame exceeded this are pruned
     for s in range(t_total):
         first = 0
         if n_cand > 0 and cand_tau[0] == s - 1 - k:   # the oldest candidate leaves the window: fold it
-            val = cand_base[0] - half_winv_inf * (cand_acc[0] * cand_acc[0])
-            if val < sat_val:
-                sat_val = val
-                sat_tau = cand_tau[0]
-                sat_acc = cand_acc[0]
+            if cand_val[0] <= threshold:
+                val = cand_base[0] - half_winv_inf * (cand_acc[0] * cand_acc[0])
+                if val < sat_val:
+                    sat_val = val
+                    sat_tau = cand_tau[0]
+                    sat_acc = cand_acc[0]
             first = 1
         cand_tau[n_cand] = s - 1
         cand_base[n_cand] = f_prev - q + lam
         cand_acc[n_cand] = 0.0
+        cand_val[n_cand] = -np.inf
         n_cand += 1
         ys = y[s]
         best = np.inf
         best_i = -1
-        best_slot = k
-        for i in range(first, n_cand):
-            lag = s - 1 - cand_tau[i]
+        kept = 0
+        for i in range(first, n_cand):   # prune, update and compact in one pass
+            if cand_val[i] > threshold:
+                continue
+            tau = cand_tau[i]
+            lag = s - 1 - tau
             acc = cand_acc[i] + ys * powers[lag]
-            cand_acc[i] = acc
             val = cand_base[i] - (acc * acc) * half_winv[lag]
-            cand_val[i] = val
-            slot = (cand_tau[i] + 1) % k
-            if val < best or (val == best and slot < best_slot):
+            cand_tau[kept] = tau
+            cand_base[kept] = cand_base[i]
+            cand_acc[kept] = acc
+            cand_val[kept] = val
+            if val < best:
                 best = val
-                best_i = i
-                best_slot = slot
+                best_i = kept
+            elif val == best and (tau + 1) % k < (cand_tau[best_i] + 1) % k:
+                best_i = kept   # an exact tie goes to the lower ring-buffer slot, as in the numpy solver
+            kept += 1
+        n_cand = kept
         q += 0.5 * ys * ys
         if sat_val < best:
             best = sat_val
             back[s] = sat_tau
             amp[s] = sat_acc * winv_inf
         else:
-            lag = s - 1 - cand_tau[best_i]
             back[s] = cand_tau[best_i]
-            amp[s] = cand_acc[best_i] * (2.0 * half_winv[lag])
+            amp[s] = cand_acc[best_i] * (2.0 * half_winv[s - 1 - cand_tau[best_i]])
         f_prev = q + best
         threshold = best + margin + 1e-9 * (1.0 + abs(best) + q)
-        kept = 0
-        for i in range(first, n_cand):
-            if cand_val[i] <= threshold:
-                cand_tau[kept] = cand_tau[i]
-                cand_base[kept] = cand_base[i]
-                cand_acc[kept] = cand_acc[i]
-                kept += 1
-        n_cand = kept
     end = t_total - 1
     while end >= 0:
         tau = back[end]
@@ -492,9 +496,10 @@ def penalty_search(min_size: float, *, step: float = PENALTY_STEP, step_min: flo
 
 
 def detect_l0_events(traces: np.ndarray, gamma: float, min_sizes: np.ndarray,
-                     *, tolerance: float = SATURATION_TOLERANCE) -> tuple[np.ndarray, np.ndarray, int]:
+                     *, tolerance: float = SATURATION_TOLERANCE,
+                     solver: str = "compiled") -> tuple[np.ndarray, np.ndarray, int]:
     """(events N x T, chosen penalties N, solver rounds) for detrended traces: every ROI's penalty search
-    runs as a coroutine and each round solves all ROIs still searching in one vectorised call."""
+    runs as a coroutine and each round solves all ROIs still searching in one :func:`l0_deconvolve` call."""
     y = np.atleast_2d(np.asarray(traces, dtype=np.float64))
     n = y.shape[0]
     events = np.zeros_like(y)
@@ -509,7 +514,7 @@ def detect_l0_events(traces: np.ndarray, gamma: float, min_sizes: np.ndarray,
         if evaluations > MAX_SEARCH_EVALUATIONS:
             raise RuntimeError(f"the L0 penalty search did not converge for rows {sorted(pending)[:10]}")
         ids = np.fromiter(pending, dtype=np.int64)
-        solved = l0_deconvolve(y[ids], gamma, np.array([pending[i] for i in ids]), tolerance)
+        solved = l0_deconvolve(y[ids], gamma, np.array([pending[i] for i in ids]), tolerance, solver=solver)
         for row, i in enumerate(ids):
             count, smallest = _count_and_min(solved[row])
             try:
