@@ -234,6 +234,8 @@ def l0_deconvolve(traces: np.ndarray, gamma: float, penalty: Any,
     if solver not in SOLVERS:
         raise InputError(f"unknown L0 solver {solver!r}; known: {', '.join(SOLVERS)}")
     lam = np.broadcast_to(np.asarray(penalty, dtype=np.float64), (n,)).copy()
+    if not (np.isfinite(lam).all() and np.isfinite(y).all()):
+        raise InputError("L0 deconvolution needs finite traces and penalties (rows with NaN are not processed)")
     events = np.zeros((n, t_total))
     if n == 0 or t_total == 0:
         return events

@@ -74,6 +74,9 @@ def test_compiled_solver_matches_the_numpy_solver():
             assert np.abs(compiled - numpy_events).max() <= 1e-9
     with pytest.raises(InputError, match="unknown L0 solver"):
         l0_deconvolve(dff, gamma, 0.1, solver="fortran")
+    dff[0, 5] = np.nan
+    with pytest.raises(InputError, match="finite traces and penalties"):
+        l0_deconvolve(dff, gamma, 0.1)
 
 
 def test_penalty_search_gives_the_same_events_with_either_solver():
