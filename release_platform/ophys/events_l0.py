@@ -28,7 +28,10 @@ For a segment of n frames starting after change point tau the best fit is ``c = 
 ``F(s) = min_tau F(tau) + lambda + D(tau, s)``. Once ``gamma^K`` is below ``tolerance`` a candidate's cost
 differs from ``Q(s) = 0.5 sum y^2`` by a constant, so only the best of those "saturated" candidates is
 kept and the exact recursion runs over a window of K = log(tolerance) / log(gamma) candidates
-(K = 199 for GCaMP6f at 31 Hz): O(T K) per ROI, vectorised over all ROIs at once. The constrained
+(K = 199 for GCaMP6f at 31 Hz): O(T K) per ROI at most. The compiled solver (numba, one ROI at a time)
+also prunes candidates that can never be optimal again (PELT pruning, exact: Jewell & Witten 2018,
+section 3), which leaves a few tens of candidates per frame on typical traces; the numpy solver runs the
+unpruned window vectorised over all ROIs and is the reference it is tested against (same events). The constrained
 variant of FastLZeroSpikeInference (non-negative jumps and a calcium floor) is not imposed; negative
 jumps are dropped from the events, as ophys_etl drops them from its ``pos_spike_mag``.
 """
@@ -40,6 +43,7 @@ import re
 from typing import Any, Generator, Mapping
 
 import bottleneck as bn
+import numba
 import numpy as np
 
 from release_platform.errors import InputError
@@ -209,23 +213,157 @@ def saturation_window(gamma: float, n_frames: int, tolerance: float = SATURATION
     return int(min(max(math.ceil(math.log(tolerance) / math.log(gamma)), 1), max(n_frames, 1)))
 
 
+SOLVERS = ("compiled", "numpy")
+
+
 def l0_deconvolve(traces: np.ndarray, gamma: float, penalty: Any,
-                  tolerance: float = SATURATION_TOLERANCE) -> np.ndarray:
+                  tolerance: float = SATURATION_TOLERANCE, *, solver: str = "compiled") -> np.ndarray:
     """Event magnitudes (N x T) of the L0-penalised AR(1) fit of each row of ``traces``.
 
-    ``penalty`` is a scalar or one value per row. Rows are solved together (vectorised over ROIs).
-    Event ``t`` carries ``c_t - gamma c_{t-1}`` where a new segment starts at ``t > 0`` and that jump is
-    positive; everything else is 0.
+    ``penalty`` is a scalar or one value per row. Event ``t`` carries ``c_t - gamma c_{t-1}`` where a new
+    segment starts at ``t > 0`` and that jump is positive; everything else is 0.
+
+    ``solver``: ``"compiled"`` (default) runs the pruned recursion of :func:`_l0_row` one row at a time;
+    ``"numpy"`` runs the unpruned recursion vectorised over the rows (the reference the compiled solver is
+    tested against; both give the same events).
     """
     y = np.atleast_2d(np.asarray(traces, dtype=np.float64))
     n, t_total = y.shape
     if not 0 < gamma <= 1:
         raise InputError(f"gamma must be in (0, 1], got {gamma}")
+    if solver not in SOLVERS:
+        raise InputError(f"unknown L0 solver {solver!r}; known: {', '.join(SOLVERS)}")
     lam = np.broadcast_to(np.asarray(penalty, dtype=np.float64), (n,)).copy()
+    if not (np.isfinite(lam).all() and np.isfinite(y).all()):
+        raise InputError("L0 deconvolution needs finite traces and penalties (rows with NaN are not processed)")
     events = np.zeros((n, t_total))
     if n == 0 or t_total == 0:
         return events
     k = saturation_window(gamma, t_total, tolerance)
+    if solver == "compiled":
+        powers, half_winv = _window_weights(gamma, k)
+        saturates = gamma < 1 and k < t_total
+        # a folded candidate's cost differs from its exact cost by at most 1.5 (1 + g) / (1 - g) g^K max|y|^2
+        # (the y it no longer accumulates and the saturated weight); a pruning decision compares two such
+        # costs, so the margin gets twice that, times a safety factor of about 2.7
+        drift = 8.0 * (1 + gamma) / (1 - gamma) * powers[k] if saturates else 0.0
+        y = np.ascontiguousarray(y)
+        for row in range(n):
+            _l0_row(y[row], float(gamma), float(lam[row]), k, powers, half_winv, 1.0 - gamma * gamma,
+                    drift, events[row])
+        return events
+    return _l0_deconvolve_numpy(y, gamma, lam, k, events)
+
+
+def _window_weights(gamma: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(gamma^m, 1 / (2 sum_{j<=m} gamma^{2j})) for lags m = 0..k, computed with the same floating-point
+    operations as the numpy solver (powers by repeated multiplication), so both solvers agree bit for bit."""
+    powers = np.empty(k + 1)
+    powers[0] = 1.0
+    for m in range(1, k + 1):
+        powers[m] = powers[m - 1] * gamma
+    if gamma < 1:
+        g2 = gamma * gamma
+        half_winv = (0.5 * (1 - g2)) / (1.0 - g2 * (powers * powers))
+    else:
+        half_winv = 0.5 / np.maximum(np.arange(1, k + 2), 1)
+    return powers, half_winv
+
+
+@numba.njit(cache=True, nogil=True)
+def _l0_row(y, gamma, lam, k, powers, half_winv, winv_inf, drift, events):
+    """Exact L0 recursion of one row with PELT pruning (Jewell & Witten 2018, section 3); writes ``events``.
+
+    Candidates (last change point tau) are kept in chronological order with ``base`` = F(tau) - Q(tau) +
+    lambda and ``acc`` = sum_j y_{tau+1+j} gamma^j; the value of a candidate at frame s is ``base - acc^2
+    half_winv[s - tau - 1]`` and F(s) = Q(s) + the smallest value. Pruning: splitting a segment never
+    raises its cost, so a candidate whose value exceeds the smallest by more than lambda can never be the
+    best again (the candidate s beats it at every later frame); it is dropped. The margin is widened by
+    the drift of folded (saturated) candidates, ``drift`` max|y|^2, and by rounding, so every candidate
+    that the unpruned recursion could still choose is kept: both give the same change points and the
+    kept candidates' values are computed with the same operations, in the same order, as the numpy solver
+    (ties go to the same ring-buffer slot).
+    """
+    t_total = y.shape[0]
+    ymax = 0.0
+    for s in range(t_total):
+        if abs(y[s]) > ymax:
+            ymax = abs(y[s])
+    margin = lam + drift * ymax * ymax
+    cand_tau = np.empty(k + 1, dtype=np.int64)
+    cand_base = np.empty(k + 1)
+    cand_acc = np.empty(k + 1)
+    cand_val = np.empty(k + 1)
+    n_cand = 0
+    sat_val = np.inf
+    sat_tau = -1
+    sat_acc = 0.0
+    back = np.empty(t_total, dtype=np.int64)
+    amp = np.empty(t_total)
+    half_winv_inf = 0.5 * winv_inf
+    f_prev = -lam
+    q = 0.0
+    threshold = np.inf   # candidates whose value at the previous frame exceeded this are pruned
+    for s in range(t_total):
+        first = 0
+        if n_cand > 0 and cand_tau[0] == s - 1 - k:   # the oldest candidate leaves the window: fold it
+            if cand_val[0] <= threshold:
+                val = cand_base[0] - half_winv_inf * (cand_acc[0] * cand_acc[0])
+                if val < sat_val:
+                    sat_val = val
+                    sat_tau = cand_tau[0]
+                    sat_acc = cand_acc[0]
+            first = 1
+        cand_tau[n_cand] = s - 1
+        cand_base[n_cand] = f_prev - q + lam
+        cand_acc[n_cand] = 0.0
+        cand_val[n_cand] = -np.inf
+        n_cand += 1
+        ys = y[s]
+        best = np.inf
+        best_i = -1
+        kept = 0
+        for i in range(first, n_cand):   # prune, update and compact in one pass
+            if cand_val[i] > threshold:
+                continue
+            tau = cand_tau[i]
+            lag = s - 1 - tau
+            acc = cand_acc[i] + ys * powers[lag]
+            val = cand_base[i] - (acc * acc) * half_winv[lag]
+            cand_tau[kept] = tau
+            cand_base[kept] = cand_base[i]
+            cand_acc[kept] = acc
+            cand_val[kept] = val
+            if val < best:
+                best = val
+                best_i = kept
+            elif val == best and (tau + 1) % k < (cand_tau[best_i] + 1) % k:
+                best_i = kept   # an exact tie goes to the lower ring-buffer slot, as in the numpy solver
+            kept += 1
+        n_cand = kept
+        q += 0.5 * ys * ys
+        if sat_val < best:
+            best = sat_val
+            back[s] = sat_tau
+            amp[s] = sat_acc * winv_inf
+        else:
+            back[s] = cand_tau[best_i]
+            amp[s] = cand_acc[best_i] * (2.0 * half_winv[s - 1 - cand_tau[best_i]])
+        f_prev = q + best
+        threshold = best + margin + 1e-9 * (1.0 + abs(best) + q)
+    end = t_total - 1
+    while end >= 0:
+        tau = back[end]
+        if tau < 0:
+            break
+        jump = amp[end] - amp[tau] * gamma ** np.float64(tau - back[tau])
+        events[tau + 1] = jump if jump > 0.0 else 0.0
+        end = tau
+
+
+def _l0_deconvolve_numpy(y: np.ndarray, gamma: float, lam: np.ndarray, k: int, events: np.ndarray) -> np.ndarray:
+    """The unpruned recursion vectorised over rows (see :func:`l0_deconvolve`)."""
+    n, t_total = y.shape
     g2 = gamma * gamma
     # a segment of L + 1 frames has sum_j gamma^{2j} = (1 - g2^{L+1}) / (1 - g2); saturated: 1 / (1 - g2)
     winv_inf = 1 - g2
@@ -361,9 +499,10 @@ def penalty_search(min_size: float, *, step: float = PENALTY_STEP, step_min: flo
 
 
 def detect_l0_events(traces: np.ndarray, gamma: float, min_sizes: np.ndarray,
-                     *, tolerance: float = SATURATION_TOLERANCE) -> tuple[np.ndarray, np.ndarray, int]:
+                     *, tolerance: float = SATURATION_TOLERANCE,
+                     solver: str = "compiled") -> tuple[np.ndarray, np.ndarray, int]:
     """(events N x T, chosen penalties N, solver rounds) for detrended traces: every ROI's penalty search
-    runs as a coroutine and each round solves all ROIs still searching in one vectorised call."""
+    runs as a coroutine and each round solves all ROIs still searching in one :func:`l0_deconvolve` call."""
     y = np.atleast_2d(np.asarray(traces, dtype=np.float64))
     n = y.shape[0]
     events = np.zeros_like(y)
@@ -378,7 +517,7 @@ def detect_l0_events(traces: np.ndarray, gamma: float, min_sizes: np.ndarray,
         if evaluations > MAX_SEARCH_EVALUATIONS:
             raise RuntimeError(f"the L0 penalty search did not converge for rows {sorted(pending)[:10]}")
         ids = np.fromiter(pending, dtype=np.int64)
-        solved = l0_deconvolve(y[ids], gamma, np.array([pending[i] for i in ids]), tolerance)
+        solved = l0_deconvolve(y[ids], gamma, np.array([pending[i] for i in ids]), tolerance, solver=solver)
         for row, i in enumerate(ids):
             count, smallest = _count_and_min(solved[row])
             try:

@@ -36,7 +36,8 @@ def brute_force_l0(y: np.ndarray, gamma: float, penalty: float) -> np.ndarray:
     return events
 
 
-def test_solver_is_the_exact_l0_optimum():
+@pytest.mark.parametrize("solver", events_l0.SOLVERS)
+def test_solver_is_the_exact_l0_optimum(solver):
     rng = np.random.default_rng(3)
     for _ in range(8):
         gamma, penalty = rng.uniform(0.5, 0.97), rng.uniform(0.01, 0.5)
@@ -45,10 +46,49 @@ def test_solver_is_the_exact_l0_optimum():
         expected = brute_force_l0(y, gamma, penalty)
         # the default window (saturated candidates folded) and the full window agree with brute force
         for tolerance in (events_l0.SATURATION_TOLERANCE, 1e-300):
-            got = l0_deconvolve(np.vstack([y, y[::-1]]), gamma, [penalty, penalty], tolerance=tolerance)
+            got = l0_deconvolve(np.vstack([y, y[::-1]]), gamma, [penalty, penalty], tolerance=tolerance,
+                                solver=solver)
             np.testing.assert_array_equal(got[0] > 0, expected > 0)
             np.testing.assert_allclose(got[0], expected, atol=1e-8)
             np.testing.assert_allclose(got[1], brute_force_l0(y[::-1], gamma, penalty), atol=1e-8)
+    # gamma = 1 (piecewise-constant fit, no saturation) and a window longer than the trace
+    y = np.repeat([0.0, 1.0, 0.3, 0.8], 12) + rng.normal(0.0, 0.05, 48)
+    for gamma in (1.0, 0.999):
+        got = l0_deconvolve(y, gamma, 0.05, solver=solver)[0]
+        np.testing.assert_allclose(got, brute_force_l0(y, gamma, 0.05), atol=1e-8)
+        assert (got > 0).sum() == 2
+
+
+def test_compiled_solver_matches_the_numpy_solver():
+    """The pruned compiled recursion gives the unpruned numpy recursion's events on long traces, for
+    penalties from far below to far above the searched range, including a flat stretch, an outlier and folded candidates."""
+    dff, _ = ar1_traces(3, 3000, rate_hz=0.3, decay_s=0.347, frame_rate_hz=31.0, noise=0.06, seed=11)
+    dff[2, 1000:1400] = 0.0          # a flat stretch
+    dff[1, 2000] = 25.0              # a large outlier: the widest saturation drift bound
+    gamma = events_l0.gamma_from_decay(0.347, 31.0)
+    for penalty in (1e-4, 3e-3, 0.02, 0.1, 2.0):
+        for tolerance in (events_l0.SATURATION_TOLERANCE, 1e-3):
+            numpy_events = l0_deconvolve(dff, gamma, penalty, tolerance, solver="numpy")
+            compiled = l0_deconvolve(dff, gamma, penalty, tolerance, solver="compiled")
+            np.testing.assert_array_equal(compiled > 0, numpy_events > 0)
+            assert np.abs(compiled - numpy_events).max() <= 1e-9
+    with pytest.raises(InputError, match="unknown L0 solver"):
+        l0_deconvolve(dff, gamma, 0.1, solver="fortran")
+    dff[0, 5] = np.nan
+    with pytest.raises(InputError, match="finite traces and penalties"):
+        l0_deconvolve(dff, gamma, 0.1)
+
+
+def test_penalty_search_gives_the_same_events_with_either_solver():
+    dff, _ = ar1_traces(2, 1500, rate_hz=0.3, decay_s=0.347, frame_rate_hz=31.0, noise=0.06, seed=5)
+    detrended, sigmas = events_l0.noise_and_detrend(dff, 31, 99)
+    gamma = events_l0.gamma_from_decay(0.347, 31.0)
+    found = {solver: events_l0.detect_l0_events(detrended, gamma, 2.0 * sigmas, solver=solver)
+             for solver in events_l0.SOLVERS}
+    np.testing.assert_array_equal(found["compiled"][1], found["numpy"][1])
+    assert found["compiled"][2] == found["numpy"][2]
+    np.testing.assert_array_equal(found["compiled"][0] > 0, found["numpy"][0] > 0)
+    assert np.abs(found["compiled"][0] - found["numpy"][0]).max() <= 1e-9
 
 
 def test_recovers_known_spike_times():
