@@ -29,10 +29,10 @@ SENSOR_RUN_WAIT_S = 420
 NEW_SESSION = 3003
 START_SENSOR = """
 mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
-  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }
+  __typename ... on Sensor { id sensorState { status } } ... on PythonError { message } } }
 """
 STOP_SENSOR = """
-mutation($selector: SensorSelector!) { stopSensor(sensorSelector: $selector) { __typename } }
+mutation($id: String) { stopSensor(id: $id) { __typename } }
 """
 
 
@@ -202,7 +202,7 @@ def _sensor_runs_only_the_session_registered_later(platform, processed: set[tupl
         else:
             raise AssertionError(f"the sensor's run did not finish in {SENSOR_RUN_WAIT_S} s: {new_runs}\n{platform.log_tail()}")
     finally:
-        graphql(platform.url, STOP_SENSOR, {"selector": selector})
+        graphql(platform.url, STOP_SENSOR, {"id": started["id"]})
     assert [(r.tags.get("dagster/partition"), r.tags.get("dagster/sensor_name"), r.status) for r in new_runs] == [
         (str(NEW_SESSION), "behavior_session_sensor", dg.DagsterRunStatus.SUCCESS)], new_runs
     with platform.instance() as instance:
