@@ -577,29 +577,33 @@ def estimate_nwb_bytes(nwbfile, locations: Mapping[str, DatasetIOConfiguration])
     return int((total + OVERHEAD_BYTES) * 1.05)
 
 
-#: Schema validators built per (namespace catalog, namespace) once per process: building one costs ~0.4 s.
-_VALIDATORS: dict[tuple[int, str], tuple[Any, Any]] = {}
+#: Schema validators of this process's namespaces, built once per namespace (building one costs ~0.4 s).
+_VALIDATORS: dict[str, Any] = {}
 
 
-def _validator(catalog: Any, name: str) -> Any:
+def _process_catalog() -> Any:
+    """The namespace catalog of PyNWB's global type map (not a copy: read only here)."""
+    import pynwb
+
+    return pynwb.get_type_map(copy=False).namespace_catalog
+
+
+def _validator(name: str) -> Any:
     from hdmf.validate import ValidatorMap
 
-    key = (id(catalog), name)
-    if key not in _VALIDATORS:  # the catalog is kept with its validator, so its id is not reused
-        _VALIDATORS[key] = (catalog, ValidatorMap(catalog.get_namespace(name)))
-    return _VALIDATORS[key][1]
+    if name not in _VALIDATORS:
+        _VALIDATORS[name] = ValidatorMap(_process_catalog().get_namespace(name))
+    return _VALIDATORS[name]
 
 
 def _process_namespaces(path: Path) -> Optional[list[str]]:
     """The namespaces to validate ``path`` against when every namespace it caches is this process's own (the
     file was written here from the global type map): the cached ones no other cached one includes, without
     hdmf-experimental (as :func:`pynwb.validate` chooses them). None when the file caches none or another."""
-    import pynwb
-
     with h5py.File(path, "r") as handle:
         group = handle.get("specifications")
         cached = sorted(group.keys()) if isinstance(group, h5py.Group) else []
-    catalog = pynwb.get_type_map().namespace_catalog
+    catalog = _process_catalog()
     if not cached or any(name not in catalog.namespaces for name in cached):
         return None
     included = {
@@ -638,8 +642,7 @@ def _write_and_check(nwbfile, tmp: Path, *, validate: bool, round_trip: bool) ->
                         problems = validate_open_nwb(rio)
                     else:
                         builder = rio.read_builder()
-                        catalog = rio.manager.namespace_catalog
-                        problems = [str(e) for name in namespaces for e in _validator(catalog, name).validate(builder)]
+                        problems = [str(e) for name in namespaces for e in _validator(name).validate(builder)]
                     if problems:
                         raise RuntimeError(f"PyNWB validation found {len(problems)} problem(s): " + "; ".join(problems[:5]))
                 if round_trip:

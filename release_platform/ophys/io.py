@@ -595,6 +595,19 @@ def choose_block_frames(
     return int(frames)
 
 
+def check_mask_pixels(
+    masks: Any, frame_shape: tuple[int, int], *, entity: str | None = None, path: str | os.PathLike | None = None
+) -> None:
+    """InputError unless the K x P mask matrix covers the H x W pixels of a frame (P = H * W)."""
+    height, width = frame_shape
+    if masks.shape[1] != height * width:
+        raise InputError(
+            f"masks cover {masks.shape[1]} pixels but movie frames have {height} x {width} = {height * width}",
+            entity=entity,
+            path=path,
+        )
+
+
 def iter_sparse_frame_sums(
     movie: Any,
     weights: sparse.spmatrix | sparse.sparray,
@@ -614,12 +627,7 @@ def iter_sparse_frame_sums(
     """
     n_frames, height, width = movie_shape(movie, entity=entity, path=path)
     weights = sparse.csr_matrix(weights, dtype=np.float64)
-    if weights.shape[1] != height * width:
-        raise InputError(
-            f"masks cover {weights.shape[1]} pixels but movie frames have {height} x {width} = {height * width}",
-            entity=entity,
-            path=path,
-        )
+    check_mask_pixels(weights, (height, width), entity=entity, path=path)
     n_rows = weights.shape[0]
     if weights.nnz == 0:
         step = choose_block_frames(movie, 1, block_frames=block_frames, budget_bytes=budget_bytes)

@@ -41,7 +41,9 @@ import numpy as np
 import scipy.sparse as sparse
 
 from release_platform.errors import InputError
-from release_platform.ophys.io import DEFAULT_BLOCK_BYTES, choose_block_frames, iter_sparse_frame_sums, movie_shape
+from release_platform.ophys.io import (
+    DEFAULT_BLOCK_BYTES, check_mask_pixels, choose_block_frames, iter_sparse_frame_sums, movie_shape,
+)
 
 
 @dataclass(frozen=True)
@@ -169,12 +171,7 @@ def iter_mask_sums(
     """
     n_frames, height, width = movie_shape(movie, entity=entity, path=path)
     matrix = sparse.csr_matrix(masks)
-    if matrix.shape[1] != height * width:
-        raise InputError(
-            f"masks cover {matrix.shape[1]} pixels but movie frames have {height} x {width} = {height * width}",
-            entity=entity,
-            path=path,
-        )
+    check_mask_pixels(matrix, (height, width), entity=entity, path=path)
     matrix.eliminate_zeros()
     if matrix.nnz and not np.all(matrix.data == 1):
         raise ValueError("iter_mask_sums takes binary masks (every stored weight 1)")

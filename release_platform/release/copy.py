@@ -9,8 +9,8 @@ Per file (:func:`copy_files`):
    carries) and the destination is re-read, and the file is skipped only when the destination's digests equal the
    source's; any other destination (bit rot, or tampering that kept size and mtime) is copied again. This also
    adopts a correct destination left without a ledger entry.
-2. **one read** of the source feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`) and
-   the write of a temporary name unique to this writer, ``<name>.<pid>-<random>.inprogress`` (created
+2. **one read** of the source (a reader thread reads the next block while the current one is hashed and written)
+   feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`) and the write of a temporary name unique to this writer, ``<name>.<pid>-<random>.inprogress`` (created
    ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the release root; see :class:`~.paths.SafeRoot` and
    :mod:`release_platform.atomic`);
 3. ``fchmod`` to the configured mode, ``fsync``;
@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Literal, Optional, Sequence
 
 from release_platform.atomic import open_temp, temp_name
 from release_platform.errors import InputError
-from release_platform.release.digests import RELEASE_DIGESTS, Digests, MultiDigest, block_sizes, digest_file, read_blocks
+from release_platform.release.digests import RELEASE_DIGESTS, Digests, MultiDigest, block_sizes, digest_file
 from release_platform.release.paths import SafeRoot, commit, release_parts
 
 Verify = Literal["sha256", "size"]
@@ -221,6 +221,52 @@ def _buffer(size: int) -> bytearray:
     return buf
 
 
+def _buffer_pair(size: int) -> tuple[bytearray, bytearray]:
+    """This thread's two reusable read buffers (read-ahead), grown to at least ``size`` bytes each."""
+    pair = getattr(_buffers, "pair", None)
+    if pair is None or len(pair[0]) < size:
+        pair = _buffers.pair = (bytearray(size), bytearray(size))
+    return pair
+
+
+def _pread_into(fd: int, view: memoryview, offset: int, path: str) -> None:
+    got = 0
+    while got < len(view):
+        r = os.preadv(fd, [view[got:]], offset + got)
+        if not r:
+            raise InputError(f"file ended after {offset + got} bytes (it changed while being read)", path=path)
+        got += r
+
+
+def _read_ahead(fd: int, size: int, path: str):
+    """Yield views of the file's successive blocks (:func:`~.digests.block_sizes`) read by positioned reads;
+    a reader thread reads block k+1 into the second buffer while block k is hashed and written. A view is
+    valid until the next one is requested."""
+    sizes = list(block_sizes(size))
+    if len(sizes) <= 1:
+        buf = memoryview(_buffer(max(sizes, default=0)))
+        for n in sizes:
+            _pread_into(fd, buf[:n], 0, path)
+            yield buf[:n]
+        return
+    buffers = [memoryview(b) for b in _buffer_pair(max(sizes))]
+    offsets = [0]
+    for n in sizes[:-1]:
+        offsets.append(offsets[-1] + n)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
+        pending = reader.submit(_pread_into, fd, buffers[0][: sizes[0]], 0, path)
+        try:
+            for k, n in enumerate(sizes):
+                pending.result()
+                pending = None
+                if k + 1 < len(sizes):
+                    pending = reader.submit(_pread_into, fd, buffers[(k + 1) % 2][: sizes[k + 1]], offsets[k + 1], path)
+                yield buffers[k % 2][:n]
+        finally:
+            if pending is not None:  # let an in-flight read finish before its buffer is reused
+                pending.exception()
+
+
 def _write_all(fd: int, view: memoryview) -> None:
     done = 0
     while done < len(view):
@@ -272,7 +318,7 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
         try:
             md = MultiDigest(size, opts.algorithms, opts.executor)
             done = 0
-            for block in read_blocks(src, size, _buffer(max(block_sizes(size), default=0))):
+            for block in _read_ahead(src.fileno(), size, entry.source):
                 if opts.stop.is_set():
                     raise InputError("copy cancelled because another file failed", path=entry.source)
                 if opts.executor is not None:
@@ -285,7 +331,7 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
                 done += len(block)
                 if opts.progress is not None:
                     opts.progress(entry.destination, done, size)
-            if src.read(1):
+            if os.pread(src.fileno(), 1, size):
                 raise InputError("source grew while being copied", path=entry.source)
             digests = md.finalize()
             os.fchmod(out, opts.mode)

@@ -356,3 +356,26 @@ def test_real_full_disk_during_an_nwb_write(tmp_path, small_tmpfs, monkeypatch):
     # with room to spare the same write succeeds in place
     ok = P.write_nwb(tmp_path / "ok.nwb", _builder(src), entity="e")
     assert ok.path.exists()
+
+
+def test_validation_with_the_process_validators_finds_what_pynwb_validate_finds(tmp_path):
+    """The protocol validates through this process's namespaces and validators built once; on a file broken after
+    writing (a required attribute removed) it reports the same problems as ``pynwb.validate`` on the file."""
+    import pynwb
+
+    src = tmp_path / "src.h5"
+    _source(src)
+    out = tmp_path / "file.nwb"
+    P.write_nwb(out, _builder(src), entity="test_session 1")
+    with h5py.File(out, "a") as f:
+        del f["acquisition/in_memory/data"].attrs["unit"]
+    assert P._process_namespaces(out) == ["core"]
+    expected = sorted(str(e) for e in pynwb.validate(path=str(out)))
+    with pynwb.NWBHDF5IO(str(out), "r", manager=pynwb.get_manager(), load_namespaces=False) as rio:
+        builder = rio.read_builder()
+        got = sorted(str(e) for name in P._process_namespaces(out) for e in P._validator(name).validate(builder))
+    assert got == expected and any("unit" in problem for problem in got)
+    # a file caching a namespace this process does not know is validated the general way
+    with h5py.File(out, "a") as f:
+        f["specifications"].create_group("ndx-unknown-extension")
+    assert P._process_namespaces(out) is None

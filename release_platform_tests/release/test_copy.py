@@ -163,3 +163,34 @@ def test_tree_symlink_out_of_the_tree_is_refused(tmp_path):
     os.symlink(secret, tmp_path / "t/link.bin")
     with pytest.raises(InputError, match="out of the copied tree"):
         tree_entries(tmp_path / "t", "copy")
+
+
+def test_multi_block_copy_reads_ahead_and_digests_every_block_once(tmp_path, monkeypatch):
+    """Blocks of 1,000 bytes (instead of DANDI parts): the read-ahead copy writes the same bytes and gives the
+    digests of a plain one-read digest of the source; a source that grows while copied is refused."""
+    import release_platform.release.copy as copy_module
+
+    def small_blocks(size):
+        for start in range(0, size, 1000):
+            yield min(1000, size - start)
+
+    monkeypatch.setattr(copy_module, "block_sizes", small_blocks)
+    data = os.urandom(10_500)
+    source = tmp_path / "src.bin"
+    source.write_bytes(data)
+    report = copy_files([CopyEntry(str(source), "out/src.bin")], tmp_path / "rel")
+    assert (tmp_path / "rel" / "out" / "src.bin").read_bytes() == data
+    assert report.records[0].digests == digest_file(source)
+
+    real_pread = copy_module._pread_into
+
+    def growing(fd, view, offset, path):  # the file grows once its last block has been read
+        real_pread(fd, view, offset, path)
+        if offset + len(view) >= len(data):
+            with open(source, "ab") as fh:
+                fh.write(b"x")
+
+    monkeypatch.setattr(copy_module, "_pread_into", growing)
+    with pytest.raises(InputError, match="grew"):
+        copy_files([CopyEntry(str(source), "out/again.bin")], tmp_path / "rel")
+    assert not (tmp_path / "rel" / "out" / "again.bin").exists()
