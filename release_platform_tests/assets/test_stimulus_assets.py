@@ -26,7 +26,7 @@ SESSION = "2301"
 PLANE = "2401"
 VERSION = "0.1.0"
 SELECTION = ["ophys_session_inputs", "roi_traces", "neuropil_traces", "demixed_traces", "neuropil_corrected_traces",
-             "dff_traces", "stimulus_responses", "cell_metrics", "behavior_ophys_nwb"]
+             "dff_traces", "ophys_events", "stimulus_responses", "cell_metrics", "behavior_ophys_nwb"]
 
 
 @pytest.fixture(scope="module")
