@@ -252,11 +252,14 @@ def _median_or_nan(values) -> float:
 
 
 def task_parameters(*, session_type: str, presentations: Optional[pd.DataFrame], rewards: Optional[pd.DataFrame],
-                    n_stimulus_frames: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    n_stimulus_frames: int, overrides: Mapping[str, Any] | None = None,
+                    frame_rate_hz: float = 60.0) -> dict[str, Any]:
     """The task parameters of a session, from its tables where they tell (else :data:`TASK_DEFAULTS`).
 
     ``stimulus_duration_sec``: median duration of the shown (not omitted) presentations;
     ``blank_duration_sec``: median gap between consecutive presentations (both bounds);
+    both are the task's nominal values, so they are rounded to whole monitor frames (``frame_rate_hz``): times
+    measured on the rig's sync line carry the display's jitter;
     ``omitted_flash_fraction``: share of omitted presentations (NaN when the table has no ``omitted``);
     ``reward_volume`` / ``auto_reward_volume``: median volume of earned / automatic rewards;
     ``stimulus``: ``gratings`` for grating sessions, else ``images``; ``stimulus_name``: the image set.
@@ -279,6 +282,7 @@ def task_parameters(*, session_type: str, presentations: Optional[pd.DataFrame],
         duration = _median_or_nan(shown["stop_time"].to_numpy(np.float64) - shown["start_time"].to_numpy(np.float64))
         if len(shown) > 1:
             blank = _median_or_nan(shown["start_time"].to_numpy(np.float64)[1:] - shown["stop_time"].to_numpy(np.float64)[:-1])
+    duration, blank = (round(v * frame_rate_hz) / frame_rate_hz if np.isfinite(v) else v for v in (duration, blank))
     out["stimulus_duration_sec"] = duration
     out["blank_duration_sec"] = [blank, blank]
     out["omitted_flash_fraction"] = omitted
@@ -419,7 +423,8 @@ def _behavior_part(nwbfile, *, tables: Any, session_type: str, options: AllenOpt
         _add_running_compat(nwbfile, running, frame_series)
     nwbfile.add_lab_meta_data(_task_parameters_object(task_parameters(
         session_type=session_type, presentations=presentations, rewards=getattr(tables, "rewards", None),
-        n_stimulus_frames=0 if frames is None else len(frames), overrides=options.task_parameters)))
+        n_stimulus_frames=0 if frames is None else len(frames), overrides=options.task_parameters,
+        frame_rate_hz=options.stimulus_frame_rate_hz)))
     _add_invalid_times(nwbfile, options.invalid_times)
 
 

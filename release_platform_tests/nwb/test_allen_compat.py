@@ -121,7 +121,7 @@ def compat(seeded_demo, tmp_path_factory):
     ids = [r.id for r in plane.rois][::-2]
     events = write_events(root / "events.h5", ids, plane.movie_shape[0])
     oinputs = O.OphysNwbInputs.from_session(
-        session, plane, output_dir=root / "o", behavior_session=bsession, compat="allensdk", **records,
+        session, plane, output_dir=root / "o", behavior_session=bsession, compat="allensdk", outputs=records,
         allen={"task_session_type": bsession.session_type, "events_path": str(root / "events.h5"), "ophys_container_id": 77,
                "invalid_times": [{"start_time": 1.0, "stop_time": 2.5, "tags": ["motion"]}]})
     oout = O.write_behavior_ophys_nwb(oinputs)
@@ -210,7 +210,7 @@ def test_events_naming_unknown_rois_or_frames_fail_with_the_file_named(compat, t
         O.write_behavior_ophys_nwb(inputs.model_copy(update={"allen": A.AllenOptions(events_path=str(tmp_path / "short.h5"))}))
     with h5py.File(tmp_path / "partial.h5", "w") as fh:
         fh["events"] = np.zeros((1, 3))
-    with pytest.raises(InputError, match=r"lacks datasets \['lambdas', 'noise_stds', 'roi_names'\]"):
+    with pytest.raises(InputError, match=r"partial.h5: dataset 'roi_names' is missing"):
         A.load_events(tmp_path / "partial.h5", entity="plane 1")
     assert not (tmp_path / O.behavior_ophys_nwb_path(tmp_path, plane.ophys_experiment_id).name).exists()
 
@@ -240,8 +240,9 @@ def test_task_parameters_from_tables_and_overrides():
     p = A.task_parameters(session_type="OPHYS_1_images_B", presentations=pres, rewards=rewards, n_stimulus_frames=300,
                           overrides={"response_window_sec": [0.1, 0.7]})
     assert p["stimulus_duration_sec"] == pytest.approx(0.25) and p["omitted_flash_fraction"] == pytest.approx(0.25)
-    # shown flashes start at 0, 1.5, 2.25: gaps 1.25 (around the omitted one) and 0.5 -> median 0.875
-    assert p["blank_duration_sec"] == pytest.approx([0.875, 0.875])
+    # shown flashes start at 0, 1.5, 2.25: gaps 1.25 (around the omitted one) and 0.5 -> median 0.875 s, in whole
+    # 60 Hz monitor frames (52.5 rounds to 52)
+    assert p["blank_duration_sec"] == pytest.approx([52 / 60, 52 / 60])
     assert p["reward_volume"] == pytest.approx(0.007) and p["auto_reward_volume"] == pytest.approx(0.005)
     assert p["stimulus_name"] == "images_B" and p["stimulus"] == "images" and p["response_window_sec"] == [0.1, 0.7]
     assert A.cre_line_of(["Slc17a7-IRES2-Cre", "Camk2a-tTA"]) == "Slc17a7-IRES2-Cre"

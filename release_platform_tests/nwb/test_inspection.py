@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from release_platform.assets.nwb_ecephys import ecephys_session_nwb_units_content
+from release_platform.metadata import DataFiles
 from release_platform.nwb.inspection import units_content_problems
 
 
@@ -38,7 +39,7 @@ AMPS = [np.array([1e-5, 2e-5, 3e-5]), np.array([4e-5]), np.array([5e-5, 6e-5])]
 def test_a_good_units_table_has_no_problem(tmp_path):
     path = _write(tmp_path / "good.nwb", TRAINS, AMPS)
     assert units_content_problems(path) == []
-    assert ecephys_session_nwb_units_content({"path": str(path)}).passed is True
+    assert ecephys_session_nwb_units_content(DataFiles("ecephys_nwb", {1: str(path)})).passed is True
     assert units_content_problems(_write(tmp_path / "none.nwb", [], units=False)) == []
 
 
@@ -48,7 +49,7 @@ def test_nan_amplitudes_are_found_and_named(tmp_path):
     amps[2][1] = np.inf
     path = _write(tmp_path / "nan_amps.nwb", TRAINS, amps)
     assert units_content_problems(path) == ["units: 2 NaN or infinite values in spike_amplitudes (first in unit 101)"]
-    result = ecephys_session_nwb_units_content({"path": str(path)})
+    result = ecephys_session_nwb_units_content(DataFiles("ecephys_nwb", {1: str(path)}))
     assert result.passed is False
     assert result.description == (f"units content check failed for {path}: 1 problem(s); "
                                   f"first: units: 2 NaN or infinite values in spike_amplitudes (first in unit 101)")
@@ -60,7 +61,7 @@ def test_nan_spike_times_and_silent_units_are_found(tmp_path):
     path = _write(tmp_path / "bad_times.nwb", trains)
     assert units_content_problems(path) == ["units: 1 units have no spike: ids [103]",
                                             "units: 1 NaN or infinite values in spike_times (first in unit 102)"]
-    assert ecephys_session_nwb_units_content({"path": str(path)}).passed is False
+    assert ecephys_session_nwb_units_content(DataFiles("ecephys_nwb", {1: str(path)})).passed is False
 
 
 def test_values_are_read_in_blocks(tmp_path, monkeypatch):
@@ -83,14 +84,14 @@ def _checks():
     from release_platform.assets import nwb_ecephys as E
     from release_platform.assets import nwb_ophys as O
 
-    one = lambda path: {"path": str(path)}  # noqa: E731
+    def files(kind):
+        return lambda path: DataFiles(kind, {1: str(path)})
+
     return {
-        "behavior_nwb": (O.behavior_nwb_pynwb_valid, O.behavior_nwb_inspector, one),
-        "behavior_ophys_nwb": (O.behavior_ophys_nwb_pynwb_valid, O.behavior_ophys_nwb_inspector,
-                               lambda path: {"planes": {"1": {"path": str(path)}}}),
-        "ecephys_session_nwb": (E.ecephys_session_nwb_pynwb_valid, E.ecephys_session_nwb_inspector, one),
-        "ecephys_probe_lfp_nwb": (E.ecephys_probe_lfp_nwb_pynwb_valid, E.ecephys_probe_lfp_nwb_inspector,
-                                  lambda path: {"probes": {"probeA": str(path)}}),
+        "behavior_nwb": (O.behavior_nwb_pynwb_valid, O.behavior_nwb_inspector, files("behavior_nwb")),
+        "behavior_ophys_nwb": (O.behavior_ophys_nwb_pynwb_valid, O.behavior_ophys_nwb_inspector, files("behavior_ophys_nwb")),
+        "ecephys_session_nwb": (E.ecephys_session_nwb_pynwb_valid, E.ecephys_session_nwb_inspector, files("ecephys_nwb")),
+        "ecephys_probe_lfp_nwb": (E.ecephys_probe_lfp_nwb_pynwb_valid, E.ecephys_probe_lfp_nwb_inspector, files("ecephys_lfp_nwb")),
     }
 
 

@@ -83,7 +83,7 @@ def test_dandiset_metadata_from_a_lims_project(tmp_path):
     with engine.begin() as conn:  # a LIMS from before migration 4: projects has only its code
         for column in ("name", "description", "license", "contributors", "keywords", "dandiset_identifier"):
             conn.execute(sa.text(f"ALTER TABLE projects DROP COLUMN {column}"))
-    assert migrations.upgrade(engine) == [4]
+    assert migrations.upgrade(engine)[0] == 4  # the later migrations follow it
     engine.dispose()
     client = LimsClient(url)
     try:
