@@ -14,7 +14,7 @@ from pathlib import Path
 import release_platform
 
 PACKAGE = Path(release_platform.__file__).parent
-SCIENCE = ("ophys", "ecephys", "icephys", "stimulus", "nwb", "metadata", "release", "qc", "lims")
+SCIENCE = ("ophys", "ecephys", "icephys", "stimulus", "behavior", "sync", "nwb", "metadata", "release", "qc", "lims")
 FORBIDDEN = ("dagster", "dagster_", "release_platform.modules", "release_platform.assets", "release_platform.definitions",
              "release_platform.execution", "release_platform.dagster_home")
 #: The LIMS's Dagster resource (``LimsResource``) is the one Dagster-aware module of a science package.
