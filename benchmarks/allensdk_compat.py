@@ -162,7 +162,7 @@ def build(work: Path, client: LimsClient) -> dict:
             if behavior is not None:
                 allen["task_session_type"] = behavior.session_type
             inputs = O.OphysNwbInputs.from_session(session, plane, output_dir=nwb_dir / "ophys", behavior_session=behavior,
-                                                   compat="allensdk", allen=allen, **records)
+                                                   compat="allensdk", allen=allen, outputs=records)
             paths["behavior_ophys_nwb"][oeid] = O.write_behavior_ophys_nwb(inputs).output_path
     rows = gather(client, behavior_session_ids=behavior_ids, ophys_session_ids=ophys_ids)
     targets = Targets(behavior_session_ids=set(behavior_ids), ophys_session_ids=set(ophys_ids), ecephys_session_ids=set())
