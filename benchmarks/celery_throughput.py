@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from scale import scratch_database  # noqa: E402
+from scale import scratch_database, stop_groups  # noqa: E402
 
 SESSIONS = [("ophys_session", "1001"), ("ophys_session", "1002"), ("behavior_session", "3001"),
             ("behavior_session", "3002"), ("ecephys_session", "4001")]
@@ -65,16 +64,7 @@ def workers(n: int, env: dict, home: Path):
                 time.sleep(0.5)
         yield
     finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
+        stop_groups(procs, grace_s=30)
 
 
 def round_trip(env: dict, home: Path) -> float:

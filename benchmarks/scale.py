@@ -156,15 +156,22 @@ def webserver(env: dict, home: Path):
             time.sleep(1)
         yield url
     finally:
+        stop_groups([proc], grace_s=20)
+        log.close()
+
+
+def stop_groups(procs: list, grace_s: float = 30) -> None:
+    """SIGTERM the process groups this script started, then SIGKILL those still alive after ``grace_s``."""
+    for proc in procs:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
         try:
-            proc.wait(20)
+            proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        log.close()
 
 
 def report(name: str, seconds: float, extra: str = "") -> None:
