@@ -12,7 +12,7 @@ asset's page and in the partition's materialization event.
 import json
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import dagster as dg
 
@@ -90,38 +90,38 @@ def _only_path(files: DataFiles, context) -> str:
 DESCRIPTION = "QC figures of the session as thumbnails in the metadata and one HTML page ({})."
 
 
+def _report(context: dg.AssetExecutionContext, kind: str, storage: StorageResource,
+            figures_of: Callable[[Path, str], dict[str, list[Picture]]]) -> dict:
+    """One session's QC report: ``figures_of(directory, label)`` draws the figure groups under the partition's
+    directory; bad or unreadable input fails the partition with one message."""
+    started = time.monotonic()
+    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
+    try:
+        groups = figures_of(directory, f"{kind} {context.partition_key}")
+    except (InputError, ValueError, KeyError, OSError) as exc:
+        raise _fail(context, kind, exc) from None
+    return _publish(context, kind, directory, groups, started)
+
+
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["ophys_session"], group_name="ophys_session", kinds={"html", "png"},
           description=DESCRIPTION.format("per plane: ROI contours, traces of the brightest and most-flagged ROIs, r and "
                                          "sigma(dF/F), motion offsets, tuning curves and receptive fields"))
 def ophys_session_qc_report(context: dg.AssetExecutionContext, behavior_ophys_nwb: DataFiles, dff_traces: dict,
                             stimulus_responses: dict, storage: StorageResource) -> dict:
-    started = time.monotonic()
-    kind = "ophys_session"
-    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
-    groups = {}
-    try:
-        for pid, nwb_path in sorted(_paths(behavior_ophys_nwb).items()):
-            dff = dff_traces.get(pid, {}).get("file")
-            analysis = stimulus_responses.get(pid, {}).get("file")
-            groups[f"ophys_experiment {pid}"] = session_figures.ophys_plane_figures(
-                nwb_path, directory / pid, dff_path=dff, analysis_path=analysis, label=f"ophys_experiment {pid}")
-    except (InputError, ValueError, KeyError, OSError) as exc:
-        raise _fail(context, kind, exc) from None
-    return _publish(context, kind, directory, groups, started)
+    def figures_of(directory: Path, _label: str) -> dict[str, list[Picture]]:
+        return {f"ophys_experiment {pid}": session_figures.ophys_plane_figures(
+                    nwb_path, directory / pid, dff_path=dff_traces.get(pid, {}).get("file"),
+                    analysis_path=stimulus_responses.get(pid, {}).get("file"), label=f"ophys_experiment {pid}")
+                for pid, nwb_path in sorted(_paths(behavior_ophys_nwb).items())}
+
+    return _report(context, "ophys_session", storage, figures_of)
 
 
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["behavior_session"], group_name="behavior_session", kinds={"html", "png"},
           description=DESCRIPTION.format("licks, rewards, running and trial outcomes"))
 def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: DataFiles, storage: StorageResource) -> dict:
-    started = time.monotonic()
-    kind = "behavior_session"
-    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
-    try:
-        groups = {f"behavior_session {context.partition_key}": session_figures.behavior_figures(
-            _only_path(behavior_nwb, context), directory, label=f"behavior_session {context.partition_key}")}
-    except (InputError, ValueError, KeyError, OSError) as exc:
-        raise _fail(context, kind, exc) from None
-    return _publish(context, kind, directory, groups, started)
+    return _report(context, "behavior_session", storage, lambda directory, label: {
+        label: session_figures.behavior_figures(_only_path(behavior_nwb, context), directory, label=label)})
 
 
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["ecephys_session"], group_name="ecephys_session", kinds={"html", "png"},
@@ -129,32 +129,19 @@ def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: 
                                          "waveforms, an LFP snippet"))
 def ecephys_session_qc_report(context: dg.AssetExecutionContext, ecephys_session_nwb: DataFiles, ecephys_probe_lfp_nwb: DataFiles,
                               storage: StorageResource) -> dict:
-    started = time.monotonic()
-    kind = "ecephys_session"
-    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
-    try:
-        lfp = _paths(ecephys_probe_lfp_nwb)
-        groups = {f"ecephys_session {context.partition_key}": session_figures.ecephys_figures(
-            _only_path(ecephys_session_nwb, context), directory, lfp_paths=lfp, label=f"ecephys_session {context.partition_key}")}
-    except (InputError, ValueError, KeyError, OSError) as exc:
-        raise _fail(context, kind, exc) from None
-    return _publish(context, kind, directory, groups, started)
+    return _report(context, "ecephys_session", storage, lambda directory, label: {
+        label: session_figures.ecephys_figures(_only_path(ecephys_session_nwb, context), directory,
+                                               lfp_paths=_paths(ecephys_probe_lfp_nwb), label=label)})
 
 
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["icephys_cell"], group_name="icephys_cell", kinds={"html", "png"},
           description=DESCRIPTION.format("current-clamp sweeps by stimulus type and the f-I curve"))
 def icephys_cell_qc_report(context: dg.AssetExecutionContext, icephys_cell_inputs: IcephysCellInputs, icephys_sweep_table: dict,
                            storage: StorageResource) -> dict:
-    started = time.monotonic()
-    kind = "icephys_cell"
-    directory = storage.dir_for(qc_asset_name(kind), context.partition_key)
-    try:
-        sweeps = read_parquet("icephys_sweep_table", icephys_sweep_table["file"])
-        groups = {f"icephys_cell {context.partition_key}": session_figures.icephys_figures(
-            icephys_cell_inputs.nwb_path, sweeps, directory, label=f"icephys_cell {context.partition_key}")}
-    except (InputError, ValueError, KeyError, OSError) as exc:
-        raise _fail(context, kind, exc) from None
-    return _publish(context, kind, directory, groups, started)
+    return _report(context, "icephys_cell", storage, lambda directory, label: {
+        label: session_figures.icephys_figures(icephys_cell_inputs.nwb_path,
+                                               read_parquet("icephys_sweep_table", icephys_sweep_table["file"]),
+                                               directory, label=label)})
 
 
 QC_REPORT_ASSETS = [ophys_session_qc_report, behavior_session_qc_report, ecephys_session_qc_report, icephys_cell_qc_report]
