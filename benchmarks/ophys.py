@@ -202,6 +202,27 @@ def odd(n: int) -> int:
     return n if n % 2 else n - 1
 
 
+def prepared_session(workdir: Path, args) -> tuple[Path, dict]:
+    """The movie and its ROI records: generated in ``workdir``, or kept in and reused from ``--movie-dir``."""
+    if not args.movie_dir:
+        movie_path = workdir / "movie.h5"
+        return movie_path, make_session(movie_path, args.frames, args.size, args.rois, args.seed)
+    keep = Path(args.movie_dir)
+    keep.mkdir(parents=True, exist_ok=True)
+    stem = f"movie_{args.frames}f_{args.size}px_{args.rois}rois_seed{args.seed}"
+    movie_path, record_path = keep / f"{stem}.h5", keep / f"{stem}.json"
+    if movie_path.exists() and record_path.exists():
+        saved = json.loads(record_path.read_text())
+        session = {**saved, "r_true": np.asarray(saved["r_true"]), "seconds": 0.0}
+        print(f"reusing the movie generated earlier: {movie_path}")
+        return movie_path, session
+    partial = keep / f"{stem}.h5.partial"
+    session = make_session(partial, args.frames, args.size, args.rois, args.seed)
+    os.replace(partial, movie_path)
+    record_path.write_text(json.dumps({**session, "r_true": session["r_true"].tolist()}))
+    return movie_path, session
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=18000)
@@ -214,6 +235,9 @@ def main(argv=None) -> int:
                         help="ROIs run through the ophys_etl per-frame nanmedian dF/F port (time scaled)")
     parser.add_argument("--allensdk-python", help="python interpreter with AllenSDK installed")
     parser.add_argument("--tmpdir", default=None, help="directory for the temporary movie")
+    parser.add_argument("--movie-dir", default=None,
+                        help="keep the generated movie (and its ROI records) in this directory and reuse it on the "
+                             "next run with the same --frames/--size/--rois/--seed (long runs: generate once)")
     parser.add_argument("--previous-kernel", action="store_true",
                         help="also time one pass of the previous per-frame CSR kernel (reference ratio)")
     parser.add_argument("--check-two-pass", action="store_true",
@@ -225,8 +249,7 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ophys_bench_", dir=args.tmpdir))
     rows: list[dict] = []
     try:
-        movie_path = workdir / "movie.h5"
-        session = make_session(movie_path, args.frames, args.size, args.rois, args.seed)
+        movie_path, session = prepared_session(workdir, args)
         n_frames, n_rois = args.frames, args.rois
         movie_mb = n_frames * args.size * args.size * 2 / 1024**2
         print(f"session: {args.size}x{args.size} px, {n_frames} frames ({movie_mb:.0f} MB uint16), {n_rois} ROIs "
