@@ -68,10 +68,12 @@ class Stage:
         tracemalloc.reset_peak()
         self._base = tracemalloc.get_traced_memory()[0]
         self._t0 = time.perf_counter()
+        self._cpu0 = time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self._t0
+        self.cpu_seconds = time.process_time() - self._cpu0  # all threads of the process
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         self.peak_mb = (peak - self._base) / 1024**2
@@ -274,6 +276,10 @@ def main(argv=None) -> int:
                         help="also time one pass of the previous per-frame CSR kernel (reference ratio)")
     parser.add_argument("--check-two-pass", action="store_true",
                         help="also demix by reading the movie again and compare (must be identical)")
+    parser.add_argument("--kernel-threads", type=int, default=None,
+                        help="threads of the extraction kernel (default: RELEASE_PLATFORM_KERNEL_THREADS, else 1)")
+    parser.add_argument("--block-frames", type=int, default=None,
+                        help="frames per read of the extraction pass (default: chosen from the memory budget)")
     parser.add_argument("--skip-ports", action="store_true",
                         help="skip the in-process AllenSDK ports (long runs: time and memory of ours only)")
     args = parser.parse_args(argv)
@@ -288,7 +294,7 @@ def main(argv=None) -> int:
               f"({session['overlapping']} overlapping a neighbour); written in {session['seconds']:.1f} s to {movie_path}")
 
         started = time.perf_counter()
-        load_kernel(np.uint16)
+        load_kernel(np.uint16, kernel_threads=args.kernel_threads)
         print(f"run-sum kernel loaded in {time.perf_counter() - started:.2f} s (numba import + cached compile; once per process)")
         with open_movie(movie_path) as movie:
             # --- read only
@@ -323,7 +329,8 @@ def main(argv=None) -> int:
 
             # --- extraction, gathering the pairwise overlap sums for demixing in the same pass
             with Stage() as m_ext:
-                extraction = extract_traces(movie, session["records"], MOTION_BORDER, overlaps=True)
+                extraction = extract_traces(movie, session["records"], MOTION_BORDER, overlaps=True,
+                                            block_frames=args.block_frames, kernel_threads=args.kernel_threads)
             records = parse_roi_records(session["records"], (args.size, args.size))
             border = (MOTION_BORDER["x0"], MOTION_BORDER["x1"], MOTION_BORDER["y0"], MOTION_BORDER["y1"])
             masks_dense = np.zeros((n_rois, args.size, args.size), bool)
@@ -426,6 +433,9 @@ def main(argv=None) -> int:
               f"{(m_ext.seconds + m_dem.seconds) / read_s:.2f}x (goal <= 1.3x); movie -> dF/F (allen_inactive) "
               f"{(m_ext.seconds + m_dem.seconds + m_np.seconds + m_ina.seconds) / read_s:.2f}x (goal <= 2x); "
               f"load average {os.getloadavg()[0]:.1f}")
+        print(f"CPU time (all threads; what a loaded machine waits for): read {m_read.cpu_seconds:.2f} s, extraction "
+              f"{m_ext.cpu_seconds:.2f} s = {m_ext.cpu_seconds / m_read.cpu_seconds:.2f}x the read, demixing "
+              f"{m_dem.cpu_seconds:.2f} s; extraction + demixing {(m_ext.cpu_seconds + m_dem.cpu_seconds) / m_read.cpu_seconds:.2f}x")
         if args.previous_kernel:
             before = m_prev_ext.seconds + m_prev_dem.seconds + m_dem.seconds
             print(f"before (previous passes + the same solve): extraction {m_prev_ext.seconds / read_s:.2f}x one read, "

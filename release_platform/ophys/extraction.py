@@ -328,6 +328,7 @@ def extract_traces(
     outer_radius_px: int = DEFAULT_OUTER_RADIUS_PX,
     block_frames: int | None = None,
     overlaps: bool = False,
+    kernel_threads: int | None = None,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> ExtractionResult:
@@ -351,6 +352,8 @@ def extract_traces(
         Frames per read; default: as many as fit 64 MiB of movie data (aligned to the h5 chunking).
     overlaps
         Also gather the pairwise intersection sums of the kept ROIs (:class:`~.demixing.OverlapSums`).
+    kernel_threads
+        Threads summing integer movies (see :func:`~release_platform.ophys.streaming.iter_mask_sums`).
     entity, path
         Named in error messages (session id, movie file).
 
@@ -384,7 +387,9 @@ def extract_traces(
         stacked = sparse.vstack(parts, format="csr")
         counts = np.diff(stacked.indptr).astype(np.float64)
         n_kept = kept.size
-        for t0, t1, sums in iter_mask_sums(movie, stacked, block_frames=block_frames, entity=entity, path=path):
+        for t0, t1, sums in iter_mask_sums(
+            movie, stacked, block_frames=block_frames, kernel_threads=kernel_threads, entity=entity, path=path
+        ):
             means = sums[: 2 * n_kept] / counts[: 2 * n_kept, None]
             roi_traces[kept, t0:t1] = means[:n_kept]
             neuropil_traces[kept, t0:t1] = means[n_kept:]

@@ -7,17 +7,22 @@ and demixing, so one read of the movie serves both.
 
 Kernel
 ------
-Each mask is decomposed once into *vertical runs* (column ``c``, rows ``r0 .. r1 - 1``). Per frame
-the kernel builds the column-wise prefix sums ``P[r, c] = sum(frame[:r, c])`` over the bounding box
-of the masks (one vectorized pass over the pixels, in a small scratch buffer that stays in cache),
-and a run's sum is ``P[r1, c] - P[r0, c]``. A frame therefore costs one pass over its pixels plus two
-lookups per run, instead of one gather per mask pixel (neuropil annuli overlap heavily, so mask
-pixels outnumber frame pixels). The kernel is compiled by numba (``nogil``), so it runs while
-another thread reads the next block.
+Each mask is decomposed once into *vertical runs* (column ``c``, rows ``r0 .. r1 - 1``), and each run
+into two *row events*: at row ``r1`` add the column sum of rows ``< r1`` to the mask's total, at row
+``r0`` subtract the column sum of rows ``< r0``. The kernel sweeps down the rows of a group of
+:data:`SWEEP_FRAMES` frames at once, keeping one running column-sum line per frame of the group
+(group x box width integers, in the L1 cache): at each row it applies that row's events (one add per
+frame of the group into the mask's totals) and then adds the row's pixels to the column sums (a
+contiguous, vectorized add). Each frame is read once, sequentially, and the event list, ordered by
+row, is walked once per group instead of once per frame. A frame therefore costs one pass over its
+pixels plus two adds per run, instead of one gather per mask pixel (neuropil annuli overlap heavily,
+so mask pixels outnumber frame pixels). The kernel is compiled by numba (``nogil``), so it runs while
+another thread reads the next block; with ``kernel_threads`` > 1 the groups of a block are shared out
+over numba's worker threads.
 
-Exactness: for integer movies of at most 16 bits the sums are accumulated in integers (int32
-prefix sums, int64 per mask) and are exact; they equal, bit for bit, the float64 sparse products
-used before (sums of integers below 2**53 are exact in float64). Float movies, or integer movies
+Exactness: for integer movies of at most 16 bits the sums are accumulated in integers (int32 column
+sums, int64 when the box is too tall for int32; int64 per mask) and are exact; they equal, bit for
+bit, the float64 sparse products used before (sums of integers below 2**53 are exact in float64). Float movies, or integer movies
 wider than 16 bits, take the float64 sparse product (:func:`release_platform.ophys.io.iter_sparse_frame_sums`),
 whose summation order is unchanged.
 
@@ -25,8 +30,8 @@ Read overlap
 ------------
 A reader thread fills the next block (HDF5 ``read_direct`` of the masks' bounding box) into the
 second of two buffers while the caller works on the current one, so the read of block k+1 overlaps
-the compute of block k. Memory: two blocks (default budget 64 MiB each) and one frame of prefix
-sums, whatever the movie length.
+the compute of block k. Memory: two blocks (default budget 64 MiB each) and, per kernel thread, one
+group of column sums and mask totals, whatever the movie length.
 """
 
 from __future__ import annotations
@@ -87,21 +92,50 @@ class MaskRuns:
         np.cumsum(np.bincount(owner[first], minlength=n_masks), out=run_ptr[1:])
         return cls(n_masks, (r0, r1, c0, c1), rows[first], rows[last] + 1, cols[first], run_ptr)
 
+    def events(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The runs as row events of the sweep kernel: ``(ev_ptr, ev_col, ev_mask)``.
 
-def _kernel():
-    """The compiled run-sum kernel (numba is imported, and the kernel loaded from its cache or compiled, on first use)."""
-    from release_platform.ophys._run_sums import run_sums
+        A run of mask ``i`` over rows ``r0 .. r1 - 1`` of column ``c`` adds the column sum at row ``r1``
+        (sum of rows ``< r1``) to mask ``i`` and subtracts the column sum at row ``r0``; the subtraction
+        is left out when ``r0`` is 0 (the sum is 0). For box height ``h``, the additions at row ``r`` are
+        events ``ev_ptr[2r] .. ev_ptr[2r + 1] - 1`` and the subtractions ``ev_ptr[2r + 1] .. ev_ptr[2r + 2] - 1``,
+        ordered by column within a row; ``ev_ptr`` has ``2 (h + 1) + 1`` entries.
+        """
+        height = self.box[1] - self.box[0]
+        owner = np.repeat(np.arange(self.n_masks, dtype=np.int64), np.diff(self.run_ptr))
+        starts = self.run_r0 > 0
+        key = np.concatenate([2 * self.run_r1, 2 * self.run_r0[starts] + 1])
+        col = np.concatenate([self.run_col, self.run_col[starts]])
+        mask = np.concatenate([owner, owner[starts]])
+        order = np.lexsort((mask, col, key))
+        ev_ptr = np.zeros(2 * (height + 1) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(key, minlength=2 * (height + 1)), out=ev_ptr[1:])
+        return ev_ptr, col[order].astype(np.int32), mask[order].astype(np.int32)
 
-    return run_sums
+
+KERNEL_THREADS_ENV = "RELEASE_PLATFORM_KERNEL_THREADS"
+"""Environment variable: default number of threads of the integer kernel (1 when unset)."""
+
+SWEEP_FRAMES = 8
+"""Frames summed per sweep of the kernel: their column sums (8 x box width integers) stay in the L1 cache."""
 
 
-def load_kernel(dtype: Any = np.uint16) -> None:
+def _kernels():
+    """The compiled kernels, serial and parallel (numba is imported, and the kernels loaded from its cache or
+    compiled, on first use)."""
+    from release_platform.ophys._run_sums import sweep_sums, sweep_sums_parallel
+
+    return sweep_sums, sweep_sums_parallel
+
+
+def load_kernel(dtype: Any = np.uint16, *, kernel_threads: int | None = None) -> None:
     """Import numba and load (or compile) the kernel for movies of ``dtype`` now: a once-per-process cost
     (about a second on a quiet machine; compiled code is cached on disk) that benchmarks keep out of their timings."""
     if exact_integer_kernel(dtype):
-        empty = np.zeros(0, dtype=np.int64)
-        _kernel()(np.zeros((1, 1, 1), dtype=dtype), empty, empty, empty, np.zeros(1, dtype=np.int64),
-                  np.zeros((0, 1)), np.zeros((2, 1), dtype=np.int32))
+        movie = np.zeros((2 * SWEEP_FRAMES + 1, 1, 1), dtype=dtype)  # enough frames for the parallel kernel
+        masks = sparse.csr_matrix(np.ones((1, 1)))
+        for _ in iter_mask_sums(movie, masks, kernel_threads=kernel_threads):
+            pass
 
 
 def exact_integer_kernel(dtype: Any) -> bool:
@@ -159,6 +193,7 @@ def iter_mask_sums(
     *,
     block_frames: int | None = None,
     budget_bytes: int = DEFAULT_BLOCK_BYTES,
+    kernel_threads: int | None = None,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -168,6 +203,8 @@ def iter_mask_sums(
     mark the mask pixels (all weights must be 1). Yields ``(t0, t1, sums)`` with ``sums`` K x (t1 - t0)
     float64, exact for integer movies (see the module docstring). Only the bounding box of the mask
     pixels is read, ``block_frames`` frames at a time (default: :func:`~release_platform.ophys.io.choose_block_frames`).
+    ``kernel_threads`` threads run the integer kernel (default: the ``RELEASE_PLATFORM_KERNEL_THREADS``
+    environment variable, else 1; the read-ahead thread comes in addition).
     """
     n_frames, height, width = movie_shape(movie, entity=entity, path=path)
     matrix = sparse.csr_matrix(masks)
@@ -180,14 +217,47 @@ def iter_mask_sums(
             movie, matrix, block_frames=block_frames, budget_bytes=budget_bytes, entity=entity, path=path
         )
         return
+    threads = _kernel_threads(kernel_threads)
     runs = MaskRuns.from_masks(matrix, (height, width))
+    ev_ptr, ev_col, ev_mask = runs.events()
     r0, r1, c0, c1 = runs.box
     step = choose_block_frames(movie, (r1 - r0) * (c1 - c0), block_frames=block_frames, budget_bytes=budget_bytes)
-    kernel = _kernel()
+    serial, parallel = _kernels()
     info = np.iinfo(movie.dtype)
     largest = max(abs(int(info.min)), int(info.max)) * (r1 - r0)
-    prefix = np.zeros((r1 - r0 + 1, c1 - c0), dtype=np.int32 if largest < 2**31 else np.int64)
+    sum_dtype = np.int32 if largest < 2**31 else np.int64
+    workers = min(threads, -(-step // SWEEP_FRAMES))
+    colsum = np.zeros((workers, SWEEP_FRAMES, c1 - c0), dtype=sum_dtype)
+    acc = np.zeros((workers, runs.n_masks, SWEEP_FRAMES), dtype=np.int64)
     for t0, t1, block in iter_blocks(movie, runs.box, step, entity=entity, path=path):
         sums = np.empty((runs.n_masks, t1 - t0))
-        kernel(block, runs.run_r0, runs.run_r1, runs.run_col, runs.run_ptr, sums, prefix)
+        if workers > 1 and t1 - t0 > SWEEP_FRAMES:
+            _run_parallel(parallel, workers, block, ev_ptr, ev_col, ev_mask, sums, colsum, acc)
+        else:
+            serial(block, ev_ptr, ev_col, ev_mask, sums, colsum[0], acc[0])
         yield t0, t1, sums
+
+
+def _kernel_threads(kernel_threads: int | None) -> int:
+    """The number of kernel threads: ``kernel_threads``, else ``RELEASE_PLATFORM_KERNEL_THREADS``, else 1."""
+    if kernel_threads is None:
+        value = os.environ.get(KERNEL_THREADS_ENV, "1")
+        try:
+            kernel_threads = int(value)
+        except ValueError:
+            raise InputError(f"{KERNEL_THREADS_ENV} must be a whole number >= 1, got {value!r}") from None
+    if int(kernel_threads) < 1:
+        raise InputError(f"kernel_threads must be >= 1, got {kernel_threads}")
+    return int(kernel_threads)
+
+
+def _run_parallel(kernel, workers, block, ev_ptr, ev_col, ev_mask, sums, colsum, acc) -> None:
+    """The parallel kernel on ``workers`` of numba's threads (at most as many as numba has)."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
+    try:
+        kernel(block, ev_ptr, ev_col, ev_mask, sums, colsum, acc)
+    finally:
+        numba.set_num_threads(previous)

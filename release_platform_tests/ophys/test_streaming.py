@@ -13,6 +13,7 @@ from release_platform.ophys.demixing import OverlapSums, demix_traces
 from release_platform.ophys.extraction import extract_traces
 from release_platform.ophys.io import open_movie
 from release_platform.ophys.pipeline import demix_plane, extract_plane
+from release_platform.ophys import streaming
 from release_platform.ophys.streaming import MaskRuns, iter_mask_sums
 from release_platform_tests.ophys.conftest import make_session, write_movie
 from release_platform_tests.ophys.test_demixing import OVERLAPPING_CENTERS
@@ -41,6 +42,110 @@ def test_mask_sums_equal_the_direct_sums_for_every_block_size(tmp_path, dtype):
             assert np.array_equal(got, expected)
     got = np.concatenate([s for _, _, s in iter_mask_sums(movie, masks, block_frames=6)], axis=1)
     assert np.array_equal(got, expected)
+
+
+def edge_case_masks(shape: tuple[int, int]) -> sparse.csr_matrix:
+    """Masks at the frame edges and corners, single pixels, an empty mask, overlapping discs, gappy columns."""
+    height, width = shape
+    rows, cols = np.mgrid[:height, :width]
+    masks = [
+        np.zeros(shape, bool),  # empty
+        rows == 0, rows == height - 1, cols == 0, cols == width - 1,  # the four edges
+        (rows == 0) & (cols == 0), (rows == height - 1) & (cols == width - 1),  # single corner pixels
+        (rows == height // 2) & (cols == width // 3),  # a single inner pixel
+        np.ones(shape, bool),  # the whole frame
+        (rows - 5) ** 2 + (cols - 6) ** 2 <= 16, (rows - 7) ** 2 + (cols - 9) ** 2 <= 16,  # overlapping discs
+        ((rows % 3) == 0) & ((cols % 2) == 1),  # many one-pixel runs per column
+        (rows >= height - 4) & (cols < 5),  # a block in the bottom-left corner
+    ]
+    dense = np.stack(masks).reshape(len(masks), -1)
+    return sparse.csr_matrix(dense.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_integer_kernel_is_bit_identical_to_the_sparse_float64_product(tmp_path, dtype, threads):
+    rng = np.random.default_rng(29)
+    shape, n_frames = (19, 23), 45
+    info = np.iinfo(dtype)
+    movie = rng.integers(int(info.min), int(info.max), size=(n_frames, *shape), endpoint=True).astype(dtype)
+    movie[3] = info.max  # extreme frames: the column sums reach their largest magnitude
+    movie[4] = info.min
+    masks = sparse.vstack([edge_case_masks(shape), random_masks(rng, 6, shape, 0.4)], format="csr")
+    expected = masks @ movie.reshape(n_frames, -1).astype(np.float64).T
+    path = write_movie(tmp_path / "movie.h5", movie, chunks=(5, *shape))
+    with open_movie(path) as h5movie:
+        # blocks shorter than, equal to and not a multiple of the sweep group; one block for the whole movie
+        for block in (1, 7, streaming.SWEEP_FRAMES, streaming.SWEEP_FRAMES + 1, 3 * streaming.SWEEP_FRAMES - 1, 60):
+            got = np.concatenate(
+                [s for _, _, s in iter_mask_sums(h5movie, masks, block_frames=block, kernel_threads=threads)], axis=1
+            )
+            assert got.dtype == np.float64 and np.array_equal(got, expected), block
+
+
+def test_integer_kernels_agree_with_wide_column_sums_and_each_other():
+    """The serial and parallel kernels, with int32 and int64 column sums, give the same exact sums."""
+    from release_platform.ophys._run_sums import sweep_sums, sweep_sums_parallel
+
+    rng = np.random.default_rng(31)
+    shape, n_frames, group = (16, 21), 37, streaming.SWEEP_FRAMES
+    movie = rng.integers(0, 2**16, size=(n_frames, *shape)).astype(np.uint16)
+    masks = sparse.vstack([edge_case_masks(shape), random_masks(rng, 5, shape, 0.5)], format="csr")
+    expected = masks @ movie.reshape(n_frames, -1).astype(np.float64).T
+    runs = MaskRuns.from_masks(masks, shape)
+    r0, r1, c0, c1 = runs.box
+    block = np.ascontiguousarray(movie[:, r0:r1, c0:c1])
+    events = runs.events()
+    for sum_dtype in (np.int32, np.int64):
+        out = np.full(expected.shape, np.nan)
+        sweep_sums(block, *events, out, np.zeros((group, c1 - c0), sum_dtype), np.zeros((runs.n_masks, group), np.int64))
+        assert np.array_equal(out, expected)
+        for workers in (1, 2, 3):
+            out = np.full(expected.shape, np.nan)
+            sweep_sums_parallel(block, *events, out, np.zeros((workers, group, c1 - c0), sum_dtype),
+                                np.zeros((workers, runs.n_masks, group), np.int64))
+            assert np.array_equal(out, expected)
+
+
+def test_events_replay_the_runs():
+    """Adding the column sums at each run's end row and subtracting them at its start row gives the run sums."""
+    rng = np.random.default_rng(37)
+    shape = (9, 8)
+    masks = sparse.vstack([edge_case_masks(shape), random_masks(rng, 4, shape, 0.5)], format="csr")
+    runs = MaskRuns.from_masks(masks, shape)
+    ev_ptr, ev_col, ev_mask = runs.events()
+    r0, r1, c0, c1 = runs.box
+    height = r1 - r0
+    assert ev_ptr.size == 2 * (height + 1) + 1 and ev_ptr[-1] == ev_col.size == ev_mask.size
+    frame = rng.integers(0, 100, size=shape)[r0:r1, c0:c1]
+    column_sums = np.vstack([np.zeros((1, c1 - c0), np.int64), np.cumsum(frame, axis=0)])
+    got = np.zeros(runs.n_masks, np.int64)
+    for r in range(height + 1):
+        for e in range(ev_ptr[2 * r], ev_ptr[2 * r + 1]):
+            got[ev_mask[e]] += column_sums[r, ev_col[e]]
+        for e in range(ev_ptr[2 * r + 1], ev_ptr[2 * r + 2]):
+            assert r > 0  # subtractions of the zero column sum at row 0 are left out
+            got[ev_mask[e]] -= column_sums[r, ev_col[e]]
+    full = np.zeros(shape, np.int64)
+    full[r0:r1, c0:c1] = frame
+    assert np.array_equal(got, masks @ full.ravel())
+
+
+def test_kernel_threads_come_from_the_argument_or_the_environment(monkeypatch):
+    movie = np.arange(40 * 4 * 5, dtype=np.uint16).reshape(40, 4, 5)
+    masks = sparse.csr_matrix(np.eye(20)[:6])
+    expected = masks @ movie.reshape(40, -1).astype(np.float64).T
+    monkeypatch.setenv(streaming.KERNEL_THREADS_ENV, "2")
+    assert streaming._kernel_threads(None) == 2
+    got = np.concatenate([s for _, _, s in iter_mask_sums(movie, masks, block_frames=40)], axis=1)
+    assert np.array_equal(got, expected)
+    monkeypatch.setenv(streaming.KERNEL_THREADS_ENV, "two")
+    with pytest.raises(InputError, match="RELEASE_PLATFORM_KERNEL_THREADS must be a whole number"):
+        next(iter_mask_sums(movie, masks))
+    monkeypatch.delenv(streaming.KERNEL_THREADS_ENV)
+    assert streaming._kernel_threads(None) == 1
+    with pytest.raises(InputError, match="kernel_threads must be >= 1"):
+        next(iter_mask_sums(movie, masks, kernel_threads=0))
 
 
 def test_runs_cover_exactly_the_mask_pixels():
