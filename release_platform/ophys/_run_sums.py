@@ -7,6 +7,7 @@ thread; :func:`sweep_sums_parallel` splits the block's frames over numba's worke
 """
 
 import numba
+import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
@@ -75,3 +76,49 @@ def sweep_sums_parallel(block, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pr
         for g in range(g0, g1):
             t0 = g * group
             _sweep(block, t0, min(n_frames, t0 + group), ev_ptr, ev_col, ev_mask, out, colsum[w], acc[w])
+
+
+@numba.njit(nogil=True, cache=True)
+def vertical_runs(indptr, indices, width):  # pragma: no cover - compiled by numba
+    """The vertical runs of the masks of a CSR matrix over row-major pixels (indices sorted within each mask).
+
+    Returns ``(box, run_r0, run_r1, run_col, run_ptr)``: the masks' bounding box ``(row0, row1, col0, col1)``
+    and, for mask ``i``, the runs ``run_ptr[i] .. run_ptr[i + 1] - 1``, run ``j`` covering rows
+    ``run_r0[j] .. run_r1[j] - 1`` of box column ``run_col[j]``, in the order of their first pixel.
+    """
+    n_masks = indptr.size - 1
+    nnz = indices.size
+    row0, row1, col0, col1 = 1 << 62, 0, width, 0
+    for k in range(nnz):
+        r = indices[k] // width
+        c = indices[k] - r * width
+        row0 = min(row0, r)
+        row1 = max(row1, r + 1)
+        col0 = min(col0, c)
+        col1 = max(col1, c + 1)
+    box_width = max(0, col1 - col0)
+    seen = np.full(box_width, -1, np.int64)  # the last mask with a pixel in this column
+    last_row = np.zeros(box_width, np.int64)  # that pixel's row
+    open_run = np.zeros(box_width, np.int64)  # the run it ends
+    run_r0 = np.empty(nnz, np.int64)
+    run_r1 = np.empty(nnz, np.int64)
+    run_col = np.empty(nnz, np.int64)
+    run_ptr = np.zeros(n_masks + 1, np.int64)
+    n = 0
+    for i in range(n_masks):
+        for k in range(indptr[i], indptr[i + 1]):
+            r = indices[k] // width
+            c = indices[k] - r * width - col0
+            r -= row0
+            if seen[c] == i and last_row[c] == r - 1:
+                run_r1[open_run[c]] = r + 1
+            else:
+                run_r0[n] = r
+                run_r1[n] = r + 1
+                run_col[n] = c
+                open_run[c] = n
+                n += 1
+            seen[c] = i
+            last_row[c] = r
+        run_ptr[i + 1] = n
+    return (row0, row1, col0, col1), run_r0[:n].copy(), run_r1[:n].copy(), run_col[:n].copy(), run_ptr

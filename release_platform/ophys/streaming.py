@@ -72,25 +72,18 @@ class MaskRuns:
         """From a K x (H*W) sparse matrix whose non-zero entries mark mask pixels (values are ignored)."""
         matrix = sparse.csr_matrix(masks)
         matrix.eliminate_zeros()
-        height, width = frame_shape
+        width = frame_shape[1]
         n_masks = matrix.shape[0]
-        owner = np.repeat(np.arange(n_masks, dtype=np.int64), np.diff(matrix.indptr))
-        rows, cols = np.divmod(matrix.indices.astype(np.int64), width)
-        if rows.size == 0:
+        if matrix.nnz == 0:
             empty = np.zeros(0, dtype=np.int64)
             return cls(n_masks, (0, 0, 0, 0), empty, empty, empty, np.zeros(n_masks + 1, dtype=np.int64))
-        r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-        rows, cols = rows - r0, cols - c0
-        order = np.lexsort((rows, cols, owner))  # by mask, then column, then row
-        owner, rows, cols = owner[order], rows[order], cols[order]
-        # a new run starts where the mask or the column changes or the row is not the next one
-        start = np.ones(rows.size, dtype=bool)
-        start[1:] = (owner[1:] != owner[:-1]) | (cols[1:] != cols[:-1]) | (rows[1:] != rows[:-1] + 1)
-        first = np.flatnonzero(start)
-        last = np.append(first[1:], rows.size) - 1
-        run_ptr = np.zeros(n_masks + 1, dtype=np.int64)
-        np.cumsum(np.bincount(owner[first], minlength=n_masks), out=run_ptr[1:])
-        return cls(n_masks, (r0, r1, c0, c1), rows[first], rows[last] + 1, cols[first], run_ptr)
+        matrix.sort_indices()
+        from release_platform.ophys._run_sums import vertical_runs
+
+        box, run_r0, run_r1, run_col, run_ptr = vertical_runs(
+            matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), int(width)
+        )
+        return cls(n_masks, tuple(int(v) for v in box), run_r0, run_r1, run_col, run_ptr)
 
     def events(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The runs as row events of the sweep kernel: ``(ev_ptr, ev_col, ev_mask)``.
