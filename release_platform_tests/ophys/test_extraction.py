@@ -133,3 +133,26 @@ def test_duplicate_ids_and_bad_border_raise_input_error():
         extract_traces(np.zeros((2, 4, 4), np.uint16), [{"id": 1, **mask}], {"x0": 0, "x1": -1, "y0": 0, "y1": 0})
     with pytest.raises(InputError, match="expected a non-empty T x H x W"):
         extract_traces(np.zeros((4, 4), np.uint16), [{"id": 1, **mask}])
+
+
+@pytest.mark.parametrize("inner, outer", [(0, 13), (2, 6), (0, 1), (3, 4)])
+def test_neuropil_annuli_equal_the_chessboard_distance_definition(inner, outer):
+    """Random ROI shapes, some touching the frame edges or inside the motion border, against the distance transform."""
+    from release_platform.ophys.extraction import neuropil_mask_matrix
+
+    rng = np.random.default_rng(41 + outer)
+    shape = (48, 52)
+    masks = []
+    for center in [(0, 0), (47, 51), (24, 26), (5, 40), (30, 3), (26, 29), (44, 20)]:
+        blob = disk(shape, center, int(rng.integers(1, 6))) & (rng.random(shape) < 0.8)
+        blob[center] = True
+        masks.append(blob)
+    masks = np.stack(masks)
+    records = parse_roi_records([roi_record(i + 1, m) for i, m in enumerate(masks)], shape)
+    border = MotionBorder.from_mapping({"x0": 3, "x1": 2, "y0": 1, "y1": 4})
+    got = neuropil_mask_matrix(records, shape, border, inner_radius_px=inner, outer_radius_px=outer)
+    blocked = masks.any(axis=0) | ~border.usable_mask(shape)
+    for i, mask in enumerate(masks):
+        distance = ndi.distance_transform_cdt(~mask, metric="chessboard")
+        expected = (distance > inner) & (distance <= outer) & ~blocked
+        assert np.array_equal(got[i].toarray().reshape(shape), expected), i
