@@ -1,7 +1,7 @@
 """The compiled kernels of :mod:`release_platform.ophys.streaming` (imported on first use: numba is heavy).
 
 Both kernels compute ``out[i, k]`` = the sum of frame ``block[k]`` over the vertical runs of mask ``i``,
-with exact integer arithmetic, by a sweep down the rows of a group of ``group`` frames at once (see
+with exact integer arithmetic, by a sweep down the rows of a group of :data:`GROUP` frames at once (see
 :mod:`release_platform.ophys.streaming` for the event layout). :func:`sweep_sums` runs on the calling
 thread; :func:`sweep_sums_parallel` splits the block's frames over numba's worker threads.
 """
@@ -10,25 +10,30 @@ import numba
 import numpy as np
 
 
+GROUP = 8
+"""Frames per sweep (``streaming.SWEEP_FRAMES``); a compile-time constant, so the per-event loop is unrolled."""
+
+
 @numba.njit(nogil=True, cache=True)
 def _sweep(block, t0, t1, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
-    """Frames ``t0 .. t1 - 1`` of ``block`` (at most ``colsum.shape[0]`` of them) into ``out[:, t0:t1]``.
+    """Frames ``t0 .. t1 - 1`` of ``block`` (at most :data:`GROUP`) into ``out[:, t0:t1]``.
 
-    ``colsum`` (group x width) holds, per frame of the group, the column sums of the rows swept so far;
-    ``acc`` (n_masks x group, int64) the per-mask totals. At row ``r`` (before adding it) the events
+    ``colsum`` (GROUP x width) holds, per frame of the group, the column sums of the rows swept so far;
+    ``acc`` (n_masks x GROUP) the per-mask totals. At row ``r`` (before adding it) the events
     ``ev_ptr[2r] .. ev_ptr[2r + 1] - 1`` add ``colsum[:, ev_col[e]]`` to mask ``ev_mask[e]`` (runs ending
-    at r) and ``ev_ptr[2r + 1] .. ev_ptr[2r + 2] - 1`` subtract it (runs starting at r).
+    at r) and ``ev_ptr[2r + 1] .. ev_ptr[2r + 2] - 1`` subtract it (runs starting at r). Integer
+    overflow wraps (two's complement), so with int32 ``colsum`` and ``acc`` every total is exact modulo
+    2**32: exact whenever the true sum lies in the int32 range.
     """
+    if t1 - t0 == GROUP:
+        _sweep_full(block, t0, ev_ptr, ev_col, ev_mask, out, colsum, acc)
+        return
     height = block.shape[1]
     width = block.shape[2]
     n_masks = acc.shape[0]
     nf = t1 - t0
-    for f in range(nf):
-        for c in range(width):
-            colsum[f, c] = 0
-    for i in range(n_masks):
-        for f in range(nf):
-            acc[i, f] = 0
+    colsum[:, :] = 0
+    acc[:, :] = 0
     for r in range(height + 1):
         for e in range(ev_ptr[2 * r], ev_ptr[2 * r + 1]):
             c = ev_col[e]
@@ -52,30 +57,62 @@ def _sweep(block, t0, t1, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma:
 
 
 @numba.njit(nogil=True, cache=True)
+def _sweep_full(block, t0, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
+    """:func:`_sweep` for a whole group of :data:`GROUP` frames (constant trip counts)."""
+    height = block.shape[1]
+    width = block.shape[2]
+    n_masks = acc.shape[0]
+    colsum[:, :] = 0
+    acc[:, :] = 0
+    for r in range(height + 1):
+        for e in range(ev_ptr[2 * r], ev_ptr[2 * r + 1]):
+            c = ev_col[e]
+            i = ev_mask[e]
+            for f in range(GROUP):
+                acc[i, f] += colsum[f, c]
+        for e in range(ev_ptr[2 * r + 1], ev_ptr[2 * r + 2]):
+            c = ev_col[e]
+            i = ev_mask[e]
+            for f in range(GROUP):
+                acc[i, f] -= colsum[f, c]
+        if r < height:
+            for f in range(GROUP):
+                row = block[t0 + f, r]
+                line = colsum[f]
+                for c in range(width):
+                    line[c] += row[c]
+    for i in range(n_masks):
+        for f in range(GROUP):
+            out[i, t0 + f] = acc[i, f]
+
+
+@numba.njit(nogil=True, cache=True)
 def sweep_sums(block, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
-    """``out[i, k]`` = sum of frame ``block[k]`` over the runs of mask i, ``colsum.shape[0]`` frames per sweep."""
-    group = colsum.shape[0]
+    """``out[i, k]`` = sum of frame ``block[k]`` over the runs of mask i, :data:`GROUP` frames per sweep.
+
+    ``colsum`` (GROUP x width) and ``acc`` (n_masks x GROUP) are scratch, both int32 (totals exact
+    modulo 2**32) or both int64.
+    """
     n_frames = block.shape[0]
-    for t0 in range(0, n_frames, group):
-        _sweep(block, t0, min(n_frames, t0 + group), ev_ptr, ev_col, ev_mask, out, colsum, acc)
+    for t0 in range(0, n_frames, GROUP):
+        _sweep(block, t0, min(n_frames, t0 + GROUP), ev_ptr, ev_col, ev_mask, out, colsum, acc)
 
 
 @numba.njit(nogil=True, cache=True, parallel=True)
 def sweep_sums_parallel(block, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
     """As :func:`sweep_sums`, the block's sweeps shared out over ``colsum.shape[0]`` workers.
 
-    ``colsum`` (workers x group x width) and ``acc`` (workers x n_masks x group) are per-worker scratch.
+    ``colsum`` (workers x GROUP x width) and ``acc`` (workers x n_masks x GROUP) are per-worker scratch.
     """
     n_workers = colsum.shape[0]
-    group = colsum.shape[1]
     n_frames = block.shape[0]
-    n_groups = (n_frames + group - 1) // group
+    n_groups = (n_frames + GROUP - 1) // GROUP
     for w in numba.prange(n_workers):
         g0 = (n_groups * w) // n_workers
         g1 = (n_groups * (w + 1)) // n_workers
         for g in range(g0, g1):
-            t0 = g * group
-            _sweep(block, t0, min(n_frames, t0 + group), ev_ptr, ev_col, ev_mask, out, colsum[w], acc[w])
+            t0 = g * GROUP
+            _sweep(block, t0, min(n_frames, t0 + GROUP), ev_ptr, ev_col, ev_mask, out, colsum[w], acc[w])
 
 
 @numba.njit(nogil=True, cache=True)

@@ -20,10 +20,11 @@ so mask pixels outnumber frame pixels). The kernel is compiled by numba (``nogil
 another thread reads the next block; with ``kernel_threads`` > 1 the groups of a block are shared out
 over numba's worker threads.
 
-Exactness: for integer movies of at most 16 bits the sums are accumulated in integers (int32 column
-sums, int64 when the box is too tall for int32; int64 per mask) and are exact; they equal, bit for
-bit, the float64 sparse products used before (sums of integers below 2**53 are exact in float64). Float movies, or integer movies
-wider than 16 bits, take the float64 sparse product (:func:`release_platform.ophys.io.iter_sparse_frame_sums`),
+Exactness: for integer movies of at most 16 bits the sums are accumulated in integers and are exact:
+in int32 when no mask's sum can leave the int32 range (the arithmetic wraps, so intermediate column
+sums and totals may overflow while the final totals are exact), in int64 otherwise. They equal, bit
+for bit, the float64 sparse products used before (sums of integers below 2**53 are exact in float64).
+Float movies, or integer movies wider than 16 bits, take the float64 sparse product (:func:`release_platform.ophys.io.iter_sparse_frame_sums`),
 whose summation order is unchanged.
 
 Read overlap
@@ -217,11 +218,13 @@ def iter_mask_sums(
     step = choose_block_frames(movie, (r1 - r0) * (c1 - c0), block_frames=block_frames, budget_bytes=budget_bytes)
     serial, parallel = _kernels()
     info = np.iinfo(movie.dtype)
-    largest = max(abs(int(info.min)), int(info.max)) * (r1 - r0)
-    sum_dtype = np.int32 if largest < 2**31 else np.int64
+    largest_sum = max(abs(int(info.min)), int(info.max)) * int(np.diff(matrix.indptr).max())
+    # int32 arithmetic wraps, so int32 column sums and totals give every mask's sum modulo 2**32: exact
+    # when no mask sum can leave the int32 range; int64 otherwise
+    sum_dtype = np.int32 if largest_sum < 2**31 else np.int64
     workers = min(threads, -(-step // SWEEP_FRAMES))
     colsum = np.zeros((workers, SWEEP_FRAMES, c1 - c0), dtype=sum_dtype)
-    acc = np.zeros((workers, runs.n_masks, SWEEP_FRAMES), dtype=np.int64)
+    acc = np.zeros((workers, runs.n_masks, SWEEP_FRAMES), dtype=sum_dtype)
     for t0, t1, block in iter_blocks(movie, runs.box, step, entity=entity, path=path):
         sums = np.empty((runs.n_masks, t1 - t0))
         if workers > 1 and t1 - t0 > SWEEP_FRAMES:

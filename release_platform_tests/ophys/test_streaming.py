@@ -96,15 +96,44 @@ def test_integer_kernels_agree_with_wide_column_sums_and_each_other():
     r0, r1, c0, c1 = runs.box
     block = np.ascontiguousarray(movie[:, r0:r1, c0:c1])
     events = runs.events()
+    assert expected.max() < 2**31  # int32 scratch is allowed
     for sum_dtype in (np.int32, np.int64):
         out = np.full(expected.shape, np.nan)
-        sweep_sums(block, *events, out, np.zeros((group, c1 - c0), sum_dtype), np.zeros((runs.n_masks, group), np.int64))
+        sweep_sums(block, *events, out, np.zeros((group, c1 - c0), sum_dtype), np.zeros((runs.n_masks, group), sum_dtype))
         assert np.array_equal(out, expected)
         for workers in (1, 2, 3):
             out = np.full(expected.shape, np.nan)
             sweep_sums_parallel(block, *events, out, np.zeros((workers, group, c1 - c0), sum_dtype),
-                                np.zeros((workers, runs.n_masks, group), np.int64))
+                                np.zeros((workers, runs.n_masks, group), sum_dtype))
             assert np.array_equal(out, expected)
+
+
+def test_wrapping_int32_column_sums_still_give_exact_mask_sums():
+    """A box tall enough for the int32 column sums to overflow: masks whose sums fit int32 stay exact."""
+    from release_platform.ophys._run_sums import GROUP, sweep_sums
+
+    assert GROUP == streaming.SWEEP_FRAMES
+    height, n_frames = 70_000, GROUP + 3  # 70,000 x 65,535 > 2**32: the column sums wrap more than once
+    movie = np.full((n_frames, height, 2), 65535, dtype=np.uint16)
+    movie[:, ::7, 1] = 12345
+    dense = np.zeros((4, height * 2), bool)
+    dense[0, [(height - 1) * 2, (height - 3) * 2 + 1]] = True  # two pixels on the last rows
+    dense[1, 2 * np.arange(height - 200, height - 100) + 1] = True  # a run low in the second column
+    dense[2, [0, (height // 2) * 2, (height - 1) * 2 + 1]] = True  # top, middle and bottom pixels
+    dense[3, 2 * np.arange(5000, 45000)] = True  # 40,000 pixels: its sum needs int64
+    masks = sparse.csr_matrix(dense.astype(np.float64))
+    expected = masks @ movie.reshape(n_frames, -1).astype(np.float64).T
+    runs = MaskRuns.from_masks(masks, (height, 2))
+    r0, r1, c0, c1 = runs.box
+    block = np.ascontiguousarray(movie[:, r0:r1, c0:c1])
+    out = np.full((4, n_frames), np.nan)
+    sweep_sums(block, *runs.events(), out, np.zeros((GROUP, c1 - c0), np.int32), np.zeros((4, GROUP), np.int32))
+    assert np.array_equal(out[:3], expected[:3])
+    assert not np.array_equal(out[3], expected[3])  # beyond int32: the wrapped total is wrong ...
+    got = np.concatenate([s for _, _, s in iter_mask_sums(movie, masks, block_frames=5)], axis=1)
+    assert np.array_equal(got, expected)  # ... so iter_mask_sums takes int64 for these masks
+    got = np.concatenate([s for _, _, s in iter_mask_sums(movie, masks[:3], block_frames=5)], axis=1)
+    assert np.array_equal(got, expected[:3])
 
 
 def test_events_replay_the_runs():
