@@ -34,8 +34,8 @@ import scipy.sparse as sparse
 
 from release_platform.errors import InputError
 from release_platform.ophys.demixing import OverlapSums, overlap_pairs
-from release_platform.ophys.io import decode_roi_ids, movie_shape
-from release_platform.ophys.streaming import iter_mask_sums
+from release_platform.ophys.io import choose_block_frames, decode_roi_ids, movie_shape
+from release_platform.ophys.streaming import BlockReader, exact_integer_kernel, iter_mask_sums
 
 DEFAULT_INNER_RADIUS_PX = 0
 DEFAULT_OUTER_RADIUS_PX = 13
@@ -377,6 +377,35 @@ def extract_traces(
     frame_shape = (height, width)
     records = parse_roi_records(rois, frame_shape, entity=entity, path=path)
     border = MotionBorder.from_mapping(motion_border, entity=entity, path=path)
+    reader = None
+    if records and exact_integer_kernel(movie.dtype) and 0 <= int(inner_radius_px) < int(outer_radius_px):
+        # every mask pixel lies within outer_radius_px of an ROI's box: start reading that region now,
+        # so the first blocks arrive while the masks are being built
+        box = _reading_box(records, frame_shape, int(outer_radius_px))
+        step = choose_block_frames(movie, (box[1] - box[0]) * (box[3] - box[2]), block_frames=block_frames)
+        reader = BlockReader(movie, box, step, entity=entity, path=path)
+    try:
+        return _extract(movie, records, border, reader, n_frames, frame_shape, inner_radius_px, outer_radius_px,
+                        block_frames, overlaps, kernel_threads, entity, path)
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _reading_box(records: Sequence[RoiRecord], frame_shape: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)``: the union of the ROI boxes grown by ``margin``, clipped to the frame."""
+    height, width = frame_shape
+    return (
+        max(0, min(r.y for r in records) - margin),
+        min(height, max(r.y + r.height for r in records) + margin),
+        max(0, min(r.x for r in records) - margin),
+        min(width, max(r.x + r.width for r in records) + margin),
+    )
+
+
+def _extract(movie, records, border, reader, n_frames, frame_shape, inner_radius_px, outer_radius_px, block_frames,
+             overlaps, kernel_threads, entity, path) -> ExtractionResult:
+    """The body of :func:`extract_traces` (``reader``: blocks of the movie already being read, or None)."""
     roi_masks = roi_mask_matrix(records, frame_shape)
     neuropil_masks = neuropil_mask_matrix(
         records, frame_shape, border, inner_radius_px=inner_radius_px, outer_radius_px=outer_radius_px
@@ -399,7 +428,8 @@ def extract_traces(
         counts = np.diff(stacked.indptr).astype(np.float64)
         n_kept = kept.size
         for t0, t1, sums in iter_mask_sums(
-            movie, stacked, block_frames=block_frames, kernel_threads=kernel_threads, entity=entity, path=path
+            movie, stacked, block_frames=block_frames, kernel_threads=kernel_threads, reader=reader, entity=entity,
+            path=path,
         ):
             means = sums[: 2 * n_kept] / counts[: 2 * n_kept, None]
             roi_traces[kept, t0:t1] = means[:n_kept]

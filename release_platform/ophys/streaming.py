@@ -69,22 +69,34 @@ class MaskRuns:
     run_ptr: np.ndarray
 
     @classmethod
-    def from_masks(cls, masks: sparse.csr_matrix, frame_shape: tuple[int, int]) -> "MaskRuns":
-        """From a K x (H*W) sparse matrix whose non-zero entries mark mask pixels (values are ignored)."""
+    def from_masks(
+        cls, masks: sparse.csr_matrix, frame_shape: tuple[int, int], box: tuple[int, int, int, int] | None = None
+    ) -> "MaskRuns":
+        """From a K x (H*W) sparse matrix whose non-zero entries mark mask pixels (values are ignored).
+
+        ``box``: the box the runs refer to (must contain every mask pixel); default the masks' bounding box.
+        """
         matrix = sparse.csr_matrix(masks)
         matrix.eliminate_zeros()
         width = frame_shape[1]
         n_masks = matrix.shape[0]
         if matrix.nnz == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return cls(n_masks, (0, 0, 0, 0), empty, empty, empty, np.zeros(n_masks + 1, dtype=np.int64))
+            return cls(n_masks, box or (0, 0, 0, 0), empty, empty, empty, np.zeros(n_masks + 1, dtype=np.int64))
         matrix.sort_indices()
         from release_platform.ophys._run_sums import vertical_runs
 
-        box, run_r0, run_r1, run_col, run_ptr = vertical_runs(
+        tight, run_r0, run_r1, run_col, run_ptr = vertical_runs(
             matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), int(width)
         )
-        return cls(n_masks, tuple(int(v) for v in box), run_r0, run_r1, run_col, run_ptr)
+        tight = tuple(int(v) for v in tight)
+        if box is None:
+            return cls(n_masks, tight, run_r0, run_r1, run_col, run_ptr)
+        box = tuple(int(v) for v in box)
+        if not (box[0] <= tight[0] and tight[1] <= box[1] and box[2] <= tight[2] and tight[3] <= box[3]):
+            raise ValueError(f"the mask pixels (box {tight}) do not lie inside the box {box}")
+        rows, cols = tight[0] - box[0], tight[2] - box[2]
+        return cls(n_masks, box, run_r0 + rows, run_r1 + rows, run_col + cols, run_ptr)
 
     def events(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The runs as row events of the sweep kernel: ``(ev_ptr, ev_col, ev_mask)``.
@@ -138,6 +150,81 @@ def exact_integer_kernel(dtype: Any) -> bool:
     return dtype.kind in "iu" and dtype.itemsize <= 2
 
 
+class BlockReader:
+    """Consecutive blocks of ``step`` frames of ``movie[:, r0:r1, c0:c1]``, read ahead by a thread.
+
+    Reading starts when the reader is made (so the caller can prepare while the first blocks arrive)
+    and keeps two buffers filled ahead of the consumer: while block k is in use, block k+1 is read,
+    and block k+2 is read into block k's buffer as soon as the next block is requested. Iterate once
+    for ``(t0, t1, block)``; a yielded block is valid until the next one is requested. A read error
+    becomes an InputError naming the frames. Use as a context manager (or call :meth:`close`), so a
+    reader that is not iterated to the end stops its thread.
+    """
+
+    def __init__(
+        self,
+        movie: Any,
+        box: tuple[int, int, int, int],
+        step: int,
+        *,
+        entity: str | None = None,
+        path: str | os.PathLike | None = None,
+    ) -> None:
+        n_frames = int(movie.shape[0])
+        self.box = tuple(int(v) for v in box)
+        r0, r1, c0, c1 = self.box
+        self.step = max(1, min(int(step), n_frames))
+        self._movie, self._entity, self._path = movie, entity, path
+        self._is_h5 = isinstance(movie, h5py.Dataset)
+        self._ranges = [(t0, min(n_frames, t0 + self.step)) for t0 in range(0, n_frames, self.step)]
+        count = min(2, len(self._ranges))
+        self._buffers = [np.empty((self.step, r1 - r0, c1 - c0), dtype=movie.dtype) for _ in range(count)]
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-reader")
+        self._pending = {index: self._pool.submit(self._read, index) for index in range(count)}
+
+    def _buffer(self, index: int) -> np.ndarray:
+        t0, t1 = self._ranges[index]
+        return self._buffers[index % len(self._buffers)][: t1 - t0]
+
+    def _read(self, index: int) -> None:
+        t0, t1 = self._ranges[index]
+        r0, r1, c0, c1 = self.box
+        block = self._buffer(index)
+        try:
+            if self._is_h5:
+                self._movie.read_direct(block, source_sel=np.s_[t0:t1, r0:r1, c0:c1])
+            else:
+                block[...] = self._movie[t0:t1, r0:r1, c0:c1]
+        except (OSError, ValueError) as exc:
+            raise InputError(
+                f"movie frames {t0}-{t1 - 1} cannot be read ({exc})", entity=self._entity, path=self._path
+            ) from None
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        try:
+            for index, (t0, t1) in enumerate(self._ranges):
+                self._pending.pop(index).result()
+                yield t0, t1, self._buffer(index)
+                ahead = index + len(self._buffers)  # block `index` is released: refill its buffer
+                if ahead < len(self._ranges):
+                    self._pending[ahead] = self._pool.submit(self._read, ahead)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading: reads not started are dropped, one in progress is waited for (it owns a buffer)."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "BlockReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def iter_blocks(
     movie: Any,
     box: tuple[int, int, int, int],
@@ -146,39 +233,10 @@ def iter_blocks(
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(t0, t1, block)`` for consecutive blocks of ``step`` frames of ``movie[:, r0:r1, c0:c1]``.
-
-    A reader thread reads block k+1 into a second buffer while block k is in use; a yielded block is
-    valid until the next one is requested. A read error becomes an InputError naming the frames.
-    """
-    n_frames = int(movie.shape[0])
-    r0, r1, c0, c1 = box
-    step = max(1, min(int(step), n_frames))
-    buffers = [np.empty((step, r1 - r0, c1 - c0), dtype=movie.dtype) for _ in range(2 if n_frames > step else 1)]
-    is_h5 = isinstance(movie, h5py.Dataset)
-    ranges = [(t0, min(n_frames, t0 + step)) for t0 in range(0, n_frames, step)]
-
-    def read(index: int) -> None:
-        t0, t1 = ranges[index]
-        block = buffers[index % len(buffers)][: t1 - t0]
-        try:
-            if is_h5:
-                movie.read_direct(block, source_sel=np.s_[t0:t1, r0:r1, c0:c1])
-            else:
-                block[...] = movie[t0:t1, r0:r1, c0:c1]
-        except (OSError, ValueError) as exc:
-            raise InputError(f"movie frames {t0}-{t1 - 1} cannot be read ({exc})", entity=entity, path=path) from None
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-reader") as pool:
-        pending = pool.submit(read, 0)
-        try:
-            for index, (t0, t1) in enumerate(ranges):
-                pending.result()
-                pending = pool.submit(read, index + 1) if index + 1 < len(ranges) else None
-                yield t0, t1, buffers[index % len(buffers)][: t1 - t0]
-        finally:
-            if pending is not None:  # let an in-flight read finish before its buffer goes away
-                pending.exception()
+    """Yield ``(t0, t1, block)`` for consecutive blocks of ``step`` frames of ``movie[:, r0:r1, c0:c1]``
+    (a :class:`BlockReader` started now); a yielded block is valid until the next one is requested."""
+    with BlockReader(movie, box, step, entity=entity, path=path) as reader:
+        yield from reader
 
 
 def iter_mask_sums(
@@ -188,6 +246,7 @@ def iter_mask_sums(
     block_frames: int | None = None,
     budget_bytes: int = DEFAULT_BLOCK_BYTES,
     kernel_threads: int | None = None,
+    reader: BlockReader | None = None,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -198,8 +257,19 @@ def iter_mask_sums(
     float64, exact for integer movies (see the module docstring). Only the bounding box of the mask
     pixels is read, ``block_frames`` frames at a time (default: :func:`~release_platform.ophys.io.choose_block_frames`).
     ``kernel_threads`` threads run the integer kernel (default: the ``RELEASE_PLATFORM_KERNEL_THREADS``
-    environment variable, else 1; the read-ahead thread comes in addition).
+    environment variable, else 1; the read-ahead thread comes in addition). ``reader``: a
+    :class:`BlockReader` of ``movie`` started earlier (its box must contain every mask pixel; its block
+    length replaces ``block_frames``); it is closed when the sums are done.
     """
+    try:
+        yield from _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader, entity, path)
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader, entity, path):
+    """The body of :func:`iter_mask_sums`."""
     n_frames, height, width = movie_shape(movie, entity=entity, path=path)
     matrix = sparse.csr_matrix(masks)
     check_mask_pixels(matrix, (height, width), entity=entity, path=path)
@@ -207,15 +277,21 @@ def iter_mask_sums(
     if matrix.nnz and not np.all(matrix.data == 1):
         raise ValueError("iter_mask_sums takes binary masks (every stored weight 1)")
     if not exact_integer_kernel(movie.dtype) or matrix.nnz == 0:
+        if reader is not None:
+            reader.close()
         yield from iter_sparse_frame_sums(
             movie, matrix, block_frames=block_frames, budget_bytes=budget_bytes, entity=entity, path=path
         )
         return
     threads = _kernel_threads(kernel_threads)
-    runs = MaskRuns.from_masks(matrix, (height, width))
+    runs = MaskRuns.from_masks(matrix, (height, width), box=None if reader is None else reader.box)
     ev_ptr, ev_col, ev_mask = runs.events()
     r0, r1, c0, c1 = runs.box
-    step = choose_block_frames(movie, (r1 - r0) * (c1 - c0), block_frames=block_frames, budget_bytes=budget_bytes)
+    if reader is None:
+        step = choose_block_frames(movie, (r1 - r0) * (c1 - c0), block_frames=block_frames, budget_bytes=budget_bytes)
+        blocks = iter_blocks(movie, runs.box, step, entity=entity, path=path)
+    else:
+        step, blocks = reader.step, reader
     serial, parallel = _kernels()
     info = np.iinfo(movie.dtype)
     largest_sum = max(abs(int(info.min)), int(info.max)) * int(np.diff(matrix.indptr).max())
@@ -225,7 +301,7 @@ def iter_mask_sums(
     workers = min(threads, -(-step // SWEEP_FRAMES))
     colsum = np.zeros((workers, SWEEP_FRAMES, c1 - c0), dtype=sum_dtype)
     acc = np.zeros((workers, runs.n_masks, SWEEP_FRAMES), dtype=sum_dtype)
-    for t0, t1, block in iter_blocks(movie, runs.box, step, entity=entity, path=path):
+    for t0, t1, block in blocks:
         sums = np.empty((runs.n_masks, t1 - t0))
         if workers > 1 and t1 - t0 > SWEEP_FRAMES:
             _run_parallel(parallel, workers, block, ev_ptr, ev_col, ev_mask, sums, colsum, acc)

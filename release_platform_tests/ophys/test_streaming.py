@@ -177,6 +177,72 @@ def test_kernel_threads_come_from_the_argument_or_the_environment(monkeypatch):
         next(iter_mask_sums(movie, masks, kernel_threads=0))
 
 
+def test_block_reader_starts_reading_at_once_and_closes_early():
+    import threading
+
+    movie = np.arange(50 * 6 * 7, dtype=np.uint16).reshape(50, 6, 7)
+
+    class Counting:
+        shape, dtype = movie.shape, movie.dtype
+
+        def __init__(self):
+            self.reads = []
+            self.first = threading.Event()
+
+        def __getitem__(self, key):
+            self.reads.append(key[0].start)
+            self.first.set()
+            return movie[key]
+
+    source = Counting()
+    reader = streaming.BlockReader(source, (1, 5, 2, 7), 8)
+    assert source.first.wait(10)  # the first block is read before anyone asks for it
+    blocks = [(t0, t1, block.copy()) for t0, t1, block in reader]
+    assert [(t0, t1) for t0, t1, _ in blocks] == [(t, min(50, t + 8)) for t in range(0, 50, 8)]
+    for t0, t1, block in blocks:
+        assert np.array_equal(block, movie[t0:t1, 1:5, 2:7])
+    assert sorted(source.reads) == list(range(0, 50, 8))
+    # a reader left after one block stops: no more than the two buffers' blocks are read
+    source = Counting()
+    with streaming.BlockReader(source, (0, 6, 0, 7), 4) as reader:
+        next(iter(reader))
+    assert len(source.reads) <= 3
+
+
+def test_mask_sums_through_a_reader_of_a_larger_box(tmp_path):
+    rng = np.random.default_rng(43)
+    shape = (15, 18)
+    movie = rng.integers(0, 2**16, size=(30, *shape)).astype(np.uint16)
+    dense = np.zeros((3, *shape), bool)
+    dense[0, 4:9, 5:7] = True
+    dense[1, 6, 3:12] = True
+    dense[2, 10:12, 11] = True
+    masks = sparse.csr_matrix(dense.reshape(3, -1).astype(np.float64))
+    expected = masks @ movie.reshape(30, -1).astype(np.float64).T
+    for box in [(0, 15, 0, 18), (2, 13, 3, 14), (4, 12, 3, 12)]:
+        reader = streaming.BlockReader(movie, box, 7)
+        got = np.concatenate([s for _, _, s in iter_mask_sums(movie, masks, reader=reader)], axis=1)
+        assert np.array_equal(got, expected), box
+    with pytest.raises(ValueError, match="do not lie inside the box"):
+        next(iter_mask_sums(movie, masks, reader=streaming.BlockReader(movie, (5, 15, 0, 18), 7)))
+
+
+def test_extraction_reads_early_and_reports_read_errors():
+    movie = np.ones((6, 20, 20), np.uint16)
+
+    class Broken:
+        shape, dtype = movie.shape, movie.dtype
+
+        def __getitem__(self, key):
+            raise OSError("bad sector")
+
+    records = [{"id": 1, "x": 8, "y": 8, "width": 2, "height": 2, "mask": [[1, 1], [1, 1]], "valid": True}]
+    with pytest.raises(InputError, match="frames 0-2 cannot be read"):
+        extract_traces(Broken(), records, block_frames=3)
+    result = extract_traces(movie, records, block_frames=4)
+    assert np.array_equal(result.roi_traces, np.ones((1, 6)))
+
+
 def test_runs_cover_exactly_the_mask_pixels():
     rng = np.random.default_rng(3)
     shape = (11, 7)
