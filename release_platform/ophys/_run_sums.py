@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 
-GROUP = 8
+GROUP = 4
 """Frames per sweep (``streaming.SWEEP_FRAMES``); a compile-time constant, so the per-event loop is unrolled."""
 
 

@@ -122,8 +122,10 @@ class MaskRuns:
 KERNEL_THREADS_ENV = "RELEASE_PLATFORM_KERNEL_THREADS"
 """Environment variable: default number of threads of the integer kernel (1 when unset)."""
 
-SWEEP_FRAMES = 8
-"""Frames summed per sweep of the kernel: their column sums (8 x box width integers) stay in the L1 cache."""
+SWEEP_FRAMES = 4
+"""Frames summed per sweep of the kernel: their column sums (4 x box width integers) stay in the L1 cache.
+Measured at 512 x 512 with 590 masks (kernel time per frame, block in memory): 4 frames 58 us, 8 frames
+69 us, 16 frames 74 us (more frames per sweep means more concurrent read streams and cache pressure)."""
 
 
 def _kernels():
