@@ -13,7 +13,11 @@ compared with a direct port of the AllenSDK / ophys_etl algorithm (``benchmarks/
 run in the same process on the same inputs: speed ratio (port time / our time) and the maximum
 absolute difference of the outputs. The per-frame demixing port and the per-frame ``nanmedian`` loop
 of the ophys_etl dF/F run on a subset (frames / ROIs) and are scaled linearly; the output says so.
-Peak memory per stage is the peak of memory traced by ``tracemalloc`` during our stage.
+Peak memory per stage is the peak of memory traced by ``tracemalloc`` during our stage. Besides wall
+times, the CPU time of the read, extraction and demixing stages (all threads of the process) is printed:
+on a shared machine the wall time follows the CPU share, and the CPU ratio is what a loaded machine
+waits for. ``--kernel-threads`` sets the threads of the extraction kernel (the read-ahead thread comes
+in addition), ``--block-frames`` the frames per read of the extraction pass.
 With ``--allensdk-python`` the real AllenSDK runs the demixing, neuropil and legacy dF/F stages in a
 separate interpreter on the same files (AllenSDK is not installed by this project).
 """
