@@ -5,15 +5,19 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _factor_solve(lu, b, rhs, perm, column_sums):  # pragma: no cover - compiled by numba
-    """Factor ``lu`` (g x g, overwritten) and solve ``lu x = b``; return the reciprocal condition number.
+def _factor_solve(lu, b, min_rcond, rhs, perm, column_sums):  # pragma: no cover - compiled by numba
+    """Factor ``lu`` (g x g, overwritten) and solve ``lu x = b`` (x in ``rhs[:, g]``); return a reciprocal
+    condition number.
 
     Gaussian elimination with partial pivoting (the first row of largest magnitude in the column is
-    the pivot, as LAPACK ``getrf``). The inverse and the solution are obtained together by substituting
-    the right-hand sides ``[P | P b]`` (P the row permutation) through L and U row by row (inner loops
-    along contiguous rows); afterwards ``rhs[:, g]`` holds x and ``rhs[:, :g]`` the inverse.
-    Returns ``1 / (|a|_1 |a^-1|_1)`` with ``|a^-1|_1`` computed exactly from that inverse (not estimated);
-    0 when a pivot is exactly zero (``rhs`` is then unspecified), NaN when undefined.
+    the pivot, as LAPACK ``getrf``). The reciprocal 1-norm condition number ``1 / (|a|_1 |a^-1|_1)`` is
+    first bounded from below with the comparison matrices of the factors, ``|T^-1| <= M(T)^-1``
+    elementwise for triangular T (M(T): |diagonal|, minus |off-diagonal|), so
+    ``|a^-1|_1 <= |M(L)^-1|_1 |M(U)^-1|_1``, each a single triangular solve. If that lower bound is above
+    ``min_rcond`` it is returned; otherwise the inverse is formed from the factorization and the exact
+    value returned: the inverse and the solution are obtained together by substituting the right-hand
+    sides ``[P | P b]`` (P the row permutation) through L and U row by row (``rhs[:, :g]`` then holds
+    the inverse). Returns 0 when a pivot is exactly zero (``rhs`` is then unspecified), NaN when undefined.
     """
     g = b.size
     for c in range(g):
@@ -49,6 +53,39 @@ def _factor_solve(lu, b, rhs, perm, column_sums):  # pragma: no cover - compiled
             lu[i, j] = factor
             for c in range(j + 1, g):
                 lu[i, c] -= factor * lu[j, c]
+    # lower bound: |M(L)^-1|_1 is the largest z of M(L)^T z = e (z = the column sums of M(L)^-1 >= 0)
+    bound_l = 0.0
+    for j in range(g - 1, -1, -1):
+        acc = 1.0
+        for i in range(j + 1, g):
+            acc += abs(lu[i, j]) * column_sums[i]
+        column_sums[j] = acc
+        if acc > bound_l:
+            bound_l = acc
+    bound_u = 0.0
+    for j in range(g):
+        acc = 1.0
+        for i in range(j):
+            acc += abs(lu[i, j]) * column_sums[i]
+        acc /= abs(lu[j, j])
+        column_sums[j] = acc
+        if acc > bound_u:
+            bound_u = acc
+    rcond_lower = 1.0 / (a_norm * bound_l * bound_u)
+    if rcond_lower > min_rcond:
+        for i in range(g):
+            rhs[i, g] = b[perm[i]]
+        for i in range(1, g):
+            acc = rhs[i, g]
+            for m in range(i):
+                acc -= lu[i, m] * rhs[m, g]
+            rhs[i, g] = acc
+        for i in range(g - 1, -1, -1):
+            acc = rhs[i, g]
+            for m in range(i + 1, g):
+                acc -= lu[i, m] * rhs[m, g]
+            rhs[i, g] = acc / lu[i, i]
+        return rcond_lower
     for i in range(g):
         for c in range(g):
             rhs[i, c] = 0.0
@@ -82,10 +119,11 @@ def _factor_solve(lu, b, rhs, perm, column_sums):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def solve_small_systems(a, b, x, rcond):  # pragma: no cover - compiled by numba
+def solve_small_systems(a, b, min_rcond, x, rcond):  # pragma: no cover - compiled by numba
     """Solve the stack ``a[k] x[k] = b[k]`` (``a`` K x g x g, ``b`` K x g) by :func:`_factor_solve`.
 
-    Outputs ``x`` (K x g; unspecified where ``rcond[k]`` is 0) and ``rcond`` (K).
+    Outputs ``x`` (K x g; unspecified where ``rcond[k]`` is 0) and ``rcond`` (K; exact where it is at
+    most ``min_rcond``, otherwise a lower bound above it).
     """
     n_sys, g = b.shape
     lu = np.empty((g, g))
@@ -96,14 +134,14 @@ def solve_small_systems(a, b, x, rcond):  # pragma: no cover - compiled by numba
         for i in range(g):
             for c in range(g):
                 lu[i, c] = a[k, i, c]
-        rcond[k] = _factor_solve(lu, b[k], rhs, perm, column_sums)
+        rcond[k] = _factor_solve(lu, b[k], min_rcond, rhs, perm, column_sums)
         for i in range(g):
             x[k, i] = rhs[i, g]
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def solve_overlap_groups(
-    sums, raw, t0, npix, members, group_ptr, pair_rows, pos_ab, pos_ba, x, rcond, ok
+    sums, raw, t0, npix, members, group_ptr, pair_rows, pos_ab, pos_ba, min_rcond, x, rcond, ok
 ):  # pragma: no cover - compiled by numba
     """Build and solve the demixing systems of G overlap groups of g ROIs over a block of frames.
 
@@ -113,7 +151,8 @@ def solve_overlap_groups(
     ``pos_ba`` (flat positions in the g x g matrix). For group i and frame t of the block the system is
     ``A x = w`` with ``w_j = raw[j] npix_j`` and ``A_ij = O_ij (npix_j / w_j)``, evaluated as in the
     numpy formulation (same operations, same order, so bit for bit the same matrix). Outputs (G x B):
-    ``ok`` (every w_j finite and nonzero and A finite), ``rcond`` (of :func:`_factor_solve`, where ok)
+    ``ok`` (every w_j finite and nonzero and A finite), ``rcond`` (of :func:`_factor_solve` with
+    ``min_rcond``, where ok)
     and ``x`` (G x B x g, the solution where ok and rcond > 0; left untouched elsewhere).
     """
     n_groups, g = members.shape
@@ -150,7 +189,7 @@ def solve_overlap_groups(
             ok[gi, t] = good
             if not good:
                 continue
-            rcond[gi, t] = _factor_solve(lu, w, rhs, perm, column_sums)
+            rcond[gi, t] = _factor_solve(lu, w, min_rcond, rhs, perm, column_sums)
             if rcond[gi, t] != 0.0:
                 for j in range(g):
                     x[gi, t, j] = rhs[j, g]

@@ -134,7 +134,8 @@ def _solve_stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
     """Solve a stack of systems a[k] x = b[k] (finite); singular members fall back to least squares.
 
     Each member is factored once by a compiled LU with partial pivoting that also gives its reciprocal
-    1-norm condition number exactly. Well-conditioned members (``rcond > LAPACK_RCOND``) take that
+    1-norm condition number (a guaranteed lower bound from the factors, or the exact value where that
+    bound is not above ``LAPACK_RCOND``). Well-conditioned members (``rcond > LAPACK_RCOND``) take that
     solution; the others (ill-conditioned, or an exactly zero pivot) go through :func:`_solve_stack_lapack`,
     which decides which of them are singular (and solved by least squares).
     Returns (x, number of least-squares solves).
@@ -145,7 +146,7 @@ def _solve_stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
     b = np.ascontiguousarray(b, dtype=np.float64)
     x = np.empty(b.shape)
     rcond = np.empty(a.shape[0])
-    _solver()(a, b, x, rcond)
+    _solver()(a, b, LAPACK_RCOND, x, rcond)
     recheck = np.flatnonzero(~(rcond > LAPACK_RCOND))
     if recheck.size == 0:
         return x, 0
@@ -393,7 +394,8 @@ def demix_traces(
             rcond = np.zeros((n_groups, n_t))
             ok = np.zeros((n_groups, n_t), dtype=bool)
             _group_solver()(
-                sums, raw, t0, npix, members, batch.group_ptr, batch.pair_rows, batch.pos_ab, batch.pos_ba, x, rcond, ok
+                sums, raw, t0, npix, members, batch.group_ptr, batch.pair_rows, batch.pos_ab, batch.pos_ba, LAPACK_RCOND,
+                x, rcond, ok,
             )
             # ill-conditioned or exactly singular systems: LAPACK decides and solves, as for a stack
             recheck = ok & ~(rcond > LAPACK_RCOND)
