@@ -374,7 +374,8 @@ def correct_neuropil(
         status[usable[negative]] = STATUS_NEGATIVE_BASELINE
         rmse[usable] = stats.error_per_row(r[usable])
 
-    corrected = fm - r[:, None] * fn
+    corrected = np.multiply(r[:, None], fn)  # fm - r fn, one full-size array
+    np.subtract(fm, corrected, out=corrected)
     negative_rows = status == STATUS_NEGATIVE_BASELINE
     corrected[negative_rows] = fm[negative_rows]
     corrected[skipped] = np.nan
