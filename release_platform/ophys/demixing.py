@@ -10,14 +10,22 @@ the linear system A(t) x(t) = w(t) with
     A_ij(t) = O_ij(t) npix_j / w_j(t),   O_ij(t) = sum of f_t over the pixels of M_i and M_j.
 
 A is block diagonal over the connected components of the mask-overlap graph, so only connected
-overlap groups (two or more ROIs) are solved, one small g x g system per group and frame, batched
-by one LU factorization per system (compiled) over blocks of frames. ``O_ij`` needs only the pixel sums over
-pairwise mask intersections, streamed from the movie in blocks. ROIs that overlap nothing are passed
-through bit-identical to their raw trace (for them the solution is x_i = r_i).
+overlap groups (two or more ROIs) are solved, one small g x g system per group and frame. A compiled
+kernel builds each system from the pair sums and factors it once (LU with partial pivoting), giving
+the solution and a guaranteed lower bound of its reciprocal 1-norm condition number (exact where the
+bound is small). ``O_ij`` needs only the pixel sums over pairwise mask intersections, streamed from the
+movie in blocks. ROIs that overlap nothing are passed through bit-identical to their raw trace (for
+them the solution is x_i = r_i).
 
-A singular system falls back to least squares (``scipy.linalg.lstsq``), as does a solution with
-non-finite values. A group-frame that cannot be solved (some w_j == 0 or non-finite, or no finite
-solution) is NaN for the ROIs of that group and counted in ``dropped_frames``; it is never 0.
+A system whose reciprocal condition number is at most ``LAPACK_RCOND`` (1e-9, far above the singular
+threshold) is solved again by LAPACK (:func:`numpy.linalg.solve`, with ``numpy.linalg.inv`` for its
+exact reciprocal condition number); it is singular when LU fails or that number is at most g * machine
+epsilon, and then falls back to least squares (``scipy.linalg.lstsq``), as does a solution with
+non-finite values. So which systems are singular is decided by LAPACK exactly as in the plain
+formulation; well-conditioned systems differ from LAPACK's solution by rounding only (of the order of
+the condition number times machine epsilon, relative to the group's solution). A group-frame that
+cannot be solved (some w_j == 0 or non-finite, or no finite solution) is NaN for the ROIs of that
+group and counted in ``dropped_frames``; it is never 0.
 
 Units: demixed traces are in the units of the raw traces (mean fluorescence per mask pixel).
 
