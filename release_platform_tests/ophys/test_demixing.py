@@ -10,6 +10,7 @@ from release_platform.errors import InputError
 from release_platform.ophys.demixing import (
     LAPACK_RCOND,
     _solve_stack,
+    _solver,
     demix_qc,
     demix_traces,
     negative_transient_rows,
@@ -224,6 +225,22 @@ def test_stack_solver_matches_the_previous_lapack_solver(rng, g):
     below = (kind == 2) & np.array([lapack_rcond(m) < LAPACK_RCOND / 10 for m in a])
     assert below.any()
     np.testing.assert_array_equal(x[below], expected[below])
+
+
+def test_condition_bound_is_a_lower_bound_and_the_exact_value_matches_lapack(rng):
+    for g in (2, 3, 6, 11, 30):
+        a, b, kind = random_systems(rng, 200, g)
+        usable = np.array([lapack_rcond(m) for m in a])
+        keep = usable > 1e-8  # clearly invertible: both LU give the same rcond to rounding
+        a, b, reference = a[keep], b[keep], usable[keep]
+        x_bound, bound = np.empty_like(b), np.empty(len(a))
+        _solver()(a, b, 0.0, x_bound, bound)  # min_rcond 0: the lower bound is returned
+        x_exact, exact = np.empty_like(b), np.empty(len(a))
+        _solver()(a, b, np.inf, x_exact, exact)  # min_rcond inf: the exact value is returned
+        np.testing.assert_allclose(exact, reference, rtol=1e-6)
+        assert (bound <= exact * (1 + 1e-12)).all() and (bound > 0).all()
+        # the solution does not depend on the path
+        np.testing.assert_array_equal(x_bound, x_exact)
 
 
 def test_group_demixing_equals_the_previous_solver(rng):
