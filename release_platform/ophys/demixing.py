@@ -271,7 +271,6 @@ class _Batch:
     size: int
     members: np.ndarray  # G x g ROI row indices
     pair_rows: np.ndarray  # rows of the pair sums
-    pair_group: np.ndarray  # group (0..G-1) of each pair row
     pos_ab: np.ndarray  # flat position a*g+b in the g x g matrix
     pos_ba: np.ndarray
     group_ptr: np.ndarray  # the pairs of group k are entries group_ptr[k] .. group_ptr[k + 1] - 1
@@ -291,11 +290,10 @@ def _batches(masks: sparse.csr_matrix, groups: list[np.ndarray], pair_row: dict[
     for size, entries in sorted(by_size.items()):
         members = np.stack([e[0] for e in entries])
         pair_rows = np.concatenate([np.asarray(e[1], dtype=np.int64) for e in entries])
-        pair_group = np.concatenate([np.full(len(e[1]), k, dtype=np.int64) for k, e in enumerate(entries)])
         a = np.concatenate([np.asarray(e[2], dtype=np.int64) for e in entries])
         b = np.concatenate([np.asarray(e[3], dtype=np.int64) for e in entries])
         group_ptr = np.concatenate([[0], np.cumsum([len(e[1]) for e in entries])]).astype(np.int64)
-        batches.append(_Batch(size, members, pair_rows, pair_group, a * size + b, b * size + a, group_ptr))
+        batches.append(_Batch(size, members, pair_rows, a * size + b, b * size + a, group_ptr))
     return batches
 
 
