@@ -206,9 +206,16 @@ def _group_solver() -> Any:
 
 
 def load_solver() -> None:
-    """Import numba and load (or compile) the demixing solver now: a once-per-process cost (compiled code is
-    cached on disk) that benchmarks keep out of their timings."""
+    """Import numba and load (or compile) the demixing solvers now: a once-per-process cost (compiled code is
+    cached on disk) that benchmarks keep out of their timings. Both layouts of the pair sums are loaded:
+    contiguous (read from the movie) and a block of columns of the gathered sums."""
     _solve_stack(np.eye(2)[None], np.ones((1, 2)))
+    members, group_ptr, pair_rows = np.array([[0, 1]], dtype=np.int64), np.array([0, 3]), np.arange(3)
+    pos_ab, pos_ba = np.array([0, 1, 3]), np.array([0, 2, 3])
+    for sums in (np.full((3, 2), 2.0), np.full((3, 4), 2.0)[:, :2]):
+        x, rcond, ok = np.empty((1, 2, 2)), np.empty((1, 2)), np.empty((1, 2), dtype=bool)
+        _group_solver()(sums, np.ones((2, 2)), 0, np.ones(2), members, group_ptr, pair_rows, pos_ab, pos_ba,
+                        LAPACK_RCOND, x, rcond, ok)
 
 
 def _lstsq_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,10 +9,12 @@ import scipy.linalg as linalg
 from release_platform.errors import InputError
 from release_platform.ophys.demixing import (
     LAPACK_RCOND,
+    _group_solver,
     _solve_stack,
     _solver,
     demix_qc,
     demix_traces,
+    load_solver,
     negative_transient_rows,
     overlap_groups,
     overlap_neighbourhood,
@@ -241,6 +243,13 @@ def test_condition_bound_is_a_lower_bound_and_the_exact_value_matches_lapack(rng
         assert (bound <= exact * (1 + 1e-12)).all() and (bound > 0).all()
         # the solution does not depend on the path
         np.testing.assert_array_equal(x_bound, x_exact)
+
+
+def test_load_solver_loads_both_layouts_of_the_pair_sums():
+    load_solver()
+    layouts = {signature[0].layout for signature in _group_solver().signatures}
+    assert {"C", "A"} <= layouts
+    assert _solver().signatures
 
 
 def test_group_demixing_equals_the_previous_solver(rng):
