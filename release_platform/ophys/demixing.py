@@ -10,14 +10,22 @@ the linear system A(t) x(t) = w(t) with
     A_ij(t) = O_ij(t) npix_j / w_j(t),   O_ij(t) = sum of f_t over the pixels of M_i and M_j.
 
 A is block diagonal over the connected components of the mask-overlap graph, so only connected
-overlap groups (two or more ROIs) are solved, one small g x g system per group and frame, batched
-with :func:`numpy.linalg.solve` over blocks of frames. ``O_ij`` needs only the pixel sums over
-pairwise mask intersections, streamed from the movie in blocks. ROIs that overlap nothing are passed
-through bit-identical to their raw trace (for them the solution is x_i = r_i).
+overlap groups (two or more ROIs) are solved, one small g x g system per group and frame. A compiled
+kernel builds each system from the pair sums and factors it once (LU with partial pivoting), giving
+the solution and a guaranteed lower bound of its reciprocal 1-norm condition number (exact where the
+bound is small). ``O_ij`` needs only the pixel sums over pairwise mask intersections, streamed from the
+movie in blocks. ROIs that overlap nothing are passed through bit-identical to their raw trace (for
+them the solution is x_i = r_i).
 
-A singular system falls back to least squares (``scipy.linalg.lstsq``), as does a solution with
-non-finite values. A group-frame that cannot be solved (some w_j == 0 or non-finite, or no finite
-solution) is NaN for the ROIs of that group and counted in ``dropped_frames``; it is never 0.
+A system whose reciprocal condition number is at most ``LAPACK_RCOND`` (1e-9, far above the singular
+threshold) is solved again by LAPACK (:func:`numpy.linalg.solve`, with ``numpy.linalg.inv`` for its
+exact reciprocal condition number); it is singular when LU fails or that number is at most g * machine
+epsilon, and then falls back to least squares (``scipy.linalg.lstsq``), as does a solution with
+non-finite values. So which systems are singular is decided by LAPACK exactly as in the plain
+formulation; well-conditioned systems differ from LAPACK's solution by rounding only (of the order of
+the condition number times machine epsilon, relative to the group's solution). A group-frame that
+cannot be solved (some w_j == 0 or non-finite, or no finite solution) is NaN for the ROIs of that
+group and counted in ``dropped_frames``; it is never 0.
 
 Units: demixed traces are in the units of the raw traces (mean fluorescence per mask pixel).
 
@@ -124,8 +132,38 @@ class DemixResult:
         return int(self.dropped_frames.sum())
 
 
+#: Systems whose reciprocal condition number (from the compiled LU) is at most this are solved again by
+#: LAPACK, which then decides "singular" exactly as before; above it the compiled solution is used (its
+#: relative difference to LAPACK's is of the order of the condition number times machine epsilon).
+LAPACK_RCOND = 1e-9
+
+
 def _solve_stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
-    """Solve a stack of systems a[k] x = b[k]; singular members fall back to least squares.
+    """Solve a stack of systems a[k] x = b[k] (finite); singular members fall back to least squares.
+
+    Each member is factored once by a compiled LU with partial pivoting that also gives its reciprocal
+    1-norm condition number (a guaranteed lower bound from the factors, or the exact value where that
+    bound is not above ``LAPACK_RCOND``). Well-conditioned members (``rcond > LAPACK_RCOND``) take that
+    solution; the others (ill-conditioned, or an exactly zero pivot) go through :func:`_solve_stack_lapack`,
+    which decides which of them are singular (and solved by least squares).
+    Returns (x, number of least-squares solves).
+    """
+    if a.shape[0] == 0:
+        return np.zeros(b.shape), 0
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    x = np.empty(b.shape)
+    rcond = np.empty(a.shape[0])
+    _solver()(a, b, LAPACK_RCOND, x, rcond)
+    recheck = np.flatnonzero(~(rcond > LAPACK_RCOND))
+    if recheck.size == 0:
+        return x, 0
+    x[recheck], n_lstsq = _solve_stack_lapack(a[recheck], b[recheck])
+    return x, n_lstsq
+
+
+def _solve_stack_lapack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """Solve a stack of systems a[k] x = b[k] by LAPACK; singular members fall back to least squares.
 
     A member counts as singular when LU fails or its reciprocal 1-norm condition number is below
     g * machine epsilon (the matrix is numerically rank deficient: LU would return an arbitrary
@@ -142,8 +180,8 @@ def _solve_stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
         if a.shape[0] == 1:
             return _lstsq_one(a[0], b[0])[None, :], 1
         half = a.shape[0] // 2
-        x1, n1 = _solve_stack(a[:half], b[:half])
-        x2, n2 = _solve_stack(a[half:], b[half:])
+        x1, n1 = _solve_stack_lapack(a[:half], b[:half])
+        x2, n2 = _solve_stack_lapack(a[half:], b[half:])
         return np.concatenate([x1, x2]), n1 + n2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rcond = 1.0 / (np.abs(a).sum(axis=1).max(axis=1) * np.abs(inverse).sum(axis=1).max(axis=1))
@@ -151,6 +189,33 @@ def _solve_stack(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
     for k in np.flatnonzero(singular):
         x[k] = _lstsq_one(a[k], b[k])
     return x, int(singular.sum())
+
+
+def _solver() -> Any:
+    """The compiled small-system solver (numba is imported, and the solver loaded or compiled, on first use)."""
+    from release_platform.ophys._demix_kernel import solve_small_systems
+
+    return solve_small_systems
+
+
+def _group_solver() -> Any:
+    """The compiled builder and solver of the overlap groups' systems (imported on first use)."""
+    from release_platform.ophys._demix_kernel import solve_overlap_groups
+
+    return solve_overlap_groups
+
+
+def load_solver() -> None:
+    """Import numba and load (or compile) the demixing solvers now: a once-per-process cost (compiled code is
+    cached on disk) that benchmarks keep out of their timings. Both layouts of the pair sums are loaded:
+    contiguous (read from the movie) and a block of columns of the gathered sums."""
+    _solve_stack(np.eye(2)[None], np.ones((1, 2)))
+    members, group_ptr, pair_rows = np.array([[0, 1]], dtype=np.int64), np.array([0, 3]), np.arange(3)
+    pos_ab, pos_ba = np.array([0, 1, 3]), np.array([0, 2, 3])
+    for sums in (np.full((3, 2), 2.0), np.full((3, 4), 2.0)[:, :2]):
+        x, rcond, ok = np.empty((1, 2, 2)), np.empty((1, 2)), np.empty((1, 2), dtype=bool)
+        _group_solver()(sums, np.ones((2, 2)), 0, np.ones(2), members, group_ptr, pair_rows, pos_ab, pos_ba,
+                        LAPACK_RCOND, x, rcond, ok)
 
 
 def _lstsq_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -213,9 +278,9 @@ class _Batch:
     size: int
     members: np.ndarray  # G x g ROI row indices
     pair_rows: np.ndarray  # rows of the pair sums
-    pair_group: np.ndarray  # group (0..G-1) of each pair row
     pos_ab: np.ndarray  # flat position a*g+b in the g x g matrix
     pos_ba: np.ndarray
+    group_ptr: np.ndarray  # the pairs of group k are entries group_ptr[k] .. group_ptr[k + 1] - 1
 
 
 def _batches(masks: sparse.csr_matrix, groups: list[np.ndarray], pair_row: dict[tuple[int, int], int]) -> list[_Batch]:
@@ -232,11 +297,35 @@ def _batches(masks: sparse.csr_matrix, groups: list[np.ndarray], pair_row: dict[
     for size, entries in sorted(by_size.items()):
         members = np.stack([e[0] for e in entries])
         pair_rows = np.concatenate([np.asarray(e[1], dtype=np.int64) for e in entries])
-        pair_group = np.concatenate([np.full(len(e[1]), k, dtype=np.int64) for k, e in enumerate(entries)])
         a = np.concatenate([np.asarray(e[2], dtype=np.int64) for e in entries])
         b = np.concatenate([np.asarray(e[3], dtype=np.int64) for e in entries])
-        batches.append(_Batch(size, members, pair_rows, pair_group, a * size + b, b * size + a))
+        group_ptr = np.concatenate([[0], np.cumsum([len(e[1]) for e in entries])]).astype(np.int64)
+        batches.append(_Batch(size, members, pair_rows, a * size + b, b * size + a, group_ptr))
     return batches
+
+
+def _group_systems(
+    batch: _Batch, sums: np.ndarray, raw: np.ndarray, npix: np.ndarray, t0: int, select: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The systems (A, w) of the (group, frame) entries ``select`` (G x B booleans) of ``batch``.
+
+    The same operations as the compiled builder, so the same matrices bit for bit: ``w_j = raw_j npix_j``,
+    ``A_ij = O_ij (npix_j / w_j)``. Returns A (K x g x g) and w (K x g) in the order of ``np.nonzero(select)``.
+    """
+    g = batch.size
+    group, frame = np.nonzero(select)
+    overlap = np.zeros((group.size, g * g))
+    for gi in np.unique(group):
+        entries = np.flatnonzero(group == gi)
+        pairs = np.arange(batch.group_ptr[gi], batch.group_ptr[gi + 1])
+        values = sums[batch.pair_rows[pairs][:, None], frame[entries][None, :]]  # pairs x entries
+        overlap[entries[None, :], batch.pos_ab[pairs][:, None]] = values
+        overlap[entries[None, :], batch.pos_ba[pairs][:, None]] = values
+    rows = batch.members[group]  # K x g
+    w = raw[rows, (t0 + frame)[:, None]] * npix[rows]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = overlap.reshape(-1, g, g) * (npix[rows] / w)[:, None, :]
+    return a, w
 
 
 #: Frames per solve when the pair sums are already in memory (bounds the temporaries).
@@ -314,23 +403,24 @@ def demix_traces(
         for batch in batches:
             g, members = batch.size, batch.members
             n_groups = members.shape[0]
-            overlap = np.zeros((n_groups, g * g, n_t))
-            overlap[batch.pair_group, batch.pos_ab] = sums[batch.pair_rows]
-            overlap[batch.pair_group, batch.pos_ba] = sums[batch.pair_rows]
-            overlap = overlap.reshape(n_groups, g, g, n_t).transpose(0, 3, 1, 2)  # G x B x g x g
-            w = raw[members, t0:t1].transpose(0, 2, 1) * npix[members][:, None, :]  # G x B x g
-            with np.errstate(divide="ignore", invalid="ignore"):
-                a = overlap * (npix[members][:, None, :] / w)[:, :, None, :]
-            ok = (np.isfinite(w) & (w != 0)).all(axis=2) & np.isfinite(a).all(axis=(2, 3))
-            x = np.full(w.shape, np.nan)
-            if ok.any():
-                a_ok, w_ok = a[ok], w[ok]
-                solved, n_lstsq = _solve_stack(a_ok, w_ok)
-                bad = ~np.isfinite(solved).all(axis=1)
-                for k in np.flatnonzero(bad):
-                    solved[k] = _lstsq_one(a_ok[k], w_ok[k])
-                lstsq_solves += n_lstsq + int(bad.sum())
-                x[ok] = solved
+            x = np.full((n_groups, n_t, g), np.nan)
+            rcond = np.zeros((n_groups, n_t))
+            ok = np.zeros((n_groups, n_t), dtype=bool)
+            _group_solver()(
+                sums, raw, t0, npix, members, batch.group_ptr, batch.pair_rows, batch.pos_ab, batch.pos_ba, LAPACK_RCOND,
+                x, rcond, ok,
+            )
+            # ill-conditioned or exactly singular systems: LAPACK decides and solves, as for a stack
+            recheck = ok & ~(rcond > LAPACK_RCOND)
+            if recheck.any():
+                a, w = _group_systems(batch, sums, raw, npix, t0, recheck)
+                x[recheck], n_lstsq = _solve_stack_lapack(a, w)
+                lstsq_solves += n_lstsq
+            bad = ok & ~np.isfinite(x).all(axis=2)
+            if bad.any():
+                a, w = _group_systems(batch, sums, raw, npix, t0, bad)
+                x[bad] = np.stack([_lstsq_one(a[k], w[k]) for k in range(a.shape[0])])
+                lstsq_solves += int(bad.sum())
             failed = ~np.isfinite(x).all(axis=2)  # G x B
             x[failed] = np.nan
             demixed[members, t0:t1] = x.transpose(0, 2, 1)

@@ -234,6 +234,34 @@ def estimate_contamination_ratios(
     return fits, stats
 
 
+#: ROIs per block when computing the mean corrected traces (bounds the temporaries).
+_MEAN_BLOCK_ROWS = 16
+
+
+def filled_rows(values: np.ndarray, bad: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]`` with the frames ``bad`` (N x T booleans) linearly interpolated per row.
+
+    Equals ``fill_nan_linear(np.where(bad, np.nan, values)[rows])`` when every non-finite value of
+    ``values`` is in ``bad``; only the rows with a bad frame are interpolated (the others are copied).
+    """
+    out = values[rows]
+    with_bad = np.flatnonzero(bad[rows].any(axis=1))
+    if with_bad.size:
+        picked = rows[with_bad]
+        out[with_bad] = fill_nan_linear(np.where(bad[picked], np.nan, values[picked]))
+    return out
+
+
+def corrected_means(fm: np.ndarray, fn: np.ndarray, r: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``np.nanmean(fm[rows] - r[rows, None] * fn[rows], axis=1)``, computed a block of rows at a time."""
+    out = np.empty(rows.size)
+    with np.errstate(invalid="ignore"):
+        for start in range(0, rows.size, _MEAN_BLOCK_ROWS):
+            block = rows[start : start + _MEAN_BLOCK_ROWS]
+            out[start : start + block.size] = np.nanmean(fm[block] - r[block, None] * fn[block], axis=1)
+    return out
+
+
 @dataclass
 class NeuropilResult:
     """Neuropil correction of N ROIs.
@@ -324,8 +352,8 @@ def correct_neuropil(
     fallback_r = float(fixed_r) if method == "fixed" else float(default_fallback_r)
 
     if usable.size:
-        fm_fill = fill_nan_linear(np.where(bad_frames, np.nan, fm)[usable])
-        fn_fill = fill_nan_linear(np.where(bad_frames, np.nan, fn)[usable])
+        fm_fill = filled_rows(fm, bad_frames, usable)
+        fn_fill = filled_rows(fn, bad_frames, usable)
         stats = fold_statistics(fm_fill, fn_fill, lam=lam, folds=folds)
         if method == "fit":
             unconverged = np.zeros(usable.size, dtype=bool)
@@ -340,14 +368,14 @@ def correct_neuropil(
         else:
             r[usable] = fixed_r
             status[usable] = STATUS_FIXED
-        with np.errstate(invalid="ignore"):
-            mean_fc = np.nanmean(fm[usable] - r[usable, None] * fn[usable], axis=1)
+        mean_fc = corrected_means(fm, fn, r, usable)
         negative = ~(mean_fc > 0)
         r[usable[negative]] = 0.0
         status[usable[negative]] = STATUS_NEGATIVE_BASELINE
         rmse[usable] = stats.error_per_row(r[usable])
 
-    corrected = fm - r[:, None] * fn
+    corrected = np.multiply(r[:, None], fn)  # fm - r fn, one full-size array
+    np.subtract(fm, corrected, out=corrected)
     negative_rows = status == STATUS_NEGATIVE_BASELINE
     corrected[negative_rows] = fm[negative_rows]
     corrected[skipped] = np.nan

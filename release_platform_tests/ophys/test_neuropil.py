@@ -7,14 +7,18 @@ import pytest
 from scipy.linalg import solve_banded
 
 from release_platform.errors import InputError
+from release_platform.ophys._nan import fill_nan_linear
 from release_platform.ophys.neuropil import (
     STATUS_FIT,
     STATUS_FIXED,
     STATUS_NEGATIVE_BASELINE,
     STATUS_SKIPPED,
     STATUS_UNCONVERGED,
+    _MEAN_BLOCK_ROWS,
     correct_neuropil,
+    corrected_means,
     estimate_contamination_ratios,
+    filled_rows,
     fold_statistics,
     session_fallback_r,
 )
@@ -157,3 +161,24 @@ def test_fixed_coefficient_and_input_errors(rng):
         correct_neuropil(fm, fn, method="magic")
     with pytest.raises(InputError, match="too short for 4 folds"):
         correct_neuropil(fm[:, :7], fn[:, :7])
+
+
+@pytest.mark.parametrize("n_frames", [7, 1000, 4099])
+def test_filled_rows_and_corrected_means_equal_the_whole_array_formulation(rng, n_frames):
+    n = 3 * _MEAN_BLOCK_ROWS + 5
+    fm = rng.normal(300.0, 20.0, (n, n_frames))
+    fn = rng.normal(200.0, 10.0, (n, n_frames))
+    fm[2, 1] = np.nan
+    fm[4, -1] = np.inf
+    fn[4, 0] = np.nan
+    fn[9, : n_frames // 2] = np.nan
+    fm[n - 1, 3:5] = np.nan
+    bad = ~(np.isfinite(fm) & np.isfinite(fn))
+    rows = np.array([r for r in range(n) if r != 6])
+    for values in (fm, fn):
+        expected = fill_nan_linear(np.where(bad, np.nan, values)[rows])
+        assert np.array_equal(filled_rows(values, bad, rows), expected)
+    r = rng.uniform(0.0, 1.5, n)
+    with np.errstate(invalid="ignore"):
+        expected = np.nanmean(fm[rows] - r[rows, None] * fn[rows], axis=1)
+    assert np.array_equal(corrected_means(fm, fn, r, rows), expected, equal_nan=True)
