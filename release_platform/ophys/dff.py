@@ -211,25 +211,54 @@ def compute_dff(
 # vectorized building blocks (rows = ROIs, axis 1 = frames)
 
 
-def median_filter_rows(traces: np.ndarray, kernel: int, *, mode: str, nan_aware: bool = False) -> np.ndarray:
+#: running-median engine of :func:`median_filter_rows` and :func:`noise_std_rows`: "compiled" (numba
+#: kernels of :mod:`release_platform.ophys._moving_median`) or "bottleneck" (``bn.move_median`` on padded
+#: rows; the reference the compiled kernels equal bit for bit)
+MEDIAN_ENGINES = ("compiled", "bottleneck")
+MEDIAN_ENGINE = "compiled"
+
+
+def _engine(engine: str | None) -> str:
+    chosen = MEDIAN_ENGINE if engine is None else engine
+    if chosen not in MEDIAN_ENGINES:
+        raise ValueError(f"unknown median engine {chosen!r}; available: {', '.join(MEDIAN_ENGINES)}")
+    return chosen
+
+
+def _kernels():
+    """The compiled kernels (numba is imported, and the kernels loaded from its cache or compiled, on first use)."""
+    from release_platform.ophys import _moving_median
+
+    return _moving_median
+
+
+def median_filter_rows(
+    traces: np.ndarray, kernel: int, *, mode: str, nan_aware: bool = False, engine: str | None = None
+) -> np.ndarray:
     """Centred running median of each row over ``kernel`` (odd) frames.
 
     ``mode="constant"`` pads with zeros (scipy ``median_filter(mode="constant")``), ``"reflect"``
     mirrors the edges (scipy ``mode="reflect"``, d c b a | a b c d). With ``nan_aware`` NaN samples are
     ignored (median of the finite samples of the window; NaN if none), otherwise a window holding a
-    NaN gives NaN.
+    NaN gives NaN. ``engine`` (default :data:`MEDIAN_ENGINE`) only changes the speed, never a bit of
+    the result.
     """
     x = np.atleast_2d(traces)
     if kernel == 1:
         return x.astype(np.float64, copy=True)
-    half = kernel // 2
-    if mode == "constant":
-        padded = np.pad(x, ((0, 0), (half, half)), mode="constant", constant_values=0.0)
-    elif mode == "reflect":
-        padded = np.pad(x, ((0, 0), (half, half)), mode="symmetric")
-    else:
+    if mode not in ("constant", "reflect"):
         raise ValueError(f"unknown padding mode {mode!r}")
-    filtered = bn.move_median(padded, kernel, axis=1, min_count=1 if nan_aware else kernel)
+    min_count = 1 if nan_aware else kernel
+    if _engine(engine) == "compiled":
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty(rows.shape)
+        if rows.size:
+            _kernels().median_filter_rows(rows, int(kernel), mode == "reflect", min_count, out)
+        return out
+    half = kernel // 2
+    pad = "constant" if mode == "constant" else "symmetric"
+    padded = np.pad(x, ((0, 0), (half, half)), mode=pad)
+    filtered = bn.move_median(padded, kernel, axis=1, min_count=min_count)
     return filtered[:, kernel - 1 :]
 
 
@@ -240,10 +269,20 @@ def robust_std_rows(values: np.ndarray) -> np.ndarray:
     return GAUSSIAN_MAD_STD_SCALE * bn.nanmedian(np.abs(x - centre[:, None]), axis=1)
 
 
-def noise_std_rows(traces: np.ndarray, kernel: int, *, mode: str) -> np.ndarray:
+def noise_std_rows(traces: np.ndarray, kernel: int, *, mode: str, engine: str | None = None) -> np.ndarray:
     """Robust noise standard deviation of each row (see module docstring); NaN frames are ignored."""
     x = np.atleast_2d(traces)
-    residual = x - median_filter_rows(x, kernel, mode=mode, nan_aware=True)
+    residual_median = median_filter_rows(x, kernel, mode=mode, nan_aware=True, engine=engine)
+    if _engine(engine) == "compiled":
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty(rows.shape[0])
+        if rows.shape[1]:
+            _kernels().noise_std_rows(rows, residual_median, POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE,
+                                      GAUSSIAN_MAD_STD_SCALE, out)
+        else:
+            out[:] = np.nan
+        return out
+    residual = x - residual_median
     with np.errstate(invalid="ignore"):
         minimum = np.abs(bn.nanmin(residual, axis=1)) if residual.shape[1] else np.full(x.shape[0], np.nan)
         kept = np.where(residual < POSITIVE_PEAK_SCALE * minimum[:, None], residual, np.nan)
