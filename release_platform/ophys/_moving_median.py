@@ -5,22 +5,17 @@ A running median is a selection, so any correct algorithm returns the same value
 holds an even number of samples (NaN-aware windows) the two middle values are combined as
 ``(lower + upper) / 2``, which is bit-identical to bottleneck's ``move_median`` and ``nanmedian``.
 
-Two window algorithms, chosen by window length:
-
-* short windows keep the window's finite samples in a sorted buffer (binary search, one shift per
-  inserted or removed sample: O(W) per frame with a very small constant);
-* long windows rank-transform the padded row once (one sort, O(T log T)); the window is then a set
-  of ranks held in a two-level bitset (one bit per rank, one summary bit per 64-rank word), and
-  the median rank moves incrementally by at most a few present ranks per frame, found with
-  trailing/leading-zero counts: O(1) per frame after the sort.
+Each row is padded (zeros or numpy's "symmetric" reflection) for the longest window requested and
+rank-transformed once (LSD radix sort of the IEEE bit patterns: O(T), no comparisons); every window
+then slides over the ranks: the window is a set of ranks in a two-level bitset (one bit per rank,
+one summary bit per 64-rank word) and the median rank moves incrementally, a present rank at a time,
+found with trailing/leading-zero counts: O(1) per frame whatever the window length. Shorter windows
+reuse the ranks of the longest one's padded row (its centre is their padded row).
 """
 
 import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
-
-#: windows up to this many frames use the sorted buffer, longer ones the rank bitset
-SORTED_BUFFER_MAX_WINDOW = 400
 
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ONE = np.uint64(1)
@@ -46,67 +41,7 @@ def _pad_row(x, half, reflect, out):  # pragma: no cover - compiled by numba
             out[j] = 0.0
 
 
-# ------------------------------------------------------------------------------ short windows: buffer
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _lower_bound(buf, n, v):  # pragma: no cover - compiled by numba
-    """First index i < n with buf[i] >= v (n if none); buf[:n] sorted, no NaN."""
-    if n == 0:
-        return 0
-    base = 0
-    while n > 1:
-        half = n >> 1
-        if buf[base + half] < v:
-            base += half
-        n -= half
-    return base + (1 if buf[base] < v else 0)
-
-
-@numba.njit(nogil=True, cache=True)
-def _median_sorted_buffer(p, w, min_count, buf, out):  # pragma: no cover - compiled by numba
-    """``out[k]`` = median of the finite samples of ``p[k:k + w]`` (NaN if fewer than ``min_count``)."""
-    n_out = p.size - w + 1
-    c = 0
-    for k in range(-w + 1, n_out):
-        v = p[k + w - 1]  # enters
-        u = p[k - 1] if k >= 1 else np.nan  # leaves
-        if v == v and u == u:
-            # replace u by v in place and move v to its sorted position: one pass over the values between
-            i = _lower_bound(buf, c, u)
-            if v > u:
-                while i + 1 < c and buf[i + 1] < v:
-                    buf[i] = buf[i + 1]
-                    i += 1
-            else:
-                while i > 0 and buf[i - 1] > v:
-                    buf[i] = buf[i - 1]
-                    i -= 1
-            buf[i] = v
-        elif v == v:
-            i = c
-            while i > 0 and buf[i - 1] > v:
-                buf[i] = buf[i - 1]
-                i -= 1
-            buf[i] = v
-            c += 1
-        elif u == u:
-            i = _lower_bound(buf, c, u)
-            c -= 1
-            while i < c:
-                buf[i] = buf[i + 1]
-                i += 1
-        if k < 0:
-            continue
-        if c < min_count or c == 0:
-            out[k] = np.nan
-        elif c & 1:
-            out[k] = buf[c >> 1]
-        else:
-            out[k] = (buf[(c >> 1) - 1] + buf[c >> 1]) / 2.0
-
-
-# ------------------------------------------------------------------------------- long windows: ranks
+# ------------------------------------------------------------------------------------ rank windows
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -170,36 +105,77 @@ def _remove(bits, summary, r):  # pragma: no cover - compiled by numba
         summary[w >> 6] &= ~(_ONE << np.uint64(w & 63))
 
 
-@numba.njit(nogil=True, cache=True)
-def _median_ranks(p, w, min_count, rank, values, out):  # pragma: no cover - compiled by numba
-    """Same result as :func:`_median_sorted_buffer`, by ranks (see module docstring).
+_DIGIT_BITS = 11
+_N_DIGITS = 6  # 6 x 11 bits >= 64
+_DIGIT_MASK = np.uint64((1 << _DIGIT_BITS) - 1)
 
-    ``rank`` (int64, ``p.size``) and ``values`` (float64, ``p.size``) are scratch.
+
+@numba.njit(nogil=True, cache=True)
+def _rank_row(p, rank, sorted_values, keys, keys2, idx, idx2, counts):  # pragma: no cover - compiled by numba
+    """Give the finite samples of ``p`` the distinct ranks 0 .. n-1 in value order (ties in any order),
+    NaN samples rank -1; ``sorted_values[r]`` is the value of rank r. Returns n.
+
+    LSD radix sort of the IEEE bit patterns mapped to unsigned integers of the same order
+    (negative: all bits flipped; positive: sign bit set), 11 bits per pass, passes whose digit is the
+    same for every sample skipped. ``keys``/``keys2``/``idx``/``idx2`` (p.size) and ``counts``
+    (6 x 2048 int64) are scratch.
     """
-    length = p.size
-    n_out = length - w + 1
+    bits = p.view(np.uint64)
+    sign = np.uint64(1) << np.uint64(63)
     n = 0
-    for j in range(length):
+    for j in range(p.size):
         v = p[j]
         if v == v:
-            values[n] = v
-            rank[j] = n
+            b = bits[j]
+            keys[n] = ~b if b & sign else b | sign
+            idx[n] = j
             n += 1
         else:
             rank[j] = -1
-    order = np.argsort(values[:n])
-    # rank[j] currently holds the index of sample j among the finite samples; make it its rank
-    position = np.empty(n, dtype=np.int64)
+    counts[:, :] = 0
+    for i in range(n):
+        key = keys[i]
+        for d in range(_N_DIGITS):
+            counts[d, np.int64((key >> np.uint64(d * _DIGIT_BITS)) & _DIGIT_MASK)] += 1
+    for d in range(_N_DIGITS):
+        trivial = False
+        for b in range(1 << _DIGIT_BITS):
+            if counts[d, b] != 0:
+                trivial = counts[d, b] == n
+                break
+        if trivial:
+            continue
+        total = 0
+        for b in range(1 << _DIGIT_BITS):
+            c = counts[d, b]
+            counts[d, b] = total
+            total += c
+        shift = np.uint64(d * _DIGIT_BITS)
+        for i in range(n):
+            key = keys[i]
+            b = np.int64((key >> shift) & _DIGIT_MASK)
+            to = counts[d, b]
+            counts[d, b] = to + 1
+            keys2[to] = key
+            idx2[to] = idx[i]
+        keys, keys2 = keys2, keys
+        idx, idx2 = idx2, idx
     for r in range(n):
-        position[order[r]] = r
-    sorted_values = values[:n][order]
-    for j in range(length):
-        if rank[j] >= 0:
-            rank[j] = position[rank[j]]
-    n_words = (n + 63) >> 6
-    bits = np.zeros(max(n_words, 1), dtype=np.uint64)
-    summary = np.zeros(max((n_words + 63) >> 6, 1), dtype=np.uint64)
+        j = idx[r]
+        rank[j] = r
+        sorted_values[r] = p[j]
+    return n
 
+
+@numba.njit(nogil=True, cache=True)
+def _median_ranks(rank, n, sorted_values, w, min_count, bits, summary, out):  # pragma: no cover - compiled by numba
+    """``out[k]`` = median of the finite samples of window ``k`` (``w`` samples from ``k``) of a row
+    given as ranks (see :func:`_rank_row`; -1 = NaN); NaN if fewer than ``min_count`` samples.
+    ``bits`` ((n + 63) // 64 words) and ``summary`` ((words + 63) // 64) are scratch."""
+    length = rank.size
+    n_out = length - w + 1
+    bits[:] = 0
+    summary[:] = 0
     m = 0  # the lower median rank once balanced (any position while unbalanced)
     below = 0  # number of present ranks < m
     c = 0  # number of present ranks
@@ -244,24 +220,35 @@ def _median_ranks(p, w, min_count, rank, values, out):  # pragma: no cover - com
 
 
 @numba.njit(nogil=True, cache=True)
-def median_filter_rows(x, window, reflect, min_count, out):  # pragma: no cover - compiled by numba
-    """``out[i]`` = centred running median of row ``x[i]`` over ``window`` (odd) frames, the row padded
-    with ``window // 2`` zeros (or reflected samples with ``reflect``) at each end; windows with fewer
-    than ``min_count`` finite samples give NaN."""
+def median_filters_rows(x, windows, reflect, min_counts, out):  # pragma: no cover - compiled by numba
+    """``out[f, i]`` = centred running median of row ``x[i]`` over ``windows[f]`` (odd) frames, the row
+    padded with ``windows[f] // 2`` zeros (or reflected samples with ``reflect``) at each end; windows
+    with fewer than ``min_counts[f]`` finite samples give NaN."""
     n_rows, t = x.shape
-    half = window // 2
-    padded = np.empty(t + 2 * half)
-    if window <= SORTED_BUFFER_MAX_WINDOW:
-        buf = np.empty(window)
-        for i in range(n_rows):
-            _pad_row(x[i], half, reflect, padded)
-            _median_sorted_buffer(padded, window, min_count, buf, out[i])
-    else:
-        rank = np.empty(padded.size, dtype=np.int64)
-        values = np.empty(padded.size)
-        for i in range(n_rows):
-            _pad_row(x[i], half, reflect, padded)
-            _median_ranks(padded, window, min_count, rank, values, out[i])
+    longest = 1
+    for f in range(windows.size):
+        longest = max(longest, windows[f])
+    pad = longest // 2
+    length = t + 2 * pad
+    padded = np.empty(length)
+    rank = np.empty(length, dtype=np.int64)
+    sorted_values = np.empty(length)
+    keys = np.empty(length, dtype=np.uint64)
+    keys2 = np.empty(length, dtype=np.uint64)
+    idx = np.empty(length, dtype=np.int64)
+    idx2 = np.empty(length, dtype=np.int64)
+    counts = np.empty((_N_DIGITS, 1 << _DIGIT_BITS), dtype=np.int64)
+    n_words = max((length + 63) >> 6, 1)
+    bits = np.empty(n_words, dtype=np.uint64)
+    summary = np.empty(max((n_words + 63) >> 6, 1), dtype=np.uint64)
+    for i in range(n_rows):
+        _pad_row(x[i], pad, reflect, padded)
+        n = _rank_row(padded, rank, sorted_values, keys, keys2, idx, idx2, counts)
+        words = max((n + 63) >> 6, 1)
+        for f in range(windows.size):
+            start = pad - windows[f] // 2
+            _median_ranks(rank[start : length - start], n, sorted_values, windows[f], min_counts[f],
+                          bits[:words], summary[: max((words + 63) >> 6, 1)], out[f, i])
 
 
 # ------------------------------------------------------------------------------------ noise statistics
@@ -269,18 +256,46 @@ def median_filter_rows(x, window, reflect, min_count, out):  # pragma: no cover 
 
 @numba.njit(nogil=True, cache=True)
 def _median_of(a, n):  # pragma: no cover - compiled by numba
-    """Median of ``a[:n]`` (finite or infinite, no NaN; NaN if n == 0); reorders ``a[:n]``."""
+    """Median of ``a[:n]`` (no NaN; NaN if n == 0), by in-place selection (reorders ``a[:n]``); for even
+    n the mean of the two middle values, ``(lower + upper) / 2`` as bottleneck's ``nanmedian``."""
     if n == 0:
         return np.nan
     k = n >> 1
-    part = np.partition(a[:n], k)
-    upper = part[k]
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    upper = a[k]
     if n & 1:
         return upper
-    lower = part[0]
+    lower = a[0]
     for i in range(1, k):
-        if part[i] > lower:
-            lower = part[i]
+        if a[i] > lower:
+            lower = a[i]
     return (lower + upper) / 2.0
 
 

@@ -243,23 +243,40 @@ def median_filter_rows(
     NaN gives NaN. ``engine`` (default :data:`MEDIAN_ENGINE`) only changes the speed, never a bit of
     the result.
     """
+    return median_filters_rows(traces, ((kernel, nan_aware),), mode=mode, engine=engine)[0]
+
+
+def median_filters_rows(
+    traces: np.ndarray, filters: tuple[tuple[int, bool], ...], *, mode: str, engine: str | None = None
+) -> list[np.ndarray]:
+    """:func:`median_filter_rows` for several ``(kernel, nan_aware)`` filters of the same rows at once
+    (the compiled engine rank-transforms each row once for all of them)."""
     x = np.atleast_2d(traces)
-    if kernel == 1:
-        return x.astype(np.float64, copy=True)
     if mode not in ("constant", "reflect"):
         raise ValueError(f"unknown padding mode {mode!r}")
-    min_count = 1 if nan_aware else kernel
-    if _engine(engine) == "compiled":
+    results: list[np.ndarray | None] = [None] * len(filters)
+    pending = []
+    for f, (kernel, nan_aware) in enumerate(filters):
+        if kernel == 1:
+            results[f] = x.astype(np.float64, copy=True)
+        else:
+            pending.append((f, int(kernel), 1 if nan_aware else int(kernel)))
+    if pending and _engine(engine) == "compiled":
         rows = np.ascontiguousarray(x, dtype=np.float64)
-        out = np.empty(rows.shape)
+        out = np.empty((len(pending),) + rows.shape)
         if rows.size:
-            _kernels().median_filter_rows(rows, int(kernel), mode == "reflect", min_count, out)
-        return out
-    half = kernel // 2
-    pad = "constant" if mode == "constant" else "symmetric"
-    padded = np.pad(x, ((0, 0), (half, half)), mode=pad)
-    filtered = bn.move_median(padded, kernel, axis=1, min_count=min_count)
-    return filtered[:, kernel - 1 :]
+            windows = np.array([p[1] for p in pending], dtype=np.int64)
+            min_counts = np.array([p[2] for p in pending], dtype=np.int64)
+            _kernels().median_filters_rows(rows, windows, mode == "reflect", min_counts, out)
+        for (f, _, _), filtered in zip(pending, out):
+            results[f] = filtered
+    else:
+        pad = "constant" if mode == "constant" else "symmetric"
+        for f, kernel, min_count in pending:
+            half = kernel // 2
+            padded = np.pad(x, ((0, 0), (half, half)), mode=pad)
+            results[f] = bn.move_median(padded, kernel, axis=1, min_count=min_count)[:, kernel - 1 :]
+    return results  # type: ignore[return-value]
 
 
 def robust_std_rows(values: np.ndarray) -> np.ndarray:
@@ -272,17 +289,19 @@ def robust_std_rows(values: np.ndarray) -> np.ndarray:
 def noise_std_rows(traces: np.ndarray, kernel: int, *, mode: str, engine: str | None = None) -> np.ndarray:
     """Robust noise standard deviation of each row (see module docstring); NaN frames are ignored."""
     x = np.atleast_2d(traces)
-    residual_median = median_filter_rows(x, kernel, mode=mode, nan_aware=True, engine=engine)
+    return _noise_std_given(x, median_filter_rows(x, kernel, mode=mode, nan_aware=True, engine=engine), engine)
+
+
+def _noise_std_given(x: np.ndarray, filtered: np.ndarray, engine: str | None = None) -> np.ndarray:
+    """:func:`noise_std_rows` of ``x`` given its NaN-aware running median ``filtered``."""
     if _engine(engine) == "compiled":
         rows = np.ascontiguousarray(x, dtype=np.float64)
-        out = np.empty(rows.shape[0])
+        out = np.full(rows.shape[0], np.nan)
         if rows.shape[1]:
-            _kernels().noise_std_rows(rows, residual_median, POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE,
-                                      GAUSSIAN_MAD_STD_SCALE, out)
-        else:
-            out[:] = np.nan
+            _kernels().noise_std_rows(rows, np.ascontiguousarray(filtered, dtype=np.float64), POSITIVE_PEAK_SCALE,
+                                      OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE, out)
         return out
-    residual = x - residual_median
+    residual = x - filtered
     with np.errstate(invalid="ignore"):
         minimum = np.abs(bn.nanmin(residual, axis=1)) if residual.shape[1] else np.full(x.shape[0], np.nan)
         kept = np.where(residual < POSITIVE_PEAK_SCALE * minimum[:, None], residual, np.nan)
@@ -400,12 +419,13 @@ def allen_legacy(
     }
     rows = np.flatnonzero(np.isfinite(traces).all(axis=1))
     x = traces[rows]
-    sigma_f = noise_std_rows(x, noise_k, mode="constant")
-    baseline = median_filter_rows(x, long_k, mode="constant")
+    noise_median, baseline = median_filters_rows(x, ((noise_k, True), (long_k, False)), mode="constant")
+    sigma_f = _noise_std_given(x, noise_median)
     dff, small = _scaled(x, baseline, sigma_f)
-    sigma_dff = noise_std_rows(dff, noise_k, mode="constant")
+    noise_median, short = median_filters_rows(dff, ((noise_k, True), (short_k, False)), mode="constant")
+    sigma_dff = _noise_std_given(dff, noise_median)
     with np.errstate(invalid="ignore"):
-        short = np.minimum(median_filter_rows(dff, short_k, mode="constant"), OUTLIER_STD_SCALE * sigma_dff[:, None])
+        short = np.minimum(short, OUTLIER_STD_SCALE * sigma_dff[:, None])
         dff = dff - short
     return _finish(traces, rows, dff, sigma_dff, small, "allen_legacy", parameters)
 
