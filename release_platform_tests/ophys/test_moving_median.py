@@ -1,0 +1,137 @@
+"""Compiled running medians and noise statistics equal the bottleneck reference bit for bit."""
+
+from __future__ import annotations
+
+import warnings
+
+import bottleneck as bn
+import numpy as np
+import pytest
+
+from release_platform.ophys import dff as dff_module
+from release_platform.ophys.dff import compute_dff, median_filter_rows, median_filters_rows, noise_std_rows
+
+
+def bottleneck_median(x: np.ndarray, kernel: int, mode: str, nan_aware: bool) -> np.ndarray:
+    """The reference: bn.move_median on explicitly padded rows (numpy "constant" / "symmetric")."""
+    half = kernel // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode="constant" if mode == "constant" else "symmetric")
+    return bn.move_median(padded, kernel, axis=1, min_count=1 if nan_aware else kernel)[:, kernel - 1 :]
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal values, NaN where NaN; zeros compare equal whatever their sign (ties of 0.0 and -0.0)."""
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+
+
+def random_rows(rng: np.random.Generator, case: int, n_rows: int, n_frames: int) -> np.ndarray:
+    x = rng.normal(size=(n_rows, n_frames))
+    if case % 3 == 0:
+        x = np.round(2 * x)  # integer-valued floats: many ties
+    if case % 5 == 0:
+        x[:, ::7] = 0.0  # ties with the zero padding, both signs of zero
+        x[:, 1::11] = -0.0
+    if case % 4 == 0:
+        x[rng.random(x.shape) < 0.3] = np.nan  # scattered NaN
+    if case % 6 == 0 and n_frames > 10:
+        x[0, 2 : n_frames // 2] = np.nan  # a NaN run longer than short windows
+    if case % 7 == 0:
+        x[-1] = np.nan  # an all-NaN row
+    if case % 9 == 0:
+        x[0, :3] = np.inf
+        x[0, -2:] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_running_medians_equal_bottleneck_on_random_rows(rng, mode):
+    mismatches = []
+    for case in range(120):
+        n_frames = int(rng.integers(1, 260))
+        kernels = [int(rng.integers(0, 200)) * 2 + 1 for _ in range(3)]  # also longer than the rows
+        x = random_rows(rng, case, 3, n_frames)
+        filters = ((kernels[0], True), (kernels[1], False), (kernels[2], case % 2 == 0))
+        ours = median_filters_rows(x, filters, mode=mode, engine="compiled")
+        for (kernel, nan_aware), got in zip(filters, ours):
+            if not same_bits(got, bottleneck_median(x, kernel, mode, nan_aware)):
+                mismatches.append((case, n_frames, kernel, nan_aware))
+    assert mismatches == []
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 31, 101, 5401])
+def test_running_median_of_long_traces_equals_bottleneck(rng, kernel):
+    x = 300 + 10 * rng.standard_normal((2, 12000))
+    x[0, 4000:4100] += 500
+    x[1, 100:400] = np.nan
+    for mode in ("constant", "reflect"):
+        for nan_aware in (False, True):
+            got = median_filter_rows(x, kernel, mode=mode, nan_aware=nan_aware, engine="compiled")
+            ref = x.copy() if kernel == 1 else bottleneck_median(x, kernel, mode, nan_aware)
+            assert same_bits(got, ref), (mode, nan_aware)
+
+
+def test_even_counts_take_the_mean_of_the_two_middle_values_as_bottleneck():
+    # windows holding an even number of finite samples: (lower + upper) / 2, values chosen so that
+    # other formulas (e.g. lower + (upper - lower) / 2) round differently
+    lower, upper = -0.00013210486329130188, 0.001257302210933933
+    assert (lower + upper) / 2 != lower + (upper - lower) / 2
+    x = np.array([[lower, upper, np.nan, lower, np.nan, upper, 1e308, 1.7e308]])
+    for kernel in (3, 5):
+        got = median_filter_rows(x, kernel, mode="reflect", nan_aware=True, engine="compiled")
+        assert same_bits(got, bottleneck_median(x, kernel, "reflect", True))
+    assert median_filter_rows(x, 3, mode="reflect", nan_aware=True, engine="compiled")[0, 1] == (lower + upper) / 2
+
+
+def test_noise_std_equals_the_bottleneck_reference(rng):
+    mismatches = []
+    for case in range(60):
+        n_frames = int(rng.integers(5, 400))
+        x = 100 + random_rows(rng, case, 4, n_frames) * rng.uniform(0.5, 20)
+        if case % 8 == 0:
+            x[1] = 100.0  # flat row: no residual left after the peak cut
+        kernel = int(rng.integers(1, 40)) * 2 + 1
+        for mode in ("constant", "reflect"):
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ref = noise_std_rows(x, kernel, mode=mode, engine="bottleneck")
+            got = noise_std_rows(x, kernel, mode=mode, engine="compiled")
+            if not same_bits(got, ref):
+                mismatches.append((case, n_frames, kernel, mode))
+    assert mismatches == []
+
+
+def test_noise_std_of_even_and_odd_counts(rng):
+    # selections on even and odd numbers of kept residuals, with ties
+    for n_frames in (40, 41, 1000, 1001):
+        x = np.round(rng.normal(50, 3, (3, n_frames)))
+        ref = noise_std_rows(x, 7, mode="constant", engine="bottleneck")
+        assert same_bits(noise_std_rows(x, 7, mode="constant", engine="compiled"), ref)
+
+
+@pytest.mark.parametrize("method, kwargs", [
+    ("allen_legacy", {"median_kernel_long": 1201}),
+    ("allen_inactive", {"long_baseline_filter_s": 30.0}),
+    ("maximin", {}),
+])
+def test_estimators_are_identical_with_both_engines(rng, monkeypatch, method, kwargs):
+    traces = rng.gamma(4.0, 40.0, size=(5, 3000))
+    traces[1, 500:900] += 400
+    traces[2, ::50] = np.nan
+    traces[3] = np.nan
+    traces[4] = np.round(traces[4] / 10)
+    compiled = compute_dff(traces, 30.0, method=method, **kwargs)
+    monkeypatch.setattr(dff_module, "MEDIAN_ENGINE", "bottleneck")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = compute_dff(traces, 30.0, method=method, **kwargs)
+    assert same_bits(compiled.dff, reference.dff)
+    assert same_bits(compiled.sigma_dff, reference.sigma_dff)
+    assert list(compiled.num_small_baseline_frames) == list(reference.num_small_baseline_frames)
+    assert list(compiled.invalid_rows) == list(reference.invalid_rows)
+
+
+def test_unknown_engine_or_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown median engine"):
+        median_filter_rows(np.zeros((1, 5)), 3, mode="constant", engine="fast")
+    with pytest.raises(ValueError, match="unknown padding mode"):
+        median_filter_rows(np.zeros((1, 5)), 3, mode="wrap")
