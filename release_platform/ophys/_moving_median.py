@@ -220,10 +220,10 @@ def _median_ranks(rank, n, sorted_values, w, min_count, bits, summary, out):  # 
 
 
 @numba.njit(nogil=True, cache=True)
-def median_filters_rows(x, windows, reflect, min_counts, out):  # pragma: no cover - compiled by numba
+def median_filters_rows(x, windows, reflect, min_counts, out, first, stop):  # pragma: no cover - compiled by numba
     """``out[f, i]`` = centred running median of row ``x[i]`` over ``windows[f]`` (odd) frames, the row
     padded with ``windows[f] // 2`` zeros (or reflected samples with ``reflect``) at each end; windows
-    with fewer than ``min_counts[f]`` finite samples give NaN."""
+    with fewer than ``min_counts[f]`` finite samples give NaN. Rows ``first`` .. ``stop - 1`` only."""
     n_rows, t = x.shape
     longest = 1
     for f in range(windows.size):
@@ -241,7 +241,7 @@ def median_filters_rows(x, windows, reflect, min_counts, out):  # pragma: no cov
     n_words = max((length + 63) >> 6, 1)
     bits = np.empty(n_words, dtype=np.uint64)
     summary = np.empty(max((n_words + 63) >> 6, 1), dtype=np.uint64)
-    for i in range(n_rows):
+    for i in range(first, stop):
         _pad_row(x[i], pad, reflect, padded)
         n = _rank_row(padded, rank, sorted_values, keys, keys2, idx, idx2, counts)
         words = max((n + 63) >> 6, 1)
@@ -255,12 +255,9 @@ def median_filters_rows(x, windows, reflect, min_counts, out):  # pragma: no cov
 
 
 @numba.njit(nogil=True, cache=True)
-def _median_of(a, n):  # pragma: no cover - compiled by numba
-    """Median of ``a[:n]`` (no NaN; NaN if n == 0), by in-place selection (reorders ``a[:n]``); for even
-    n the mean of the two middle values, ``(lower + upper) / 2`` as bottleneck's ``nanmedian``."""
-    if n == 0:
-        return np.nan
-    k = n >> 1
+def _select_in_place(a, n, k):  # pragma: no cover - compiled by numba
+    """Reorder ``a[:n]`` (no NaN) so that ``a[k]`` is its k-th smallest value, ``a[:k] <= a[k] <= a[k + 1:n]``
+    (quickselect, median-of-three pivots, Hoare partition)."""
     lo = 0
     hi = n - 1
     while hi > lo:
@@ -289,38 +286,95 @@ def _median_of(a, n):  # pragma: no cover - compiled by numba
             lo = i
         else:
             break
-    upper = a[k]
+
+
+_SAMPLE = 1024  # sample size of the two-pivot median below
+_SAMPLE_MARGIN = 64  # sample ranks each side of the median rank (about 4 standard deviations)
+
+
+@numba.njit(nogil=True, cache=True)
+def _median_of(a, n, work, sample):  # pragma: no cover - compiled by numba
+    """Median of ``a[:n]`` (no NaN; NaN if n == 0); for even n the mean of the two middle values,
+    ``(lower + upper) / 2`` as bottleneck's ``nanmedian``. ``a`` is left unchanged; ``work`` (n) and
+    ``sample`` (``_SAMPLE``) are scratch.
+
+    Large inputs: two pivots bracketing the median are read off a sorted sample, one pass keeps the
+    values between them (and counts and takes the largest of those below), and the selection runs on
+    the kept values only; if the sample misled (the median is not between the pivots) the selection
+    runs on all values.
+    """
+    if n == 0:
+        return np.nan
+    k = n >> 1
+    if n >= 8 * _SAMPLE:
+        step = n // _SAMPLE
+        for q in range(_SAMPLE):
+            sample[q] = a[q * step + (q * 7) % step]
+        sample.sort()
+        centre = (k * _SAMPLE) // n
+        low = sample[max(centre - _SAMPLE_MARGIN, 0)]
+        high = sample[min(centre + _SAMPLE_MARGIN, _SAMPLE - 1)]
+        below = 0
+        largest_below = -np.inf
+        m = 0
+        for i in range(n):
+            v = a[i]
+            if v < low:
+                below += 1
+                if v > largest_below:
+                    largest_below = v
+            elif v <= high:
+                work[m] = v
+                m += 1
+        if below <= k < below + m:
+            kk = k - below
+            _select_in_place(work, m, kk)
+            upper = work[kk]
+            if n & 1:
+                return upper
+            if kk == 0:
+                return (largest_below + upper) / 2.0
+            lower = work[0]
+            for i in range(1, kk):
+                if work[i] > lower:
+                    lower = work[i]
+            return (lower + upper) / 2.0
+    for i in range(n):
+        work[i] = a[i]
+    _select_in_place(work, n, k)
+    upper = work[k]
     if n & 1:
         return upper
-    lower = a[0]
+    lower = work[0]
     for i in range(1, k):
-        if a[i] > lower:
-            lower = a[i]
+        if work[i] > lower:
+            lower = work[i]
     return (lower + upper) / 2.0
 
 
 @numba.njit(nogil=True, cache=True)
-def _robust_std(a, n, scratch, scale):  # pragma: no cover - compiled by numba
+def _robust_std(a, n, deviation, work, sample, scale):  # pragma: no cover - compiled by numba
     """``scale`` x median absolute deviation of ``a[:n]``; ``a`` is left unchanged."""
+    centre = _median_of(a, n, work, sample)
     for i in range(n):
-        scratch[i] = a[i]
-    centre = _median_of(scratch, n)
-    for i in range(n):
-        scratch[i] = abs(a[i] - centre)
-    return scale * _median_of(scratch, n)
+        deviation[i] = abs(a[i] - centre)
+    return scale * _median_of(deviation, n, work, sample)
 
 
 @numba.njit(nogil=True, cache=True)
-def noise_std_rows(x, filtered, peak_scale, outlier_scale, mad_scale, out):  # pragma: no cover - compiled by numba
+def noise_std_rows(x, filtered, peak_scale, outlier_scale, mad_scale, out, first, stop):  # pragma: no cover - compiled by numba
     """Robust noise standard deviation of each row of ``x`` given its running median ``filtered``.
 
     residual = x - filtered (NaN frames ignored); keep residuals < peak_scale |min residual|;
     s1 = mad_scale MAD; keep those with |residual| < outlier_scale s1; out = mad_scale MAD of them.
+    Rows ``first`` .. ``stop - 1`` only.
     """
     n_rows, t = x.shape
     kept = np.empty(t)
     scratch = np.empty(t)
-    for i in range(n_rows):
+    work = np.empty(t)
+    sample = np.empty(_SAMPLE)
+    for i in range(first, stop):
         minimum = np.inf
         finite = 0
         for j in range(t):
@@ -340,11 +394,11 @@ def noise_std_rows(x, filtered, peak_scale, outlier_scale, mad_scale, out):  # p
             if r < limit:
                 kept[n] = r
                 n += 1
-        first = _robust_std(kept, n, scratch, mad_scale)
-        limit = outlier_scale * first
+        s1 = _robust_std(kept, n, scratch, work, sample, mad_scale)
+        limit = outlier_scale * s1
         m = 0
         for j in range(n):
             if abs(kept[j]) < limit:
                 kept[m] = kept[j]
                 m += 1
-        out[i] = _robust_std(kept, m, scratch, mad_scale)
+        out[i] = _robust_std(kept, m, scratch, work, sample, mad_scale)

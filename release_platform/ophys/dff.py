@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -232,6 +234,27 @@ def _kernels():
     return _moving_median
 
 
+#: rows per thread below which a compiled kernel runs on the calling thread only
+_MIN_ROWS_PER_THREAD = 2
+
+
+def _by_row_chunks(kernel: Callable[..., None], n_rows: int, *args: Any) -> None:
+    """Run ``kernel(*args, first, stop)`` over rows 0 .. n_rows - 1, split into one contiguous chunk per
+    available CPU (the kernels release the GIL and write disjoint rows of their outputs)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without affinity masks
+        cpus = os.cpu_count() or 1
+    n_threads = max(1, min(cpus, n_rows // _MIN_ROWS_PER_THREAD))
+    if n_threads == 1:
+        kernel(*args, 0, n_rows)
+        return
+    bounds = np.linspace(0, n_rows, n_threads + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for done in [pool.submit(kernel, *args, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+            done.result()
+
+
 def median_filter_rows(
     traces: np.ndarray, kernel: int, *, mode: str, nan_aware: bool = False, engine: str | None = None
 ) -> np.ndarray:
@@ -267,7 +290,7 @@ def median_filters_rows(
         if rows.size:
             windows = np.array([p[1] for p in pending], dtype=np.int64)
             min_counts = np.array([p[2] for p in pending], dtype=np.int64)
-            _kernels().median_filters_rows(rows, windows, mode == "reflect", min_counts, out)
+            _by_row_chunks(_kernels().median_filters_rows, rows.shape[0], rows, windows, mode == "reflect", min_counts, out)
         for (f, _, _), filtered in zip(pending, out):
             results[f] = filtered
     else:
@@ -298,8 +321,8 @@ def _noise_std_given(x: np.ndarray, filtered: np.ndarray, engine: str | None = N
         rows = np.ascontiguousarray(x, dtype=np.float64)
         out = np.full(rows.shape[0], np.nan)
         if rows.shape[1]:
-            _kernels().noise_std_rows(rows, np.ascontiguousarray(filtered, dtype=np.float64), POSITIVE_PEAK_SCALE,
-                                      OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE, out)
+            _by_row_chunks(_kernels().noise_std_rows, rows.shape[0], rows, np.ascontiguousarray(filtered, dtype=np.float64),
+                           POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE, out)
         return out
     residual = x - filtered
     with np.errstate(invalid="ignore"):

@@ -135,3 +135,32 @@ def test_unknown_engine_or_mode_is_refused():
         median_filter_rows(np.zeros((1, 5)), 3, mode="constant", engine="fast")
     with pytest.raises(ValueError, match="unknown padding mode"):
         median_filter_rows(np.zeros((1, 5)), 3, mode="wrap")
+
+
+def test_noise_std_of_long_rows_equals_the_bottleneck_reference(rng):
+    # long rows take the sampled two-pivot selection
+    x = 200 + 8 * rng.standard_normal((4, 30000))
+    x[0, 1000:1300] += 400  # transients
+    x[1] = np.round(x[1] / 4)  # many ties
+    x[2, ::3] = np.nan
+    x[3, 5:] = np.sort(x[3, 5:])  # a ramp: monotone residual ranks
+    for kernel in (31, 101):
+        for mode in ("constant", "reflect"):
+            ref = noise_std_rows(x, kernel, mode=mode, engine="bottleneck")
+            assert same_bits(noise_std_rows(x, kernel, mode=mode, engine="compiled"), ref), (kernel, mode)
+
+
+@pytest.mark.parametrize("n", [8192, 8193, 20000, 20001])
+def test_median_selection_when_the_sample_misleads(n):
+    from release_platform.ophys._moving_median import _SAMPLE, _median_of
+
+    step = n // _SAMPLE
+    a = np.zeros(n)
+    sampled = np.arange(_SAMPLE) * step + (np.arange(_SAMPLE) * 7) % step
+    a[sampled] = 1e6 + np.arange(_SAMPLE)  # every sampled value far above the median
+    a[::5] = -1.0
+    for values in (a, -a, np.arange(n, dtype=float)[::-1].copy()):
+        got = _median_of(values, n, np.empty(n), np.empty(_SAMPLE))
+        assert got == bn.nanmedian(values)
+    ties = np.repeat([1.0, 2.0], n // 2 + 1)[:n]
+    assert _median_of(ties, n, np.empty(n), np.empty(_SAMPLE)) == bn.nanmedian(ties)
