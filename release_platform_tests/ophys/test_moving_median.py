@@ -164,3 +164,17 @@ def test_median_selection_when_the_sample_misleads(n):
         assert got == bn.nanmedian(values)
     ties = np.repeat([1.0, 2.0], n // 2 + 1)[:n]
     assert _median_of(ties, n, np.empty(n), np.empty(_SAMPLE)) == bn.nanmedian(ties)
+
+
+def test_median_selection_equals_bottleneck_on_random_even_and_odd_inputs(rng):
+    from release_platform.ophys._moving_median import _SAMPLE, _median_of
+
+    mismatches = 0
+    for case in range(300):
+        n = int(rng.integers(1, 12000)) if case % 2 else int(rng.integers(4096, 12000)) * 2
+        values = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 3)
+        if case % 5 == 0:
+            values[rng.random(n) < 0.2] = np.inf
+        got = _median_of(values, n, np.empty(n), np.empty(_SAMPLE))
+        mismatches += got != bn.nanmedian(values)
+    assert mismatches == 0
