@@ -231,12 +231,12 @@ def median_filters_rows(x, windows, reflect, min_counts, out, first, stop):  # p
     pad = longest // 2
     length = t + 2 * pad
     padded = np.empty(length)
-    rank = np.empty(length, dtype=np.int64)
+    rank = np.empty(length, dtype=np.int32)
     sorted_values = np.empty(length)
     keys = np.empty(length, dtype=np.uint64)
     keys2 = np.empty(length, dtype=np.uint64)
-    idx = np.empty(length, dtype=np.int64)
-    idx2 = np.empty(length, dtype=np.int64)
+    idx = np.empty(length, dtype=np.int32)
+    idx2 = np.empty(length, dtype=np.int32)
     counts = np.empty((_N_DIGITS, 1 << _DIGIT_BITS), dtype=np.int64)
     n_words = max((length + 63) >> 6, 1)
     bits = np.empty(n_words, dtype=np.uint64)
@@ -317,15 +317,15 @@ def _median_of(a, n, work, sample):  # pragma: no cover - compiled by numba
         below = 0
         largest_below = -np.inf
         m = 0
-        for i in range(n):
+        for i in range(n):  # written without unpredictable branches
             v = a[i]
-            if v < low:
-                below += 1
-                if v > largest_below:
-                    largest_below = v
-            elif v <= high:
-                work[m] = v
-                m += 1
+            is_below = v < low
+            below += 1 if is_below else 0
+            candidate = v if is_below else -np.inf
+            if candidate > largest_below:
+                largest_below = candidate
+            work[m] = v
+            m += 1 if (v >= low and v <= high) else 0
         if below <= k < below + m:
             kk = k - below
             _select_in_place(work, m, kk)

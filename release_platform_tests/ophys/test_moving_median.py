@@ -178,3 +178,13 @@ def test_median_selection_equals_bottleneck_on_random_even_and_odd_inputs(rng):
         got = _median_of(values, n, np.empty(n), np.empty(_SAMPLE))
         mismatches += got != bn.nanmedian(values)
     assert mismatches == 0
+
+
+def test_running_median_of_rows_longer_than_one_top_bitset_word(rng):
+    # more than 64**3 ranks: searches cross several words at every level of the bitset
+    x = rng.standard_normal((1, 300_000))
+    x[0, ::1000] = 50.0  # far-away ranks entering short windows
+    x[0, 1000:2000] = np.nan
+    for kernel, nan_aware in ((3, True), (101, False), (1001, True)):
+        got = median_filter_rows(x, kernel, mode="constant", nan_aware=nan_aware, engine="compiled")
+        assert same_bits(got, bottleneck_median(x, kernel, "constant", nan_aware)), kernel
