@@ -354,11 +354,16 @@ def _median_of(a, n, work, sample):  # pragma: no cover - compiled by numba
 
 @numba.njit(nogil=True, cache=True)
 def _robust_std(a, n, deviation, work, sample, scale):  # pragma: no cover - compiled by numba
-    """``scale`` x median absolute deviation of ``a[:n]``; ``a`` is left unchanged."""
+    """``scale`` x median absolute deviation of ``a[:n]`` (no NaN); ``a`` is left unchanged. Deviations
+    that are NaN (infinite values about an infinite centre) are ignored, as by ``nanmedian``."""
     centre = _median_of(a, n, work, sample)
+    m = 0
     for i in range(n):
-        deviation[i] = abs(a[i] - centre)
-    return scale * _median_of(deviation, n, work, sample)
+        d = abs(a[i] - centre)
+        if d == d:
+            deviation[m] = d
+            m += 1
+    return scale * _median_of(deviation, m, work, sample)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -188,3 +188,20 @@ def test_running_median_of_rows_longer_than_one_top_bitset_word(rng):
     for kernel, nan_aware in ((3, True), (101, False), (1001, True)):
         got = median_filter_rows(x, kernel, mode="constant", nan_aware=nan_aware, engine="compiled")
         assert same_bits(got, bottleneck_median(x, kernel, "constant", nan_aware)), kernel
+
+
+
+@pytest.mark.parametrize("values", [
+    [np.inf, np.inf, np.inf, 1.0, 2.0],
+    [-np.inf, -np.inf, 3.0, -np.inf, 1.0, 2.0],
+    [np.inf, -np.inf, 0.5, 0.25],
+    [1.0, 2.0, 4.0, 8.0],
+])
+def test_robust_std_ignores_nan_deviations_as_nanmedian(values):
+    from release_platform.ophys._moving_median import _SAMPLE, _robust_std
+
+    a = np.array(values)
+    with np.errstate(invalid="ignore"):
+        expected = 1.4826 * bn.nanmedian(np.abs(a - bn.nanmedian(a)))
+    got = _robust_std(a, a.size, np.empty(a.size), np.empty(a.size), np.empty(_SAMPLE), 1.4826)
+    assert same_bits(np.array([got]), np.array([expected]))
