@@ -220,6 +220,42 @@ def _median_ranks(rank, n, sorted_values, w, min_count, bits, summary, out):  # 
 
 
 @numba.njit(nogil=True, cache=True)
+def _scratch(length):  # pragma: no cover - compiled by numba
+    """Scratch arrays of :func:`_filters_row` for padded rows of up to ``length`` samples."""
+    n_words = max((length + 63) >> 6, 1)
+    return (
+        np.empty(length),  # padded row
+        np.empty(length, dtype=np.int32),  # ranks
+        np.empty(length),  # values by rank
+        np.empty(length, dtype=np.uint64),  # sort keys
+        np.empty(length, dtype=np.uint64),
+        np.empty(length, dtype=np.int32),  # sort indices
+        np.empty(length, dtype=np.int32),
+        np.empty((_N_DIGITS, 1 << _DIGIT_BITS), dtype=np.int64),  # digit counts
+        np.empty(n_words, dtype=np.uint64),  # rank bitset
+        np.empty(max((n_words + 63) >> 6, 1), dtype=np.uint64),  # its summary
+    )
+
+
+@numba.njit(nogil=True, cache=True)
+def _filters_row(row, windows, reflect, min_counts, scratch, out):  # pragma: no cover - compiled by numba
+    """``out[f]`` = running median of ``row`` over ``windows[f]``, see :func:`median_filters_rows`."""
+    padded, rank, sorted_values, keys, keys2, idx, idx2, counts, bits, summary = scratch
+    longest = 1
+    for f in range(windows.size):
+        longest = max(longest, windows[f])
+    pad = longest // 2
+    length = row.size + 2 * pad
+    _pad_row(row, pad, reflect, padded[:length])
+    n = _rank_row(padded[:length], rank[:length], sorted_values, keys, keys2, idx, idx2, counts)
+    words = max((n + 63) >> 6, 1)
+    for f in range(windows.size):
+        start = pad - windows[f] // 2
+        _median_ranks(rank[start : length - start], n, sorted_values, windows[f], min_counts[f],
+                      bits[:words], summary[: max((words + 63) >> 6, 1)], out[f])
+
+
+@numba.njit(nogil=True, cache=True)
 def median_filters_rows(x, windows, reflect, min_counts, out, first, stop):  # pragma: no cover - compiled by numba
     """``out[f, i]`` = centred running median of row ``x[i]`` over ``windows[f]`` (odd) frames, the row
     padded with ``windows[f] // 2`` zeros (or reflected samples with ``reflect``) at each end; windows
@@ -228,27 +264,12 @@ def median_filters_rows(x, windows, reflect, min_counts, out, first, stop):  # p
     longest = 1
     for f in range(windows.size):
         longest = max(longest, windows[f])
-    pad = longest // 2
-    length = t + 2 * pad
-    padded = np.empty(length)
-    rank = np.empty(length, dtype=np.int32)
-    sorted_values = np.empty(length)
-    keys = np.empty(length, dtype=np.uint64)
-    keys2 = np.empty(length, dtype=np.uint64)
-    idx = np.empty(length, dtype=np.int32)
-    idx2 = np.empty(length, dtype=np.int32)
-    counts = np.empty((_N_DIGITS, 1 << _DIGIT_BITS), dtype=np.int64)
-    n_words = max((length + 63) >> 6, 1)
-    bits = np.empty(n_words, dtype=np.uint64)
-    summary = np.empty(max((n_words + 63) >> 6, 1), dtype=np.uint64)
+    scratch = _scratch(t + 2 * (longest // 2))
+    filtered = np.empty((windows.size, t))
     for i in range(first, stop):
-        _pad_row(x[i], pad, reflect, padded)
-        n = _rank_row(padded, rank, sorted_values, keys, keys2, idx, idx2, counts)
-        words = max((n + 63) >> 6, 1)
+        _filters_row(x[i], windows, reflect, min_counts, scratch, filtered)
         for f in range(windows.size):
-            start = pad - windows[f] // 2
-            _median_ranks(rank[start : length - start], n, sorted_values, windows[f], min_counts[f],
-                          bits[:words], summary[: max((words + 63) >> 6, 1)], out[f, i])
+            out[f, i] = filtered[f]
 
 
 # ------------------------------------------------------------------------------------ noise statistics
@@ -367,6 +388,40 @@ def _robust_std(a, n, deviation, work, sample, scale):  # pragma: no cover - com
 
 
 @numba.njit(nogil=True, cache=True)
+def _noise_std_row(row, filtered, peak_scale, outlier_scale, mad_scale, kept, scratch, work, sample, out):  # pragma: no cover - compiled by numba
+    """``out[0]`` = robust noise standard deviation of ``row`` given its running median ``filtered``
+    (see :func:`noise_std_rows`); ``kept``, ``scratch``, ``work`` (row.size) and ``sample`` are scratch."""
+    t = row.size
+    minimum = np.inf
+    finite = 0
+    for j in range(t):
+        r = row[j] - filtered[j]
+        scratch[j] = r
+        if r == r:
+            finite += 1
+            if r < minimum:
+                minimum = r
+    if finite == 0:
+        out[0] = np.nan
+        return
+    limit = peak_scale * abs(minimum)
+    n = 0
+    for j in range(t):
+        r = scratch[j]
+        if r < limit:
+            kept[n] = r
+            n += 1
+    s1 = _robust_std(kept, n, scratch, work, sample, mad_scale)
+    limit = outlier_scale * s1
+    m = 0
+    for j in range(n):
+        if abs(kept[j]) < limit:
+            kept[m] = kept[j]
+            m += 1
+    out[0] = _robust_std(kept, m, scratch, work, sample, mad_scale)
+
+
+@numba.njit(nogil=True, cache=True)
 def noise_std_rows(x, filtered, peak_scale, outlier_scale, mad_scale, out, first, stop):  # pragma: no cover - compiled by numba
     """Robust noise standard deviation of each row of ``x`` given its running median ``filtered``.
 
@@ -380,30 +435,61 @@ def noise_std_rows(x, filtered, peak_scale, outlier_scale, mad_scale, out, first
     work = np.empty(t)
     sample = np.empty(_SAMPLE)
     for i in range(first, stop):
-        minimum = np.inf
-        finite = 0
+        _noise_std_row(x[i], filtered[i], peak_scale, outlier_scale, mad_scale, kept, scratch, work, sample, out[i:i + 1])
+
+
+# ------------------------------------------------------------------------------------ legacy dF/F
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _np_maximum(a, b):  # pragma: no cover - compiled by numba
+    """``np.maximum`` of two floats (NaN propagates)."""
+    return a if (a >= b or a != a) else b
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _np_minimum(a, b):  # pragma: no cover - compiled by numba
+    """``np.minimum`` of two floats (NaN propagates)."""
+    return a if (a <= b or a != a) else b
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def legacy_dff_rows(x, long_k, short_k, noise_k, peak_scale, outlier_scale, mad_scale,
+                    dff, sigma_dff, small, first, stop):  # pragma: no cover - compiled by numba
+    """AllenSDK ``compute_dff_windowed_median`` for rows ``first`` .. ``stop - 1`` of ``x`` (finite rows),
+    every operation as in the numpy formulation of :func:`release_platform.ophys.dff.allen_legacy`
+    (zero padding; kernels odd): sigma_F = noise_std(F, noise_k); B = median(F, long_k);
+    D = (F - B) / max(B, sigma_F); small = #(B <= sigma_F); sigma_D = noise_std(D, noise_k);
+    dff = D - min(median(D, short_k), outlier_scale sigma_D). One row at a time in cache-sized scratch."""
+    n_rows, t = x.shape
+    first_windows = np.array([noise_k, long_k], dtype=np.int64)
+    first_counts = np.array([1, long_k], dtype=np.int64)
+    second_windows = np.array([noise_k, short_k], dtype=np.int64)
+    second_counts = np.array([1, short_k], dtype=np.int64)
+    longest = max(noise_k, max(long_k, short_k))
+    scratch = _scratch(t + 2 * (longest // 2))
+    filtered = np.empty((2, t))
+    d = np.empty((1, t))
+    kept = np.empty(t)
+    deviation = np.empty(t)
+    work = np.empty(t)
+    sample = np.empty(_SAMPLE)
+    sigma = np.empty(1)
+    for i in range(first, stop):
+        row = x[i]
+        _filters_row(row, first_windows, False, first_counts, scratch, filtered)
+        _noise_std_row(row, filtered[0], peak_scale, outlier_scale, mad_scale, kept, deviation, work, sample, sigma)
+        sigma_f = sigma[0]
+        count = 0
         for j in range(t):
-            r = x[i, j] - filtered[i, j]
-            scratch[j] = r
-            if r == r:
-                finite += 1
-                if r < minimum:
-                    minimum = r
-        if finite == 0:
-            out[i] = np.nan
-            continue
-        limit = peak_scale * abs(minimum)
-        n = 0
+            b = filtered[1, j]
+            d[0, j] = (row[j] - b) / _np_maximum(b, sigma_f)
+            if b <= sigma_f:
+                count += 1
+        small[i] = count
+        _filters_row(d[0], second_windows, False, second_counts, scratch, filtered)
+        _noise_std_row(d[0], filtered[0], peak_scale, outlier_scale, mad_scale, kept, deviation, work, sample, sigma)
+        sigma_dff[i] = sigma[0]
+        limit = outlier_scale * sigma[0]
         for j in range(t):
-            r = scratch[j]
-            if r < limit:
-                kept[n] = r
-                n += 1
-        s1 = _robust_std(kept, n, scratch, work, sample, mad_scale)
-        limit = outlier_scale * s1
-        m = 0
-        for j in range(n):
-            if abs(kept[j]) < limit:
-                kept[m] = kept[j]
-                m += 1
-        out[i] = _robust_std(kept, m, scratch, work, sample, mad_scale)
+            dff[i, j] = d[0, j] - _np_minimum(filtered[1, j], limit)

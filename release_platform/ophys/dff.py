@@ -442,6 +442,14 @@ def allen_legacy(
     }
     rows = np.flatnonzero(np.isfinite(traces).all(axis=1))
     x = traces[rows]
+    if _engine(None) == "compiled":  # the same operations, fused per row in one compiled pass
+        dff = np.empty(x.shape)
+        sigma_dff = np.empty(x.shape[0])
+        small = np.zeros(x.shape[0], dtype=np.int64)
+        if x.size:
+            _by_row_chunks(_kernels().legacy_dff_rows, x.shape[0], x, long_k, short_k, noise_k, POSITIVE_PEAK_SCALE,
+                           OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE, dff, sigma_dff, small)
+        return _finish(traces, rows, dff, sigma_dff, small, "allen_legacy", parameters)
     noise_median, baseline = median_filters_rows(x, ((noise_k, True), (long_k, False)), mode="constant")
     sigma_f = _noise_std_given(x, noise_median)
     dff, small = _scaled(x, baseline, sigma_f)

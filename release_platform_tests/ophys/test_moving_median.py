@@ -205,3 +205,27 @@ def test_robust_std_ignores_nan_deviations_as_nanmedian(values):
         expected = 1.4826 * bn.nanmedian(np.abs(a - bn.nanmedian(a)))
     got = _robust_std(a, a.size, np.empty(a.size), np.empty(a.size), np.empty(_SAMPLE), 1.4826)
     assert same_bits(np.array([got]), np.array([expected]))
+
+
+@pytest.mark.parametrize("n_frames, kwargs", [
+    (6000, {}),  # default kernels 5401 / 101 / 31
+    (300, {"median_kernel_long": 151, "median_kernel_short": 21, "noise_kernel_length": 11}),
+    (40, {"median_kernel_long": 101, "median_kernel_short": 41, "noise_kernel_length": 7,
+          "allow_kernel_longer_than_trace": True}),
+])
+def test_fused_legacy_kernel_equals_the_numpy_formulation(rng, monkeypatch, n_frames, kwargs):
+    traces = rng.gamma(3.0, 50.0, size=(7, n_frames))
+    traces[1] = 0.0  # flat zero row: 0 / 0
+    traces[2] = 80.0  # flat row: no residual left, NaN noise
+    traces[3, 5] = np.nan  # legacy rule: the whole row is NaN
+    traces[4] = np.round(traces[4] / 25)  # ties
+    traces[5] -= 200.0  # negative baselines: max(B, sigma) picks sigma
+    compiled = compute_dff(traces, 30.0, method="allen_legacy", **kwargs)
+    monkeypatch.setattr(dff_module, "MEDIAN_ENGINE", "bottleneck")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = compute_dff(traces, 30.0, method="allen_legacy", **kwargs)
+    assert same_bits(compiled.dff, reference.dff)
+    assert same_bits(compiled.sigma_dff, reference.sigma_dff)
+    assert list(compiled.num_small_baseline_frames) == list(reference.num_small_baseline_frames)
+    assert list(compiled.invalid_rows) == list(reference.invalid_rows)
