@@ -193,7 +193,7 @@ def compute_dff(
     array = np.asarray(traces)
     if array.dtype.kind not in "biuf":
         raise InputError(f"traces must be numeric, got dtype {array.dtype}")
-    array = np.atleast_2d(array.astype(np.float64))
+    array = np.atleast_2d(np.asarray(array, dtype=np.float64))  # no copy: estimators never write to it
     if array.ndim != 2:
         raise InputError(f"traces must be N x T, got shape {array.shape}")
     if array.shape[1] < 1:
@@ -343,12 +343,17 @@ def _finish(
     parameters: dict[str, Any],
 ) -> DffResult:
     n, t = traces.shape
-    dff = np.full((n, t), np.nan)
-    sigma = np.full(n, np.nan)
-    small = np.zeros(n, dtype=np.int64)
-    dff[rows] = dff_rows
-    sigma[rows] = sigma_rows
-    small[rows] = small_rows
+    if rows.size == n:  # every row computed: the estimator's own (new) arrays are the result
+        dff = np.asarray(dff_rows, dtype=np.float64)
+        sigma = np.array(sigma_rows, dtype=np.float64)
+        small = np.array(small_rows, dtype=np.int64)
+    else:
+        dff = np.full((n, t), np.nan)
+        sigma = np.full(n, np.nan)
+        small = np.zeros(n, dtype=np.int64)
+        dff[rows] = dff_rows
+        sigma[rows] = sigma_rows
+        small[rows] = small_rows
     invalid = ~np.isfinite(dff).any(axis=1)
     sigma[invalid] = np.nan
     small[invalid] = 0
@@ -441,7 +446,7 @@ def allen_legacy(
         "allow_kernel_longer_than_trace": bool(allow_kernel_longer_than_trace),
     }
     rows = np.flatnonzero(np.isfinite(traces).all(axis=1))
-    x = traces[rows]
+    x = np.ascontiguousarray(traces) if rows.size == traces.shape[0] else traces[rows]
     if _engine(None) == "compiled":  # the same operations, fused per row in one compiled pass
         dff = np.empty(x.shape)
         sigma_dff = np.empty(x.shape[0])
