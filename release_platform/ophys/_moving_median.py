@@ -314,77 +314,120 @@ _SAMPLE_MARGIN = 64  # sample ranks each side of the median rank (about 4 standa
 
 
 @numba.njit(nogil=True, cache=True)
-def _median_of(a, n, work, sample):  # pragma: no cover - compiled by numba
-    """Median of ``a[:n]`` (no NaN; NaN if n == 0); for even n the mean of the two middle values,
-    ``(lower + upper) / 2`` as bottleneck's ``nanmedian``. ``a`` is left unchanged; ``work`` (n) and
-    ``sample`` (``_SAMPLE``) are scratch.
+def _pivots(sample, s):  # pragma: no cover - compiled by numba
+    """Two values bracketing the median of a sample ``sample[:s]`` (sorted here); (-inf, inf) for
+    samples too small to trust."""
+    if s < _SAMPLE // 2:
+        return -np.inf, np.inf
+    ordered = np.sort(sample[:s])
+    middle = s >> 1
+    return ordered[max(middle - _SAMPLE_MARGIN, 0)], ordered[min(middle + _SAMPLE_MARGIN, s - 1)]
 
-    Large inputs: two pivots bracketing the median are read off a sorted sample, one pass keeps the
-    values between them (and counts and takes the largest of those below), and the selection runs on
-    the kept values only; if the sample misled (the median is not between the pivots) the selection
-    runs on all values.
-    """
-    if n == 0:
-        return np.nan
-    k = n >> 1
-    if n >= 8 * _SAMPLE:
-        step = n // _SAMPLE
-        for q in range(_SAMPLE):
-            sample[q] = a[q * step + (q * 7) % step]
-        sample.sort()
-        centre = (k * _SAMPLE) // n
-        low = sample[max(centre - _SAMPLE_MARGIN, 0)]
-        high = sample[min(centre + _SAMPLE_MARGIN, _SAMPLE - 1)]
-        below = 0
-        largest_below = -np.inf
-        m = 0
-        for i in range(n):  # written without unpredictable branches
-            v = a[i]
-            is_below = v < low
-            below += 1 if is_below else 0
-            candidate = v if is_below else -np.inf
-            if candidate > largest_below:
-                largest_below = candidate
-            work[m] = v
-            m += 1 if (v >= low and v <= high) else 0
-        if below <= k < below + m:
-            kk = k - below
-            _select_in_place(work, m, kk)
-            upper = work[kk]
-            if n & 1:
-                return upper
-            if kk == 0:
-                return (largest_below + upper) / 2.0
-            lower = work[0]
-            for i in range(1, kk):
-                if work[i] > lower:
-                    lower = work[i]
-            return (lower + upper) / 2.0
-    for i in range(n):
-        work[i] = a[i]
-    _select_in_place(work, n, k)
-    upper = work[k]
-    if n & 1:
+
+@numba.njit(nogil=True, cache=True)
+def _gathered_median(work, m, count, below, largest_below):  # pragma: no cover - compiled by numba
+    """Median of ``count`` values of which ``below`` lie under the gathered ``work[:m]`` (the largest of
+    them ``largest_below``) and the rest above; for an even count ``(lower + upper) / 2`` as bottleneck's
+    ``nanmedian``. Reorders ``work[:m]``; the median rank must lie among the gathered values."""
+    k = count >> 1
+    kk = k - below
+    _select_in_place(work, m, kk)
+    upper = work[kk]
+    if count & 1:
         return upper
+    if kk == 0:
+        return (largest_below + upper) / 2.0
     lower = work[0]
-    for i in range(1, k):
+    for i in range(1, kk):
         if work[i] > lower:
             lower = work[i]
     return (lower + upper) / 2.0
 
 
 @numba.njit(nogil=True, cache=True)
-def _robust_std(a, n, deviation, work, sample, scale):  # pragma: no cover - compiled by numba
-    """``scale`` x median absolute deviation of ``a[:n]`` (no NaN); ``a`` is left unchanged. Deviations
-    that are NaN (infinite values about an infinite centre) are ignored, as by ``nanmedian``."""
-    centre = _median_of(a, n, work, sample)
+def _median_of(a, n, work, sample):  # pragma: no cover - compiled by numba
+    """Median of ``a[:n]`` (no NaN; NaN if n == 0); ``a`` is left unchanged; ``work`` (n) and ``sample``
+    (``_SAMPLE``) are scratch.
+
+    Large inputs: two pivots bracketing the median are read off a sorted sample, one pass gathers the
+    values between them (and counts and takes the largest of those below), and the selection runs on
+    the gathered values only; if the sample misled (the median is not between the pivots) the
+    selection runs on all values.
+    """
+    if n == 0:
+        return np.nan
+    low, high = -np.inf, np.inf
+    if n >= 8 * _SAMPLE:
+        step = n // _SAMPLE
+        for q in range(_SAMPLE):
+            sample[q] = a[q * step + (q * 7) % step]
+        low, high = _pivots(sample, _SAMPLE)
+    below = 0
+    largest_below = -np.inf
+    m = 0
+    for i in range(n):  # written without unpredictable branches
+        v = a[i]
+        is_below = v < low
+        below += 1 if is_below else 0
+        candidate = v if is_below else -np.inf
+        if candidate > largest_below:
+            largest_below = candidate
+        work[m] = v
+        m += 1 if (v >= low and v <= high) else 0
+    if not below <= (n >> 1) < below + m:  # the sample misled
+        for i in range(n):
+            work[i] = a[i]
+        m = n
+        below = 0
+    return _gathered_median(work, m, n, below, largest_below)
+
+
+@numba.njit(nogil=True, cache=True)
+def _median_deviation(a, n, centre, work, sample):  # pragma: no cover - compiled by numba
+    """Median of ``|a[:n] - centre|`` (no NaN in ``a``) as :func:`_median_of`, the deviations computed on
+    the fly; NaN deviations (infinite values about an infinite centre) are ignored as by ``nanmedian``."""
+    low, high = -np.inf, np.inf
+    if n >= 8 * _SAMPLE:
+        step = n // _SAMPLE
+        s = 0
+        for q in range(_SAMPLE):
+            d = abs(a[q * step + (q * 7) % step] - centre)
+            if d == d:
+                sample[s] = d
+                s += 1
+        low, high = _pivots(sample, s)
+    count = 0
+    below = 0
+    largest_below = -np.inf
     m = 0
     for i in range(n):
         d = abs(a[i] - centre)
         if d == d:
-            deviation[m] = d
-            m += 1
-    return scale * _median_of(deviation, m, work, sample)
+            count += 1
+            is_below = d < low
+            below += 1 if is_below else 0
+            candidate = d if is_below else -np.inf
+            if candidate > largest_below:
+                largest_below = candidate
+            work[m] = d
+            m += 1 if (d >= low and d <= high) else 0
+    if count == 0:
+        return np.nan
+    if not below <= (count >> 1) < below + m:  # the sample misled
+        m = 0
+        for i in range(n):
+            d = abs(a[i] - centre)
+            if d == d:
+                work[m] = d
+                m += 1
+        below = 0
+    return _gathered_median(work, m, count, below, largest_below)
+
+
+@numba.njit(nogil=True, cache=True)
+def _robust_std(a, n, work, sample, scale):  # pragma: no cover - compiled by numba
+    """``scale`` x median absolute deviation of ``a[:n]`` (no NaN); ``a`` is left unchanged."""
+    return scale * _median_deviation(a, n, _median_of(a, n, work, sample), work, sample)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -411,14 +454,14 @@ def _noise_std_row(row, filtered, peak_scale, outlier_scale, mad_scale, kept, sc
         if r < limit:
             kept[n] = r
             n += 1
-    s1 = _robust_std(kept, n, scratch, work, sample, mad_scale)
+    s1 = _robust_std(kept, n, work, sample, mad_scale)
     limit = outlier_scale * s1
     m = 0
     for j in range(n):
         if abs(kept[j]) < limit:
             kept[m] = kept[j]
             m += 1
-    out[0] = _robust_std(kept, m, scratch, work, sample, mad_scale)
+    out[0] = _robust_std(kept, m, work, sample, mad_scale)
 
 
 @numba.njit(nogil=True, cache=True)
