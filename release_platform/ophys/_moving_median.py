@@ -168,9 +168,10 @@ def _rank_row(p, rank, sorted_values, keys, keys2, idx, idx2, counts):  # pragma
 
 
 @numba.njit(nogil=True, cache=True)
-def _median_ranks(rank, n, sorted_values, w, min_count, bits, summary, out):  # pragma: no cover - compiled by numba
+def _median_ranks(rank, n, sorted_values, w, min_count, order, bits, summary, out):  # pragma: no cover - compiled by numba
     """``out[k]`` = median of the finite samples of window ``k`` (``w`` samples from ``k``) of a row
-    given as ranks (see :func:`_rank_row`; -1 = NaN); NaN if fewer than ``min_count`` samples.
+    given as ranks (see :func:`_rank_row`; -1 = NaN); NaN if fewer than ``min_count`` samples. With
+    ``order`` >= 0 (windows without NaN only: ``min_count`` = ``w``) the ``order``-th smallest value instead.
     ``bits`` ((n + 63) // 64 words) and ``summary`` ((words + 63) // 64) are scratch."""
     length = rank.size
     n_out = length - w + 1
@@ -196,7 +197,7 @@ def _median_ranks(rank, n, sorted_values, w, min_count, bits, summary, out):  # 
         if c < min_count or c == 0:
             out[k] = np.nan
         else:
-            target = (c - 1) >> 1
+            target = (c - 1) >> 1 if order < 0 else order
             if below > target:
                 while below > target:
                     m = _prev_present(bits, summary, m - 1)
@@ -207,7 +208,7 @@ def _median_ranks(rank, n, sorted_values, w, min_count, bits, summary, out):  # 
                 while below < target:
                     m = _next_present(bits, summary, m + 1, n)
                     below += 1
-            if c & 1:
+            if c & 1 or order >= 0:
                 out[k] = sorted_values[m]
             else:
                 out[k] = (sorted_values[m] + sorted_values[_next_present(bits, summary, m + 1, n)]) / 2.0
@@ -238,7 +239,7 @@ def _scratch(length):  # pragma: no cover - compiled by numba
 
 
 @numba.njit(nogil=True, cache=True)
-def _filters_row(row, windows, reflect, min_counts, scratch, out):  # pragma: no cover - compiled by numba
+def _filters_row(row, windows, reflect, min_counts, orders, scratch, out):  # pragma: no cover - compiled by numba
     """``out[f]`` = running median of ``row`` over ``windows[f]``, see :func:`median_filters_rows`."""
     padded, rank, sorted_values, keys, keys2, idx, idx2, counts, bits, summary = scratch
     longest = 1
@@ -251,15 +252,16 @@ def _filters_row(row, windows, reflect, min_counts, scratch, out):  # pragma: no
     words = max((n + 63) >> 6, 1)
     for f in range(windows.size):
         start = pad - windows[f] // 2
-        _median_ranks(rank[start : length - start], n, sorted_values, windows[f], min_counts[f],
+        _median_ranks(rank[start : length - start], n, sorted_values, windows[f], min_counts[f], orders[f],
                       bits[:words], summary[: max((words + 63) >> 6, 1)], out[f])
 
 
 @numba.njit(nogil=True, cache=True)
-def median_filters_rows(x, windows, reflect, min_counts, out, first, stop):  # pragma: no cover - compiled by numba
+def median_filters_rows(x, windows, reflect, min_counts, orders, out, first, stop):  # pragma: no cover - compiled by numba
     """``out[f, i]`` = centred running median of row ``x[i]`` over ``windows[f]`` (odd) frames, the row
     padded with ``windows[f] // 2`` zeros (or reflected samples with ``reflect``) at each end; windows
-    with fewer than ``min_counts[f]`` finite samples give NaN. Rows ``first`` .. ``stop - 1`` only."""
+    with fewer than ``min_counts[f]`` finite samples give NaN; ``orders[f]`` >= 0 asks for that order
+    statistic instead of the median (windows without NaN). Rows ``first`` .. ``stop - 1`` only."""
     n_rows, t = x.shape
     longest = 1
     for f in range(windows.size):
@@ -267,7 +269,7 @@ def median_filters_rows(x, windows, reflect, min_counts, out, first, stop):  # p
     scratch = _scratch(t + 2 * (longest // 2))
     filtered = np.empty((windows.size, t))
     for i in range(first, stop):
-        _filters_row(x[i], windows, reflect, min_counts, scratch, filtered)
+        _filters_row(x[i], windows, reflect, min_counts, orders, scratch, filtered)
         for f in range(windows.size):
             out[f, i] = filtered[f]
 
@@ -509,6 +511,7 @@ def legacy_dff_rows(x, long_k, short_k, noise_k, peak_scale, outlier_scale, mad_
     first_counts = np.array([1, long_k], dtype=np.int64)
     second_windows = np.array([noise_k, short_k], dtype=np.int64)
     second_counts = np.array([1, short_k], dtype=np.int64)
+    medians = np.array([-1, -1], dtype=np.int64)
     longest = max(noise_k, max(long_k, short_k))
     scratch = _scratch(t + 2 * (longest // 2))
     filtered = np.empty((2, t))
@@ -520,7 +523,7 @@ def legacy_dff_rows(x, long_k, short_k, noise_k, peak_scale, outlier_scale, mad_
     sigma = np.empty(1)
     for i in range(first, stop):
         row = x[i]
-        _filters_row(row, first_windows, False, first_counts, scratch, filtered)
+        _filters_row(row, first_windows, False, first_counts, medians, scratch, filtered)
         _noise_std_row(row, filtered[0], peak_scale, outlier_scale, mad_scale, kept, deviation, work, sample, sigma)
         sigma_f = sigma[0]
         count = 0
@@ -530,7 +533,7 @@ def legacy_dff_rows(x, long_k, short_k, noise_k, peak_scale, outlier_scale, mad_
             if b <= sigma_f:
                 count += 1
         small[i] = count
-        _filters_row(d[0], second_windows, False, second_counts, scratch, filtered)
+        _filters_row(d[0], second_windows, False, second_counts, medians, scratch, filtered)
         _noise_std_row(d[0], filtered[0], peak_scale, outlier_scale, mad_scale, kept, deviation, work, sample, sigma)
         sigma_dff[i] = sigma[0]
         limit = outlier_scale * sigma[0]

@@ -213,9 +213,11 @@ def compute_dff(
 # vectorized building blocks (rows = ROIs, axis 1 = frames)
 
 
-#: running-median engine of :func:`median_filter_rows` and :func:`noise_std_rows`: "compiled" (numba
-#: kernels of :mod:`release_platform.ophys._moving_median`) or "bottleneck" (``bn.move_median`` on padded
-#: rows; the reference the compiled kernels equal bit for bit)
+#: engine of the running medians, order statistics and noise statistics (:func:`median_filter_rows`,
+#: :func:`percentile_filter_rows`, :func:`noise_std_rows`, the legacy estimator): "compiled" (numba
+#: kernels of :mod:`release_platform.ophys._moving_median`, one thread per CPU over the rows) or
+#: "bottleneck" (the reference they equal bit for bit: ``bn.move_median`` on padded rows,
+#: ``bn.nanmedian``, scipy's ``percentile_filter``)
 MEDIAN_ENGINES = ("compiled", "bottleneck")
 MEDIAN_ENGINE = "compiled"
 
@@ -290,7 +292,8 @@ def median_filters_rows(
         if rows.size:
             windows = np.array([p[1] for p in pending], dtype=np.int64)
             min_counts = np.array([p[2] for p in pending], dtype=np.int64)
-            _by_row_chunks(_kernels().median_filters_rows, rows.shape[0], rows, windows, mode == "reflect", min_counts, out)
+            _by_row_chunks(_kernels().median_filters_rows, rows.shape[0], rows, windows, mode == "reflect", min_counts,
+                           np.full(len(pending), -1, dtype=np.int64), out)
         for (f, _, _), filtered in zip(pending, out):
             results[f] = filtered
     else:
@@ -300,6 +303,23 @@ def median_filters_rows(
             padded = np.pad(x, ((0, 0), (half, half)), mode=pad)
             results[f] = bn.move_median(padded, kernel, axis=1, min_count=min_count)[:, kernel - 1 :]
     return results  # type: ignore[return-value]
+
+
+def percentile_filter_rows(traces: np.ndarray, percentile: float, kernel: int, *, engine: str | None = None) -> np.ndarray:
+    """scipy ``percentile_filter(row, percentile, size=kernel, mode="reflect")`` of each row (finite rows,
+    0 < percentile < 100): the order statistic of rank ``int(kernel * percentile / 100)`` of each
+    reflect-padded window. ``engine`` only changes the speed, never a bit of the result."""
+    x = np.atleast_2d(traces)
+    if _engine(engine) == "bottleneck":  # the reference: scipy's 1-D rank filter, one call per row
+        return np.array([ndi.percentile_filter(row, percentile, size=kernel, mode="reflect") for row in x]).reshape(x.shape)
+    rows = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty((1,) + rows.shape)
+    if rows.size:
+        order = int(float(kernel) * percentile / 100.0)
+        one = np.array([kernel], dtype=np.int64)
+        _by_row_chunks(_kernels().median_filters_rows, rows.shape[0], rows, one, True, one,
+                       np.array([order], dtype=np.int64), out)
+    return out[0]
 
 
 def robust_std_rows(values: np.ndarray) -> np.ndarray:
@@ -404,10 +424,7 @@ def allen_inactive(
     x = traces[rows]
     sigma_f = noise_std_rows(x, short_frames, mode="reflect")
     if 0 < inactive_percentile < 100:
-        filled = fill_nan_linear(x)
-        low = np.empty_like(filled)
-        for k, row in enumerate(filled):  # one call per ROI: scipy's fast 1-D rank filter
-            low[k] = ndi.percentile_filter(row, inactive_percentile, size=long_frames, mode="reflect")
+        low = percentile_filter_rows(fill_nan_linear(x), inactive_percentile, long_frames)
         with np.errstate(invalid="ignore"):
             active = x > low + active_threshold_sigma * sigma_f[:, None]
         inactive = np.where(active, np.nan, x)

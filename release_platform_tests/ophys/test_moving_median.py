@@ -229,3 +229,19 @@ def test_fused_legacy_kernel_equals_the_numpy_formulation(rng, monkeypatch, n_fr
     assert same_bits(compiled.sigma_dff, reference.sigma_dff)
     assert list(compiled.num_small_baseline_frames) == list(reference.num_small_baseline_frames)
     assert list(compiled.invalid_rows) == list(reference.invalid_rows)
+
+
+@pytest.mark.parametrize("percentile", [10.0, 0.01, 33.3, 50.0, 99.99])
+def test_percentile_filter_equals_scipy(rng, percentile):
+    import scipy.ndimage as ndi
+
+    from release_platform.ophys.dff import percentile_filter_rows
+
+    x = rng.normal(size=(3, 900))
+    x[1] = np.round(x[1] * 3)  # ties
+    x[2, 100:200] = np.inf
+    for kernel in (1, 3, 31, 601, 899):
+        got = percentile_filter_rows(x, percentile, kernel, engine="compiled")
+        ref = np.array([ndi.percentile_filter(row, percentile, size=kernel, mode="reflect") for row in x])
+        assert same_bits(got, ref), kernel
+        assert same_bits(percentile_filter_rows(x, percentile, kernel, engine="bottleneck"), ref)
