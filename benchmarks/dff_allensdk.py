@@ -97,9 +97,7 @@ def main() -> None:
     parser.add_argument("--allensdk-python", help="python interpreter with AllenSDK installed")
     args = parser.parse_args()
 
-    warm = synthetic_traces(2, 6000)
-    compute_dff(warm, FRAME_RATE_HZ, method="allen_legacy")  # numba: load or compile the kernels first
-    compute_dff(warm, FRAME_RATE_HZ, long_baseline_filter_s=60.0)
+    dff_module.load_kernels()  # numba: load or compile the kernels first
 
     for n_frames in args.frames:
         traces = synthetic_traces(args.rois, n_frames)

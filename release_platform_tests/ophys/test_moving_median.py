@@ -245,3 +245,9 @@ def test_percentile_filter_equals_scipy(rng, percentile):
         ref = np.array([ndi.percentile_filter(row, percentile, size=kernel, mode="reflect") for row in x])
         assert same_bits(got, ref), kernel
         assert same_bits(percentile_filter_rows(x, percentile, kernel, engine="bottleneck"), ref)
+
+
+def test_load_kernels_runs_both_compiled_estimators():
+    from release_platform.ophys.dff import load_kernels
+
+    load_kernels()  # raises if a kernel fails to compile or the tiny inputs are rejected
