@@ -539,3 +539,53 @@ def legacy_dff_rows(x, long_k, short_k, noise_k, peak_scale, outlier_scale, mad_
         limit = outlier_scale * sigma[0]
         for j in range(t):
             dff[i, j] = d[0, j] - _np_minimum(filtered[1, j], limit)
+
+
+# ------------------------------------------------------------------------------------ inactive-frame baseline
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def inactive_baseline_rows(x, short_k, long_k, order, threshold_sigma, peak_scale, outlier_scale, mad_scale,
+                           sigma_f, baseline, first, stop):  # pragma: no cover - compiled by numba
+    """The noise and the (unfilled) inactive-frame baseline of :func:`release_platform.ophys.dff.allen_inactive`
+    for rows ``first`` .. ``stop - 1`` of ``x`` (rows without NaN or infinite values), reflect padding:
+    sigma_F = noise_std(F, short_k); low = order statistic ``order`` of F over ``long_k``; frames with
+    F > low + threshold_sigma sigma_F are active; ``baseline`` = median of the inactive frames over
+    ``long_k`` (NaN where a window has none). Each row is rank-transformed once: the inactive median
+    slides over the same ranks with the active frames left out."""
+    n_rows, t = x.shape
+    pad = max(short_k, long_k) // 2
+    length = t + 2 * pad
+    scratch = _scratch(length)
+    padded, rank, sorted_values, keys, keys2, idx, idx2, counts, bits, summary = scratch
+    masked = np.empty(length, dtype=np.int32)
+    filtered = np.empty(t)
+    low = np.empty(t)
+    kept = np.empty(t)
+    residual = np.empty(t)
+    work = np.empty(t)
+    sample = np.empty(_SAMPLE)
+    sigma = np.empty(1)
+    period = 2 * t
+    for i in range(first, stop):
+        row = x[i]
+        _pad_row(row, pad, True, padded[:length])
+        n = _rank_row(padded[:length], rank[:length], sorted_values, keys, keys2, idx, idx2, counts)
+        words = max((n + 63) >> 6, 1)
+        row_bits = bits[:words]
+        row_summary = summary[: max((words + 63) >> 6, 1)]
+        start = pad - short_k // 2
+        _median_ranks(rank[start : length - start], n, sorted_values, short_k, 1, -1, row_bits, row_summary, filtered)
+        _noise_std_row(row, filtered, peak_scale, outlier_scale, mad_scale, kept, residual, work, sample, sigma)
+        sigma_f[i] = sigma[0]
+        start = pad - long_k // 2
+        _median_ranks(rank[start : length - start], n, sorted_values, long_k, long_k, order, row_bits, row_summary, low)
+        margin = threshold_sigma * sigma[0]
+        for j in range(length):
+            source = j - pad
+            if source < 0 or source >= t:
+                source = source % period
+                if source >= t:
+                    source = period - 1 - source
+            masked[j] = -1 if row[source] > low[source] + margin else rank[j]
+        _median_ranks(masked[start : length - start], n, sorted_values, long_k, 1, -1, row_bits, row_summary, baseline[i])

@@ -431,15 +431,33 @@ def allen_inactive(
     }
     rows = np.flatnonzero(np.isfinite(traces).any(axis=1))
     x = traces[rows]
-    sigma_f = noise_std_rows(x, short_frames, mode="reflect")
-    if 0 < inactive_percentile < 100:
-        low = percentile_filter_rows(fill_nan_linear(x), inactive_percentile, long_frames)
-        with np.errstate(invalid="ignore"):
-            active = x > low + active_threshold_sigma * sigma_f[:, None]
-        inactive = np.where(active, np.nan, x)
-    else:
-        inactive = x
-    baseline = fill_nan_linear(median_filter_rows(inactive, long_frames, mode="reflect", nan_aware=True))
+    sigma_f = np.empty(x.shape[0])
+    baseline = np.empty(x.shape)
+    masking = 0 < inactive_percentile < 100
+    # rows without NaN / inf: one compiled pass per row (one rank transform for all three windows)
+    fused = np.isfinite(x).all(axis=1) if masking and _engine(None) == "compiled" else np.zeros(x.shape[0], dtype=bool)
+    if fused.any():
+        part = np.ascontiguousarray(x[fused])
+        sigma_part = np.empty(part.shape[0])
+        baseline_part = np.empty(part.shape)
+        order = int(float(long_frames) * inactive_percentile / 100.0)  # scipy percentile_filter's rank
+        _by_row_chunks(_kernels().inactive_baseline_rows, part.shape[0], part, short_frames, long_frames, order,
+                       float(active_threshold_sigma), POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE,
+                       sigma_part, baseline_part)
+        sigma_f[fused], baseline[fused] = sigma_part, baseline_part
+    if not fused.all():
+        rest = x[~fused]
+        sigma_rest = noise_std_rows(rest, short_frames, mode="reflect")
+        if masking:
+            low = percentile_filter_rows(fill_nan_linear(rest), inactive_percentile, long_frames)
+            with np.errstate(invalid="ignore"):
+                active = rest > low + active_threshold_sigma * sigma_rest[:, None]
+            inactive = np.where(active, np.nan, rest)
+        else:
+            inactive = rest
+        sigma_f[~fused] = sigma_rest
+        baseline[~fused] = median_filter_rows(inactive, long_frames, mode="reflect", nan_aware=True)
+    baseline = fill_nan_linear(baseline)
     dff, small = _scaled(x, baseline, sigma_f)
     sigma_dff = noise_std_rows(dff, short_frames, mode="reflect")
     return _finish(traces, rows, dff, sigma_dff, small, "allen_inactive", parameters)

@@ -251,3 +251,26 @@ def test_load_kernels_runs_both_compiled_estimators():
     from release_platform.ophys.dff import load_kernels
 
     load_kernels()  # raises if a kernel fails to compile or the tiny inputs are rejected
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"long_baseline_filter_s": 10.0},  # 301 frames: the 600-frame active block empties whole windows
+    {"long_baseline_filter_s": 10.0, "inactive_percentile": 33.0, "active_threshold_sigma": 1.0},
+    {"long_baseline_filter_s": 10.0, "inactive_percentile": 0.0},  # masking off
+    {"long_baseline_filter_s": 60.0, "short_filter_s": 1.0},
+])
+def test_fused_inactive_kernel_equals_the_numpy_formulation(rng, monkeypatch, kwargs):
+    traces = 100 + 5 * rng.standard_normal((6, 4000))
+    traces[0, 1000:1600] += 300  # active for longer than the baseline window
+    traces[1, ::40] += 80  # short transients
+    traces[2, 7] = np.inf  # not finite: the general path
+    traces[3, 100:130] = np.nan  # isolated NaN run: the general path
+    traces[4] = np.round(traces[4])  # ties
+    compiled = compute_dff(traces, 30.0, **kwargs)
+    monkeypatch.setattr(dff_module, "MEDIAN_ENGINE", "bottleneck")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = compute_dff(traces, 30.0, **kwargs)
+    assert same_bits(compiled.dff, reference.dff)
+    assert same_bits(compiled.sigma_dff, reference.sigma_dff)
+    assert list(compiled.num_small_baseline_frames) == list(reference.num_small_baseline_frames)
