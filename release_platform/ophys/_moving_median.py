@@ -1,5 +1,5 @@
-"""Compiled running medians and robust noise statistics of :mod:`release_platform.ophys.dff`
-(imported on first use: numba is heavy).
+"""Compiled running medians, order statistics and robust noise statistics of
+:mod:`release_platform.ophys.dff` (imported on first use: numba is heavy).
 
 A running median is a selection, so any correct algorithm returns the same values; where a window
 holds an even number of samples (NaN-aware windows) the two middle values are combined as
@@ -8,9 +8,15 @@ holds an even number of samples (NaN-aware windows) the two middle values are co
 Each row is padded (zeros or numpy's "symmetric" reflection) for the longest window requested and
 rank-transformed once (LSD radix sort of the IEEE bit patterns: O(T), no comparisons); every window
 then slides over the ranks: the window is a set of ranks in a two-level bitset (one bit per rank,
-one summary bit per 64-rank word) and the median rank moves incrementally, a present rank at a time,
-found with trailing/leading-zero counts: O(1) per frame whatever the window length. Shorter windows
-reuse the ranks of the longest one's padded row (its centre is their padded row).
+one summary bit per 64-rank word) and the median (or any order statistic) rank moves incrementally,
+a present rank at a time, found with trailing/leading-zero counts: constant work per frame for
+long windows, a few word scans for short ones. Shorter windows reuse the ranks of the longest one's
+padded row (its centre is their padded row); a window that leaves frames out (NaN, active frames)
+slides over the same ranks with those frames masked.
+
+Noise statistics take medians by selection: two pivots read off a sorted sample of 1,024 values
+bracket the median, one pass gathers the values between them, quickselect finishes (all values if
+the sample misled). The legacy estimator and the inactive-frame baseline run whole rows per call.
 """
 
 import numba
