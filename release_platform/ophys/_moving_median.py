@@ -595,3 +595,34 @@ def inactive_baseline_rows(x, short_k, long_k, order, threshold_sigma, peak_scal
                     source = period - 1 - source
             masked[j] = -1 if row[source] > low[source] + margin else rank[j]
         _median_ranks(masked[start : length - start], n, sorted_values, long_k, 1, -1, row_bits, row_summary, baseline[i])
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def scaled_noise_rows(x, baseline, sigma_f, short_k, reflect, peak_scale, outlier_scale, mad_scale,
+                      dff, sigma_dff, small, first, stop):  # pragma: no cover - compiled by numba
+    """For rows ``first`` .. ``stop - 1``: D = (F - B) / max(B, sigma_F) (``np.maximum``: NaN propagates),
+    ``small`` = #(B <= sigma_F), ``sigma_dff`` = noise_std(D, short_k) with NaN-aware windows padded by
+    reflection (``reflect``) or zeros, as the numpy formulation in :mod:`release_platform.ophys.dff`."""
+    n_rows, t = x.shape
+    scratch = _scratch(t + 2 * (short_k // 2))
+    windows = np.array([short_k], dtype=np.int64)
+    min_counts = np.array([1], dtype=np.int64)
+    medians = np.array([-1], dtype=np.int64)
+    filtered = np.empty((1, t))
+    kept = np.empty(t)
+    residual = np.empty(t)
+    work = np.empty(t)
+    sample = np.empty(_SAMPLE)
+    sigma = np.empty(1)
+    for i in range(first, stop):
+        s = sigma_f[i]
+        count = 0
+        for j in range(t):
+            b = baseline[i, j]
+            dff[i, j] = (x[i, j] - b) / _np_maximum(b, s)
+            if b <= s:
+                count += 1
+        small[i] = count
+        _filters_row(dff[i], windows, reflect, min_counts, medians, scratch, filtered)
+        _noise_std_row(dff[i], filtered[0], peak_scale, outlier_scale, mad_scale, kept, residual, work, sample, sigma)
+        sigma_dff[i] = sigma[0]

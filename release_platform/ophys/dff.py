@@ -458,6 +458,14 @@ def allen_inactive(
         sigma_f[~fused] = sigma_rest
         baseline[~fused] = median_filter_rows(inactive, long_frames, mode="reflect", nan_aware=True)
     baseline = fill_nan_linear(baseline)
+    if _engine(None) == "compiled" and x.size:  # dF/F, small-baseline counts and its noise: one pass per row
+        dff = np.empty(x.shape)
+        sigma_dff = np.empty(x.shape[0])
+        small = np.zeros(x.shape[0], dtype=np.int64)
+        _by_row_chunks(_kernels().scaled_noise_rows, x.shape[0], np.ascontiguousarray(x), baseline, sigma_f,
+                       short_frames, True, POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE,
+                       dff, sigma_dff, small)
+        return _finish(traces, rows, dff, sigma_dff, small, "allen_inactive", parameters)
     dff, small = _scaled(x, baseline, sigma_f)
     sigma_dff = noise_std_rows(dff, short_frames, mode="reflect")
     return _finish(traces, rows, dff, sigma_dff, small, "allen_inactive", parameters)
