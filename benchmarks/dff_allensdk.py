@@ -8,9 +8,11 @@ Usage::
 Synthetic traces (GCaMP-like transients on a drifting baseline with Gaussian noise, 30 Hz) are
 written to a temporary ``.npy`` file; AllenSDK runs on the first ``--sdk-rois`` of them in a separate
 interpreter (it is not installed by this project, and is slow: its time is reported per ROI). Ours runs
-``allen_legacy`` (kernels 5401 / 101 / 31 frames) and ``allen_inactive`` (600 s window, or half the traces if shorter) on all ROIs,
-with the compiled running medians and, for comparison in the same process, with the bottleneck
-reference engine. Printed: ms per ROI, speed ratios, maximum absolute differences and the load average.
+``allen_legacy`` (kernels 5401 / 101 / 31 frames) and ``allen_inactive`` (600 s window, or half the
+traces if shorter) on all ROIs, with the compiled kernels and, for comparison in the same process,
+with the bottleneck / scipy reference engine. Printed per ROI: wall time and CPU time (all threads of
+the process; on a shared machine the CPU ratio is the steadier one), speed ratios, whether both engines
+agree bit for bit, the maximum absolute difference to AllenSDK, and the load average.
 """
 
 from __future__ import annotations
