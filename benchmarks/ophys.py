@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _allensdk_port as port  # noqa: E402
 from release_platform.ophys.demixing import demix_traces, load_solver, overlap_pairs  # noqa: E402
-from release_platform.ophys.dff import compute_dff  # noqa: E402
+from release_platform.ophys.dff import compute_dff, load_kernels  # noqa: E402
 from release_platform.ophys.extraction import (  # noqa: E402
     MotionBorder, exclusion_labels_for, extract_traces, neuropil_mask_matrix, parse_roi_records, roi_mask_matrix,
 )
@@ -401,6 +401,7 @@ def main(argv=None) -> int:
 
         # --- dF/F
         fc = npc.corrected
+        load_kernels()  # numba: load (or compile) the dF/F kernels outside the timings
         long_k = 5401 if n_frames > 5401 else odd(n_frames // 2)
         kernels = (long_k, 101, 31)
         with Stage() as m_leg:

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -191,7 +193,7 @@ def compute_dff(
     array = np.asarray(traces)
     if array.dtype.kind not in "biuf":
         raise InputError(f"traces must be numeric, got dtype {array.dtype}")
-    array = np.atleast_2d(array.astype(np.float64))
+    array = np.atleast_2d(np.asarray(array, dtype=np.float64))  # no copy: estimators never write to it
     if array.ndim != 2:
         raise InputError(f"traces must be N x T, got shape {array.shape}")
     if array.shape[1] < 1:
@@ -211,26 +213,122 @@ def compute_dff(
 # vectorized building blocks (rows = ROIs, axis 1 = frames)
 
 
-def median_filter_rows(traces: np.ndarray, kernel: int, *, mode: str, nan_aware: bool = False) -> np.ndarray:
+#: engine of the running medians, order statistics and noise statistics (:func:`median_filter_rows`,
+#: :func:`percentile_filter_rows`, :func:`noise_std_rows`, the legacy estimator): "compiled" (numba
+#: kernels of :mod:`release_platform.ophys._moving_median`, one thread per CPU over the rows) or
+#: "bottleneck" (the reference they equal bit for bit: ``bn.move_median`` on padded rows,
+#: ``bn.nanmedian``, scipy's ``percentile_filter``)
+MEDIAN_ENGINES = ("compiled", "bottleneck")
+MEDIAN_ENGINE = "compiled"
+
+
+def _engine(engine: str | None) -> str:
+    chosen = MEDIAN_ENGINE if engine is None else engine
+    if chosen not in MEDIAN_ENGINES:
+        raise ValueError(f"unknown median engine {chosen!r}; available: {', '.join(MEDIAN_ENGINES)}")
+    return chosen
+
+
+def _kernels():
+    """The compiled kernels (numba is imported, and the kernels loaded from its cache or compiled, on first use)."""
+    from release_platform.ophys import _moving_median
+
+    return _moving_median
+
+
+def load_kernels() -> None:
+    """Import numba and load (or compile) the compiled dF/F kernels now: a once-per-process cost (compiled
+    code is cached on disk) that benchmarks keep out of their timings."""
+    row = np.linspace(1.0, 2.0, 8)[None, :]
+    for method, kwargs in (("allen_legacy", {"median_kernel_long": 5, "median_kernel_short": 3, "noise_kernel_length": 3}),
+                           ("allen_inactive", {"long_baseline_filter_s": 5 / 30, "short_filter_s": 3 / 30})):
+        compute_dff(row, 30.0, method=method, **kwargs)
+
+
+#: rows per thread below which a compiled kernel runs on the calling thread only
+_MIN_ROWS_PER_THREAD = 2
+
+
+def _by_row_chunks(kernel: Callable[..., None], n_rows: int, *args: Any) -> None:
+    """Run ``kernel(*args, first, stop)`` over rows 0 .. n_rows - 1, split into one contiguous chunk per
+    available CPU (the kernels release the GIL and write disjoint rows of their outputs)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without affinity masks
+        cpus = os.cpu_count() or 1
+    n_threads = max(1, min(cpus, n_rows // _MIN_ROWS_PER_THREAD))
+    if n_threads == 1:
+        kernel(*args, 0, n_rows)
+        return
+    bounds = np.linspace(0, n_rows, n_threads + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for done in [pool.submit(kernel, *args, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+            done.result()
+
+
+def median_filter_rows(
+    traces: np.ndarray, kernel: int, *, mode: str, nan_aware: bool = False, engine: str | None = None
+) -> np.ndarray:
     """Centred running median of each row over ``kernel`` (odd) frames.
 
     ``mode="constant"`` pads with zeros (scipy ``median_filter(mode="constant")``), ``"reflect"``
     mirrors the edges (scipy ``mode="reflect"``, d c b a | a b c d). With ``nan_aware`` NaN samples are
     ignored (median of the finite samples of the window; NaN if none), otherwise a window holding a
-    NaN gives NaN.
+    NaN gives NaN. ``engine`` (default :data:`MEDIAN_ENGINE`) only changes the speed, never a bit of
+    the result.
     """
+    return median_filters_rows(traces, ((kernel, nan_aware),), mode=mode, engine=engine)[0]
+
+
+def median_filters_rows(
+    traces: np.ndarray, filters: tuple[tuple[int, bool], ...], *, mode: str, engine: str | None = None
+) -> list[np.ndarray]:
+    """:func:`median_filter_rows` for several ``(kernel, nan_aware)`` filters of the same rows at once
+    (the compiled engine rank-transforms each row once for all of them)."""
     x = np.atleast_2d(traces)
-    if kernel == 1:
-        return x.astype(np.float64, copy=True)
-    half = kernel // 2
-    if mode == "constant":
-        padded = np.pad(x, ((0, 0), (half, half)), mode="constant", constant_values=0.0)
-    elif mode == "reflect":
-        padded = np.pad(x, ((0, 0), (half, half)), mode="symmetric")
-    else:
+    if mode not in ("constant", "reflect"):
         raise ValueError(f"unknown padding mode {mode!r}")
-    filtered = bn.move_median(padded, kernel, axis=1, min_count=1 if nan_aware else kernel)
-    return filtered[:, kernel - 1 :]
+    results: list[np.ndarray | None] = [None] * len(filters)
+    pending = []
+    for f, (kernel, nan_aware) in enumerate(filters):
+        if kernel == 1:
+            results[f] = x.astype(np.float64, copy=True)
+        else:
+            pending.append((f, int(kernel), 1 if nan_aware else int(kernel)))
+    if pending and _engine(engine) == "compiled":
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty((len(pending),) + rows.shape)
+        if rows.size:
+            windows = np.array([p[1] for p in pending], dtype=np.int64)
+            min_counts = np.array([p[2] for p in pending], dtype=np.int64)
+            _by_row_chunks(_kernels().median_filters_rows, rows.shape[0], rows, windows, mode == "reflect", min_counts,
+                           np.full(len(pending), -1, dtype=np.int64), out)
+        for (f, _, _), filtered in zip(pending, out):
+            results[f] = filtered
+    else:
+        pad = "constant" if mode == "constant" else "symmetric"
+        for f, kernel, min_count in pending:
+            half = kernel // 2
+            padded = np.pad(x, ((0, 0), (half, half)), mode=pad)
+            results[f] = bn.move_median(padded, kernel, axis=1, min_count=min_count)[:, kernel - 1 :]
+    return results  # type: ignore[return-value]
+
+
+def percentile_filter_rows(traces: np.ndarray, percentile: float, kernel: int, *, engine: str | None = None) -> np.ndarray:
+    """scipy ``percentile_filter(row, percentile, size=kernel, mode="reflect")`` of each row (finite rows,
+    0 < percentile < 100): the order statistic of rank ``int(kernel * percentile / 100)`` of each
+    reflect-padded window. ``engine`` only changes the speed, never a bit of the result."""
+    x = np.atleast_2d(traces)
+    if _engine(engine) == "bottleneck":  # the reference: scipy's 1-D rank filter, one call per row
+        return np.array([ndi.percentile_filter(row, percentile, size=kernel, mode="reflect") for row in x]).reshape(x.shape)
+    rows = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty((1,) + rows.shape)
+    if rows.size:
+        order = int(float(kernel) * percentile / 100.0)
+        one = np.array([kernel], dtype=np.int64)
+        _by_row_chunks(_kernels().median_filters_rows, rows.shape[0], rows, one, True, one,
+                       np.array([order], dtype=np.int64), out)
+    return out[0]
 
 
 def robust_std_rows(values: np.ndarray) -> np.ndarray:
@@ -240,10 +338,22 @@ def robust_std_rows(values: np.ndarray) -> np.ndarray:
     return GAUSSIAN_MAD_STD_SCALE * bn.nanmedian(np.abs(x - centre[:, None]), axis=1)
 
 
-def noise_std_rows(traces: np.ndarray, kernel: int, *, mode: str) -> np.ndarray:
+def noise_std_rows(traces: np.ndarray, kernel: int, *, mode: str, engine: str | None = None) -> np.ndarray:
     """Robust noise standard deviation of each row (see module docstring); NaN frames are ignored."""
     x = np.atleast_2d(traces)
-    residual = x - median_filter_rows(x, kernel, mode=mode, nan_aware=True)
+    return _noise_std_given(x, median_filter_rows(x, kernel, mode=mode, nan_aware=True, engine=engine), engine)
+
+
+def _noise_std_given(x: np.ndarray, filtered: np.ndarray, engine: str | None = None) -> np.ndarray:
+    """:func:`noise_std_rows` of ``x`` given its NaN-aware running median ``filtered``."""
+    if _engine(engine) == "compiled":
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.full(rows.shape[0], np.nan)
+        if rows.shape[1]:
+            _by_row_chunks(_kernels().noise_std_rows, rows.shape[0], rows, np.ascontiguousarray(filtered, dtype=np.float64),
+                           POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE, out)
+        return out
+    residual = x - filtered
     with np.errstate(invalid="ignore"):
         minimum = np.abs(bn.nanmin(residual, axis=1)) if residual.shape[1] else np.full(x.shape[0], np.nan)
         kept = np.where(residual < POSITIVE_PEAK_SCALE * minimum[:, None], residual, np.nan)
@@ -262,12 +372,17 @@ def _finish(
     parameters: dict[str, Any],
 ) -> DffResult:
     n, t = traces.shape
-    dff = np.full((n, t), np.nan)
-    sigma = np.full(n, np.nan)
-    small = np.zeros(n, dtype=np.int64)
-    dff[rows] = dff_rows
-    sigma[rows] = sigma_rows
-    small[rows] = small_rows
+    if rows.size == n:  # every row computed: the estimator's own (new) arrays are the result
+        dff = np.asarray(dff_rows, dtype=np.float64)
+        sigma = np.array(sigma_rows, dtype=np.float64)
+        small = np.array(small_rows, dtype=np.int64)
+    else:
+        dff = np.full((n, t), np.nan)
+        sigma = np.full(n, np.nan)
+        small = np.zeros(n, dtype=np.int64)
+        dff[rows] = dff_rows
+        sigma[rows] = sigma_rows
+        small[rows] = small_rows
     invalid = ~np.isfinite(dff).any(axis=1)
     sigma[invalid] = np.nan
     small[invalid] = 0
@@ -316,18 +431,41 @@ def allen_inactive(
     }
     rows = np.flatnonzero(np.isfinite(traces).any(axis=1))
     x = traces[rows]
-    sigma_f = noise_std_rows(x, short_frames, mode="reflect")
-    if 0 < inactive_percentile < 100:
-        filled = fill_nan_linear(x)
-        low = np.empty_like(filled)
-        for k, row in enumerate(filled):  # one call per ROI: scipy's fast 1-D rank filter
-            low[k] = ndi.percentile_filter(row, inactive_percentile, size=long_frames, mode="reflect")
-        with np.errstate(invalid="ignore"):
-            active = x > low + active_threshold_sigma * sigma_f[:, None]
-        inactive = np.where(active, np.nan, x)
-    else:
-        inactive = x
-    baseline = fill_nan_linear(median_filter_rows(inactive, long_frames, mode="reflect", nan_aware=True))
+    sigma_f = np.empty(x.shape[0])
+    baseline = np.empty(x.shape)
+    masking = 0 < inactive_percentile < 100
+    # rows without NaN / inf: one compiled pass per row (one rank transform for all three windows)
+    fused = np.isfinite(x).all(axis=1) if masking and _engine(None) == "compiled" else np.zeros(x.shape[0], dtype=bool)
+    if fused.any():
+        part = np.ascontiguousarray(x[fused])
+        sigma_part = np.empty(part.shape[0])
+        baseline_part = np.empty(part.shape)
+        order = int(float(long_frames) * inactive_percentile / 100.0)  # scipy percentile_filter's rank
+        _by_row_chunks(_kernels().inactive_baseline_rows, part.shape[0], part, short_frames, long_frames, order,
+                       float(active_threshold_sigma), POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE,
+                       sigma_part, baseline_part)
+        sigma_f[fused], baseline[fused] = sigma_part, baseline_part
+    if not fused.all():
+        rest = x[~fused]
+        sigma_rest = noise_std_rows(rest, short_frames, mode="reflect")
+        if masking:
+            low = percentile_filter_rows(fill_nan_linear(rest), inactive_percentile, long_frames)
+            with np.errstate(invalid="ignore"):
+                active = rest > low + active_threshold_sigma * sigma_rest[:, None]
+            inactive = np.where(active, np.nan, rest)
+        else:
+            inactive = rest
+        sigma_f[~fused] = sigma_rest
+        baseline[~fused] = median_filter_rows(inactive, long_frames, mode="reflect", nan_aware=True)
+    baseline = fill_nan_linear(baseline)
+    if _engine(None) == "compiled" and x.size:  # dF/F, small-baseline counts and its noise: one pass per row
+        dff = np.empty(x.shape)
+        sigma_dff = np.empty(x.shape[0])
+        small = np.zeros(x.shape[0], dtype=np.int64)
+        _by_row_chunks(_kernels().scaled_noise_rows, x.shape[0], np.ascontiguousarray(x), baseline, sigma_f,
+                       short_frames, True, POSITIVE_PEAK_SCALE, OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE,
+                       dff, sigma_dff, small)
+        return _finish(traces, rows, dff, sigma_dff, small, "allen_inactive", parameters)
     dff, small = _scaled(x, baseline, sigma_f)
     sigma_dff = noise_std_rows(dff, short_frames, mode="reflect")
     return _finish(traces, rows, dff, sigma_dff, small, "allen_inactive", parameters)
@@ -360,13 +498,22 @@ def allen_legacy(
         "allow_kernel_longer_than_trace": bool(allow_kernel_longer_than_trace),
     }
     rows = np.flatnonzero(np.isfinite(traces).all(axis=1))
-    x = traces[rows]
-    sigma_f = noise_std_rows(x, noise_k, mode="constant")
-    baseline = median_filter_rows(x, long_k, mode="constant")
+    x = np.ascontiguousarray(traces) if rows.size == traces.shape[0] else traces[rows]
+    if _engine(None) == "compiled":  # the same operations, fused per row in one compiled pass
+        dff = np.empty(x.shape)
+        sigma_dff = np.empty(x.shape[0])
+        small = np.zeros(x.shape[0], dtype=np.int64)
+        if x.size:
+            _by_row_chunks(_kernels().legacy_dff_rows, x.shape[0], x, long_k, short_k, noise_k, POSITIVE_PEAK_SCALE,
+                           OUTLIER_STD_SCALE, GAUSSIAN_MAD_STD_SCALE, dff, sigma_dff, small)
+        return _finish(traces, rows, dff, sigma_dff, small, "allen_legacy", parameters)
+    noise_median, baseline = median_filters_rows(x, ((noise_k, True), (long_k, False)), mode="constant")
+    sigma_f = _noise_std_given(x, noise_median)
     dff, small = _scaled(x, baseline, sigma_f)
-    sigma_dff = noise_std_rows(dff, noise_k, mode="constant")
+    noise_median, short = median_filters_rows(dff, ((noise_k, True), (short_k, False)), mode="constant")
+    sigma_dff = _noise_std_given(dff, noise_median)
     with np.errstate(invalid="ignore"):
-        short = np.minimum(median_filter_rows(dff, short_k, mode="constant"), OUTLIER_STD_SCALE * sigma_dff[:, None])
+        short = np.minimum(short, OUTLIER_STD_SCALE * sigma_dff[:, None])
         dff = dff - short
     return _finish(traces, rows, dff, sigma_dff, small, "allen_legacy", parameters)
 
