@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -59,7 +58,7 @@ from hdmf.data_utils import AbstractDataChunkIterator, DataIO, GenericDataChunkI
 
 import release_platform
 from release_platform import atomic
-from release_platform.atomic import ERROR_SUFFIX, TEMP_SUFFIX, DiskFullError, temp_path
+from release_platform.atomic import ERROR_SUFFIX, TEMP_SUFFIX, DiskFullError, file_sha256, sha256_file, temp_path
 from release_platform.errors import InputError
 from release_platform.nwb.config import BackendConfiguration, DatasetIOConfiguration, apply_backend_configuration, iter_datasets
 from release_platform.nwb.inspection import validate_open_nwb
@@ -133,19 +132,13 @@ def deterministic_identifier(kind: str, *ids: Any) -> str:
     return str(deterministic_uuid(kind, *ids))
 
 
-def sha256_file(path: str | os.PathLike, block_size: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(block_size), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def input_digests(inputs: Mapping[str, str | os.PathLike | None]) -> dict[str, dict[str, Any]]:
     """``{name: {file, bytes, sha256}}`` for each input file (directories: one entry per file inside).
 
     Only file names are recorded (not directories), so the record does not depend on where the inputs
-    live. ``None`` entries are skipped.
+    live. ``None`` entries are skipped. A file whose producer recorded its digest when it committed it
+    (:func:`release_platform.atomic.file_sha256`: still the same size, modification time and inode) is not read
+    again; any other file is hashed.
     """
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(inputs):
@@ -155,9 +148,9 @@ def input_digests(inputs: Mapping[str, str | os.PathLike | None]) -> dict[str, d
         p = Path(p)
         if p.is_dir():
             for f in sorted(q for q in p.rglob("*") if q.is_file()):
-                out[f"{name}/{f.relative_to(p).as_posix()}"] = {"file": f.name, "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+                out[f"{name}/{f.relative_to(p).as_posix()}"] = {"file": f.name, "bytes": f.stat().st_size, "sha256": file_sha256(f)}
         elif p.is_file():
-            out[name] = {"file": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            out[name] = {"file": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
         else:
             out[name] = {"file": p.name, "bytes": None, "sha256": None}
     return out
