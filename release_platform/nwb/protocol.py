@@ -596,6 +596,19 @@ def _process_manager() -> Any:
     return BuildManager(pynwb.get_type_map(copy=False))
 
 
+def _prepare_mappers(nwbfile) -> None:
+    """Build, in this process, the object mappers ``nwbfile`` needs, before it is written in a child process: the
+    child inherits them, and the next file of this process finds them built."""
+    import pynwb
+
+    type_map = pynwb.get_type_map(copy=False)
+    for obj in nwbfile.all_children():
+        try:
+            type_map.get_map(obj)
+        except Exception:  # noqa: BLE001 - a type the map cannot place fails where it is written, with its message
+            continue
+
+
 def _validator(name: str) -> Any:
     from hdmf.validate import ValidatorMap
 
@@ -706,6 +719,7 @@ def write_nwb(
         estimate = estimate_nwb_bytes(nwbfile, locations)
         free = atomic.check_free_space(final, estimate, entity=entity, what=final.name)
         if atomic.should_isolate(estimate, free, isolate):
+            _prepare_mappers(nwbfile)
             n_checked = atomic.run_in_child(
                 lambda: _write_and_check(nwbfile, tmp, validate=validate, round_trip=round_trip), what=final.name)
         else:
