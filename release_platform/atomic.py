@@ -395,6 +395,7 @@ def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expe
 #: The extended attribute holding ``{"sha256", "size", "mtime_ns", "ino"}`` (JSON) of a committed file.
 DIGEST_XATTR = "user.release_platform.sha256"
 _HASH_BLOCK = 8 << 20
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256_fd(fd: int, block_size: int = _HASH_BLOCK) -> str:
@@ -455,17 +456,23 @@ def recorded_sha256(path: str | os.PathLike) -> Optional[str]:
     """The SHA-256 recorded on ``path`` when the file still has the size, modification time and inode it had when
     it was hashed; ``None`` when there is no record, it cannot be read, or the file changed since."""
     try:
-        raw = os.getxattr(path, DIGEST_XATTR)
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
+    try:  # record and signature of one inode, whatever happens to the name meanwhile
+        raw = os.getxattr(fd, DIGEST_XATTR)
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     try:
         record = json.loads(raw)
         digest = record["sha256"]
         tied = {key: int(record[key]) for key in ("size", "mtime_ns", "ino")}
     except (ValueError, KeyError, TypeError):
         return None
-    if tied != _signature(st) or not isinstance(digest, str) or len(digest) != 64:
+    if tied != _signature(st) or not isinstance(digest, str) or not _HEX64.fullmatch(digest):
         return None
     return digest
 

@@ -203,7 +203,10 @@ def test_a_touched_file_is_rehashed_and_a_damaged_record_is_ignored(xattr_dir):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert atomic.recorded_sha256(path) is None
     path = _committed(xattr_dir, b"y" * 10)
-    for damaged in (b"not json", b"{}", b'{"sha256": 5, "size": 10, "mtime_ns": 0, "ino": 0}'):
+    st = path.stat()
+    signature = f'"size": {st.st_size}, "mtime_ns": {st.st_mtime_ns}, "ino": {st.st_ino}'
+    for damaged in (b"not json", b"{}", f'{{"sha256": 5, {signature}}}'.encode(),
+                    f'{{"sha256": "{"z" * 64}", {signature}}}'.encode(), f'{{"sha256": "abc", {signature}}}'.encode()):
         os.setxattr(path, atomic.DIGEST_XATTR, damaged)
         assert atomic.recorded_sha256(path) is None
         assert atomic.file_sha256(path) == _reference_sha256_bytes(b"y" * 10)
