@@ -261,8 +261,8 @@ def main(argv=None) -> int:
               "overhead CPU s | file MB | compression ratio |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for tier, label, wall, cpu, mbps, ratio_wall, ratio_cpu, over_wall, over_cpu, size, cr in rows:
-            print(f"| {tier} | {label} | {wall:.2f} | {cpu:.2f} | {mbps:.0f} | {ratio_wall:.2f} | {ratio_cpu:.2f} | {over_wall:+.2f} | "
-                  f"{over_cpu:+.2f} | {size:.1f} | {cr:.2f} |")
+            print(f"| {tier} | {label} | {wall:.2f} | {cpu:.2f} | {mbps:.0f} | {ratio_wall:.2f} | {ratio_cpu:.2f} | "
+                  f"{over_wall:+.2f} | {over_cpu:+.2f} | {size:.1f} | {cr:.2f} |")
     finally:
         if args.keep:
             print(f"kept {tmp}")
