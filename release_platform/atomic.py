@@ -13,7 +13,13 @@ Every file the platform produces appears under its final name whole or not at al
   second writer fails at once with ``<what> <dest> is being written by pid N``;
 * before a large write, the free space at the destination is compared with an estimate of the file's
   size (:func:`check_free_space`), and a disk that fills anyway gives one :class:`DiskFullError` naming
-  the file, with the temporary file removed.
+  the file, with the temporary file removed;
+* a writer may ask for the file's **SHA-256 recorded at commit** (``digest=True``): it is computed from the
+  complete temporary file just before the rename (the bytes are still in the page cache) and stored in the file's
+  extended attribute ``user.release_platform.sha256`` together with the size, modification time (ns) and inode it
+  belongs to. A consumer asks :func:`file_sha256`, which takes the recorded digest when all three still match the
+  file (a rewritten, touched, truncated or copied file does not match) and hashes the file otherwise. A filesystem
+  without user extended attributes records nothing and every consumer hashes, as before.
 
 :func:`free_bytes` is the one place free space is measured, so tests can substitute it.
 """
@@ -23,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
+import json
 import os
 import re
 import secrets
@@ -61,6 +69,11 @@ __all__ = [
     "ChildWriterFailed",
     "run_in_child",
     "format_bytes",
+    "DIGEST_XATTR",
+    "sha256_file",
+    "record_sha256",
+    "recorded_sha256",
+    "file_sha256",
 ]
 
 TEMP_SUFFIX = ".inprogress"
@@ -144,12 +157,13 @@ def _unlink_quietly(path: str | os.PathLike, *, dir_fd: Optional[int] = None) ->
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike, *, entity: Optional[str] = None) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike, *, entity: Optional[str] = None, digest: bool = False) -> Iterator[Path]:
     """Yield a temporary path (unique to this writer) beside ``final``; rename it onto ``final`` only if the block
     succeeds.
 
     On any exception this writer's temporary file is removed and the previous ``final`` (if any) is untouched; a
-    full disk becomes one :class:`DiskFullError` naming ``final``.
+    full disk becomes one :class:`DiskFullError` naming ``final``. With ``digest``, the complete file's SHA-256 is
+    recorded on it before the rename (:func:`record_sha256`), for consumers that hash their inputs.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +173,8 @@ def atomic_path(final: str | os.PathLike, *, entity: Optional[str] = None) -> It
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer produced no file")
         with open(tmp, "rb") as fh:
+            if digest:
+                _record_sha256_fd(fh.fileno())
             os.fsync(fh.fileno())
         os.replace(tmp, final)
     except BaseException as exc:
@@ -351,8 +367,9 @@ def should_isolate(expected_bytes: int, free: int, isolate: Optional[bool] = Non
 
 
 def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expected_bytes: int,
-                 entity: Optional[str] = None, isolate: Optional[bool] = None) -> Any:
-    """``write(temporary path)`` then rename onto ``final`` (:func:`atomic_path`), for HDF5 writers.
+                 entity: Optional[str] = None, isolate: Optional[bool] = None, digest: bool = False) -> Any:
+    """``write(temporary path)`` then rename onto ``final`` (:func:`atomic_path`, with its ``digest``), for HDF5
+    writers.
 
     Refuses first, in one line, when less than ``expected_bytes`` are free; runs ``write`` in a child process
     (:func:`run_in_child`) when the write is large or the disk is tight (:func:`should_isolate`), so a full disk
@@ -360,7 +377,7 @@ def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expe
     """
     final = Path(final)
     free = check_free_space(final, expected_bytes, entity=entity, what=final.name)
-    with atomic_path(final, entity=entity) as tmp:
+    with atomic_path(final, entity=entity, digest=digest) as tmp:
         if should_isolate(expected_bytes, free, isolate):
             try:
                 return run_in_child(lambda: write(tmp), what=final.name)
@@ -371,6 +388,99 @@ def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expe
                     raise
                 raise InputError(str(exc), entity=entity, path=final) from None
         return write(tmp)
+
+
+# --- content digests recorded at commit ---------------------------------------------------------------------
+
+#: The extended attribute holding ``{"sha256", "size", "mtime_ns", "ino"}`` (JSON) of a committed file.
+DIGEST_XATTR = "user.release_platform.sha256"
+_HASH_BLOCK = 8 << 20
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256_fd(fd: int, block_size: int = _HASH_BLOCK) -> str:
+    """SHA-256 of the whole file open at ``fd`` (positioned reads into one reused buffer; the hashing releases the
+    GIL)."""
+    h = hashlib.sha256()
+    buf = bytearray(block_size)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buf], offset)
+        if n <= 0:
+            break
+        h.update(view[:n])
+        offset += n
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, block_size: int = _HASH_BLOCK) -> str:
+    """SHA-256 (hex) of the file's content, always read from the file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return _sha256_fd(fd, block_size)
+    finally:
+        os.close(fd)
+
+
+def _signature(st: os.stat_result) -> dict[str, int]:
+    """What a recorded digest is tied to: size, modification time (ns) and inode."""
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "ino": int(st.st_ino)}
+
+
+def _record_sha256_fd(fd: int) -> str:
+    before = os.fstat(fd)
+    digest = _sha256_fd(fd)
+    after = os.fstat(fd)
+    if _signature(before) == _signature(after):  # nothing wrote the file while it was hashed
+        record = json.dumps({"sha256": digest, **_signature(after)}, sort_keys=True).encode()
+        try:
+            os.setxattr(fd, DIGEST_XATTR, record)
+        except OSError:  # no user extended attributes here (or not permitted): consumers hash the file
+            pass
+    return digest
+
+
+def record_sha256(path: str | os.PathLike) -> str:
+    """Hash a complete file and record the digest on it (:data:`DIGEST_XATTR`) for :func:`file_sha256`; returns
+    the digest. Nothing is recorded when the filesystem has no user extended attributes, or when the file changed
+    while it was hashed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return _record_sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def recorded_sha256(path: str | os.PathLike) -> Optional[str]:
+    """The SHA-256 recorded on ``path`` when the file still has the size, modification time and inode it had when
+    it was hashed; ``None`` when there is no record, it cannot be read, or the file changed since."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:  # record and signature of one inode, whatever happens to the name meanwhile
+        raw = os.getxattr(fd, DIGEST_XATTR)
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        record = json.loads(raw)
+        digest = record["sha256"]
+        tied = {key: int(record[key]) for key in ("size", "mtime_ns", "ino")}
+    except (ValueError, KeyError, TypeError):
+        return None
+    if tied != _signature(st) or not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        return None
+    return digest
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of ``path``: the digest recorded when it was committed (:func:`recorded_sha256`) if it still belongs
+    to the file, else computed from the file's content."""
+    return recorded_sha256(path) or sha256_file(path)
 
 
 # --- advisory locks -------------------------------------------------------------------------------------------

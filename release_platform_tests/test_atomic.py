@@ -86,3 +86,151 @@ def test_traces_on_a_real_full_disk_fail_cleanly_in_a_child_process(small_tmpfs,
     np.testing.assert_array_equal(read_traces(out).traces, small)
     with h5py.File(out, "r") as fh:
         assert fh["data"].shape == (10, 10_000)
+
+
+# --- digests recorded at commit ---------------------------------------------------------------------------------
+
+
+def _xattrs_supported(directory) -> bool:
+    probe = directory / "xattr-probe"
+    probe.write_bytes(b"")
+    try:
+        os.setxattr(probe, "user.probe", b"1")
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+
+
+@pytest.fixture
+def xattr_dir(tmp_path):
+    if not _xattrs_supported(tmp_path):
+        pytest.skip("the test directory's filesystem has no user extended attributes")
+    return tmp_path
+
+
+def _reference_sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("n_bytes", [0, 1, (8 << 20) - 1, 8 << 20, (8 << 20) + 12345])
+def test_sha256_file_equals_hashlib_on_random_content(tmp_path, n_bytes):
+    path = tmp_path / "f.bin"
+    path.write_bytes(np.random.default_rng(n_bytes).integers(0, 256, n_bytes, dtype=np.uint8).tobytes())
+    assert atomic.sha256_file(path) == _reference_sha256(path)
+    assert atomic.sha256_file(path, block_size=4097) == _reference_sha256(path)
+
+
+def test_digest_recorded_at_commit_is_the_files_sha256_and_is_taken_without_reading(xattr_dir, monkeypatch):
+    final = xattr_dir / "traces.h5"
+    write_traces(final, np.random.default_rng(1).normal(size=(7, 300)), [f"r{i}" for i in range(7)])  # digest=True
+    recorded = atomic.recorded_sha256(final)
+    assert recorded == _reference_sha256(final)
+    assert not any(atomic.is_temp_name(p.name) for p in xattr_dir.iterdir())
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the file was hashed again")
+
+    monkeypatch.setattr(atomic, "_sha256_fd", no_read)
+    assert atomic.file_sha256(final) == recorded
+
+
+def test_atomic_path_records_a_digest_only_when_asked(xattr_dir):
+    with atomic.atomic_path(xattr_dir / "plain.txt") as tmp:
+        tmp.write_text("no digest")
+    assert atomic.recorded_sha256(xattr_dir / "plain.txt") is None
+    with atomic.atomic_path(xattr_dir / "asked.txt", digest=True) as tmp:
+        tmp.write_text("with digest")
+    assert atomic.recorded_sha256(xattr_dir / "asked.txt") == _reference_sha256(xattr_dir / "asked.txt")
+
+
+def _committed(directory, content: bytes):
+    path = directory / "input.bin"
+    with atomic.atomic_path(path, digest=True) as tmp:
+        tmp.write_bytes(content)
+    assert atomic.recorded_sha256(path) == _reference_sha256(path)
+    return path
+
+
+def test_a_rewritten_file_of_the_same_size_and_time_is_rehashed_when_its_inode_changed(xattr_dir):
+    path = _committed(xattr_dir, b"a" * 1000)
+    st = path.stat()
+    replacement = xattr_dir / "replacement.bin"
+    replacement.write_bytes(b"b" * 1000)
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.setxattr(replacement, atomic.DIGEST_XATTR, os.getxattr(path, atomic.DIGEST_XATTR))  # a copy with its xattrs
+    os.replace(replacement, path)
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert path.stat().st_ino != st.st_ino
+    assert atomic.recorded_sha256(path) is None
+    assert atomic.file_sha256(path) == _reference_sha256(path) == _reference_sha256_bytes(b"b" * 1000)
+
+
+def _reference_sha256_bytes(content: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_a_file_changed_in_place_is_rehashed(xattr_dir):
+    # same size, new modification time
+    path = _committed(xattr_dir, b"a" * 1000)
+    with open(path, "r+b") as fh:
+        fh.write(b"c")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert atomic.recorded_sha256(path) is None
+    assert atomic.file_sha256(path) == _reference_sha256_bytes(b"c" + b"a" * 999)
+
+
+def test_a_file_changed_in_size_with_its_time_restored_is_rehashed(xattr_dir):
+    path = _committed(xattr_dir, b"a" * 1000)
+    st = path.stat()
+    with open(path, "ab") as fh:
+        fh.write(b"tail")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_ino == st.st_ino
+    assert atomic.recorded_sha256(path) is None
+    assert atomic.file_sha256(path) == _reference_sha256_bytes(b"a" * 1000 + b"tail")
+
+
+def test_a_touched_file_is_rehashed_and_a_damaged_record_is_ignored(xattr_dir):
+    path = _committed(xattr_dir, b"x" * 10)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert atomic.recorded_sha256(path) is None
+    path = _committed(xattr_dir, b"y" * 10)
+    st = path.stat()
+    signature = f'"size": {st.st_size}, "mtime_ns": {st.st_mtime_ns}, "ino": {st.st_ino}'
+    for damaged in (b"not json", b"{}", f'{{"sha256": 5, {signature}}}'.encode(),
+                    f'{{"sha256": "{"z" * 64}", {signature}}}'.encode(), f'{{"sha256": "abc", {signature}}}'.encode()):
+        os.setxattr(path, atomic.DIGEST_XATTR, damaged)
+        assert atomic.recorded_sha256(path) is None
+        assert atomic.file_sha256(path) == _reference_sha256_bytes(b"y" * 10)
+
+
+def test_no_extended_attributes_means_hashing(tmp_path, monkeypatch):
+    def unsupported(*args, **kwargs):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", unsupported)
+    path = tmp_path / "f.bin"
+    with atomic.atomic_path(path, digest=True) as tmp:
+        tmp.write_bytes(b"content")
+    monkeypatch.setattr(os, "getxattr", unsupported)
+    assert atomic.recorded_sha256(path) is None
+    assert atomic.file_sha256(path) == _reference_sha256_bytes(b"content")
+
+
+def test_digest_is_recorded_after_a_write_in_a_child_process(xattr_dir):
+    final = xattr_dir / "child.h5"
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as fh:
+            fh["x"] = np.arange(1000)
+
+    atomic.atomic_write(final, write, expected_bytes=1 << 16, isolate=True, digest=True)
+    assert atomic.recorded_sha256(final) == _reference_sha256(final)

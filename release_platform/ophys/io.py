@@ -253,7 +253,7 @@ def write_traces(
                 raise OSError(f"{tmp}: verification after writing failed")
 
     expected = traces.nbytes + names.nbytes + sum(v.nbytes for v in extra.values()) + (1 << 16)
-    atomic_write(path, write, expected_bytes=expected, entity=entity)
+    atomic_write(path, write, expected_bytes=expected, entity=entity, digest=True)  # an NWB input: digest recorded
     return path
 
 
@@ -371,7 +371,7 @@ def write_neuropil_corrected(
 
     expected = (np.asarray(corrected).nbytes + 6 * np.asarray(r).nbytes
                 + sum(np.asarray(v).nbytes for v in r_vals if v is not None))
-    atomic_write(path, write, expected_bytes=expected + (1 << 16))
+    atomic_write(path, write, expected_bytes=expected + (1 << 16), digest=True)  # an NWB input: digest recorded
     return path
 
 

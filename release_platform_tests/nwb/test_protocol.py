@@ -382,3 +382,35 @@ def test_validation_with_the_process_validators_finds_what_pynwb_validate_finds(
     with h5py.File(out, "a") as f:
         f["specifications"].create_group("ndx-unknown-extension")
     assert P._process_namespaces(out) is None
+
+
+def test_provenance_takes_digests_recorded_upstream_and_rehashes_changed_files(tmp_path, monkeypatch):
+    import hashlib
+
+    from release_platform.ophys.io import write_traces
+
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    try:
+        os.setxattr(probe, "user.probe", b"1")
+    except OSError:
+        pytest.skip("the test directory's filesystem has no user extended attributes")
+    upstream = write_traces(tmp_path / "roi_traces.h5", np.random.default_rng(0).normal(size=(5, 200)), list("abcde"))
+    changed = write_traces(tmp_path / "dff.h5", np.random.default_rng(1).normal(size=(5, 200)), list("abcde"))
+    with open(changed, "ab") as fh:  # appended to after it was committed
+        fh.write(b"\0" * 16)
+    plain = tmp_path / "stimulus.csv"
+    plain.write_text("start_time,stop_time\n0,1\n")
+    hashed = []
+    real = atomic._sha256_fd
+
+    def counting(fd, *args, **kwargs):
+        hashed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "_sha256_fd", counting)
+    record = P.provenance_record(writer="test", inputs={"roi": upstream, "dff": changed, "stimulus": plain})
+    assert sorted(os.path.basename(p) for p in hashed) == ["dff.h5", "stimulus.csv"]  # the upstream digest is taken
+    for name, path in (("roi", upstream), ("dff", changed), ("stimulus", plain)):
+        assert record["inputs"][name]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record["inputs"][name]["bytes"] == path.stat().st_size
