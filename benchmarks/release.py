@@ -92,8 +92,8 @@ def ours(sources: list[Path], dest: Path, *, workers: int, verify: str, rerun: b
          kernel_copy: bool = True) -> tuple[float, float]:
     entries = [CopyEntry(str(p), p.name) for p in sources]
     root = SafeRoot(dest)
-    t = timed(lambda: copy_files(entries, root, ledger=Ledger(root, ".ledger.jsonl"), max_workers=workers, verify=verify,
-                                 kernel_copy=kernel_copy))
+    t = timed(lambda: copy_files(entries, root, ledger=Ledger(root, ".ledger.jsonl"), max_workers=workers,
+                                 verify=verify, kernel_copy=kernel_copy))
     t_rerun = float("nan")
     if rerun:
         def again():
@@ -178,11 +178,13 @@ def main(argv=None) -> int:
             cpu_ratio = ref_cpu_min / cpu_min if cpu_min > 0.005 else float("inf")
             print(f"{name:<48} {t:>7.2f} {rate:>7.0f} {ref_t / t:>6.2f} {cpu:>7.2f} {cpu_min / (total / 1e9):>8.2f} "
                   f"{cpu_ratio:>9.2f}")
-        print("ratio = (cp + sha256sum wall time) / (method wall time) of the fastest runs; >= 1.0 means faster than the\n"
-              "baseline. CPU s = user + sys seconds (all threads and child processes) of the fastest run; CPU s/GB and\n"
-              "CPU ratio (cp + sha256sum / method) use each method's smallest CPU time over the repeats: they do not\n"
-              "depend on other load on the machine, and on an idle machine with 2 cores the wall ratio approaches\n"
-              "(baseline CPU) / (release CPU / cores in use), as cp and sha256sum run one after the other.")
+        print("ratio = (cp + sha256sum wall time) / (method wall time) of the fastest runs; >= 1.0 means faster than\n"
+              "the baseline. CPU s = user + sys seconds (all threads and child processes) of the fastest run; CPU s/GB\n"
+              "and CPU ratio (cp + sha256sum / method) use each method's smallest CPU time over the repeats: they do\n"
+              "not depend on other load on the machine. On an idle machine the release's wall time can approach its\n"
+              "CPU time / cores (digests, kernel copy and comparison run in parallel threads) while cp and sha256sum\n"
+              "run one after the other; under load every method gets a share of the cores, and the wall ratio tends\n"
+              "to the CPU ratio.")
 
         print(f"\ndigest throughput, one {sources[0].stat().st_size / 1e6:.0f} MB file (warm)")
         print(f"{'digest':<42} {'MB/s':>8}")
