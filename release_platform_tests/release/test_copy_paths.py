@@ -234,3 +234,19 @@ def test_byte_comparison(monkeypatch, with_memcmp):
         assert not same(memoryview(a), memoryview(b))
     assert not same(memoryview(a), memoryview(a)[:-1])
     assert same(memoryview(bytes(a)), memoryview(a))  # a read-only buffer takes the slice comparison
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
+def test_each_written_block_starts_its_writeback_and_a_refused_hint_is_harmless(tmp_path, monkeypatch):
+    _small_blocks(monkeypatch)
+    source = write_file(tmp_path / "src.bin", 3500, seed=10)
+    ranges = []
+
+    def refusing_hint(fd, offset, length, advice):
+        ranges.append((offset, length, advice))
+        raise OSError(errno.EINVAL, "hint not supported")
+
+    monkeypatch.setattr(os, "posix_fadvise", refusing_hint)
+    copy_files([CopyEntry(str(source), "f.bin")], tmp_path / "rel")
+    assert ranges == [(o, min(1000, 3500 - o), os.POSIX_FADV_DONTNEED) for o in range(0, 3500, 1000)]
+    assert (tmp_path / "rel/f.bin").read_bytes() == source.read_bytes()
