@@ -10,12 +10,22 @@ Per file (:func:`copy_files`):
    source's; any other destination (bit rot, or tampering that kept size and mtime) is copied again. This also
    adopts a correct destination left without a ledger entry.
 2. **one read** of the source (a reader thread reads the next block while the current one is hashed and written)
-   feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`) and the write of a temporary name unique to this writer, ``<name>.<pid>-<random>.inprogress`` (created
-   ``O_EXCL | O_NOFOLLOW`` through a directory descriptor of the release root; see :class:`~.paths.SafeRoot` and
-   :mod:`release_platform.atomic`);
-3. ``fchmod`` to the configured mode, ``fsync``;
-4. **verify** the temporary file: ``verify="sha256"`` (default) re-reads it and compares its SHA-256 with the
-   source's; ``"size"`` only compares sizes;
+   feeds SHA-256, BLAKE2b and the DANDI etag (:class:`~.digests.MultiDigest`); each block goes to a temporary name
+   unique to this writer, ``<name>.<pid>-<random>.inprogress`` (created ``O_EXCL | O_NOFOLLOW`` through a directory
+   descriptor of the release root; see :class:`~.paths.SafeRoot` and :mod:`release_platform.atomic`). With
+   ``verify="sha256"`` the kernel moves the data (``os.copy_file_range``, source and destination on one filesystem;
+   ``cp`` does the same) while the block is hashed from the page cache; otherwise, or where the kernel cannot copy
+   (another filesystem, an old kernel; or ``kernel_copy=False``), the block read is written (``pwrite``);
+3. **verify** (``verify="sha256"``, the default): every block of the temporary file is read back right after it is
+   written and compared byte for byte with the block read from the source — the very bytes whose digests are
+   recorded. A destination that passes therefore has exactly the source's SHA-256 (and BLAKE2b and etag): the check
+   is at least as strong as comparing SHA-256s, and it costs a ``memcmp`` instead of a second SHA-256 pass. The
+   bytes compared are those the destination's reads return (the page cache, as for any re-read right after a
+   write); a difference (a corrupted write, or a source changed while copied) is a :class:`CopyMismatch`, or, with
+   ``on_mismatch="keep"``, a record whose ``comparison_passed`` is false and whose ``destination_digest`` is the
+   re-hashed destination. ``verify="size"`` only compares sizes (and always writes the bytes read, so the digests
+   describe what was written);
+4. ``fchmod`` to the configured mode, ``fsync``;
 5. **rename** onto the final name, fsync the directory, check that the final name now is the very file written
    and verified (same device, inode and size), then append the ledger entry (fsynced).
 
@@ -27,8 +37,8 @@ partial file is ever left under a final name; files completed before it are in t
 the rest. A temporary file left behind by a hard kill carries the dead writer's pid: the next release, holding the
 release root's lock, removes it (until then ``verify`` reports it as extra).
 
-Files are copied in parallel by a bounded thread pool; the digests of one block also run in parallel
-(hashlib and file I/O release the GIL).
+Files are copied in parallel by a bounded thread pool; the digests of one block, its write and its read-back
+comparison also run in parallel (hashlib, file I/O and the comparison release the GIL).
 """
 
 from __future__ import annotations
@@ -267,10 +277,102 @@ def _read_ahead(fd: int, size: int, path: str):
                 pending.exception()
 
 
-def _write_all(fd: int, view: memoryview) -> None:
+#: errors of ``os.copy_file_range`` that mean "the kernel cannot copy between these two files" (another
+#: filesystem, an old kernel, a filesystem without the call): the block is written from the bytes read instead
+_NO_KERNEL_COPY = frozenset(getattr(errno, name) for name in ("EXDEV", "ENOSYS", "EOPNOTSUPP", "ENOTSUP", "EINVAL",
+                                                              "EBADF", "EPERM") if hasattr(errno, name))
+#: bytes read back from the destination at a time for the comparison (fits in a core's cache)
+CHECK_CHUNK = 2 * 2**20
+
+
+def _load_memcmp():
+    """The C library's ``memcmp`` through ctypes (which releases the GIL while it runs); None where unavailable."""
+    try:
+        import ctypes
+
+        memcmp = ctypes.CDLL(None).memcmp
+    except (ImportError, OSError, AttributeError, TypeError):
+        return None
+    memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    memcmp.restype = ctypes.c_int
+    return ctypes, memcmp
+
+
+_MEMCMP = _load_memcmp()
+
+
+def _same_bytes(a: memoryview, b: memoryview) -> bool:
+    """Whether two byte buffers are equal (``memcmp``; without it, 1 MiB slices compared as bytes)."""
+    if len(a) != len(b):
+        return False
+    if not len(a):
+        return True
+    if _MEMCMP is not None and not a.readonly and not b.readonly:
+        ctypes, memcmp = _MEMCMP
+        return memcmp((ctypes.c_char * len(a)).from_buffer(a), (ctypes.c_char * len(b)).from_buffer(b), len(a)) == 0
+    step = 2**20
+    return all(a[i:i + step].tobytes() == b[i:i + step].tobytes() for i in range(0, len(a), step))
+
+
+def _check_buffer() -> memoryview:
+    """This thread's buffer for reading the destination back (:data:`CHECK_CHUNK` bytes)."""
+    buf = getattr(_buffers, "check", None)
+    if buf is None or len(buf) != CHECK_CHUNK:
+        buf = _buffers.check = bytearray(CHECK_CHUNK)
+    return memoryview(buf)
+
+
+def _written_equals(out: int, block: memoryview, offset: int) -> bool:
+    """Read the destination's bytes at ``offset`` back and compare them with ``block``, the bytes read from the
+    source (chunk by chunk, so the comparison runs in cache)."""
+    buf = _check_buffer()
     done = 0
-    while done < len(view):
-        done += os.write(fd, view[done:])
+    while done < len(block):
+        n = min(len(buf), len(block) - done)
+        got = os.preadv(out, [buf[:n]], offset + done)
+        if got <= 0 or not _same_bytes(buf[:got], block[done:done + got]):
+            return False  # shorter than written, or different
+        done += got
+    return True
+
+
+class _KernelCopy:
+    """Whether this file's blocks are still copied by ``os.copy_file_range`` (off after the first refusal)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and hasattr(os, "copy_file_range")
+
+
+def _put_block(src: int, out: int, block: memoryview, offset: int, kernel: _KernelCopy, check: bool) -> bool:
+    """Put the source's block at ``offset`` (``block``: its bytes as read) into the destination at the same
+    offset — by the kernel from the source while it may, else by writing ``block`` — then, with ``check``, read it
+    back and compare. Returns False if the destination's bytes differ from ``block``."""
+    done, n = 0, len(block)
+    while kernel.enabled and done < n:
+        try:
+            got = os.copy_file_range(src, out, n - done, offset + done, offset + done)
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+            kernel.enabled = False  # e.g. EXDEV: another filesystem; write the bytes read from here on
+            break
+        if got <= 0:
+            break  # the source ended early (the comparison tells), or nothing copied: write the rest below
+        done += got
+    while done < n:
+        done += os.pwrite(out, block[done:], offset + done)
+    same = _written_equals(out, block, offset) if check else True
+    _start_writeback(out, offset, n)
+    return same
+
+
+def _start_writeback(out: int, offset: int, n: int) -> None:
+    """Start writing the block's dirty pages to the device now, so that the file's final ``fsync`` waits for little
+    (``posix_fadvise(DONTNEED)`` starts asynchronous writeback of a dirty range on Linux; pages still dirty stay
+    cached). A hint only: durability comes from the ``fsync``."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(out, offset, n, os.POSIX_FADV_DONTNEED)
 
 
 def _verify_digest_name(algorithms: Sequence[str]) -> str:
@@ -306,31 +408,45 @@ class _Options:
     progress: Optional[Progress]
     executor: Optional[ThreadPoolExecutor]
     stop: threading.Event
+    kernel_copy: bool = True
 
 
 def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digests, os.stat_result, Optional[str], bool]:
     """Copy one file through a temporary name; returns (source digests, final stat, verify digest, passed)."""
     parts = release_parts(entry.destination)
     where = root.path.joinpath(*parts)
+    check = opts.verify == "sha256" and bool(opts.algorithms)
+    # the kernel copies only when every block is read back and compared: the digests are of the bytes read, which a
+    # source changing during the copy could make differ from what the kernel copied
+    kernel = _KernelCopy(opts.kernel_copy and check)
     with root.directory(parts[:-1]) as dfd, open(entry.source, "rb", buffering=0) as src:
         size = os.fstat(src.fileno()).st_size
         tmp, out = open_temp(dfd, parts[-1], 0o600)
+        put = None
         try:
             md = MultiDigest(size, opts.algorithms, opts.executor)
-            done = 0
-            for block in _read_ahead(src.fileno(), size, entry.source):
-                if opts.stop.is_set():
-                    raise InputError("copy cancelled because another file failed", path=entry.source)
-                if opts.executor is not None:
-                    writer = opts.executor.submit(_write_all, out, block)
-                    md.update(block)
-                    writer.result()
-                else:
-                    md.update(block)
-                    _write_all(out, block)
-                done += len(block)
-                if opts.progress is not None:
-                    opts.progress(entry.destination, done, size)
+            done, passed = 0, True
+            with contextlib.closing(_read_ahead(src.fileno(), size, entry.source)) as blocks:
+                for block in blocks:
+                    if opts.stop.is_set():
+                        raise InputError("copy cancelled because another file failed", path=entry.source)
+                    if opts.executor is not None:  # write and compare while the block is hashed
+                        put = opts.executor.submit(_put_block, src.fileno(), out, block, done, kernel, check)
+                        md.update(block)
+                        same = put.result()
+                        put = None
+                    else:
+                        same = _put_block(src.fileno(), out, block, done, kernel, check)
+                        md.update(block)
+                    if not same:
+                        passed = False
+                        if opts.on_mismatch == "raise":
+                            raise CopyMismatch(f"bytes {done:,}-{done + len(block):,} of the written file differ from "
+                                               "those read from the source (a corrupted write, or the source changed "
+                                               "while copied)", path=where)
+                    done += len(block)
+                    if opts.progress is not None:
+                        opts.progress(entry.destination, done, size)
             if os.pread(src.fileno(), 1, size):
                 raise InputError("source grew while being copied", path=entry.source)
             digests = md.finalize()
@@ -339,15 +455,14 @@ def _copy_data(entry: CopyEntry, root: SafeRoot, opts: _Options) -> tuple[Digest
             written = os.fstat(out).st_size
             if written != size:
                 raise CopyMismatch(f"wrote {written} bytes, read {size}", path=where)
-            check_digest, passed = None, True
-            if opts.verify == "sha256" and opts.algorithms:
+            check_digest = None
+            if check:
                 name = _verify_digest_name(opts.algorithms)
-                check_digest = _digest_fd(out, size, name).get(name)
-                passed = check_digest == digests.get(name)
-                if not passed and opts.on_mismatch == "raise":
-                    raise CopyMismatch(f"{name} of the written file {check_digest} differs from the source's "
-                                       f"{digests.get(name)}", path=where)
+                # equal bytes have equal digests; a differing file (kept on request) is re-hashed to report its own
+                check_digest = digests.get(name) if passed else _digest_fd(out, size, name).get(name)
         except BaseException:
+            if put is not None:  # let an in-flight write finish before its descriptor is closed
+                put.exception()
             os.close(out)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
@@ -498,8 +613,12 @@ def copy_files(
     algorithms: Sequence[str] = RELEASE_DIGESTS,
     on_mismatch: Literal["raise", "keep"] = "raise",
     progress: Optional[Progress] = None,
+    kernel_copy: bool = True,
 ) -> CopyReport:
     """Copy ``entries`` under ``root`` (see the module docstring); records come back in entry order.
+
+    ``kernel_copy=False`` writes every block from the bytes read instead of letting the kernel copy it
+    (``os.copy_file_range``); the digests and the verification are the same either way.
 
     On the first failure no new file is started, files in flight stop at their next block, and the first error
     is raised (an :class:`InputError` naming the file); completed files stay recorded in ``ledger``.
@@ -520,7 +639,8 @@ def copy_files(
     stop = threading.Event()
     results: dict[str, CopyRecord] = {}
     executor = ThreadPoolExecutor(max_workers=digest_threads, thread_name_prefix="digest") if digest_threads > 1 else None
-    opts = _Options(mode, verify, tuple(algorithms), rehash, link, on_mismatch, progress, executor, stop)
+    opts = _Options(mode, verify, tuple(algorithms), rehash, link, on_mismatch, progress, executor, stop,
+                    kernel_copy)
 
     def run(entry: CopyEntry) -> CopyRecord:
         if stop.is_set():
