@@ -15,10 +15,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import h5py
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import pydantic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from release_platform.errors import InputError
 
@@ -148,6 +151,8 @@ def require_file(entity: str, files: Mapping[str, Any], type_name: str) -> Path:
 
 def read_csv_table(entity: str, path: Path, required: Sequence[str]) -> pd.DataFrame:
     """Read a CSV table, naming the file when it is unreadable or lacks a required column."""
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -160,6 +165,8 @@ def read_csv_table(entity: str, path: Path, required: Sequence[str]) -> pd.DataF
 
 def h5_dataset_shape(entity: str, path: Path, dataset: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of an HDF5 dataset, naming the file when it is corrupt or lacks the dataset."""
+    import h5py
+
     try:
         with h5py.File(path, "r") as fh:
             if dataset not in fh:
@@ -200,6 +207,8 @@ def check_movie_sample(entity: str, path: Path, dataset: str = "data", *, blocks
 
     Integer movies cannot hold non-finite values and are not read. Returns the number of frames checked.
     """
+    import h5py
+
     try:
         with h5py.File(path, "r") as fh:
             ds = fh[dataset]
@@ -347,6 +356,8 @@ def _blocks(arr: np.ndarray, block: Optional[int] = None):
 
 
 def _sorter_cluster_table(entity: str, sorting: Path) -> tuple[Optional[Path], Optional[np.ndarray]]:
+    import pandas as pd
+
     for name in CLUSTER_TABLES:
         path = sorting / name
         if path.exists():
@@ -509,6 +520,8 @@ def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping
 
 # -- icephys -------------------------------------------------------------------------------------------------
 def validate_icephys_cell(record: Mapping[str, Any]) -> IcephysCellInputs:
+    import h5py
+
     base = _session_base(record)
     entity = f"icephys_cell {base['session_id']}"
     nwb = require_file(entity, base["files"], "IcephysNwb")
