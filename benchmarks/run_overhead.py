@@ -14,7 +14,7 @@
    STEP_START..STEP_SUCCESS durations), so that library imports and process start-up, which a step process
    pays before or after STEP_START depending on where its imports are, count as overhead in both trees alike.
    ``overhead = wall - sum(own work of the steps)``. The report also splits the wall time by the run's
-   events: queued (submit -> RUN_DEQUEUED), run worker start (RUN_STARTING -> RUN_START: a process importing
+   events: submit -> RUN_STARTING (queue, daemon, code server), run worker start (RUN_STARTING -> RUN_START: a process importing
    Dagster and the code location), steps (RUN_START -> last step end) and the end (-> RUN_SUCCESS); and the
    per-step process start cost (STEP_WORKER_STARTING -> STEP_START, mean over steps).
 
@@ -292,7 +292,7 @@ def launch_and_wait(url: str, env: dict[str, str], kind: str, key: str) -> dict:
     return {
         "run_id": run_id,
         "wall": end - submitted,
-        "queued": marks.get("RUN_DEQUEUED", submitted) - submitted,
+        "to_starting": marks.get("RUN_STARTING", marks["RUN_START"]) - submitted,
         "worker_start": marks["RUN_START"] - marks.get("RUN_STARTING", marks["RUN_START"]),
         "steps_phase": max(e for _, e in steps.values()) - marks["RUN_START"],
         "end": end - max(e for _, e in steps.values()),
@@ -318,7 +318,7 @@ def measure_runs(tree: Path, backend: str, pg_server: str, runs: int, kind: str,
                 r.update(own_total=own_total, overhead=r["wall"] - own_total, load=loadavg(), warmup=(i == 0))
                 ps = list(r["process_start"].values())
                 print(f"  [{tree} {backend}] run {i}{' (first, warms the code server)' if i == 0 else ''}: wall {r['wall']:6.2f} s"
-                      f"  overhead {r['overhead']:6.2f} s  (queued {r['queued']:.2f}, run worker start {r['worker_start']:.2f},"
+                      f"  overhead {r['overhead']:6.2f} s  (submit to RUN_STARTING {r['to_starting']:.2f}, run worker start {r['worker_start']:.2f},"
                       f" steps phase {r['steps_phase']:.2f}, end {r['end']:.2f}; sum of step durations in the run"
                       f" {sum(r['step_durations'].values()):.2f}; step process start mean {statistics.mean(ps) if ps else float('nan'):.2f} s"
                       f" over {len(ps)} steps)   load {r['load']}", flush=True)

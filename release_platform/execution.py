@@ -150,10 +150,21 @@ def celery_executor_config() -> dict:
 
 
 # The multiprocess executor starts each step's process from a fork server that imported these modules once per
-# run: a step process is a fork with Dagster, the code location and the libraries of the heavy steps already
-# loaded, instead of a fresh interpreter importing them all again. The server is started by the run's process
-# at its first step and inherits that process's environment (a run's environment does not change while it runs).
-FORKSERVER_PRELOAD = ("release_platform.definitions",)
+# run: a step process is a fork with Dagster, the code location and the libraries the session steps use (PyNWB
+# and the platform's NWB extension, NWB Inspector, pandas/pandera tables, the QC figures, the ophys pipeline)
+# already loaded, instead of a fresh interpreter importing them all again. Loading the code location itself
+# (webserver, code server, run process, sensors) imports none of them. The server is started by the run's
+# process at its first step and inherits that process's environment (a run's environment does not change while
+# it runs); a module missing from the preload is simply imported by the step that needs it.
+FORKSERVER_PRELOAD = (
+    "release_platform.definitions",
+    "release_platform.nwb",
+    "nwbinspector",
+    "release_platform.metadata.schemas",
+    "release_platform.metadata.io",
+    "release_platform.qc.session_figures",
+    "release_platform.ophys.pipeline",
+)
 
 
 def multiprocess_executor_config() -> dict:

@@ -11,7 +11,8 @@ Each returns the files it wrote as a :class:`~release_platform.metadata.files.Da
 which the metadata assets of the same partition link in their tables. Each produced file is registered in LIMS (``BehaviorOphysNwb`` on the ophys experiment, ``BehaviorNwb`` on the
 behavior session, through :mod:`release_platform.assets.lims_registration`) once every file of the partition is
 written and verified by the write protocol. Blocking, partitioned checks per asset: PyNWB validation, and NWB
-Inspector with the dandi config (zero CRITICAL, zero BEST_PRACTICE_VIOLATION; suggestions counted in metadata).
+Inspector with the dandi config, once per file on the checks that can block (zero CRITICAL, zero
+BEST_PRACTICE_VIOLATION; suggestions are not part of the gate).
 """
 
 import time

@@ -14,6 +14,8 @@ Science code: no Dagster, no SQL. The pieces:
 """
 
 import importlib
+import sys
+import types
 
 # The names below are imported from their submodule on first use (PEP 562), so importing one light submodule
 # (e.g. ``release_platform.metadata.files`` for :class:`DataFiles`) does not import pandera, the builders and
@@ -39,6 +41,19 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SUBMODULE))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``gather`` binds it on the package; the package's name ``gather`` stays the
+    function of that name, whichever is imported first."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "gather" and isinstance(value, types.ModuleType):
+            value = value.gather
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
