@@ -150,12 +150,12 @@ def celery_executor_config() -> dict:
 
 
 # The multiprocess executor starts each step's process from a fork server that imported these modules once per
-# run: a step process is a fork with Dagster, the code location and the libraries the session steps use (PyNWB
-# and the platform's NWB extension, NWB Inspector, pandas/pandera tables, the QC figures, the ophys pipeline)
-# already loaded, instead of a fresh interpreter importing them all again. Loading the code location itself
-# (webserver, code server, run process, sensors) imports none of them. The server is started by the run's
-# process at its first step and inherits that process's environment (a run's environment does not change while
-# it runs); a module missing from the preload is simply imported by the step that needs it.
+# run: a step process is a fork with Dagster, the code location, the libraries the session steps use (PyNWB and
+# the platform's NWB extension, NWB Inspector, pandas/pandera tables, the QC figures, the ophys pipeline) and
+# Dagster's storage for the run's instance already loaded, instead of a fresh interpreter importing them all
+# again. Loading the code location itself (webserver, code server, run process, sensors) imports none of them.
+# The server is started by the run's process at its first step and inherits that process's environment (a run's
+# environment does not change while it runs); a module missing from the preload is imported by the step using it.
 FORKSERVER_PRELOAD = (
     "release_platform.definitions",
     "release_platform.nwb",
@@ -164,6 +164,7 @@ FORKSERVER_PRELOAD = (
     "release_platform.metadata.io",
     "release_platform.qc.session_figures",
     "release_platform.ophys.pipeline",
+    "release_platform.assets.step_preload",  # last: resolves the repository, opens and closes the run's instance
 )
 
 
