@@ -5,6 +5,7 @@ that preloaded the code location."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,39 @@ def test_step_processes_start_from_a_preloaded_fork_server(monkeypatch):
     assert dg.multiprocess_executor.configured(config).config_schema is not None
     monkeypatch.setenv(execution.EXECUTOR_ENV, "celery")
     assert execution.select_executor().name == "release_platform_celery"  # the Celery path is unchanged
+
+
+def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server(seeded_demo, tmp_path, monkeypatch):
+    """A behavior session through the code location's own executor (as a run launched from the UI executes):
+    every step succeeds in a process forked from a server that preloaded ``FORKSERVER_PRELOAD``."""
+    import multiprocessing.forkserver as mp_forkserver
+    import shutil
+
+    from release_platform import execution
+    from release_platform.dagster_home import CONFIG_DIR
+
+    shutil.copyfile(seeded_demo / "lims.sqlite", tmp_path / "lims.sqlite")
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copyfile(CONFIG_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    for name, value in (("RELEASE_PLATFORM_HOME", tmp_path), ("RELEASE_PLATFORM_LIMS_URL", f"sqlite:///{tmp_path / 'lims.sqlite'}"),
+                        ("RELEASE_PLATFORM_STORAGE", tmp_path / "storage"), ("DAGSTER_HOME", dagster_home)):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+    server = mp_forkserver._forkserver
+    server._stop()  # a server started earlier in this process would carry another environment
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("behavior_session", ["3001"])
+            result = execution.execute_partition(instance, "behavior_session", "3001")
+            assert result.success
+            workers = {e.step_key: e.event_specific_data.metadata["pid"].value for e in result.all_events
+                       if e.event_type_value == "STEP_WORKER_STARTED"}
+            assert set(workers) == {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+            assert len(workers) >= 6 and str(os.getpid()) not in workers.values()
+            assert instance.get_materialized_partitions(dg.AssetKey("behavior_nwb")) == {"3001"}
+        assert server._forkserver_pid is not None  # the steps were started by the fork server, with our preload
+        assert [m for m in server._preload_modules if m.startswith("release_platform")] == [
+            m for m in execution.FORKSERVER_PRELOAD if m.startswith("release_platform")]
+    finally:
+        server._stop()
