@@ -275,11 +275,13 @@ def launch_and_wait(url: str, env: dict[str, str], kind: str, key: str) -> dict:
             raise RuntimeError(f"run {run_id} ended {run.status}")
         marks: dict[str, float] = {}
         starts, steps, worker = {}, {}, {}
+        timeline = []
         for event in instance.all_logs(run_id):
             de = event.dagster_event
             if de is None:
                 continue
             kind_ = de.event_type.name
+            timeline.append((event.timestamp - submitted, kind_, de.step_key or "", (de.message or "")[:60]))
             if de.step_key is None:
                 marks.setdefault(kind_, event.timestamp)
             elif kind_ == "STEP_WORKER_STARTING":
@@ -298,10 +300,12 @@ def launch_and_wait(url: str, env: dict[str, str], kind: str, key: str) -> dict:
         "end": end - max(e for _, e in steps.values()),
         "step_durations": {k: e - s for k, (s, e) in steps.items()},
         "process_start": {k: starts[k] - worker[k] for k in steps if k in worker},
+        "timeline": timeline,
     }
 
 
-def measure_runs(tree: Path, backend: str, pg_server: str, runs: int, kind: str, key: str, scratch: Path) -> list[dict]:
+def measure_runs(tree: Path, backend: str, pg_server: str, runs: int, kind: str, key: str, scratch: Path,
+                 timeline: bool = False) -> list[dict]:
     home = scratch / f"{tree.name or 'tree'}_{backend}_{uuid.uuid4().hex[:6]}" / "home"
     seed(tree, home)
     with (scratch_database(pg_server) if backend == "postgres" else contextlib.nullcontext(None)) as pg_url:
@@ -323,6 +327,10 @@ def measure_runs(tree: Path, backend: str, pg_server: str, runs: int, kind: str,
                       f" {sum(r['step_durations'].values()):.2f}; step process start mean {statistics.mean(ps) if ps else float('nan'):.2f} s"
                       f" over {len(ps)} steps)   load {r['load']}", flush=True)
                 results.append(r)
+            if timeline:
+                print("  timeline of the last run (s after the launch request):")
+                for t, name, step, message in r["timeline"]:
+                    print(f"    {t:7.2f}  {name:22s} {step:45s} {message}")
     shutil.rmtree(home.parent, ignore_errors=True)
     return results
 
@@ -338,6 +346,7 @@ def main(argv=None) -> int:
     parser.add_argument("--partition", default="3001")
     parser.add_argument("--skip-import", action="store_true")
     parser.add_argument("--skip-runs", action="store_true")
+    parser.add_argument("--timeline", action="store_true", help="print the event timeline of each tree's last run")
     args = parser.parse_args(argv)
     trees = [t.resolve() for t in (args.tree or [REPO])]
 
@@ -356,7 +365,7 @@ def main(argv=None) -> int:
             for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
                 for tree in trees:
                     measured = [r for r in measure_runs(tree, backend, args.pg_server, args.runs, args.kind, args.partition,
-                                                        scratch) if not r["warmup"]]
+                                                        scratch, args.timeline) if not r["warmup"]]
                     summary.append((backend, tree, statistics.median(r["overhead"] for r in measured),
                                     statistics.median(r["wall"] for r in measured), measured[0]["own_total"]))
         finally:
