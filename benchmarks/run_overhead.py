@@ -114,15 +114,18 @@ def tree_env(tree: Path, home: Path | None = None, **extra: str) -> dict[str, st
 # --- 1. import time --------------------------------------------------------------------------------------------
 
 
-def import_times(tree: Path, repeat: int) -> dict[str, float]:
-    env = tree_env(tree)
-    out: dict[str, list[float]] = {"dagster": [], LOCATION: []}
+def import_times(trees: list[Path], repeat: int) -> dict[Path, dict[str, float]]:
+    """Median wall time per tree of a fresh interpreter importing Dagster, and the code location; the trees and
+    the two imports alternate within each repetition, so a change of load hits them alike."""
+    out: dict[Path, dict[str, list[float]]] = {tree: {"dagster": [], LOCATION: []} for tree in trees}
     for _ in range(repeat):
-        for module in out:
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", f"import {module}"], env=env, cwd=tree, check=True)
-            out[module].append(time.perf_counter() - t0)
-    return {m: statistics.median(v) for m, v in out.items()}
+        for tree in trees:
+            env = tree_env(tree)
+            for module in out[tree]:
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", f"import {module}"], env=env, cwd=tree, check=True)
+                out[tree][module].append(time.perf_counter() - t0)
+    return {tree: {m: statistics.median(v) for m, v in times.items()} for tree, times in out.items()}
 
 
 # --- 2. run overhead --------------------------------------------------------------------------------------------
@@ -352,10 +355,11 @@ def main(argv=None) -> int:
 
     if not args.skip_import:
         print("== code-location import (median wall, fresh interpreter)", flush=True)
-        for tree in trees:
-            t = import_times(tree, args.repeat)
+        load_before = loadavg()
+        for tree, t in import_times(trees, args.repeat).items():
             print(f"  [{tree}] import dagster {t['dagster']:.2f} s   import {LOCATION} {t[LOCATION]:.2f} s   "
-                  f"ratio {t[LOCATION] / t['dagster']:.2f}   beyond Dagster {t[LOCATION] - t['dagster']:.2f} s   load {loadavg()}",
+                  f"ratio {t[LOCATION] / t['dagster']:.2f}   beyond Dagster {t[LOCATION] - t['dagster']:.2f} s   "
+                  f"load before {load_before}, after {loadavg()}",
                   flush=True)
     if not args.skip_runs:
         print(f"== a {args.kind} {args.partition} run launched through the webserver's GraphQL API", flush=True)

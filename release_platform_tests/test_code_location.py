@@ -12,7 +12,7 @@ import sys
 import dagster as dg
 
 #: Libraries a step may need but loading the code location must not import.
-HEAVY = ("numba", "scipy", "pandas", "pandera", "pyarrow", "pynwb", "hdmf", "h5py", "nwbinspector", "matplotlib",
+HEAVY = ("numpy", "numba", "scipy", "pandas", "pandera", "pyarrow", "pynwb", "hdmf", "h5py", "nwbinspector", "matplotlib",
          "PIL", "sqlalchemy", "llvmlite")
 
 
@@ -33,6 +33,10 @@ def test_the_graph_constants_equal_the_table_specs_they_stand_for():
     assert assets_metadata.TABLE_PARENTS == {t: tuple(sorted({r.parent for r in TABLES[t].references})) for t in releases}
     assert assets_metadata.TABLES_WITH_FILES == tuple(t for t, s in TABLES.items() if s.file_kind and t in releases)
     assert StimulusConfig().n_shuffles == DEFAULT_SHUFFLES
+    from release_platform.assets import ophys as assets_ophys
+    from release_platform.qc import ophys as qc_ophys
+
+    assert assets_ophys.MAX_UNCONVERGED_FRACTION == qc_ophys.MAX_UNCONVERGED_FRACTION
 
 
 def test_lazy_package_names_resolve_to_their_submodules():

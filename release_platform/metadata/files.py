@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Optional
 
-import numpy as np
 
 from release_platform.errors import InputError
 
-if TYPE_CHECKING:  # pandas is imported where frames are built: DataFiles and FILE_KINDS stay light to import
+if TYPE_CHECKING:  # numpy and pandas are imported where arrays and frames are built: DataFiles and FILE_KINDS
+    import numpy as np  # stay light to import
     import pandas as pd
 
 FILE_ID_VERSION = "v1"
@@ -94,6 +94,8 @@ def file_id(kind: str, entity_id: int) -> int:
 
 def file_ids(kind: str, entity_ids: Iterable[int]) -> np.ndarray:
     """:func:`file_id` for many entities (int64 array)."""
+    import numpy as np
+
     return np.fromiter((file_id(kind, i) for i in entity_ids), dtype=np.int64)
 
 
