@@ -149,11 +149,35 @@ def celery_executor_config() -> dict:
     return {"broker": broker_url(), "backend": backend_url(), "config_source": celery_settings()}
 
 
+# The multiprocess executor starts each step's process from a fork server that imported these modules once per
+# run: a step process is a fork with Dagster, the code location, the libraries the session steps use (PyNWB and
+# the platform's NWB extension, NWB Inspector, pandas/pandera tables, the QC figures, the ophys pipeline) and
+# Dagster's storage for the run's instance already loaded, instead of a fresh interpreter importing them all
+# again. Loading the code location itself (webserver, code server, run process, sensors) imports none of them.
+# The server is started by the run's process at its first step and inherits that process's environment (a run's
+# environment does not change while it runs); a module missing from the preload is imported by the step using it.
+FORKSERVER_PRELOAD = (
+    "release_platform.definitions",
+    "release_platform.nwb",
+    "nwbinspector",
+    "release_platform.metadata.schemas",
+    "release_platform.metadata.io",
+    "release_platform.qc.session_figures",
+    "release_platform.ophys.pipeline",
+    "release_platform.assets.step_preload",  # last: resolves the repository, opens and closes the run's instance
+)
+
+
+def multiprocess_executor_config() -> dict:
+    """Config of the one-machine executor: two steps at a time, step processes forked from a preloaded server."""
+    return {"max_concurrent": 2, "start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}}
+
+
 def select_executor() -> dg.ExecutorDefinition:
     """The executor of the code location, chosen by ``RELEASE_PLATFORM_EXECUTOR``."""
     if executor_name() == "celery":
         return _make_celery_executor_def().configured(celery_executor_config())
-    return dg.multiprocess_executor.configured({"max_concurrent": 2})
+    return dg.multiprocess_executor.configured(multiprocess_executor_config())
 
 
 def worker_app():

@@ -13,12 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-import h5py
-import numpy as np
-import pandas as pd
 import pydantic
+
+if TYPE_CHECKING:  # numpy, pandas and h5py are imported by the functions that use them
+    import numpy as np
+    import pandas as pd
 
 from release_platform.errors import InputError
 
@@ -65,6 +66,8 @@ class Roi(pydantic.BaseModel):
     exclusion_labels: list[str] = []
 
     def mask_array(self) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(self.mask, dtype=bool).reshape(self.height, self.width)
 
 
@@ -148,6 +151,8 @@ def require_file(entity: str, files: Mapping[str, Any], type_name: str) -> Path:
 
 def read_csv_table(entity: str, path: Path, required: Sequence[str]) -> pd.DataFrame:
     """Read a CSV table, naming the file when it is unreadable or lacks a required column."""
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -160,6 +165,8 @@ def read_csv_table(entity: str, path: Path, required: Sequence[str]) -> pd.DataF
 
 def h5_dataset_shape(entity: str, path: Path, dataset: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of an HDF5 dataset, naming the file when it is corrupt or lacks the dataset."""
+    import h5py
+
     try:
         with h5py.File(path, "r") as fh:
             if dataset not in fh:
@@ -188,6 +195,8 @@ MOVIE_SAMPLE_BLOCK_FRAMES = 8
 
 def movie_sample_starts(n_frames: int, blocks: int = MOVIE_SAMPLE_BLOCKS, block_frames: int = MOVIE_SAMPLE_BLOCK_FRAMES) -> np.ndarray:
     """First frame of each sampled block: ``blocks`` evenly spaced starts covering the first and last frames."""
+    import numpy as np
+
     if n_frames <= 0:
         return np.zeros(0, dtype=np.int64)
     last = max(n_frames - block_frames, 0)
@@ -200,6 +209,9 @@ def check_movie_sample(entity: str, path: Path, dataset: str = "data", *, blocks
 
     Integer movies cannot hold non-finite values and are not read. Returns the number of frames checked.
     """
+    import h5py
+    import numpy as np
+
     try:
         with h5py.File(path, "r") as fh:
             ds = fh[dataset]
@@ -247,6 +259,8 @@ def validate_ophys_session(
 
 
 def _validate_plane(entity: str, exp: Mapping[str, Any], rois: Sequence[Mapping[str, Any]]) -> OphysPlane:
+    import numpy as np
+
     exp_id = int(exp["id"])
     plane_entity = f"{entity} (ophys_experiment {exp_id})"
     files = {k: os.fspath(v) for k, v in (exp.get("well_known_files") or {}).items()}
@@ -325,6 +339,8 @@ SORTING_FILES = ("spike_times.npy", "spike_clusters.npy", "spike_templates.npy",
 
 
 def _load_npy(entity: str, path: Path) -> np.ndarray:
+    import numpy as np
+
     if not path.exists():
         raise InputError("sorter output file is missing", entity=entity, path=path)
     try:
@@ -341,12 +357,17 @@ CLUSTER_TABLES = ("cluster_group.tsv", "cluster_info.tsv", "cluster_KSLabel.tsv"
 
 def _blocks(arr: np.ndarray, block: Optional[int] = None):
     """``(start, values)`` per block of a per-spike array (``n`` or ``n x 1``), as a flat array."""
+    import numpy as np
+
     n, block = arr.shape[0], block or SPIKE_CHECK_BLOCK
     for start in range(0, n, block):
         yield start, np.asarray(arr[start:start + block]).reshape(-1)
 
 
 def _sorter_cluster_table(entity: str, sorting: Path) -> tuple[Optional[Path], Optional[np.ndarray]]:
+    import numpy as np
+    import pandas as pd
+
     for name in CLUSTER_TABLES:
         path = sorting / name
         if path.exists():
@@ -378,6 +399,8 @@ def check_sorter_arrays(entity: str, sorting: Path, arrays: Mapping[str, np.ndar
     Per-spike arrays are read in blocks. Raises one :class:`InputError` naming the file and the problem;
     returns the spike count per cluster id (clusters with spikes).
     """
+    import numpy as np
+
     def fail(name: str, problem: str):
         raise InputError(f"{name} {problem}", entity=entity, path=sorting / name)
 
@@ -509,6 +532,8 @@ def validate_ecephys_session(record: Mapping[str, Any], probes: Sequence[Mapping
 
 # -- icephys -------------------------------------------------------------------------------------------------
 def validate_icephys_cell(record: Mapping[str, Any]) -> IcephysCellInputs:
+    import h5py
+
     base = _session_base(record)
     entity = f"icephys_cell {base['session_id']}"
     nwb = require_file(entity, base["files"], "IcephysNwb")

@@ -5,15 +5,17 @@ batch of at most ``batch_size`` keys, so a large container never becomes one unb
 backfills are executed by the Dagster daemon (``make ui`` runs one); they show in the UI's Backfills tab.
 """
 
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from release_platform.assets.dagster_internals import new_partition_backfill
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
-from release_platform.lims.client import LimsClient
 from release_platform.lims.resource import LimsResource
+
+if TYPE_CHECKING:
+    from release_platform.lims.client import LimsClient
 
 DEFAULT_BATCH_SIZE = 50
 
@@ -28,7 +30,7 @@ class LaunchedBackfill:
 def launch_experiment_backfill(
     instance: dg.DagsterInstance,
     asset_graph,
-    client: LimsClient,
+    client: "LimsClient",
     experiment_container_id: int | str,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[LaunchedBackfill]:

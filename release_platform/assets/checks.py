@@ -39,8 +39,6 @@ def nwb_file_checks(asset: dg.AssetsDefinition, partitions_def: dg.PartitionsDef
     :class:`~release_platform.metadata.files.DataFiles`): ``<asset>_pynwb_valid`` (PyNWB validation) and
     ``<asset>_inspector`` (NWB Inspector, dandi config). ``each`` names the files in the descriptions
     (e.g. ``"plane's file"``)."""
-    from release_platform.qc.nwb import check_nwb_inspector, check_pynwb_validation
-
     name = asset.key.path[-1]
     any_file, every_file = (f" in any {each}", f" in every {each}") if each else ("", "")
     # A check on a partitioned asset needs partitions_def (Dagster marks it "preview"; accepted knowingly).
@@ -50,11 +48,15 @@ def nwb_file_checks(asset: dg.AssetsDefinition, partitions_def: dg.PartitionsDef
         @dg.asset_check(asset=asset, name=f"{name}_pynwb_valid", partitions_def=partitions_def, blocking=True,
                         description=f"PyNWB validation reports no problem{any_file}.")
         def _valid(files) -> dg.AssetCheckResult:
+            from release_platform.qc.nwb import check_pynwb_validation
+
             return asset_check_result(check_pynwb_validation(files.paths.values()))
 
         @dg.asset_check(asset=asset, name=f"{name}_inspector", partitions_def=partitions_def, blocking=True,
                         description=f"NWB Inspector (dandi config): zero CRITICAL and zero BEST_PRACTICE_VIOLATION{every_file}.")
         def _inspector(files) -> dg.AssetCheckResult:
+            from release_platform.qc.nwb import check_nwb_inspector
+
             return asset_check_result(check_nwb_inspector(files.paths.values()))
 
     return [_valid, _inspector]

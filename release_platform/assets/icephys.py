@@ -12,31 +12,16 @@ import warnings
 from typing import Optional
 
 import dagster as dg
-import pandas as pd
 
 from release_platform.assets.failures import asset_failure
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
-from release_platform.icephys import extract_cell
-from release_platform.icephys.tables import (
-    IcephysCellFeatures,
-    IcephysCellQc,
-    IcephysSweepTable,
-    cell_features_frame,
-    cell_qc_frame,
-    sweep_table_frame,
-    validate,
-)
 from release_platform.inputs import IcephysCellInputs
 from release_platform.lims.resource import LimsResource
-from release_platform.metadata.files import FILE_KINDS, FileLinks, attach_files
-from release_platform.metadata.io import read_parquet, write_csv, write_parquet
-from release_platform.metadata.schemas import empty_table
-from release_platform.metadata.validation import validate_table
-from release_platform.jsonio import write_output_json
-from release_platform.icephys.tables import icephys_cells_rows
-from release_platform.icephys.io import copy_verified
+
+# Extraction, tables, pandera models and Parquet I/O (numpy, scipy, pandas, pandera, h5py) are imported by the
+# steps that use them, so loading the code location does not pay for them.
 
 ICEPHYS = PARTITIONS_BY_KIND["icephys_cell"]
 GROUP = "icephys_cell"
@@ -68,6 +53,11 @@ def icephys_extraction(
     storage: StorageResource,
     lims: LimsResource,
 ):
+    from release_platform.icephys import extract_cell
+    from release_platform.icephys.tables import cell_features_frame, cell_qc_frame, sweep_table_frame
+    from release_platform.jsonio import write_output_json
+    from release_platform.metadata.io import write_parquet
+
     cell = context.partition_key
     try:
         result = extract_cell(
@@ -116,20 +106,27 @@ def icephys_extraction(
     )
 
 
-def _schema_check(asset_name: str, model) -> dg.AssetChecksDefinition:
+def _schema_check(asset_name: str, model_name: str) -> dg.AssetChecksDefinition:
+    """Blocking check validating the asset's Parquet file with the pandera model ``model_name`` of
+    :mod:`release_platform.icephys.tables`."""
+
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        from release_platform.icephys import tables
+        from release_platform.metadata.io import read_parquet
+
+        model = getattr(tables, model_name)
         try:
             frame = read_parquet(asset_name, storage.dir_for(asset_name, context.partition_key) / f"{asset_name}.parquet")
         except InputError as exc:
             return dg.AssetCheckResult(passed=False, metadata={"problem": str(exc)})
-        problem = validate(model, frame)
+        problem = tables.validate(model, frame)
         return dg.AssetCheckResult(passed=problem is None, metadata={"rows": len(frame), "problems": problem or ""})
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return _partitioned_check(
             asset=dg.AssetKey(asset_name), name=f"{asset_name}_schema",
-            description=f"Validate the cell's {asset_name} Parquet file with the {model.__name__} pandera model.",
+            description=f"Validate the cell's {asset_name} Parquet file with the {model_name} pandera model.",
         )(_check)
 
 
@@ -143,6 +140,9 @@ def _schema_check(asset_name: str, model) -> dg.AssetChecksDefinition:
     description="The cell's icephys NWB file copied under the storage root as icephys_cell_<id>.nwb (verified copy), for release.",
 )
 def icephys_cell_nwb(context: dg.AssetExecutionContext, icephys_cell_inputs: IcephysCellInputs, storage: StorageResource) -> dict:
+    from release_platform.icephys.io import copy_verified
+    from release_platform.metadata.files import FILE_KINDS
+
     cell = context.partition_key
     target = storage.dir_for("icephys_cell_nwb", cell) / FILE_KINDS["icephys_nwb"].filename(int(cell))
     try:
@@ -161,6 +161,10 @@ def icephys_cell_nwb(context: dg.AssetExecutionContext, icephys_cell_inputs: Ice
     description="This cell's row of icephys_cells_table (QC, features, subject, NWB file id and path) as Parquet.",
 )
 def icephys_cell_metadata(context: dg.AssetExecutionContext, icephys_cell_inputs: IcephysCellInputs, storage: StorageResource) -> dg.MaterializeResult:
+    from release_platform.icephys.tables import icephys_cells_rows
+    from release_platform.metadata.files import FILE_KINDS, FileLinks, attach_files
+    from release_platform.metadata.io import read_parquet, write_parquet
+
     cell = context.partition_key
     try:
         qc = read_parquet("icephys_cell_qc", storage.dir_for("icephys_cell_qc", cell) / "icephys_cell_qc.parquet")
@@ -205,6 +209,11 @@ with warnings.catch_warnings():
     description="The release's icephys_cells_table: every materialized icephys_cell partition's row (Parquet + CSV).",
 )
 def icephys_cells_table(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    import pandas as pd
+
+    from release_platform.metadata.io import read_parquet, write_csv, write_parquet
+    from release_platform.metadata.schemas import empty_table
+
     key = dg.AssetKey("icephys_cell_metadata")
     current = set(context.instance.get_dynamic_partitions(ICEPHYS.name))
     partitions = sorted(set(context.instance.get_materialized_partitions(key)) & current, key=int)
@@ -230,6 +239,9 @@ def icephys_cells_table_valid(context: dg.AssetCheckExecutionContext, storage: S
 
 
 def _table_check(path, *, check_files: bool) -> dg.AssetCheckResult:
+    from release_platform.metadata.io import read_parquet
+    from release_platform.metadata.validation import validate_table
+
     try:
         frame = read_parquet(CELLS_TABLE, path)
     except InputError as exc:
@@ -244,9 +256,9 @@ ICEPHYS_RELEASE_TABLES = {CELLS_TABLE: (CELLS_TABLE, "icephys_cell_metadata")}
 
 ICEPHYS_ASSETS = [icephys_extraction, icephys_cell_nwb, icephys_cell_metadata, icephys_cells_table]
 ICEPHYS_CHECKS = [
-    _schema_check("icephys_sweep_table", IcephysSweepTable),
-    _schema_check("icephys_cell_qc", IcephysCellQc),
-    _schema_check("icephys_cell_features", IcephysCellFeatures),
+    _schema_check("icephys_sweep_table", "IcephysSweepTable"),
+    _schema_check("icephys_cell_qc", "IcephysCellQc"),
+    _schema_check("icephys_cell_features", "IcephysCellFeatures"),
     icephys_cell_metadata_schema,
     icephys_cells_table_valid,
 ]

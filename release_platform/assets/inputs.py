@@ -15,12 +15,13 @@ from release_platform.assets.failures import partition_failure
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.errors import InputError
 from release_platform.lims.resource import LimsResource
-from release_platform.metadata.files import MetadataWarning
-from release_platform.metadata.gather import gather_for
 
 
 def _resolve(context: dg.AssetExecutionContext, lims: LimsResource, kind: str, *, release_rows: bool = True):
     """The validated session, with the LIMS rows of its release metadata when ``release_rows``."""
+    from release_platform.metadata.files import MetadataWarning
+    from release_platform.metadata.gather import gather_for
+
     client = lims.get_client()
     try:
         resolved = inputs.resolve_session(client, kind, context.partition_key)

@@ -17,19 +17,17 @@ is handled by the ``on_missing_file`` run config (default ``error``; ``warn`` ke
 
 
 import warnings
-from typing import Literal, Optional
+from typing import Literal
 
 import dagster as dg
-import pandas as pd
 
 from release_platform.assets.failures import asset_failure
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
-from release_platform.metadata import TABLES, DataFiles, MetadataWarning, Targets, build_tables, links_from, validate_table
-from release_platform.metadata.files import check_file_id_collisions
-from release_platform.metadata.io import read_parquet, write_csv, write_parquet
-from release_platform.metadata.schemas import empty_table
+
+# The table models, builders and Parquet I/O (pandas, pandera, pyarrow) are imported by the steps that use them;
+# loading the code location does not pay for them.
 
 # per-session asset -> (session kind, tables it holds, the kind's input asset, the NWB assets whose files its rows link to)
 SESSION_ASSETS = {
@@ -58,12 +56,29 @@ RELEASE_ASSETS = {
 }
 RELEASE_GROUP = "release_metadata"
 
+# What the asset graph needs to know of the table specs (release_platform.metadata.schemas.TABLES) when the code
+# location loads, without importing the models: each release table's parent tables (its references, sorted) and,
+# in TABLES order, the release tables that name a data file. A test keeps them equal to TABLES.
+TABLE_PARENTS = {
+    "behavior_session_table": (),
+    "ophys_session_table": ("behavior_session_table",),
+    "ophys_experiment_table": ("ophys_session_table",),
+    "ophys_cells_table": ("ophys_experiment_table",),
+    "ecephys_session_table": ("behavior_session_table",),
+    "probes": ("ecephys_session_table",),
+    "channels": ("probes",),
+    "units": ("channels", "probes"),
+}
+TABLES_WITH_FILES = ("behavior_session_table", "ophys_experiment_table", "ecephys_session_table", "probes")
+
 
 class MetadataConfig(dg.Config):
     on_missing_file: Literal["error", "warn", "skip"] = "error"
 
 
 def _table_schema_metadata(table: str) -> dg.TableSchema:
+    from release_platform.metadata import TABLES
+
     schema = TABLES[table].model.to_schema()
     return dg.TableSchema(
         columns=[
@@ -82,8 +97,11 @@ def _release_rows(session, input_asset: str):
     return rows
 
 
-def _written(name: str, value) -> Optional[DataFiles]:
-    """The files an NWB asset reported; None when its partition was never materialized."""
+def _written(name: str, value):
+    """The files an NWB asset reported (a :class:`~release_platform.metadata.files.DataFiles`); None when its
+    partition was never materialized."""
+    from release_platform.metadata.files import DataFiles
+
     if value is None or isinstance(value, DataFiles):
         return value
     raise InputError(f"{name} was materialized before it reported its files as DataFiles; re-materialize {name}")
@@ -117,6 +135,9 @@ def _session_asset(name: str, kind: str, tables: tuple[str, ...], input_asset: s
                     + (f" and the files {', '.join(nwb_assets)} wrote." if nwb_assets else "."),
     )
     def _asset(context: dg.AssetExecutionContext, config: MetadataConfig, storage: StorageResource, session, **nwb):
+        from release_platform.metadata import MetadataWarning, Targets, build_tables, links_from
+        from release_platform.metadata.io import write_parquet
+
         session_id = int(context.partition_key)
         entity = f"{kind} {session_id}"
         with warnings.catch_warnings(record=True) as caught:
@@ -167,8 +188,11 @@ def _session_check(asset: dg.AssetsDefinition, name: str, kind: str, tables: tup
 
         @decorator
         def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+            from release_platform.metadata import validate_table
+            from release_platform.metadata.io import read_parquet
+
             partition_key = context.partition_key
-            frames: dict[str, pd.DataFrame] = {}
+            frames = {}
             problems = []
             for table in tables:
                 try:
@@ -209,7 +233,6 @@ def _check_result(reports: dict, extra: dict) -> dg.AssetCheckResult:
 def _release_asset(table: str) -> dg.AssetsDefinition:
     asset_name, source = RELEASE_ASSETS[table]
     kind = SESSION_ASSETS[source][0]
-    spec = TABLES[table]
 
     @dg.asset(
         name=asset_name,
@@ -219,6 +242,13 @@ def _release_asset(table: str) -> dg.AssetsDefinition:
         description=f"The release's {table}: every materialized {kind} partition's rows (Parquet + AllenSDK CSV).",
     )
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource):
+        import pandas as pd
+
+        from release_platform.metadata import TABLES
+        from release_platform.metadata.io import read_parquet, write_csv, write_parquet
+        from release_platform.metadata.schemas import empty_table
+
+        spec = TABLES[table]
         key = dg.AssetKey(source)
         current = set(context.instance.get_dynamic_partitions(PARTITIONS_BY_KIND[kind].name))
         partitions = sorted(set(context.instance.get_materialized_partitions(key)) & current, key=lambda k: int(k))
@@ -253,8 +283,7 @@ def _release_asset(table: str) -> dg.AssetsDefinition:
 
 
 def _release_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefinition:
-    spec = TABLES[table]
-    parents = sorted({r.parent for r in spec.references})
+    parents = list(TABLE_PARENTS[table])
 
     @dg.asset_check(
         asset=asset,
@@ -265,6 +294,9 @@ def _release_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefi
         + (f", references to {', '.join(parents)}" if parents else "") + ".",
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        from release_platform.metadata import validate_table
+        from release_platform.metadata.io import read_parquet
+
         try:
             frame = read_parquet(table, _release_file(storage, table, "parquet"))
         except InputError as exc:
@@ -280,7 +312,7 @@ def _release_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefi
 
 
 def _file_id_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    with_files = [t for t, s in TABLES.items() if s.file_kind and t in RELEASE_ASSETS]
+    with_files = list(TABLES_WITH_FILES)
 
     @dg.asset_check(
         asset=asset,
@@ -290,6 +322,9 @@ def _file_id_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         description="No two release data files (behavior, ophys experiment, ecephys session and probe LFP NWB) share a file id.",
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        from release_platform.metadata.files import check_file_id_collisions
+        from release_platform.metadata.io import read_parquet
+
         frames = {t: read_parquet(t, _release_file(storage, t, "parquet")) for t in with_files
                   if _release_file(storage, t, "parquet").is_file()}
         try:

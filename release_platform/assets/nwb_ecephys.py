@@ -8,6 +8,7 @@ are registered in LIMS as ``EcephysNwb`` (session) and ``EcephysLfpNwb`` (probe)
 """
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -16,21 +17,22 @@ from release_platform.assets.failures import partition_failure
 from release_platform.assets.lims_registration import register_produced_files
 from release_platform.assets.partitions import HEAVY_POOL, PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
-from release_platform.ecephys.probes import probe_units
-from release_platform.ecephys.units import write_grouping
 from release_platform.errors import InputError
 from release_platform.inputs import EcephysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata.files import DataFiles
-from release_platform.nwb import ecephys as ecephys_nwb
-from release_platform.qc.nwb import check_units_content
+
+if TYPE_CHECKING:  # the writers (pynwb, hdmf) are imported by the steps that write
+    from release_platform.nwb import ecephys as ecephys_nwb
 
 ECEPHYS = PARTITIONS_BY_KIND["ecephys_session"]
 GROUP = "ecephys_session"
 
 
-def _nwb_inputs(context, session: EcephysSessionInputs, storage: StorageResource) -> ecephys_nwb.EcephysNwbInputs:
+def _nwb_inputs(context, session: EcephysSessionInputs, storage: StorageResource) -> "ecephys_nwb.EcephysNwbInputs":
     """Writer inputs from the validated session, whose probes carry their LIMS records (no LIMS query here)."""
+    from release_platform.nwb import ecephys as ecephys_nwb
+
     key = context.partition_key
     if any(not getattr(p, "lims_record", None) for p in session.probes):
         raise InputError("ecephys_session_inputs was materialized before its probes carried their LIMS records; "
@@ -46,6 +48,10 @@ def _nwb_inputs(context, session: EcephysSessionInputs, storage: StorageResource
           description="Spikes grouped to units per probe (times in s, amplitudes in V); unknown clusters reported.")
 def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
                   storage: StorageResource) -> dict:
+    from release_platform.ecephys.probes import probe_units
+    from release_platform.ecephys.units import write_grouping
+    from release_platform.nwb import ecephys as ecephys_nwb
+
     started = time.monotonic()
     try:
         inputs = _nwb_inputs(context, ecephys_session_inputs, storage)
@@ -75,7 +81,7 @@ def ecephys_units(context: dg.AssetExecutionContext, ecephys_session_inputs: Ece
     return {"probes": out, "unknown_clusters": unknown}
 
 
-def _with_units_files(inputs: ecephys_nwb.EcephysNwbInputs, units: dict) -> ecephys_nwb.EcephysNwbInputs:
+def _with_units_files(inputs: "ecephys_nwb.EcephysNwbInputs", units: dict) -> "ecephys_nwb.EcephysNwbInputs":
     """``inputs`` with each probe's ``units_file`` set to the grouped-units file ``ecephys_units`` wrote for it
     (probes it has no file for keep recomputing)."""
     files = {name: rec["file"] for name, rec in (units.get("probes") or {}).items() if rec.get("file")}
@@ -89,6 +95,8 @@ def _with_units_files(inputs: ecephys_nwb.EcephysNwbInputs, units: dict) -> ecep
                       "rewards, change-detection stimulus and templates. Spikes come grouped from ecephys_units' files.")
 def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
                         ecephys_units: dict, lims: LimsResource, storage: StorageResource) -> DataFiles:
+    from release_platform.nwb import ecephys as ecephys_nwb
+
     started = time.monotonic()
     try:
         inputs = _with_units_files(_nwb_inputs(context, ecephys_session_inputs, storage), ecephys_units)
@@ -117,6 +125,8 @@ def ecephys_session_nwb(context: dg.AssetExecutionContext, ecephys_session_input
                       "Probes whose LFP cannot be written are named in the failure after the others are written.")
 def ecephys_probe_lfp_nwb(context: dg.AssetExecutionContext, ecephys_session_inputs: EcephysSessionInputs,
                           lims: LimsResource, storage: StorageResource) -> DataFiles:
+    from release_platform.nwb import ecephys as ecephys_nwb
+
     started = time.monotonic()
     try:
         inputs = _nwb_inputs(context, ecephys_session_inputs, storage)
@@ -162,6 +172,8 @@ ecephys_probe_lfp_nwb_pynwb_valid, ecephys_probe_lfp_nwb_inspector = nwb_file_ch
 @dg.asset_check(asset=ecephys_session_nwb, partitions_def=ECEPHYS, blocking=True,
                 description="Units: spike times and amplitudes finite, every unit has at least one spike.")
 def ecephys_session_nwb_units_content(ecephys_session_nwb: DataFiles) -> dg.AssetCheckResult:
+    from release_platform.qc.nwb import check_units_content
+
     return asset_check_result(check_units_content(ecephys_session_nwb.paths.values()))
 
 

@@ -11,11 +11,12 @@ Each returns the files it wrote as a :class:`~release_platform.metadata.files.Da
 which the metadata assets of the same partition link in their tables. Each produced file is registered in LIMS (``BehaviorOphysNwb`` on the ophys experiment, ``BehaviorNwb`` on the
 behavior session, through :mod:`release_platform.assets.lims_registration`) once every file of the partition is
 written and verified by the write protocol. Blocking, partitioned checks per asset: PyNWB validation, and NWB
-Inspector with the dandi config (zero CRITICAL, zero BEST_PRACTICE_VIOLATION; suggestions counted in metadata).
+Inspector with the dandi config, once per file on the checks that can block (zero CRITICAL, zero
+BEST_PRACTICE_VIOLATION; suggestions are not part of the gate).
 """
 
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 
@@ -28,10 +29,9 @@ from release_platform.errors import InputError
 from release_platform.inputs import BehaviorSessionInputs, OphysSessionInputs
 from release_platform.lims.resource import LimsResource
 from release_platform.metadata.files import DataFiles
-from release_platform.nwb import allen_compat
-from release_platform.nwb import behavior as behavior_nwb_writer
-from release_platform.nwb import ophys as ophys_nwb_writer
-from release_platform.nwb.ophys_sources import PlaneOutputs
+
+if TYPE_CHECKING:  # the writers (pynwb, hdmf, pandas) are imported by the steps that write
+    from release_platform.nwb.ophys_sources import PlaneOutputs
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
 BEHAVIOR = PARTITIONS_BY_KIND["behavior_session"]
@@ -46,8 +46,10 @@ class NwbConfig(dg.Config):
     compat: Literal["none", "allensdk"] = "allensdk"
 
 
-def _plane_outputs(roi: dict, neuropil: dict, demixed: dict, corrected: dict, dff: dict) -> PlaneOutputs:
+def _plane_outputs(roi: dict, neuropil: dict, demixed: dict, corrected: dict, dff: dict) -> "PlaneOutputs":
     """One plane's records of the trace assets as the writer's typed :class:`PlaneOutputs`."""
+    from release_platform.nwb.ophys_sources import PlaneOutputs
+
     return PlaneOutputs(
         roi_traces=roi["file"], neuropil_traces=neuropil["file"], demixed_traces=demixed["file"],
         neuropil_corrected_traces=corrected["file"], dff_traces=dff["file"],
@@ -81,6 +83,8 @@ def behavior_ophys_nwb(
     lims: LimsResource,
     storage: StorageResource,
 ) -> DataFiles:
+    from release_platform.nwb import allen_compat, ophys as ophys_nwb_writer
+
     started = time.monotonic()
     key = context.partition_key
     out_dir = storage.dir_for("behavior_ophys_nwb", key)
@@ -133,6 +137,8 @@ def behavior_nwb(
     lims: LimsResource,
     storage: StorageResource,
 ) -> DataFiles:
+    from release_platform.nwb import behavior as behavior_nwb_writer
+
     started = time.monotonic()
     key = context.partition_key
     try:

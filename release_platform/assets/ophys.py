@@ -23,12 +23,6 @@ from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
 from release_platform.inputs import OphysPlane, OphysSessionInputs
 from release_platform.lims.resource import LimsResource
-from release_platform.ophys import pipeline, qc
-from release_platform.ophys.dff import fit_long_window
-from release_platform.ophys.events import events_plane
-from release_platform.ophys.events_l0 import parameters_for_session
-from release_platform.ophys.io import DEMIXED_TRACES_FILE, DFF_FILE, EVENTS_FILE, read_ratio_status, read_traces
-from release_platform.qc import ophys as qc_ophys
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
 GROUP = "ophys_session"
@@ -66,6 +60,8 @@ def _roi_records(plane: OphysPlane, labels: Optional[dict[str, list[str]]] = Non
     pool=HEAVY_POOL,
 )
 def extracted_traces(context: dg.AssetExecutionContext, ophys_session_inputs: OphysSessionInputs, storage: StorageResource):
+    from release_platform.ophys import pipeline
+
     started = time.monotonic()
     roi_out, neuropil_out, excluded = {}, {}, {}
     for plane in ophys_session_inputs.planes:
@@ -92,6 +88,9 @@ def extracted_traces(context: dg.AssetExecutionContext, ophys_session_inputs: Op
           description="ROI traces with overlapping ROIs demixed frame by frame; flagged ROIs are NaN rows.")
 def demixed_traces(context: dg.AssetExecutionContext, ophys_session_inputs: OphysSessionInputs, roi_traces: dict,
                    lims: LimsResource, storage: StorageResource) -> dict:
+    from release_platform.ophys import pipeline
+    from release_platform.ophys.io import DEMIXED_TRACES_FILE
+
     started = time.monotonic()
     out = {}
     for plane in ophys_session_inputs.planes:
@@ -133,6 +132,9 @@ class NeuropilConfig(dg.Config):
           description="Neuropil-corrected fluorescence FC = F_demixed - r * F_neuropil, with r and RMSE per ROI.")
 def neuropil_corrected_traces(context: dg.AssetExecutionContext, config: NeuropilConfig, ophys_session_inputs: OphysSessionInputs,
                               demixed_traces: dict, neuropil_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
+    from release_platform.ophys import pipeline, qc
+    from release_platform.ophys.io import read_ratio_status
+
     started = time.monotonic()
     out, summaries = {}, {}
     for plane in ophys_session_inputs.planes:
@@ -175,6 +177,10 @@ class DffConfig(dg.Config):
           description="dF/F per ROI with its noise sigma and small-baseline frame count; estimator by name.")
 def dff_traces(context: dg.AssetExecutionContext, config: DffConfig, ophys_session_inputs: OphysSessionInputs,
                neuropil_corrected_traces: dict, demixed_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
+    from release_platform.ophys import pipeline
+    from release_platform.ophys.dff import fit_long_window
+    from release_platform.ophys.io import DFF_FILE
+
     started = time.monotonic()
     out = {}
     for plane in ophys_session_inputs.planes:
@@ -228,12 +234,17 @@ def _plane_entity(context, pid: str) -> str:
     return f"ophys_session {context.partition_key} ({plane})" if context.has_partition_key else plane
 
 
-MAX_UNCONVERGED_FRACTION = qc_ophys.MAX_UNCONVERGED_FRACTION
+# release_platform.qc.ophys.MAX_UNCONVERGED_FRACTION, written out so that loading the code location does not import
+# the QC (numpy); a test keeps the two equal.
+MAX_UNCONVERGED_FRACTION = 0.10
 
 
 @dg.asset_check(asset=neuropil_corrected_traces, partitions_def=OPHYS, blocking=False,
                 description=f"Warn when more than {MAX_UNCONVERGED_FRACTION:.0%} of a plane's ROIs have an unconverged r.")
 def neuropil_r_distribution(context: dg.AssetCheckExecutionContext, neuropil_corrected_traces: dict) -> dg.AssetCheckResult:
+    from release_platform.ophys.io import read_ratio_status
+    from release_platform.qc import ophys as qc_ophys
+
     planes = {}
     for pid, rec in neuropil_corrected_traces.items():
         r, status = read_ratio_status(rec["file"], entity=_plane_entity(context, pid))
@@ -244,6 +255,9 @@ def neuropil_r_distribution(context: dg.AssetCheckExecutionContext, neuropil_cor
 @dg.asset_check(asset=dff_traces, partitions_def=OPHYS, blocking=True,
                 description="Every valid ROI (valid in LIMS, not excluded or flagged upstream) has finite dF/F at every frame.")
 def dff_finite_for_valid_rois(context: dg.AssetCheckExecutionContext, dff_traces: dict) -> dg.AssetCheckResult:
+    from release_platform.ophys.io import read_traces
+    from release_platform.qc import ophys as qc_ophys
+
     planes = {}
     for pid, rec in dff_traces.items():
         traces = read_traces(rec["file"])
@@ -267,6 +281,10 @@ class EventsConfig(dg.Config):
                       "magnitudes N x T, penalty and noise per ROI.")
 def ophys_events(context: dg.AssetExecutionContext, config: EventsConfig, ophys_session_inputs: OphysSessionInputs,
                  dff_traces: dict, lims: LimsResource, storage: StorageResource) -> dict:
+    from release_platform.ophys.events import events_plane
+    from release_platform.ophys.events_l0 import parameters_for_session
+    from release_platform.ophys.io import EVENTS_FILE
+
     started = time.monotonic()
     subject = ophys_session_inputs.subject
     parameters = parameters_for_session(

@@ -8,11 +8,10 @@ self-contained page ``qc_report.html`` and an index ``qc_report.json`` (figure n
 asset's page and in the partition's materialization event.
 """
 
-
 import json
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import dagster as dg
 
@@ -23,9 +22,9 @@ from release_platform.atomic import atomic_path
 from release_platform.errors import InputError
 from release_platform.inputs import IcephysCellInputs
 from release_platform.metadata.files import DataFiles
-from release_platform.metadata.io import read_parquet
-from release_platform.qc import report, session_figures
-from release_platform.qc.figures import Picture
+
+if TYPE_CHECKING:  # drawing (matplotlib) is imported by the steps that draw
+    from release_platform.qc.figures import Picture
 
 REPORT_FILE = "qc_report.html"
 INDEX_FILE = "qc_report.json"
@@ -35,7 +34,7 @@ def qc_asset_name(kind: str) -> str:
     return f"{kind}_qc_report"
 
 
-def write_index(directory: Path, kind: str, key: str, groups: Mapping[str, Sequence[Picture]]) -> Path:
+def write_index(directory: Path, kind: str, key: str, groups: Mapping[str, Sequence["Picture"]]) -> Path:
     """``qc_report.json``: kind, session, and per group the figures (name, file relative to ``directory``, caption)."""
     index = {"kind": kind, "session": key, "groups": {
         g: [{"name": p.name, "file": str(p.path.relative_to(directory)), "caption": p.caption, "width": p.width,
@@ -46,17 +45,21 @@ def write_index(directory: Path, kind: str, key: str, groups: Mapping[str, Seque
     return target
 
 
-def write_pages(directory: Path, kind: str, key: str, groups: Mapping[str, Sequence[Picture]]) -> tuple[Path, Path]:
+def write_pages(directory: Path, kind: str, key: str, groups: Mapping[str, Sequence["Picture"]]) -> tuple[Path, Path]:
     """The session's QC page (``qc_report.html``, figures embedded) and index (``qc_report.json``)."""
+    from release_platform.qc import report
+
     body = "".join(report.figure_section(g or f"{kind} {key}", pics) for g, pics in groups.items())
     page = report.write_html_page(directory / REPORT_FILE, f"QC: {kind} {key}", body)
     return page, write_index(directory, kind, key, groups)
 
 
-def qc_metadata(groups: Mapping[str, Sequence[Picture]], page: Path) -> dict:
+def qc_metadata(groups: Mapping[str, Sequence["Picture"]], page: Path) -> dict:
     """Materialization metadata: ``qc_figures``, the thumbnails as Markdown with embedded ``data:`` PNGs (the Dagster
     UI renders it, behind "[Show Markdown]", on the asset's page and in the partition's event), ``report`` (the page)
     and ``figures`` (how many)."""
+    from release_platform.qc import report
+
     return {
         "qc_figures": dg.MetadataValue.md(report.thumbnails_markdown(groups)),
         "report": dg.MetadataValue.path(str(page)),
@@ -64,7 +67,7 @@ def qc_metadata(groups: Mapping[str, Sequence[Picture]], page: Path) -> dict:
     }
 
 
-def _publish(context: dg.AssetExecutionContext, kind: str, directory: Path, groups: dict[str, list[Picture]], started: float) -> dict:
+def _publish(context: dg.AssetExecutionContext, kind: str, directory: Path, groups: dict[str, list["Picture"]], started: float) -> dict:
     page, index = write_pages(directory, kind, context.partition_key, groups)
     context.add_output_metadata({**qc_metadata(groups, page), "runtime_s": round(time.monotonic() - started, 3)})
     return {"report": str(page), "index": str(index), "figures": {g: [str(p.path) for p in pics] for g, pics in groups.items()}}
@@ -91,7 +94,7 @@ DESCRIPTION = "QC figures of the session as thumbnails in the metadata and one H
 
 
 def _report(context: dg.AssetExecutionContext, kind: str, storage: StorageResource,
-            figures_of: Callable[[Path, str], dict[str, list[Picture]]]) -> dict:
+            figures_of: Callable[[Path, str], dict[str, list["Picture"]]]) -> dict:
     """One session's QC report: ``figures_of(directory, label)`` draws the figure groups under the partition's
     directory; bad or unreadable input fails the partition with one message."""
     started = time.monotonic()
@@ -108,7 +111,9 @@ def _report(context: dg.AssetExecutionContext, kind: str, storage: StorageResour
                                          "sigma(dF/F), motion offsets, tuning curves and receptive fields"))
 def ophys_session_qc_report(context: dg.AssetExecutionContext, behavior_ophys_nwb: DataFiles, dff_traces: dict,
                             stimulus_responses: dict, storage: StorageResource) -> dict:
-    def figures_of(directory: Path, _label: str) -> dict[str, list[Picture]]:
+    def figures_of(directory: Path, _label: str) -> dict[str, list["Picture"]]:
+        from release_platform.qc import session_figures
+
         return {f"ophys_experiment {pid}": session_figures.ophys_plane_figures(
                     nwb_path, directory / pid, dff_path=dff_traces.get(pid, {}).get("file"),
                     analysis_path=stimulus_responses.get(pid, {}).get("file"), label=f"ophys_experiment {pid}")
@@ -120,6 +125,8 @@ def ophys_session_qc_report(context: dg.AssetExecutionContext, behavior_ophys_nw
 @dg.asset(partitions_def=PARTITIONS_BY_KIND["behavior_session"], group_name="behavior_session", kinds={"html", "png"},
           description=DESCRIPTION.format("licks, rewards, running and trial outcomes"))
 def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: DataFiles, storage: StorageResource) -> dict:
+    from release_platform.qc import session_figures
+
     return _report(context, "behavior_session", storage, lambda directory, label: {
         label: session_figures.behavior_figures(_only_path(behavior_nwb, context), directory, label=label)})
 
@@ -129,6 +136,8 @@ def behavior_session_qc_report(context: dg.AssetExecutionContext, behavior_nwb: 
                                          "waveforms, an LFP snippet"))
 def ecephys_session_qc_report(context: dg.AssetExecutionContext, ecephys_session_nwb: DataFiles, ecephys_probe_lfp_nwb: DataFiles,
                               storage: StorageResource) -> dict:
+    from release_platform.qc import session_figures
+
     return _report(context, "ecephys_session", storage, lambda directory, label: {
         label: session_figures.ecephys_figures(_only_path(ecephys_session_nwb, context), directory,
                                                lfp_paths=_paths(ecephys_probe_lfp_nwb), label=label)})
@@ -138,6 +147,9 @@ def ecephys_session_qc_report(context: dg.AssetExecutionContext, ecephys_session
           description=DESCRIPTION.format("current-clamp sweeps by stimulus type and the f-I curve"))
 def icephys_cell_qc_report(context: dg.AssetExecutionContext, icephys_cell_inputs: IcephysCellInputs, icephys_sweep_table: dict,
                            storage: StorageResource) -> dict:
+    from release_platform.metadata.io import read_parquet
+    from release_platform.qc import session_figures
+
     return _report(context, "icephys_cell", storage, lambda directory, label: {
         label: session_figures.icephys_figures(icephys_cell_inputs.nwb_path,
                                                read_parquet("icephys_sweep_table", icephys_sweep_table["file"]),

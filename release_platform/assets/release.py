@@ -39,20 +39,6 @@ from release_platform.assets.resources import StorageResource
 from release_platform.assets.stimulus import STIMULUS_RELEASE_TABLES
 from release_platform.errors import InputError
 from release_platform.lims.resource import LimsResource
-from release_platform.metadata.io import read_parquet
-from release_platform.release.build import (
-    ReleaseResult,
-    StagedFile,
-    load_tables,
-    make_release,
-    read_staged,
-    stage_files,
-)
-from release_platform.release.changelog import compare_manifests
-from release_platform.release.dandi import dandiset_from_lims
-from release_platform.release.manifest import latest_manifest, load_manifest, parse_semver
-from release_platform.release.modes import parse_mode
-from release_platform.release.verify import find_project_dir, verify_release
 
 # staging asset -> (session kind, per-session metadata asset, tables naming files)
 STAGING_ASSETS = {
@@ -81,6 +67,8 @@ class ReleaseConfig(dg.Config):
 
 
 def _mode(config) -> int:
+    from release_platform.release.modes import parse_mode
+
     return parse_mode(config.file_mode, allow_group_write=config.allow_group_write, what="file_mode")
 
 
@@ -105,6 +93,9 @@ def _staging_asset(name: str, kind: str, metadata_asset: str, tables: tuple[str,
     )
     def _asset(context: dg.AssetExecutionContext, config: StagingConfig, lims: LimsResource,
                storage: StorageResource) -> dg.MaterializeResult:
+        from release_platform.metadata.io import read_parquet
+        from release_platform.release.build import stage_files
+
         pk = context.partition_key
         entity = f"{kind} {pk}"
         root = storage.root_path()
@@ -143,6 +134,8 @@ def _release_dir(storage: StorageResource, version: str) -> Path:
 
 
 def _previous_manifest(storage: StorageResource, project: str, version: str) -> Optional[Path]:
+    from release_platform.release.manifest import latest_manifest, parse_semver
+
     base = storage.root_path() / "release_manifest"
     if not base.is_dir():
         return None
@@ -173,6 +166,10 @@ def _previous_manifest(storage: StorageResource, project: str, version: str) -> 
                 "(+ size, sha256, dandi-etag).",
 )
 def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource) -> dg.MaterializeResult:
+    from release_platform.release.build import ReleaseResult, StagedFile, load_tables, make_release, read_staged
+    from release_platform.release.changelog import compare_manifests
+    from release_platform.release.manifest import load_manifest, parse_semver
+
     version = context.partition_key
     root = storage.root_path()
     dandiset = None
@@ -230,6 +227,8 @@ def release_manifest(context: dg.AssetExecutionContext, config: ReleaseConfig, s
 
 
 def _dandiset(project: str):
+    from release_platform.release.dandi import dandiset_from_lims
+
     from release_platform.lims import LimsClient
     from release_platform.lims.client import LimsUnavailableError
 
@@ -256,6 +255,8 @@ with warnings.catch_warnings():
                     "manifest valid (cloud-cache rules); names follow the layout (DANDI rules for dandi).",
     )
     def release_manifest_verified(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        from release_platform.release.verify import find_project_dir, verify_release
+
         version = context.partition_key
         try:
             report = verify_release(find_project_dir(_release_dir(storage, version)))

@@ -19,7 +19,6 @@ import os
 import dagster as dg
 
 from release_platform.assets.partitions import PARTITIONS_BY_KIND
-from release_platform.lims.client import LimsUnavailableError
 from release_platform.lims.resource import LimsResource
 
 PAGE_SIZE = 500
@@ -42,6 +41,8 @@ def make_session_sensor(kind: str, job, page_size: int = PAGE_SIZE) -> dg.Sensor
         description=f"Adds new LIMS {kind}s as partitions (at most {page_size} per tick) and runs them.",
     )
     def _sensor(context: dg.SensorEvaluationContext, lims: LimsResource) -> dg.SensorResult:
+        from release_platform.lims.client import LimsUnavailableError
+
         after = int(context.cursor or 0)
         try:
             ids = lims.get_client().new_sessions(kind, after_id=after, limit=page_size)

@@ -14,7 +14,6 @@ import time
 from typing import Optional
 
 import dagster as dg
-import pandas as pd
 
 from release_platform.assets.failures import asset_failure
 from release_platform.assets.checks import asset_check_result
@@ -23,11 +22,6 @@ from release_platform.assets.partitions import PARTITIONS_BY_KIND
 from release_platform.assets.resources import StorageResource
 from release_platform.errors import InputError
 from release_platform.inputs import OphysSessionInputs
-from release_platform.stimulus.files import analyze_plane_files
-from release_platform.stimulus.lsn import DEFAULT_SHUFFLES
-from release_platform.stimulus.running import speed_per_frame
-from release_platform.qc.stimulus import check_responsive_fraction
-from release_platform.stimulus.schema import ID_COLUMNS, CellMetricsTable
 from release_platform.storage import atomic_path
 
 OPHYS = PARTITIONS_BY_KIND["ophys_session"]
@@ -35,12 +29,18 @@ GROUP = "ophys_session"
 
 
 class StimulusConfig(dg.Config):
-    n_shuffles: int = DEFAULT_SHUFFLES
+    # release_platform.stimulus.lsn.DEFAULT_SHUFFLES, written out so that loading the code location does not import
+    # the analysis (scipy); a test keeps the two equal.
+    n_shuffles: int = 10_000
     seed: int = 1
     stimuli: Optional[list[str]] = None
 
 
 def _running_csv(session: OphysSessionInputs, plane, n_frames: int, target) -> Optional[str]:
+    import pandas as pd
+
+    from release_platform.stimulus.running import speed_per_frame
+
     path = session.files.get("RunningSpeed")
     if not path:
         return None
@@ -60,6 +60,8 @@ def _running_csv(session: OphysSessionInputs, plane, n_frames: int, target) -> O
           description="Observatory analysis per plane: sweep responses, condition tuning, receptive fields, metrics per ROI.")
 def stimulus_responses(context: dg.AssetExecutionContext, config: StimulusConfig, ophys_session_inputs: OphysSessionInputs,
                        neuropil_corrected_traces: dict, dff_traces: dict, storage: StorageResource) -> dict:
+    from release_platform.stimulus.files import analyze_plane_files
+
     started = time.monotonic()
     out = {}
     table = ophys_session_inputs.files.get("StimulusTable")
@@ -94,6 +96,8 @@ def stimulus_responses(context: dg.AssetExecutionContext, config: StimulusConfig
           description="One row per ROI per plane: ids and the stimulus-response metrics of the session.")
 def cell_metrics(context: dg.AssetExecutionContext, ophys_session_inputs: OphysSessionInputs, stimulus_responses: dict,
                  dff_traces: dict, storage: StorageResource) -> dict:
+    import pandas as pd
+
     frames = []
     for plane in ophys_session_inputs.planes:
         pid = str(plane.ophys_experiment_id)
@@ -119,6 +123,10 @@ def cell_metrics(context: dg.AssetExecutionContext, ophys_session_inputs: OphysS
 @dg.asset_check(asset=cell_metrics, partitions_def=OPHYS, blocking=True,
                 description="Validate the session's cell_metrics rows with the pandera model (ids, dtypes, value ranges).")
 def cell_metrics_schema(context: dg.AssetCheckExecutionContext, cell_metrics: dict) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    from release_platform.stimulus.schema import CellMetricsTable
+
     import pandera.errors as pae
 
     frame = pd.read_parquet(cell_metrics["file"])
@@ -133,6 +141,10 @@ def cell_metrics_schema(context: dg.AssetCheckExecutionContext, cell_metrics: di
 @dg.asset_check(asset=cell_metrics, partitions_def=OPHYS, blocking=False,
                 description="Warn when the fraction of valid ROIs responsive to gratings or scenes (p < 0.05) is outside 5-95%.")
 def responsive_fraction(context: dg.AssetCheckExecutionContext, cell_metrics: dict) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    from release_platform.qc.stimulus import check_responsive_fraction
+
     return asset_check_result(check_responsive_fraction(pd.read_parquet(cell_metrics["file"])))
 
 
@@ -152,6 +164,10 @@ def _release_file(storage: StorageResource, suffix: str):
           description="The release's cell_metrics table: every materialized ophys_session partition's rows, one per ROI "
                       "per plane, keyed by cell_specimen_id and cell_roi_id (joins ophys_cells_table).")
 def cell_metrics_table(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    import pandas as pd
+
+    from release_platform.stimulus.schema import ID_COLUMNS
+
     current = set(context.instance.get_dynamic_partitions(OPHYS.name))
     partitions = sorted(set(context.instance.get_materialized_partitions(cell_metrics.key)) & current, key=int)
     frames, missing = [], []
@@ -182,6 +198,10 @@ def cell_metrics_table(context: dg.AssetExecutionContext, storage: StorageResour
                 description="Validate the release cell_metrics table with the pandera model; every valid ROI's "
                             "cell_roi_id is in ophys_cells_table (when that table is built).")
 def cell_metrics_table_valid(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    from release_platform.stimulus.schema import CellMetricsTable
+
     import pandera.errors as pae
 
     frame = pd.read_parquet(_release_file(storage, "parquet"))

@@ -13,22 +13,48 @@ Science code: no Dagster, no SQL. The pieces:
 * :mod:`~release_platform.metadata.dictionary` — the generated ``docs/data_dictionary.md``.
 """
 
-from release_platform.metadata.builders import BuildResult, LimsRows, Targets, build_tables
-from release_platform.metadata.files import (
-    FILE_KINDS,
-    DataFiles,
-    FileLinks,
-    MetadataWarning,
-    attach_files,
-    check_file_id_collisions,
-    directory_resolver,
-    file_id,
-    file_ids,
-    links_from,
-)
-from release_platform.metadata.gather import gather, gather_for, read_flash_omissions
-from release_platform.metadata.schemas import ECEPHYS_TABLES, TABLES, VBO_TABLES, columns_of
-from release_platform.metadata.validation import ValidationReport, table_schema, validate_table, validate_tables
+import importlib
+import sys
+import types
+
+# The names below are imported from their submodule on first use (PEP 562), so importing one light submodule
+# (e.g. ``release_platform.metadata.files`` for :class:`DataFiles`) does not import pandera, the builders and
+# the validation with it.
+_SUBMODULE = {
+    **dict.fromkeys(("BuildResult", "LimsRows", "Targets", "build_tables"), "builders"),
+    **dict.fromkeys(("FILE_KINDS", "DataFiles", "FileLinks", "MetadataWarning", "attach_files", "check_file_id_collisions",
+                     "directory_resolver", "file_id", "file_ids", "links_from"), "files"),
+    **dict.fromkeys(("gather", "gather_for", "read_flash_omissions"), "gather"),
+    **dict.fromkeys(("ECEPHYS_TABLES", "TABLES", "VBO_TABLES", "columns_of"), "schemas"),
+    **dict.fromkeys(("ValidationReport", "table_schema", "validate_table", "validate_tables"), "validation"),
+}
+
+
+def __getattr__(name: str):
+    submodule = _SUBMODULE.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULE))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``gather`` binds it on the package; the package's name ``gather`` stays the
+    function of that name, whichever is imported first."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "gather" and isinstance(value, types.ModuleType):
+            value = value.gather
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "BuildResult",

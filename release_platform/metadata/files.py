@@ -42,12 +42,14 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Optional
 
-import numpy as np
-import pandas as pd
 
 from release_platform.errors import InputError
+
+if TYPE_CHECKING:  # numpy and pandas are imported where arrays and frames are built: DataFiles and FILE_KINDS
+    import numpy as np  # stay light to import
+    import pandas as pd
 
 FILE_ID_VERSION = "v1"
 OnMissingFile = Literal["error", "warn", "skip"]
@@ -92,11 +94,15 @@ def file_id(kind: str, entity_id: int) -> int:
 
 def file_ids(kind: str, entity_ids: Iterable[int]) -> np.ndarray:
     """:func:`file_id` for many entities (int64 array)."""
+    import numpy as np
+
     return np.fromiter((file_id(kind, i) for i in entity_ids), dtype=np.int64)
 
 
 def check_file_id_collisions(tables: Mapping[str, pd.DataFrame]) -> None:
     """Raise InputError if two different (kind, entity) pairs across ``tables`` share a file id."""
+    import pandas as pd
+
     keys = []
     for table, frame in tables.items():
         kind = TABLE_FILE_KIND.get(table)
@@ -218,6 +224,8 @@ def attach_files(
     ``error`` -> :class:`InputError` listing every missing file; ``warn`` -> :class:`MetadataWarning`, the row
     is kept with null file columns; ``skip`` -> warning, the row is dropped.
     """
+    import pandas as pd
+
     if on_missing_file not in ON_MISSING_FILE_MODES:
         raise InputError(f"on_missing_file must be one of {ON_MISSING_FILE_MODES}, got {on_missing_file!r}")
     fk = FILE_KINDS[kind]

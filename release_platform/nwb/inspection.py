@@ -19,11 +19,13 @@ import numpy as np
 
 from release_platform.qc.registry import Importance
 
-__all__ = ["IMPORTANCE_LEVELS", "InspectionReport", "inspect_nwb", "validate_nwb", "validate_open_nwb",
-           "units_content_problems"]
+__all__ = ["IMPORTANCE_LEVELS", "InspectionReport", "inspect_nwb", "inspect_nwb_gate", "gate_threshold", "validate_nwb",
+           "validate_open_nwb", "units_content_problems"]
 
 #: NWB Inspector's importance levels, most severe first (the names of :class:`release_platform.qc.Importance`).
 IMPORTANCE_LEVELS = tuple(level.name for level in Importance)
+#: The Inspector's own threshold levels (it runs every check at or above the one given).
+_INSPECTOR_THRESHOLDS = ("CRITICAL", "BEST_PRACTICE_VIOLATION", "BEST_PRACTICE_SUGGESTION")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,8 @@ class InspectionReport:
     config: Optional[str]
     counts: dict[str, int]
     messages: list[dict[str, Any]]
+    #: The least severe importance whose checks ran (checks below it were not run, so their count is not known).
+    importance_threshold: str = "BEST_PRACTICE_SUGGESTION"
 
     def at(self, *levels: str) -> list[dict[str, Any]]:
         """The messages of the given importance levels."""
@@ -92,20 +96,49 @@ def inspect_nwb(
         counts[m["importance"]] = counts.get(m["importance"], 0) + 1
     messages.sort(key=lambda m: (IMPORTANCE_LEVELS.index(m["importance"]) if m["importance"] in IMPORTANCE_LEVELS else 99,
                                  m["check_function_name"], str(m["location"])))
-    return InspectionReport(path=os.fspath(path), config=config, counts=counts, messages=messages)
+    return InspectionReport(path=os.fspath(path), config=config, counts=counts, messages=messages,
+                            importance_threshold=importance_threshold)
+
+
+def gate_threshold() -> str:
+    """The least severe Inspector threshold that still runs every check of a blocking importance
+    (:data:`release_platform.qc.BLOCKING`): checks below it can never block publication."""
+    from release_platform.qc.registry import is_blocking
+
+    blocking = [level for level in _INSPECTOR_THRESHOLDS if is_blocking(level)]
+    return blocking[-1] if blocking else _INSPECTOR_THRESHOLDS[0]
+
+
+def inspect_nwb_gate(path: str | os.PathLike, *, config: Optional[str] = "dandi") -> InspectionReport:
+    """NWB Inspector as a publication gate: one pass over the file on the smallest configuration that keeps every
+    blocking check, i.e. the checks at or above :func:`gate_threshold` and without the Inspector's own PyNWB
+    validation (a file's schema validation is its own blocking check, :func:`validate_nwb`, on the same file).
+    Suggestions are not inspected; :func:`inspect_nwb` gives the full report."""
+    return inspect_nwb(path, config=config, importance_threshold=gate_threshold(), skip_validate=True)
 
 
 def validate_nwb(path: str | os.PathLike) -> list[str]:
-    """PyNWB schema validation of one file against its cached namespaces; the problems as strings ([] = valid)."""
+    """PyNWB schema validation of one file against its cached namespaces; the problems as strings ([] = valid).
+
+    A file whose cached namespaces are all this process's own (every file the platform writes) is read through
+    PyNWB's global type map and validated with the validators the write protocol builds once per process, against
+    the namespaces :func:`pynwb.validate` would choose; any other file is validated by :func:`pynwb.validate`.
+    """
     import pynwb
+
+    from release_platform.nwb.protocol import _process_namespaces, _validator
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such NWB file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = pynwb.validate(path=os.fspath(path))
-    return _problems(result)
+        namespaces = _process_namespaces(path)
+        if namespaces is None:
+            return _problems(pynwb.validate(path=os.fspath(path)))
+        with pynwb.NWBHDF5IO(os.fspath(path), "r", manager=pynwb.get_manager(), load_namespaces=False) as io:
+            builder = io.read_builder()
+            return [str(e) for name in namespaces for e in _validator(name).validate(builder)]
 
 
 def validate_open_nwb(io) -> list[str]:

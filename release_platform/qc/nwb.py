@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Mapping
 
-from release_platform.nwb.inspection import InspectionReport, inspect_nwb, units_content_problems, validate_nwb
+from release_platform.nwb.inspection import InspectionReport, inspect_nwb_gate, units_content_problems, validate_nwb
 from release_platform.qc.registry import CheckResult, Importance, describe_failures, is_blocking, register
 
 __all__ = ["check_pynwb_validation", "check_nwb_inspector", "inspector_result", "check_units_content"]
@@ -35,13 +35,17 @@ def check_pynwb_validation(paths: Iterable[str | os.PathLike]) -> CheckResult:
 
 def inspector_result(reports: Mapping[str, InspectionReport]) -> CheckResult:
     """The NWB Inspector check over reports already made: passes when no message has a blocking importance
-    (:data:`~release_platform.qc.registry.BLOCKING`). Suggestions never fail; their count is reported."""
+    (:data:`~release_platform.qc.registry.BLOCKING`). Suggestions never fail; their count is reported when every
+    report inspected them (None otherwise)."""
     counts: dict[str, dict[str, int]] = {}
     blocking: dict[str, list[dict]] = {}
-    suggestions = 0
+    suggestions: int | None = 0
     for path, report in reports.items():
         counts[str(path)] = report.counts
-        suggestions += report.counts.get("BEST_PRACTICE_SUGGESTION", 0)
+        if report.importance_threshold != "BEST_PRACTICE_SUGGESTION":
+            suggestions = None
+        elif suggestions is not None:
+            suggestions += report.counts.get("BEST_PRACTICE_SUGGESTION", 0)
         found = [m for m in report.messages if is_blocking(m["importance"])]
         if found:
             blocking[str(path)] = [{k: m[k] for k in ("importance", "check_function_name", "message", "location")} for m in found]
@@ -55,8 +59,9 @@ def inspector_result(reports: Mapping[str, InspectionReport]) -> CheckResult:
           "NWB Inspector (dandi config): no message of a blocking importance (ERROR, PYNWB_VALIDATION, CRITICAL, "
           "BEST_PRACTICE_VIOLATION).")
 def check_nwb_inspector(paths: Iterable[str | os.PathLike]) -> CheckResult:
-    """Run NWB Inspector (dandi config) on every path; see :func:`inspector_result`."""
-    return inspector_result({str(p): inspect_nwb(p, config="dandi") for p in paths})
+    """Run NWB Inspector (dandi config) once on every path, on the smallest configuration that keeps its blocking
+    checks (:func:`~release_platform.nwb.inspection.inspect_nwb_gate`); see :func:`inspector_result`."""
+    return inspector_result({str(p): inspect_nwb_gate(p, config="dandi") for p in paths})
 
 
 @register(UNITS_CONTENT, Importance.CRITICAL, "Units: spike times and amplitudes finite, every unit has at least one spike.")

@@ -1,0 +1,117 @@
+"""Loading the code location is cheap: it imports Dagster and the platform's wiring, not the science libraries,
+which the steps import where they use them; and its one-machine executor forks step processes from a server
+that preloaded the code location."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+#: Libraries a step may need but loading the code location must not import.
+HEAVY = ("numpy", "numba", "scipy", "pandas", "pandera", "pyarrow", "pynwb", "hdmf", "h5py", "nwbinspector", "matplotlib",
+         "PIL", "sqlalchemy", "llvmlite")
+
+
+def test_loading_the_code_location_imports_no_science_library():
+    code = ("import json, sys\nimport release_platform.definitions as d\nd.defs.get_repository_def()\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_graph_constants_equal_the_table_specs_they_stand_for():
+    from release_platform.assets import metadata as assets_metadata
+    from release_platform.assets.stimulus import StimulusConfig
+    from release_platform.metadata.schemas import TABLES
+    from release_platform.stimulus.lsn import DEFAULT_SHUFFLES
+
+    releases = assets_metadata.RELEASE_ASSETS
+    assert assets_metadata.TABLE_PARENTS == {t: tuple(sorted({r.parent for r in TABLES[t].references})) for t in releases}
+    assert assets_metadata.TABLES_WITH_FILES == tuple(t for t, s in TABLES.items() if s.file_kind and t in releases)
+    assert StimulusConfig().n_shuffles == DEFAULT_SHUFFLES
+    from release_platform.assets import ophys as assets_ophys
+    from release_platform.qc import ophys as qc_ophys
+
+    assert assets_ophys.MAX_UNCONVERGED_FRACTION == qc_ophys.MAX_UNCONVERGED_FRACTION
+
+
+def test_lazy_package_names_resolve_to_their_submodules():
+    import importlib
+
+    import release_platform.lims as lims
+    import release_platform.metadata as metadata
+    from release_platform.lims import client
+
+    modules = {name: importlib.import_module(f"release_platform.metadata.{name}")
+               for name in ("builders", "files", "gather", "schemas", "validation")}
+    # the submodule gather is imported: the package's name gather is still the function
+    assert metadata.gather is modules["gather"].gather and callable(metadata.gather)
+    assert sorted(metadata.__all__) == sorted(metadata._SUBMODULE)
+    for name, submodule in metadata._SUBMODULE.items():
+        assert getattr(metadata, name) is getattr(modules[submodule], name)
+    for name in lims.__all__:
+        assert getattr(lims, name) is getattr(client, name)
+    for package in (lims, metadata):
+        try:
+            package.no_such_name
+        except AttributeError as exc:
+            assert "no_such_name" in str(exc)
+        else:
+            raise AssertionError(f"{package.__name__}.no_such_name resolved")
+
+
+def test_step_processes_start_from_a_preloaded_fork_server(monkeypatch):
+    from release_platform import execution
+
+    monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+    executor = execution.select_executor()
+    assert executor.name == "multiprocess"
+    config = execution.multiprocess_executor_config()
+    preload = config["start_method"]["forkserver"]["preload_modules"]
+    assert preload[0] == "release_platform.definitions" and len(preload) == len(set(preload))
+    for module in preload:  # every preloaded module exists (the fork server would skip a missing one silently)
+        __import__(module)
+    # the configuration is valid for Dagster's multiprocess executor
+    assert dg.multiprocess_executor.configured(config).config_schema is not None
+    monkeypatch.setenv(execution.EXECUTOR_ENV, "celery")
+    assert execution.select_executor().name == "release_platform_celery"  # the Celery path is unchanged
+
+
+def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server(seeded_demo, tmp_path, monkeypatch):
+    """A behavior session through the code location's own executor (as a run launched from the UI executes):
+    every step succeeds in a process forked from a server that preloaded ``FORKSERVER_PRELOAD``."""
+    import multiprocessing.forkserver as mp_forkserver
+    import shutil
+
+    from release_platform import execution
+    from release_platform.dagster_home import CONFIG_DIR
+
+    shutil.copyfile(seeded_demo / "lims.sqlite", tmp_path / "lims.sqlite")
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copyfile(CONFIG_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    for name, value in (("RELEASE_PLATFORM_HOME", tmp_path), ("RELEASE_PLATFORM_LIMS_URL", f"sqlite:///{tmp_path / 'lims.sqlite'}"),
+                        ("RELEASE_PLATFORM_STORAGE", tmp_path / "storage"), ("DAGSTER_HOME", dagster_home)):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+    server = mp_forkserver._forkserver
+    server._stop()  # a server started earlier in this process would carry another environment
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("behavior_session", ["3001"])
+            result = execution.execute_partition(instance, "behavior_session", "3001")
+            assert result.success
+            workers = {e.step_key: e.event_specific_data.metadata["pid"].value for e in result.all_events
+                       if e.event_type_value == "STEP_WORKER_STARTED"}
+            assert set(workers) == {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+            assert len(workers) >= 6 and str(os.getpid()) not in workers.values()
+            assert instance.get_materialized_partitions(dg.AssetKey("behavior_nwb")) == {"3001"}
+        assert server._forkserver_pid is not None  # the steps were started by the fork server, with our preload
+        assert [m for m in server._preload_modules if m.startswith("release_platform")] == [
+            m for m in execution.FORKSERVER_PRELOAD if m.startswith("release_platform")]
+    finally:
+        server._stop()
