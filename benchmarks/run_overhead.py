@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from scale import free_port, graphql, scratch_database  # noqa: E402
 BIN = Path(sys.executable).parent
 DEFAULT_PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 LOCATION = "release_platform.definitions"
@@ -129,41 +130,6 @@ def import_times(trees: list[Path], repeat: int) -> dict[Path, dict[str, float]]
 
 
 # --- 2. run overhead --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def scratch_database(server: str):
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    name = f"rp_overhead_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = json.loads(response.read())
-    if payload.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
-    return payload["data"]
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 30) -> None:
@@ -311,7 +277,7 @@ def measure_runs(tree: Path, backend: str, pg_server: str, runs: int, kind: str,
                  timeline: bool = False) -> list[dict]:
     home = scratch / f"{tree.name or 'tree'}_{backend}_{uuid.uuid4().hex[:6]}" / "home"
     seed(tree, home)
-    with (scratch_database(pg_server) if backend == "postgres" else contextlib.nullcontext(None)) as pg_url:
+    with (scratch_database(pg_server, "rp_overhead") if backend == "postgres" else contextlib.nullcontext(None)) as pg_url:
         env = write_instance(tree, home, pg_url)
         sync_partitions(env, home)
         own = own_work(env, home, kind, key)
