@@ -14,24 +14,21 @@ GROUP = 4
 """Frames per sweep (``streaming.SWEEP_FRAMES``); a compile-time constant, so the per-event loop is unrolled."""
 
 
-@numba.njit(nogil=True, cache=True)
-def _sweep(block, t0, t1, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
-    """Frames ``t0 .. t1 - 1`` of ``block`` (at most :data:`GROUP`) into ``out[:, t0:t1]``.
+@numba.njit(nogil=True, cache=True, inline="always")
+def _sweep_frames(block, t0, nf, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
+    """Frames ``t0 .. t0 + nf - 1`` of ``block`` (``nf`` at most :data:`GROUP`) into ``out[:, t0:t0 + nf]``.
 
     ``colsum`` (GROUP x width) holds, per frame of the group, the column sums of the rows swept so far;
     ``acc`` (n_masks x GROUP) the per-mask totals. At row ``r`` (before adding it) the events
     ``ev_ptr[2r] .. ev_ptr[2r + 1] - 1`` add ``colsum[:, ev_col[e]]`` to mask ``ev_mask[e]`` (runs ending
     at r) and ``ev_ptr[2r + 1] .. ev_ptr[2r + 2] - 1`` subtract it (runs starting at r). Integer
     overflow wraps (two's complement), so with int32 ``colsum`` and ``acc`` every total is exact modulo
-    2**32: exact whenever the true sum lies in the int32 range.
+    2**32: exact whenever the true sum lies in the int32 range. Inlined where it is called, so a call
+    with ``nf = GROUP`` has constant trip counts (unrolled).
     """
-    if t1 - t0 == GROUP:
-        _sweep_full(block, t0, ev_ptr, ev_col, ev_mask, out, colsum, acc)
-        return
     height = block.shape[1]
     width = block.shape[2]
     n_masks = acc.shape[0]
-    nf = t1 - t0
     colsum[:, :] = 0
     acc[:, :] = 0
     for r in range(height + 1):
@@ -57,33 +54,13 @@ def _sweep(block, t0, t1, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma:
 
 
 @numba.njit(nogil=True, cache=True)
-def _sweep_full(block, t0, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
-    """:func:`_sweep` for a whole group of :data:`GROUP` frames (constant trip counts)."""
-    height = block.shape[1]
-    width = block.shape[2]
-    n_masks = acc.shape[0]
-    colsum[:, :] = 0
-    acc[:, :] = 0
-    for r in range(height + 1):
-        for e in range(ev_ptr[2 * r], ev_ptr[2 * r + 1]):
-            c = ev_col[e]
-            i = ev_mask[e]
-            for f in range(GROUP):
-                acc[i, f] += colsum[f, c]
-        for e in range(ev_ptr[2 * r + 1], ev_ptr[2 * r + 2]):
-            c = ev_col[e]
-            i = ev_mask[e]
-            for f in range(GROUP):
-                acc[i, f] -= colsum[f, c]
-        if r < height:
-            for f in range(GROUP):
-                row = block[t0 + f, r]
-                line = colsum[f]
-                for c in range(width):
-                    line[c] += row[c]
-    for i in range(n_masks):
-        for f in range(GROUP):
-            out[i, t0 + f] = acc[i, f]
+def _sweep(block, t0, t1, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
+    """Frames ``t0 .. t1 - 1`` of ``block`` (at most :data:`GROUP`): a whole group with the constant
+    :data:`GROUP` (unrolled), the shorter last group of a block with its own length."""
+    if t1 - t0 == GROUP:
+        _sweep_frames(block, t0, GROUP, ev_ptr, ev_col, ev_mask, out, colsum, acc)
+    else:
+        _sweep_frames(block, t0, t1 - t0, ev_ptr, ev_col, ev_mask, out, colsum, acc)
 
 
 @numba.njit(nogil=True, cache=True)
