@@ -1,7 +1,9 @@
 """The compiled kernels of :mod:`release_platform.ophys.streaming` (imported on first use: numba is heavy).
 
 Both kernels compute ``out[i, k]`` = the sum of frame ``block[k]`` over the vertical runs of mask ``i``,
-with exact integer arithmetic, by a sweep down the rows of a group of :data:`GROUP` frames at once (see
+with exact integer arithmetic, where the runs refer to the box of ``block`` whose top-left pixel is
+``block[:, row0, col0]`` (the box is the whole block when both are 0; a block of whole frames mapped from
+the movie file is swept in place, without copying the box out), by a sweep down the rows of a group of :data:`GROUP` frames at once (see
 :mod:`release_platform.ophys.streaming` for the event layout). :func:`sweep_sums` runs on the calling
 thread; :func:`sweep_sums_parallel` splits the block's frames over numba's worker threads.
 """
@@ -15,10 +17,11 @@ GROUP = 4
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _sweep_frames(block, t0, nf, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
+def _sweep_frames(block, row0, col0, t0, nf, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - numba
     """Frames ``t0 .. t0 + nf - 1`` of ``block`` (``nf`` at most :data:`GROUP`) into ``out[:, t0:t0 + nf]``.
 
-    ``colsum`` (GROUP x width) holds, per frame of the group, the column sums of the rows swept so far;
+    The box swept is rows ``row0 ..`` and columns ``col0 ..`` of each frame, its height given by the
+    events (``ev_ptr`` has ``2 (height + 1) + 1`` entries) and its width by ``colsum``. ``colsum`` (GROUP x width) holds, per frame of the group, the column sums of the rows swept so far;
     ``acc`` (n_masks x GROUP) the per-mask totals. At row ``r`` (before adding it) the events
     ``ev_ptr[2r] .. ev_ptr[2r + 1] - 1`` add ``colsum[:, ev_col[e]]`` to mask ``ev_mask[e]`` (runs ending
     at r) and ``ev_ptr[2r + 1] .. ev_ptr[2r + 2] - 1`` subtract it (runs starting at r). Integer
@@ -26,8 +29,8 @@ def _sweep_frames(block, t0, nf, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # 
     2**32: exact whenever the true sum lies in the int32 range. Inlined where it is called, so a call
     with ``nf = GROUP`` has constant trip counts (unrolled).
     """
-    height = block.shape[1]
-    width = block.shape[2]
+    height = (ev_ptr.size - 1) // 2 - 1
+    width = colsum.shape[1]
     n_masks = acc.shape[0]
     colsum[:, :] = 0
     acc[:, :] = 0
@@ -44,7 +47,9 @@ def _sweep_frames(block, t0, nf, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # 
                 acc[i, f] -= colsum[f, c]
         if r < height:
             for f in range(nf):
-                row = block[t0 + f, r]
+                # a slice, not row[col0 + c]: an offset index may be negative to numba, and its
+                # wraparound check stops the loop from vectorizing (5x slower)
+                row = block[t0 + f, row0 + r, col0 : col0 + width]
                 line = colsum[f]
                 for c in range(width):
                     line[c] += row[c]
@@ -54,29 +59,31 @@ def _sweep_frames(block, t0, nf, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # 
 
 
 @numba.njit(nogil=True, cache=True)
-def _sweep(block, t0, t1, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
+def _sweep(block, row0, col0, t0, t1, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
     """Frames ``t0 .. t1 - 1`` of ``block`` (at most :data:`GROUP`): a whole group with the constant
     :data:`GROUP` (unrolled), the shorter last group of a block with its own length."""
     if t1 - t0 == GROUP:
-        _sweep_frames(block, t0, GROUP, ev_ptr, ev_col, ev_mask, out, colsum, acc)
+        _sweep_frames(block, row0, col0, t0, GROUP, ev_ptr, ev_col, ev_mask, out, colsum, acc)
     else:
-        _sweep_frames(block, t0, t1 - t0, ev_ptr, ev_col, ev_mask, out, colsum, acc)
+        _sweep_frames(block, row0, col0, t0, t1 - t0, ev_ptr, ev_col, ev_mask, out, colsum, acc)
 
 
 @numba.njit(nogil=True, cache=True)
-def sweep_sums(block, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
+def sweep_sums(block, row0, col0, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
     """``out[i, k]`` = sum of frame ``block[k]`` over the runs of mask i, :data:`GROUP` frames per sweep.
+
+    The runs refer to the box at rows ``row0 ..``, columns ``col0 ..`` of each frame (see :func:`_sweep_frames`).
 
     ``colsum`` (GROUP x width) and ``acc`` (n_masks x GROUP) are scratch, both int32 (totals exact
     modulo 2**32) or both int64.
     """
     n_frames = block.shape[0]
     for t0 in range(0, n_frames, GROUP):
-        _sweep(block, t0, min(n_frames, t0 + GROUP), ev_ptr, ev_col, ev_mask, out, colsum, acc)
+        _sweep(block, row0, col0, t0, min(n_frames, t0 + GROUP), ev_ptr, ev_col, ev_mask, out, colsum, acc)
 
 
 @numba.njit(nogil=True, cache=True, parallel=True)
-def sweep_sums_parallel(block, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
+def sweep_sums_parallel(block, row0, col0, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pragma: no cover - compiled by numba
     """As :func:`sweep_sums`, the block's sweeps shared out over ``colsum.shape[0]`` workers.
 
     ``colsum`` (workers x GROUP x width) and ``acc`` (workers x n_masks x GROUP) are per-worker scratch.
@@ -89,7 +96,7 @@ def sweep_sums_parallel(block, ev_ptr, ev_col, ev_mask, out, colsum, acc):  # pr
         g1 = (n_groups * (w + 1)) // n_workers
         for g in range(g0, g1):
             t0 = g * GROUP
-            _sweep(block, t0, min(n_frames, t0 + GROUP), ev_ptr, ev_col, ev_mask, out, colsum[w], acc[w])
+            _sweep(block, row0, col0, t0, min(n_frames, t0 + GROUP), ev_ptr, ev_col, ev_mask, out, colsum[w], acc[w])
 
 
 @numba.njit(nogil=True, cache=True)

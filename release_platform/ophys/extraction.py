@@ -35,7 +35,7 @@ import scipy.sparse as sparse
 from release_platform.errors import InputError
 from release_platform.ophys.demixing import OverlapSums, overlap_pairs
 from release_platform.ophys.io import choose_block_frames, decode_roi_ids, movie_shape
-from release_platform.ophys.streaming import BlockReader, exact_integer_kernel, iter_mask_sums
+from release_platform.ophys.streaming import exact_integer_kernel, iter_mask_sums, open_blocks
 
 DEFAULT_INNER_RADIUS_PX = 0
 DEFAULT_OUTER_RADIUS_PX = 13
@@ -340,6 +340,7 @@ def extract_traces(
     block_frames: int | None = None,
     overlaps: bool = False,
     kernel_threads: int | None = None,
+    movie_mmap: bool | None = None,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> ExtractionResult:
@@ -365,6 +366,9 @@ def extract_traces(
         Also gather the pairwise intersection sums of the kept ROIs (:class:`~.demixing.OverlapSums`).
     kernel_threads
         Threads summing integer movies (see :func:`~release_platform.ophys.streaming.iter_mask_sums`).
+    movie_mmap
+        Whether an uncompressed h5 movie may be swept in its file mapping instead of read into buffers
+        (default: the ``RELEASE_PLATFORM_MOVIE_MMAP`` environment variable, else yes); same results.
     entity, path
         Named in error messages (session id, movie file).
 
@@ -383,7 +387,7 @@ def extract_traces(
         # so the first blocks arrive while the masks are being built
         box = _reading_box(records, frame_shape, int(outer_radius_px))
         step = choose_block_frames(movie, (box[1] - box[0]) * (box[3] - box[2]), block_frames=block_frames)
-        reader = BlockReader(movie, box, step, entity=entity, path=path)
+        reader = open_blocks(movie, box, step, movie_mmap=movie_mmap, entity=entity, path=path)
     try:
         return _extract(movie, records, border, reader, n_frames, frame_shape, inner_radius_px, outer_radius_px,
                         block_frames, overlaps, kernel_threads, entity, path)

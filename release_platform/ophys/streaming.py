@@ -33,10 +33,24 @@ A reader thread fills the next block (HDF5 ``read_direct`` of the masks' boundin
 second of two buffers while the caller works on the current one, so the read of block k+1 overlaps
 the compute of block k. Memory: two blocks (default budget 64 MiB each) and, per kernel thread, one
 group of column sums and mask totals, whatever the movie length.
+
+Mapped movies
+-------------
+A movie stored uncompressed in a local HDF5 file (no filters, ``sec2`` driver, native byte order,
+contiguous or in chunks of whole frames) is not copied at all: :class:`MappedBlocks` maps the file
+read-only and the kernel sweeps the box straight out of the mapped frames. A thread keeps the next
+blocks faulted in (``MADV_WILLNEED`` + ``MADV_POPULATE_READ``), so a movie that is not in the page cache
+is read from disk while the kernel works, and the pages of swept blocks are unmapped again
+(``MADV_DONTNEED``), so the process does not keep the movie resident. Chunk extents are checked
+against the file size before anything is mapped. Every other movie (compressed, chunks smaller than a
+frame, chunks never written, other drivers, arrays) is read by :class:`BlockReader`; so is every movie
+when the ``RELEASE_PLATFORM_MOVIE_MMAP`` environment variable is ``0`` (or ``movie_mmap=False``).
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,6 +133,9 @@ class MaskRuns:
         return ev_ptr, col[order].astype(np.int32), mask[order].astype(np.int32)
 
 
+MOVIE_MMAP_ENV = "RELEASE_PLATFORM_MOVIE_MMAP"
+"""Environment variable: ``0`` reads every movie through :class:`BlockReader` (default: map the movies that allow it)."""
+
 KERNEL_THREADS_ENV = "RELEASE_PLATFORM_KERNEL_THREADS"
 """Environment variable: default number of threads of the integer kernel (1 when unset)."""
 
@@ -144,6 +161,14 @@ def load_kernel(dtype: Any = np.uint16, *, kernel_threads: int | None = None) ->
         masks = sparse.csr_matrix(np.ones((1, 1)))
         for _ in iter_mask_sums(movie, masks, kernel_threads=kernel_threads):
             pass
+        # mapped frames are read-only arrays, a type of their own to numba
+        movie.setflags(write=False)
+        runs = MaskRuns.from_masks(masks, (1, 1))
+        kernels = _kernels()[: 2 if _kernel_threads(kernel_threads) > 1 else 1]
+        for kernel, scratch in zip(kernels, ((), (2,))):
+            colsum = np.zeros((*scratch, SWEEP_FRAMES, 1), np.int32)
+            acc = np.zeros((*scratch, 1, SWEEP_FRAMES), np.int32)
+            kernel(movie, 0, 0, *runs.events(), np.empty((1, movie.shape[0])), colsum, acc)
 
 
 def exact_integer_kernel(dtype: Any) -> bool:
@@ -162,6 +187,9 @@ class BlockReader:
     becomes an InputError naming the frames. Use as a context manager (or call :meth:`close`), so a
     reader that is not iterated to the end stops its thread.
     """
+
+    origin = (0, 0)
+    """Where the box starts in a yielded block (row, column): blocks hold the box only."""
 
     def __init__(
         self,
@@ -227,6 +255,207 @@ class BlockReader:
         self.close()
 
 
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+"""madvise: fault the pages of a range in now (Linux >= 5.14), reporting a failed read as an error, not a SIGBUS."""
+
+
+def movie_mmap_enabled(movie_mmap: bool | None) -> bool:
+    """Whether movies may be mapped: ``movie_mmap`` if given, else ``RELEASE_PLATFORM_MOVIE_MMAP`` (``0`` = no)."""
+    if movie_mmap is not None:
+        return bool(movie_mmap)
+    value = os.environ.get(MOVIE_MMAP_ENV, "1").strip().lower()
+    if value not in ("0", "1", "false", "true", "no", "yes", ""):
+        raise InputError(f"{MOVIE_MMAP_ENV} must be 0 or 1, got {value!r}")
+    return value not in ("0", "false", "no")
+
+
+def mapped_extents(
+    movie: Any, *, entity: str | None = None, path: str | os.PathLike | None = None
+) -> list[tuple[int, int, int]] | None:
+    """Where the frames of ``movie`` lie in its file, if the kernel can sweep them there: ``[(t0, t1, offset)]``.
+
+    Frames ``t0 .. t1 - 1`` are stored whole and in order from byte ``offset`` of the file (consecutive
+    chunks that follow each other in the file form one extent). None unless ``movie`` is an h5py dataset
+    of an integer dtype the exact kernel takes, in native byte order, without filters, in a file opened
+    with the ``sec2`` driver, stored contiguously or in chunks of whole frames, every chunk written.
+    InputError if an extent runs past the end of the file (a truncated or corrupt file).
+    """
+    if not isinstance(movie, h5py.Dataset) or not exact_integer_kernel(movie.dtype) or not movie.dtype.isnative:
+        return None
+    if movie.file.driver != "sec2" or movie.ndim != 3:
+        return None
+    n_frames, height, width = (int(v) for v in movie.shape)
+    frame_bytes = height * width * movie.dtype.itemsize
+    plist = movie.id.get_create_plist()
+    if plist.get_nfilters() != 0 or plist.get_external_count() != 0:
+        return None
+    layout = plist.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = movie.id.get_offset()
+        if offset is None:  # never written: the fill value
+            return None
+        extents = [(0, n_frames, int(offset))]
+    elif layout == h5py.h5d.CHUNKED:
+        chunk = tuple(int(v) for v in movie.chunks)
+        if chunk[1:] != (height, width):
+            return None
+        length = chunk[0]
+        n_chunks = -(-n_frames // length)
+        infos = _chunk_infos(movie.id)
+        if len(infos) != n_chunks:  # chunks never written hold the fill value
+            return None
+        extents = []
+        for info in sorted(infos, key=lambda item: item.chunk_offset[0]):
+            t0 = int(info.chunk_offset[0])
+            if int(info.size) != length * frame_bytes or t0 % length or info.filter_mask:
+                return None
+            t1, offset = min(n_frames, t0 + length), int(info.byte_offset)
+            if extents and extents[-1][1] == t0 and offset == extents[-1][2] + (t0 - extents[-1][0]) * frame_bytes:
+                extents[-1] = (extents[-1][0], t1, extents[-1][2])  # the chunk follows the previous one in the file
+            else:
+                extents.append((t0, t1, offset))
+        if [e[0] for e in extents][:1] != [0] or any(a[1] != b[0] for a, b in zip(extents, extents[1:])):
+            return None
+    else:  # compact, virtual
+        return None
+    file_size = os.fstat(movie.file.id.get_vfd_handle()).st_size
+    for t0, t1, offset in extents:
+        stored = (t1 - t0) * frame_bytes
+        if offset + stored > file_size:
+            first = t0 + max(0, file_size - offset) // frame_bytes
+            raise InputError(
+                f"movie frames {first}-{t1 - 1} cannot be read: they lie past the end of the file "
+                f"(bytes {offset}-{offset + stored - 1} of a {file_size}-byte file); the file is truncated or corrupt",
+                entity=entity,
+                path=path if path is not None else movie.file.filename,
+            )
+    return extents
+
+
+def _chunk_infos(dataset_id: Any) -> list[Any]:
+    """The stored chunks of a chunked dataset (HDF5's chunk index, read in one walk where HDF5 allows it)."""
+    if hasattr(dataset_id, "chunk_iter"):
+        infos: list[Any] = []
+        dataset_id.chunk_iter(infos.append)
+        return infos
+    return [dataset_id.get_chunk_info(i) for i in range(dataset_id.get_num_chunks())]
+
+
+class MappedBlocks:
+    """Blocks of whole frames of an uncompressed h5 movie, mapped read-only from its file (see :func:`mapped_extents`).
+
+    The same interface as :class:`BlockReader`, but a yielded block is a read-only view of whole frames
+    (``t1 - t0`` x H x W) in the mapping, and the box starts at :attr:`origin` in it. A thread faults the
+    next two blocks in ahead of the consumer (reading them from disk if they are not in the page cache);
+    a block's pages are unmapped once the next block is requested. A page that cannot be read becomes an
+    InputError naming the frames.
+    """
+
+    def __init__(
+        self,
+        movie: h5py.Dataset,
+        box: tuple[int, int, int, int],
+        step: int,
+        extents: list[tuple[int, int, int]],
+        *,
+        entity: str | None = None,
+        path: str | os.PathLike | None = None,
+    ) -> None:
+        n_frames, height, width = (int(v) for v in movie.shape)
+        self.box = tuple(int(v) for v in box)
+        self.origin = (self.box[0], self.box[2])
+        self.step = max(1, min(int(step), n_frames))
+        self._entity, self._path = entity, path if path is not None else movie.file.filename
+        self._dtype, self._frame = movie.dtype, (height, width)
+        frame_bytes = height * width * movie.dtype.itemsize
+        self._ranges = [
+            (t, min(t1, t + self.step), offset + (t - t0) * frame_bytes)
+            for t0, t1, offset in extents
+            for t in range(t0, t1, self.step)
+        ]
+        self._frame_bytes = frame_bytes
+        self._map = mmap.mmap(movie.file.id.get_vfd_handle(), 0, access=mmap.ACCESS_READ)
+        self._map.madvise(mmap.MADV_SEQUENTIAL)
+        self._populate = True
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-prefetch")
+        self._pending = {index: self._pool.submit(self._fault_in, index) for index in range(min(2, len(self._ranges)))}
+
+    def _pages(self, index: int) -> tuple[int, int]:
+        """``(start, length)`` of the pages holding block ``index``."""
+        t0, t1, offset = self._ranges[index]
+        start = offset - offset % mmap.PAGESIZE
+        return start, offset + (t1 - t0) * self._frame_bytes - start
+
+    def _fault_in(self, index: int, release: int | None = None) -> None:
+        """Unmap the pages of block ``release`` (if given) and fault in those of block ``index`` (if any)."""
+        if release is not None:
+            self._map.madvise(mmap.MADV_DONTNEED, *self._pages(release))
+        if index >= len(self._ranges):
+            return
+        start, length = self._pages(index)
+        self._map.madvise(mmap.MADV_WILLNEED, start, length)
+        if self._populate:
+            try:
+                self._map.madvise(MADV_POPULATE_READ, start, length)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: a kernel without MADV_POPULATE_READ
+                    t0, t1, _ = self._ranges[index]
+                    raise InputError(
+                        f"movie frames {t0}-{t1 - 1} cannot be read ({exc})", entity=self._entity, path=self._path
+                    ) from None
+                self._populate = False
+
+    def _block(self, index: int) -> np.ndarray:
+        t0, t1, offset = self._ranges[index]
+        count = (t1 - t0) * self._frame[0] * self._frame[1]
+        return np.frombuffer(self._map, dtype=self._dtype, count=count, offset=offset).reshape(t1 - t0, *self._frame)
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        try:
+            for index, (t0, t1, _) in enumerate(self._ranges):
+                self._pending.pop(index).result()
+                yield t0, t1, self._block(index)
+                ahead = index + 2  # block `index` is swept: unmap it, fault in the block after next
+                self._pending[ahead] = self._pool.submit(self._fault_in, ahead, index)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop faulting blocks in and unmap the file once no yielded block refers to it any more."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+        try:
+            self._map.close()
+        except BufferError:  # a yielded block is still in use: the mapping goes with the last view of it
+            pass
+
+    def __enter__(self) -> "MappedBlocks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_blocks(
+    movie: Any,
+    box: tuple[int, int, int, int],
+    step: int,
+    *,
+    movie_mmap: bool | None = None,
+    entity: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> BlockReader | MappedBlocks:
+    """Blocks of ``step`` frames covering ``movie[:, r0:r1, c0:c1]``, started now: mapped from the file when
+    the movie allows it and mapping is enabled (:func:`movie_mmap_enabled`), else a :class:`BlockReader`."""
+    if movie_mmap_enabled(movie_mmap):
+        extents = mapped_extents(movie, entity=entity, path=path)
+        if extents is not None:
+            return MappedBlocks(movie, box, step, extents, entity=entity, path=path)
+    return BlockReader(movie, box, step, entity=entity, path=path)
+
+
 def iter_blocks(
     movie: Any,
     box: tuple[int, int, int, int],
@@ -248,7 +477,8 @@ def iter_mask_sums(
     block_frames: int | None = None,
     budget_bytes: int = DEFAULT_BLOCK_BYTES,
     kernel_threads: int | None = None,
-    reader: BlockReader | None = None,
+    reader: BlockReader | MappedBlocks | None = None,
+    movie_mmap: bool | None = None,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -260,17 +490,19 @@ def iter_mask_sums(
     pixels is read, ``block_frames`` frames at a time (default: :func:`~release_platform.ophys.io.choose_block_frames`).
     ``kernel_threads`` threads run the integer kernel (default: the ``RELEASE_PLATFORM_KERNEL_THREADS``
     environment variable, else 1; the read-ahead thread comes in addition). ``reader``: a
-    :class:`BlockReader` of ``movie`` started earlier (its box must contain every mask pixel; its block
-    length replaces ``block_frames``); it is closed when the sums are done.
+    :class:`BlockReader` or :class:`MappedBlocks` of ``movie`` started earlier (see :func:`open_blocks`;
+    its box must contain every mask pixel; its block length replaces ``block_frames``); it is closed when
+    the sums are done. ``movie_mmap``: whether an uncompressed h5 movie may be swept in its file mapping
+    (default: the ``RELEASE_PLATFORM_MOVIE_MMAP`` environment variable, else yes); the sums are the same.
     """
     try:
-        yield from _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader, entity, path)
+        yield from _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader, movie_mmap, entity, path)
     finally:
         if reader is not None:
             reader.close()
 
 
-def _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader, entity, path):
+def _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader, movie_mmap, entity, path):
     """The body of :func:`iter_mask_sums`."""
     n_frames, height, width = movie_shape(movie, entity=entity, path=path)
     matrix = sparse.csr_matrix(masks)
@@ -291,9 +523,10 @@ def _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader,
     r0, r1, c0, c1 = runs.box
     if reader is None:
         step = choose_block_frames(movie, (r1 - r0) * (c1 - c0), block_frames=block_frames, budget_bytes=budget_bytes)
-        blocks = iter_blocks(movie, runs.box, step, entity=entity, path=path)
+        blocks = open_blocks(movie, runs.box, step, movie_mmap=movie_mmap, entity=entity, path=path)
     else:
         step, blocks = reader.step, reader
+    row0, col0 = blocks.origin
     serial, parallel = _kernels()
     info = np.iinfo(movie.dtype)
     largest_sum = max(abs(int(info.min)), int(info.max)) * int(np.diff(matrix.indptr).max())
@@ -303,13 +536,15 @@ def _mask_sums(movie, masks, block_frames, budget_bytes, kernel_threads, reader,
     workers = min(threads, -(-step // SWEEP_FRAMES))
     colsum = np.zeros((workers, SWEEP_FRAMES, c1 - c0), dtype=sum_dtype)
     acc = np.zeros((workers, runs.n_masks, SWEEP_FRAMES), dtype=sum_dtype)
-    for t0, t1, block in blocks:
-        sums = np.empty((runs.n_masks, t1 - t0))
-        if workers > 1 and t1 - t0 > SWEEP_FRAMES:
-            _run_parallel(parallel, workers, block, ev_ptr, ev_col, ev_mask, sums, colsum, acc)
-        else:
-            serial(block, ev_ptr, ev_col, ev_mask, sums, colsum[0], acc[0])
-        yield t0, t1, sums
+    with blocks:
+        for t0, t1, block in blocks:
+            sums = np.empty((runs.n_masks, t1 - t0))
+            if workers > 1 and t1 - t0 > SWEEP_FRAMES:
+                _run_parallel(parallel, workers, block, row0, col0, ev_ptr, ev_col, ev_mask, sums, colsum, acc)
+            else:
+                serial(block, row0, col0, ev_ptr, ev_col, ev_mask, sums, colsum[0], acc[0])
+            del block  # a mapped block: no view of the mapping outlives the pass
+            yield t0, t1, sums
 
 
 def _kernel_threads(kernel_threads: int | None) -> int:
@@ -325,13 +560,13 @@ def _kernel_threads(kernel_threads: int | None) -> int:
     return int(kernel_threads)
 
 
-def _run_parallel(kernel, workers, block, ev_ptr, ev_col, ev_mask, sums, colsum, acc) -> None:
+def _run_parallel(kernel, workers, block, row0, col0, ev_ptr, ev_col, ev_mask, sums, colsum, acc) -> None:
     """The parallel kernel on ``workers`` of numba's threads (at most as many as numba has)."""
     import numba
 
     previous = numba.get_num_threads()
     numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
     try:
-        kernel(block, ev_ptr, ev_col, ev_mask, sums, colsum, acc)
+        kernel(block, row0, col0, ev_ptr, ev_col, ev_mask, sums, colsum, acc)
     finally:
         numba.set_num_threads(previous)

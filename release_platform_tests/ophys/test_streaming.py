@@ -99,11 +99,11 @@ def test_integer_kernels_agree_with_wide_column_sums_and_each_other():
     assert expected.max() < 2**31  # int32 scratch is allowed
     for sum_dtype in (np.int32, np.int64):
         out = np.full(expected.shape, np.nan)
-        sweep_sums(block, *events, out, np.zeros((group, c1 - c0), sum_dtype), np.zeros((runs.n_masks, group), sum_dtype))
+        sweep_sums(block, 0, 0, *events, out, np.zeros((group, c1 - c0), sum_dtype), np.zeros((runs.n_masks, group), sum_dtype))
         assert np.array_equal(out, expected)
         for workers in (1, 2, 3):
             out = np.full(expected.shape, np.nan)
-            sweep_sums_parallel(block, *events, out, np.zeros((workers, group, c1 - c0), sum_dtype),
+            sweep_sums_parallel(block, 0, 0, *events, out, np.zeros((workers, group, c1 - c0), sum_dtype),
                                 np.zeros((workers, runs.n_masks, group), sum_dtype))
             assert np.array_equal(out, expected)
 
@@ -127,7 +127,7 @@ def test_wrapping_int32_column_sums_still_give_exact_mask_sums():
     r0, r1, c0, c1 = runs.box
     block = np.ascontiguousarray(movie[:, r0:r1, c0:c1])
     out = np.full((4, n_frames), np.nan)
-    sweep_sums(block, *runs.events(), out, np.zeros((GROUP, c1 - c0), np.int32), np.zeros((4, GROUP), np.int32))
+    sweep_sums(block, 0, 0, *runs.events(), out, np.zeros((GROUP, c1 - c0), np.int32), np.zeros((4, GROUP), np.int32))
     assert np.array_equal(out[:3], expected[:3])
     assert not np.array_equal(out[3], expected[3])  # beyond int32: the wrapped total is wrong ...
     got = np.concatenate([s for _, _, s in iter_mask_sums(movie, masks, block_frames=5)], axis=1)
