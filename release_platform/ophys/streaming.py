@@ -208,7 +208,8 @@ class BlockReader:
         self._is_h5 = isinstance(movie, h5py.Dataset)
         self._ranges = [(t0, min(n_frames, t0 + self.step)) for t0 in range(0, n_frames, self.step)]
         count = min(2, len(self._ranges))
-        self._buffers = [np.empty((self.step, r1 - r0, c1 - c0), dtype=movie.dtype) for _ in range(count)]
+        dtype = np.dtype(movie.dtype).newbyteorder("=")  # the kernel takes native byte order; reads convert
+        self._buffers = [np.empty((self.step, r1 - r0, c1 - c0), dtype=dtype) for _ in range(count)]
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-reader")
         self._pending = {index: self._pool.submit(self._read, index) for index in range(count)}
 
@@ -401,7 +402,8 @@ class MappedBlocks:
                 if exc.errno != errno.EINVAL:  # EINVAL: a kernel without MADV_POPULATE_READ
                     t0, t1, _ = self._ranges[index]
                     raise InputError(
-                        f"movie frames {t0}-{t1 - 1} cannot be read ({exc})", entity=self._entity, path=self._path
+                        f"movie frames {t0}-{t1 - 1} cannot be read ({exc.strerror}: the file ends before them "
+                        "or a read failed)", entity=self._entity, path=self._path
                     ) from None
                 self._populate = False
 

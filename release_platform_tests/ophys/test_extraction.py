@@ -156,3 +156,24 @@ def test_neuropil_annuli_equal_the_chessboard_distance_definition(inner, outer):
         distance = ndi.distance_transform_cdt(~mask, metric="chessboard")
         expected = (distance > inner) & (distance <= outer) & ~blocked
         assert np.array_equal(got[i].toarray().reshape(shape), expected), i
+
+
+@pytest.mark.parametrize("chunks", [None, (8, 48, 48), (8, 16, 48)])
+def test_mapped_and_read_movies_give_identical_traces(rng, tmp_path, monkeypatch, chunks):
+    """Uncompressed movies are swept in their file mapping (chunks of whole frames or none), others read: same traces."""
+    from release_platform.ophys import streaming
+
+    session = make_session(rng, n_frames=50)
+    path = write_movie(tmp_path / "movie.h5", session.movie, chunks=chunks)
+    opened = []
+    original = streaming.open_blocks
+    monkeypatch.setattr("release_platform.ophys.extraction.open_blocks",
+                        lambda *a, **k: opened.append(original(*a, **k)) or opened[-1])
+    with open_movie(path) as movie:
+        mapped = extract_traces(movie, session.records, block_frames=7, overlaps=True)
+        read = extract_traces(movie, session.records, block_frames=7, overlaps=True, movie_mmap=False)
+    assert isinstance(opened[0], streaming.MappedBlocks) == (chunks != (8, 16, 48))
+    assert isinstance(opened[1], streaming.BlockReader)
+    np.testing.assert_array_equal(mapped.roi_traces, read.roi_traces)
+    np.testing.assert_array_equal(mapped.neuropil_traces, read.neuropil_traces)
+    np.testing.assert_array_equal(mapped.overlap_sums.sums, read.overlap_sums.sums)

@@ -3,6 +3,7 @@ extracting, each checked against a direct computation on the same frames."""
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import scipy.sparse as sparse
@@ -310,3 +311,221 @@ def test_pipeline_demixes_from_the_overlap_file_like_from_the_movie(tmp_path):
     b = demix_plane(movie, extracted.roi_traces, records, tmp_path / "b" / io.DEMIXED_TRACES_FILE)
     assert np.array_equal(io.read_traces(a.demixed_traces).traces, io.read_traces(b.demixed_traces).traces, equal_nan=True)
     assert a.excluded_roi_ids == b.excluded_roi_ids and a.negative_baseline_roi_ids == b.negative_baseline_roi_ids
+
+
+# ------------------------------------------------------------------ movies swept in their file mapping
+
+
+def write_layout(path, movie: np.ndarray, layout: str, **kwargs) -> str:
+    """``movie`` as an h5 file in one of the storage layouts of :data:`MAPPED_LAYOUTS` / :data:`READ_LAYOUTS`."""
+    n_frames, height, width = movie.shape
+    options = {
+        "contiguous": {},
+        "chunked": {"chunks": (5, height, width)},  # 45 frames: nine whole chunks
+        "partial-chunk": {"chunks": (7, height, width)},  # the last chunk holds 3 of its 7 frames
+        "one-frame-chunks": {"chunks": (1, height, width)},
+        "userblock": {},
+        "userblock-chunked": {"chunks": (4, height, width)},
+        "row-chunks": {"chunks": (4, height // 2 + 1, width)},  # chunks smaller than a frame
+        "compressed": {"chunks": (5, height, width), "compression": "gzip", "compression_opts": 1},
+        "big-endian": {"dtype": movie.dtype.newbyteorder(">")},
+    }[layout]
+    userblock = 512 if layout.startswith("userblock") else 0
+    with h5py.File(path, "w", userblock_size=userblock) as handle:
+        handle.create_dataset("data", data=movie, **options, **kwargs)
+    return str(path)
+
+
+MAPPED_LAYOUTS = ["contiguous", "chunked", "partial-chunk", "one-frame-chunks", "userblock", "userblock-chunked"]
+READ_LAYOUTS = ["row-chunks", "compressed", "big-endian"]
+
+
+@pytest.mark.parametrize("layout", MAPPED_LAYOUTS + READ_LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_mapped_and_read_movies_give_the_same_exact_sums(tmp_path, layout, dtype, threads):
+    rng = np.random.default_rng(47)
+    shape, n_frames = (19, 23), 45
+    info = np.iinfo(dtype)
+    movie = rng.integers(int(info.min), int(info.max), size=(n_frames, *shape), endpoint=True).astype(dtype)
+    movie[3], movie[4] = info.max, info.min
+    masks = sparse.vstack([edge_case_masks(shape), random_masks(rng, 6, shape, 0.4)], format="csr")
+    expected = masks @ movie.reshape(n_frames, -1).astype(np.float64).T
+    path = write_layout(tmp_path / "movie.h5", movie, layout)
+    with open_movie(path) as h5movie:
+        with streaming.open_blocks(h5movie, (0, 1, 0, 1), 4) as blocks:
+            assert isinstance(blocks, streaming.MappedBlocks) == (layout in MAPPED_LAYOUTS)
+        for movie_mmap in (True, False):
+            for block in (1, 7, streaming.SWEEP_FRAMES, streaming.SWEEP_FRAMES + 1, 3 * streaming.SWEEP_FRAMES - 1, 60):
+                got = np.concatenate([
+                    s for _, _, s in iter_mask_sums(
+                        h5movie, masks, block_frames=block, kernel_threads=threads, movie_mmap=movie_mmap
+                    )
+                ], axis=1)
+                assert np.array_equal(got, expected), (movie_mmap, block)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "partial-chunk", "userblock-chunked"])
+def test_mapped_blocks_of_any_box_equal_the_read_blocks(tmp_path, layout):
+    rng = np.random.default_rng(43)
+    shape = (15, 18)
+    movie = rng.integers(0, 2**16, size=(30, *shape)).astype(np.uint16)
+    dense = np.zeros((3, *shape), bool)
+    dense[0, 4:9, 5:7] = True
+    dense[1, 6, 3:12] = True
+    dense[2, 10:12, 11] = True
+    masks = sparse.csr_matrix(dense.reshape(3, -1).astype(np.float64))
+    expected = masks @ movie.reshape(30, -1).astype(np.float64).T
+    path = write_layout(tmp_path / "movie.h5", movie, layout)
+    with open_movie(path) as h5movie:
+        for box in [(0, 15, 0, 18), (2, 13, 3, 14), (4, 12, 3, 12)]:
+            for step in (1, 7, 30):
+                mapped = streaming.open_blocks(h5movie, box, step, movie_mmap=True)
+                assert isinstance(mapped, streaming.MappedBlocks) and mapped.origin == (box[0], box[2])
+                with streaming.open_blocks(h5movie, box, step, movie_mmap=False) as reader:
+                    assert isinstance(reader, streaming.BlockReader)
+                    read = [(t0, t1, block.copy()) for t0, t1, block in reader]
+                spans = []
+                for (t0, t1, frames), (u0, u1, block) in zip(mapped, read):
+                    assert (t0, t1) == (u0, u1) and not frames.flags.writeable
+                    assert np.array_equal(frames[:, box[0] : box[1], box[2] : box[3]], block)
+                    spans.append((t0, t1))
+                assert spans == [(t0, t1) for t0, t1, _ in read]
+                got = np.concatenate([
+                    s for _, _, s in iter_mask_sums(
+                        h5movie, masks, reader=streaming.open_blocks(h5movie, box, step, movie_mmap=True)
+                    )
+                ], axis=1)
+                assert np.array_equal(got, expected), (box, step)
+
+
+def test_a_wrong_chunk_offset_changes_the_sums(tmp_path, monkeypatch):
+    """The sums check the mapped offsets: extents off by the userblock, one frame or one pixel give other sums."""
+    rng = np.random.default_rng(53)
+    shape = (12, 10)
+    movie = rng.integers(0, 2**16, size=(20, *shape)).astype(np.uint16)
+    masks = random_masks(rng, 5, shape, 0.3)
+    expected = masks @ movie.reshape(20, -1).astype(np.float64).T
+    path = write_layout(tmp_path / "movie.h5", movie, "userblock-chunked")
+    extents = streaming.mapped_extents
+    frame_bytes = shape[0] * shape[1] * 2
+    with open_movie(path) as h5movie:
+        assert extents(h5movie)[0][2] > 512  # offsets count from the start of the file, userblock included
+        for shift in (-512, -frame_bytes, -2):
+            monkeypatch.setattr(
+                streaming, "mapped_extents", lambda *a, **k: [(t0, t1, o + shift) for t0, t1, o in extents(*a, **k)]
+            )
+            got = np.concatenate([s for _, _, s in iter_mask_sums(h5movie, masks, block_frames=6)], axis=1)
+            assert not np.array_equal(got, expected)
+        monkeypatch.setattr(streaming, "mapped_extents", extents)
+        got = np.concatenate([s for _, _, s in iter_mask_sums(h5movie, masks, block_frames=6)], axis=1)
+        assert np.array_equal(got, expected)
+
+
+def test_adjacent_chunks_form_one_extent(tmp_path):
+    movie = np.arange(10 * 4 * 3, dtype=np.uint16).reshape(10, 4, 3)
+    with open_movie(write_layout(tmp_path / "a.h5", movie, "one-frame-chunks")) as h5movie:
+        (t0, t1, offset), = streaming.mapped_extents(h5movie)  # written in order: one run of the file
+        assert (t0, t1) == (0, 10) and offset == h5movie.id.get_chunk_info(0).byte_offset
+    with open_movie(write_layout(tmp_path / "b.h5", movie, "contiguous")) as h5movie:
+        assert streaming.mapped_extents(h5movie) == [(0, 10, h5movie.id.get_offset())]
+    with h5py.File(tmp_path / "c.h5", "w") as handle:  # chunks written last to first: stored in reverse order
+        data = handle.create_dataset("data", shape=movie.shape, dtype=movie.dtype, chunks=(2, 4, 3))
+        for t0 in range(8, -1, -2):
+            data[t0 : t0 + 2] = movie[t0 : t0 + 2]
+    masks = sparse.csr_matrix(np.eye(12)[[0, 5, 11]])
+    expected = masks @ movie.reshape(10, -1).astype(np.float64).T
+    with open_movie(tmp_path / "c.h5") as h5movie:
+        extents = streaming.mapped_extents(h5movie)
+        assert [e[:2] for e in extents] == [(t, t + 2) for t in range(0, 10, 2)]
+        assert all(a[2] > b[2] for a, b in zip(extents, extents[1:]))
+        for block in (2, 3, 10):
+            got = np.concatenate([s for _, _, s in iter_mask_sums(h5movie, masks, block_frames=block)], axis=1)
+            assert np.array_equal(got, expected), block
+
+
+@pytest.mark.parametrize("layout", ["chunked", "contiguous"])
+def test_unwritten_chunks_hold_the_fill_value_and_are_read(tmp_path, layout):
+    rng = np.random.default_rng(59)
+    shape = (9, 8)
+    movie = rng.integers(0, 2**16, size=(23, *shape)).astype(np.uint16)
+    masks = random_masks(rng, 4, shape, 0.5)
+    with h5py.File(tmp_path / "movie.h5", "w") as handle:
+        chunks = (5, *shape) if layout == "chunked" else None
+        data = handle.create_dataset("data", shape=movie.shape, dtype=movie.dtype, chunks=chunks, fillvalue=7)
+        if layout == "chunked":
+            data[0:5] = movie[0:5]  # chunks 1 and 3 are never written
+            data[10:15] = movie[10:15]
+            data[20:23] = movie[20:23]
+            movie[5:10] = movie[15:20] = 7
+        else:
+            movie[:] = 7  # never written: no storage at all
+    expected = masks @ movie.reshape(23, -1).astype(np.float64).T
+    with open_movie(tmp_path / "movie.h5") as h5movie:
+        assert streaming.mapped_extents(h5movie) is None
+        with streaming.open_blocks(h5movie, (0, 9, 0, 8), 4, movie_mmap=True) as blocks:
+            assert isinstance(blocks, streaming.BlockReader)
+        got = np.concatenate([s for _, _, s in iter_mask_sums(h5movie, masks, block_frames=4, movie_mmap=True)], axis=1)
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "partial-chunk"])
+def test_a_truncated_movie_file_is_refused_before_mapping(tmp_path, layout):
+    import os
+
+    shape = (16, 16)
+    movie = np.ones((30, *shape), np.uint16)
+    path = write_layout(tmp_path / "movie.h5", movie, layout)
+    masks = sparse.csr_matrix(np.ones((1, 256)))
+    with open_movie(path) as h5movie:
+        offset = [o for t0, t1, o in streaming.mapped_extents(h5movie) if t0 <= 25 < t1][0]
+        t0 = [t0 for t0, t1, o in streaming.mapped_extents(h5movie) if t0 <= 25 < t1][0]
+        os.truncate(path, offset + (25 - t0) * 512 + 100)  # the file now ends inside frame 25
+        with pytest.raises(InputError, match=r"movie frames 25-29 cannot be read: they lie past the end of the file") as err:
+            next(iter_mask_sums(h5movie, masks, movie_mmap=True))
+        assert str(path) in str(err.value)
+        with pytest.raises(InputError, match=r"frames 25-29 cannot be read"):
+            extract_traces(h5movie, [{"id": 1, "x": 4, "y": 4, "width": 2, "height": 2, "mask": [[1, 1], [1, 1]],
+                                      "valid": True}], movie_mmap=True, path=path)
+
+
+def test_a_file_cut_short_while_mapped_gives_an_input_error_not_a_crash(tmp_path):
+    import os
+
+    shape = (64, 64)
+    movie = np.ones((40, *shape), np.uint16)
+    path = write_layout(tmp_path / "movie.h5", movie, "contiguous")
+    with open_movie(path) as h5movie:
+        (_, _, offset), = streaming.mapped_extents(h5movie)
+        blocks = streaming.open_blocks(h5movie, (0, 64, 0, 64), 4)
+        assert isinstance(blocks, streaming.MappedBlocks)
+        for future in list(blocks._pending.values()):
+            future.result()  # the first two blocks are in
+        os.truncate(path, offset + 30 * 64 * 64 * 2 + 100)  # frames 30 and later are gone
+        seen = []
+        with pytest.raises(InputError, match=r"movie frames (28-31|32-35) cannot be read"):
+            for t0, t1, frames in blocks:
+                seen.append(t1)
+                assert frames[: max(0, 30 - t0)].sum() == (min(t1, 30) - t0) * 64 * 64
+        assert seen and max(seen) <= 32
+
+
+def test_the_mapping_switch_comes_from_the_argument_or_the_environment(tmp_path, monkeypatch):
+    path = write_layout(tmp_path / "movie.h5", np.ones((6, 4, 4), np.uint16), "contiguous")
+    with open_movie(path) as h5movie:
+        monkeypatch.setenv(streaming.MOVIE_MMAP_ENV, "0")
+        with streaming.open_blocks(h5movie, (0, 4, 0, 4), 2) as blocks:
+            assert isinstance(blocks, streaming.BlockReader)
+        with streaming.open_blocks(h5movie, (0, 4, 0, 4), 2, movie_mmap=True) as blocks:
+            assert isinstance(blocks, streaming.MappedBlocks)
+        monkeypatch.setenv(streaming.MOVIE_MMAP_ENV, "1")
+        with streaming.open_blocks(h5movie, (0, 4, 0, 4), 2) as blocks:
+            assert isinstance(blocks, streaming.MappedBlocks)
+        with streaming.open_blocks(h5movie, (0, 4, 0, 4), 2, movie_mmap=False) as blocks:
+            assert isinstance(blocks, streaming.BlockReader)
+        monkeypatch.setenv(streaming.MOVIE_MMAP_ENV, "maybe")
+        with pytest.raises(InputError, match="RELEASE_PLATFORM_MOVIE_MMAP must be 0 or 1"):
+            streaming.open_blocks(h5movie, (0, 4, 0, 4), 2)
+    # arrays are always read
+    with streaming.open_blocks(np.ones((6, 4, 4), np.uint16), (0, 4, 0, 4), 2, movie_mmap=True) as blocks:
+        assert isinstance(blocks, streaming.BlockReader)
