@@ -18,6 +18,10 @@ times, the CPU time of the read, extraction and demixing stages (all threads of 
 on a shared machine the wall time follows the CPU share, and the CPU ratio is what a loaded machine
 waits for. ``--kernel-threads`` sets the threads of the extraction kernel (the read-ahead thread comes
 in addition), ``--block-frames`` the frames per read of the extraction pass.
+``--compare-paths N`` times the extraction pass N more times with each way of getting the frames, alternating
+on the same movie: swept in place in the read-only file mapping (uncompressed movies; the default) and read
+into buffers by the reader thread (``RELEASE_PLATFORM_MOVIE_MMAP=0``), each round against a plain read of the
+same round; ``--cold`` evicts the movie file (only it) from the page cache before each timed pass.
 With ``--allensdk-python`` the real AllenSDK runs the demixing, neuropil and legacy dF/F stages in a
 separate interpreter on the same files (AllenSDK is not installed by this project).
 """
@@ -50,7 +54,7 @@ from release_platform.ophys.extraction import (  # noqa: E402
 )
 from release_platform.ophys.io import choose_block_frames, iter_sparse_frame_sums, open_movie  # noqa: E402
 from release_platform.ophys.neuropil import correct_neuropil  # noqa: E402
-from release_platform.ophys.streaming import load_kernel  # noqa: E402
+from release_platform.ophys.streaming import MOVIE_MMAP_ENV, load_kernel  # noqa: E402
 
 FRAME_RATE_HZ = 30.0
 MOTION_BORDER = {"x0": 8, "x1": 6, "y0": 7, "y1": 9}
@@ -269,6 +273,84 @@ def read_movie_only(movie, step: int) -> "Stage":
     return stage
 
 
+def evict_from_page_cache(path: Path) -> None:
+    """Drop the pages of one file from the page cache (``POSIX_FADV_DONTNEED``): its next read comes from the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak resident memory (``VmHWM``, Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory since the last reset, MB (``VmHWM``), or NaN."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def compare_paths(movie_path: Path, records, args, step: int, rest_s: float, chain_rest_s: float) -> None:
+    """Extraction with the frames swept in the file mapping and read into buffers, alternating, vs a plain read.
+
+    ``rest_s``: the demixing time of this run (added for the extraction + demixing ratio); ``chain_rest_s``:
+    demixing + neuropil + dF/F (added for the movie -> dF/F ratio). Outputs of both paths must be identical.
+    """
+    cold = "cold (file evicted from the page cache before each pass)" if args.cold else "warm page cache"
+    print(f"\nextraction pass, frames swept in the file mapping (mmap) vs read into buffers (reader), {cold}:")
+    print(f"{'round':>5s} {'read s':>7s} {'mmap s':>7s} {'reader s':>8s} {'mmap/read':>9s} {'reader/read':>11s} "
+          f"{'mmap/reader':>11s} {'mmap peak RSS':>13s} {'reader peak RSS':>15s}  load avg")
+    totals = {"read": 0.0, True: 0.0, False: 0.0}
+    results = {}
+    with open_movie(movie_path) as movie:
+        for round_ in range(args.compare_paths):
+            times, peaks = {}, {}
+            order = (True, False) if round_ % 2 == 0 else (False, True)
+            if args.cold:
+                evict_from_page_cache(movie_path)
+            times["read"] = read_movie_only(movie, step).seconds
+            for movie_mmap in order:
+                if args.cold:
+                    evict_from_page_cache(movie_path)
+                base_rss = peak_rss_mb() if reset_peak_rss() else float("nan")  # after a reset: the current RSS
+                started = time.perf_counter()
+                result = extract_traces(movie, records, MOTION_BORDER, overlaps=True, block_frames=args.block_frames,
+                                        kernel_threads=args.kernel_threads, movie_mmap=movie_mmap)
+                times[movie_mmap] = time.perf_counter() - started
+                peaks[movie_mmap] = peak_rss_mb() - base_rss
+                results.setdefault(movie_mmap, result)
+            for key in totals:
+                totals[key] += times[key]
+            print(f"{round_ + 1:5d} {times['read']:7.2f} {times[True]:7.2f} {times[False]:8.2f} "
+                  f"{times[True] / times['read']:8.2f}x {times[False] / times['read']:10.2f}x "
+                  f"{times[True] / times[False]:10.2f}x {peaks[True]:10.0f} MB {peaks[False]:12.0f} MB  "
+                  f"{os.getloadavg()[0]:.1f}")
+    same = all(np.array_equal(getattr(results[True], name), getattr(results[False], name), equal_nan=True)
+               for name in ("roi_traces", "neuropil_traces")) and np.array_equal(
+        results[True].overlap_sums.sums, results[False].overlap_sums.sums)
+    read = totals["read"]
+    for movie_mmap, name in ((True, "mmap"), (False, "reader")):
+        extraction = totals[movie_mmap]
+        n = args.compare_paths
+        print(f"{name:>6s}: extraction {extraction / read:.2f}x the read (mean read {read / n:.2f} s); "
+              f"extraction + demixing {(extraction + n * rest_s) / read:.2f}x (goal <= 1.3x); movie -> dF/F "
+              f"{(extraction + n * chain_rest_s) / read:.2f}x (goal <= 2x)")
+    print(f"outputs of both paths identical: {same}; peak RSS = growth of the process's peak resident memory "
+          f"during the pass (mapped pages count while mapped)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=18000)
@@ -295,6 +377,11 @@ def main(argv=None) -> int:
                         help="threads of the extraction kernel (default: RELEASE_PLATFORM_KERNEL_THREADS, else 1)")
     parser.add_argument("--block-frames", type=int, default=None,
                         help="frames per read of the extraction pass (default: chosen from the memory budget)")
+    parser.add_argument("--compare-paths", type=int, default=0, metavar="N",
+                        help="time N more extraction passes per way of getting the frames (file mapping, reader "
+                             "thread), alternating, each round against a plain read")
+    parser.add_argument("--cold", action="store_true",
+                        help="with --compare-paths: evict the movie file from the page cache before each timed pass")
     parser.add_argument("--skip-ports", action="store_true",
                         help="skip the in-process AllenSDK ports (long runs: time and memory of ours only)")
     args = parser.parse_args(argv)
@@ -357,7 +444,8 @@ def main(argv=None) -> int:
             rows.append({"stage": "read movie only, again", "ours": m_read_again.seconds, "unit": n_frames,
                          "peak": m_read_again.peak_mb, "note": "after extraction; the ratios use the mean of both reads"})
             row = {"stage": "extraction (ROI + neuropil)", "ours": m_ext.seconds, "unit": n_frames, "peak": m_ext.peak_mb,
-                   "note": f"+ {extraction.overlap_sums.pairs.shape[0]} overlap sums in the same pass; "
+                   "note": f"+ {extraction.overlap_sums.pairs.shape[0]} overlap sums in the same pass; frames "
+                           f"{'read into buffers' if os.environ.get(MOVIE_MMAP_ENV, '1') == '0' else 'mapped if uncompressed'}; "
                            f"{int(extraction.excluded.sum())} ROIs excluded"}
             if not args.skip_ports:
                 t = time.perf_counter()
@@ -462,6 +550,10 @@ def main(argv=None) -> int:
             before = m_prev_ext.seconds + m_prev_dem.seconds + m_dem.seconds
             print(f"before (previous passes + the same solve): extraction {m_prev_ext.seconds / read_s:.2f}x one read, "
                   f"extraction + demixing {before / read_s:.2f}x; after / before {(m_ext.seconds + m_dem.seconds) / before:.2f}")
+
+        if args.compare_paths:
+            compare_paths(movie_path, session["records"], args, step, m_dem.seconds,
+                          m_dem.seconds + m_np.seconds + m_ina.seconds)
 
         sdk = None
         if args.allensdk_python:
