@@ -49,7 +49,9 @@ when the ``RELEASE_PLATFORM_MOVIE_MMAP`` environment variable is ``0`` (or ``mov
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -260,6 +262,20 @@ MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 """madvise: fault the pages of a range in now (Linux >= 5.14), reporting a failed read as an error, not a SIGBUS."""
 
 
+def _madvise(address: int, length: int, advice: int) -> None:
+    """``madvise(2)`` through ctypes, which lets other threads run during the call (``mmap.madvise`` holds the GIL,
+    so a prefetch reading a block from disk would stop the caller's Python code for as long)."""
+    libc = _libc()
+    if libc.madvise(ctypes.c_void_p(address), ctypes.c_size_t(length), ctypes.c_int(advice)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def movie_mmap_enabled(movie_mmap: bool | None) -> bool:
     """Whether movies may be mapped: ``movie_mmap`` if given, else ``RELEASE_PLATFORM_MOVIE_MMAP`` (``0`` = no)."""
     if movie_mmap is not None:
@@ -377,6 +393,7 @@ class MappedBlocks:
         self._frame_bytes = frame_bytes
         self._map = mmap.mmap(movie.file.id.get_vfd_handle(), 0, access=mmap.ACCESS_READ)
         self._map.madvise(mmap.MADV_SEQUENTIAL)
+        self._bytes = np.frombuffer(self._map, dtype=np.uint8)  # the mapping's address, for _madvise
         self._populate = True
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-prefetch")
         self._pending = {index: self._pool.submit(self._fault_in, index) for index in range(min(2, len(self._ranges)))}
@@ -389,15 +406,17 @@ class MappedBlocks:
 
     def _fault_in(self, index: int, release: int | None = None) -> None:
         """Unmap the pages of block ``release`` (if given) and fault in those of block ``index`` (if any)."""
+        address = self._bytes.ctypes.data
         if release is not None:
-            self._map.madvise(mmap.MADV_DONTNEED, *self._pages(release))
+            start, length = self._pages(release)
+            _madvise(address + start, length, mmap.MADV_DONTNEED)
         if index >= len(self._ranges):
             return
         start, length = self._pages(index)
-        self._map.madvise(mmap.MADV_WILLNEED, start, length)
+        _madvise(address + start, length, mmap.MADV_WILLNEED)
         if self._populate:
             try:
-                self._map.madvise(MADV_POPULATE_READ, start, length)
+                _madvise(address + start, length, MADV_POPULATE_READ)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:  # EINVAL: a kernel without MADV_POPULATE_READ
                     t0, t1, _ = self._ranges[index]
@@ -428,6 +447,7 @@ class MappedBlocks:
             future.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
+        self._bytes = np.empty(0, np.uint8)
         try:
             self._map.close()
         except BufferError:  # a yielded block is still in use: the mapping goes with the last view of it
@@ -454,7 +474,10 @@ def open_blocks(
     if movie_mmap_enabled(movie_mmap):
         extents = mapped_extents(movie, entity=entity, path=path)
         if extents is not None:
-            return MappedBlocks(movie, box, step, extents, entity=entity, path=path)
+            try:
+                return MappedBlocks(movie, box, step, extents, entity=entity, path=path)
+            except (OSError, ValueError):  # the file cannot be mapped (a file system without mmap): read it
+                pass
     return BlockReader(movie, box, step, entity=entity, path=path)
 
 
