@@ -311,32 +311,37 @@ def compare_paths(movie_path: Path, records, args, step: int, rest_s: float, cha
     cold = "cold (file evicted from the page cache before each pass)" if args.cold else "warm page cache"
     print(f"\nextraction pass, frames swept in the file mapping (mmap) vs read into buffers (reader), {cold}:")
     print(f"{'round':>5s} {'read s':>7s} {'mmap s':>7s} {'reader s':>8s} {'mmap/read':>9s} {'reader/read':>11s} "
-          f"{'mmap/reader':>11s} {'mmap peak RSS':>13s} {'reader peak RSS':>15s}  load avg")
+          f"{'mmap/reader':>11s}   CPU s: {'read':>5s} {'mmap':>5s} {'reader':>6s} {'mmap peak RSS':>13s} "
+          f"{'reader peak RSS':>15s}  load avg")
     totals = {"read": 0.0, True: 0.0, False: 0.0}
+    cpu_totals = {"read": 0.0, True: 0.0, False: 0.0}
     results = {}
     with open_movie(movie_path) as movie:
         for round_ in range(args.compare_paths):
-            times, peaks = {}, {}
+            times, cpu, peaks = {}, {}, {}
             order = (True, False) if round_ % 2 == 0 else (False, True)
             if args.cold:
                 evict_from_page_cache(movie_path)
-            times["read"] = read_movie_only(movie, step).seconds
+            stage = read_movie_only(movie, step)
+            times["read"], cpu["read"] = stage.seconds, stage.cpu_seconds
             for movie_mmap in order:
                 if args.cold:
                     evict_from_page_cache(movie_path)
                 base_rss = peak_rss_mb() if reset_peak_rss() else float("nan")  # after a reset: the current RSS
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.process_time()
                 result = extract_traces(movie, records, MOTION_BORDER, overlaps=True, block_frames=args.block_frames,
                                         kernel_threads=args.kernel_threads, movie_mmap=movie_mmap)
                 times[movie_mmap] = time.perf_counter() - started
+                cpu[movie_mmap] = time.process_time() - started_cpu
                 peaks[movie_mmap] = peak_rss_mb() - base_rss
                 results.setdefault(movie_mmap, result)
             for key in totals:
                 totals[key] += times[key]
+                cpu_totals[key] += cpu[key]
             print(f"{round_ + 1:5d} {times['read']:7.2f} {times[True]:7.2f} {times[False]:8.2f} "
                   f"{times[True] / times['read']:8.2f}x {times[False] / times['read']:10.2f}x "
-                  f"{times[True] / times[False]:10.2f}x {peaks[True]:10.0f} MB {peaks[False]:12.0f} MB  "
-                  f"{os.getloadavg()[0]:.1f}")
+                  f"{times[True] / times[False]:10.2f}x          {cpu['read']:5.2f} {cpu[True]:5.2f} {cpu[False]:6.2f} "
+                  f"{peaks[True]:10.0f} MB {peaks[False]:12.0f} MB  {os.getloadavg()[0]:.1f}")
     same = all(np.array_equal(getattr(results[True], name), getattr(results[False], name), equal_nan=True)
                for name in ("roi_traces", "neuropil_traces")) and np.array_equal(
         results[True].overlap_sums.sums, results[False].overlap_sums.sums)
@@ -346,7 +351,8 @@ def compare_paths(movie_path: Path, records, args, step: int, rest_s: float, cha
         n = args.compare_paths
         print(f"{name:>6s}: extraction {extraction / read:.2f}x the read (mean read {read / n:.2f} s); "
               f"extraction + demixing {(extraction + n * rest_s) / read:.2f}x (goal <= 1.3x); movie -> dF/F "
-              f"{(extraction + n * chain_rest_s) / read:.2f}x (goal <= 2x)")
+              f"{(extraction + n * chain_rest_s) / read:.2f}x (goal <= 2x); CPU time of the extraction "
+              f"{cpu_totals[movie_mmap] / cpu_totals['read']:.2f}x the read's")
     print(f"outputs of both paths identical: {same}; peak RSS = growth of the process's peak resident memory "
           f"during the pass (mapped pages count while mapped)")
 
