@@ -529,3 +529,43 @@ def test_the_mapping_switch_comes_from_the_argument_or_the_environment(tmp_path,
     # arrays are always read
     with streaming.open_blocks(np.ones((6, 4, 4), np.uint16), (0, 4, 0, 4), 2, movie_mmap=True) as blocks:
         assert isinstance(blocks, streaming.BlockReader)
+
+
+def test_mapped_blocks_are_faulted_in_ahead_and_unmapped_once_swept(tmp_path, monkeypatch):
+    """Each block is faulted in (WILLNEED + POPULATE_READ) before it is yielded and unmapped (DONTNEED) after,
+    so the pages the process maps stay at about three blocks, whatever the movie length."""
+    import mmap as mmap_module
+
+    movie = np.arange(50 * 32 * 64, dtype=np.uint16).reshape(50, 32, 64)  # 4 KiB frames: a block is whole pages
+    path = write_layout(tmp_path / "movie.h5", movie, "contiguous")
+    calls = []
+    madvise = streaming._madvise
+    monkeypatch.setattr(streaming, "_madvise", lambda address, length, advice: (
+        calls.append((advice, address, length)), madvise(address, length, advice))[1])
+    with open_movie(path) as h5movie:
+        (_, _, offset), = streaming.mapped_extents(h5movie)
+        blocks = streaming.open_blocks(h5movie, (0, 32, 0, 64), 8)
+        base = blocks._bytes.ctypes.data
+        mapped = set()
+        for t0, t1, frames in blocks:
+            assert np.array_equal(frames, movie[t0:t1])
+            for advice, address, length in list(calls):
+                first = (address - base - offset + 4095) // 4096  # frames (pages) of the range
+                pages = set(range(max(0, first), (address - base - offset + length) // 4096))
+                if advice == streaming.MADV_POPULATE_READ:
+                    mapped |= pages
+                elif advice == mmap_module.MADV_DONTNEED:
+                    mapped -= pages
+            calls.clear()
+            assert set(range(t0, t1)) <= mapped  # the block being swept is in
+            assert len(mapped) <= 3 * 8  # at most three blocks mapped
+        assert not blocks._map.closed  # the last block is still referenced ...
+        del frames
+        blocks.close()
+        assert blocks._map.closed  # ... and once it is not, the file is unmapped
+        masks = sparse.csr_matrix(np.eye(32 * 64)[[0, 77, 2047]])
+        opened = []
+        open_blocks = streaming.open_blocks
+        monkeypatch.setattr(streaming, "open_blocks", lambda *a, **k: opened.append(open_blocks(*a, **k)) or opened[-1])
+        list(iter_mask_sums(h5movie, masks, block_frames=8))
+        assert isinstance(opened[0], streaming.MappedBlocks) and opened[0]._map.closed  # no view outlives the pass
