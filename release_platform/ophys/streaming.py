@@ -417,14 +417,17 @@ class MappedBlocks:
         if self._populate:
             try:
                 _madvise(address + start, length, MADV_POPULATE_READ)
+                return
             except OSError as exc:
-                if exc.errno != errno.EINVAL:  # EINVAL: a kernel without MADV_POPULATE_READ
+                if exc.errno != errno.EINVAL:
                     t0, t1, _ = self._ranges[index]
                     raise InputError(
                         f"movie frames {t0}-{t1 - 1} cannot be read ({exc.strerror}: the file ends before them "
                         "or a read failed)", entity=self._entity, path=self._path
                     ) from None
-                self._populate = False
+                self._populate = False  # EINVAL: a kernel without MADV_POPULATE_READ
+        # touch one byte per page (the extents were checked against the file size)
+        int(self._bytes[start : start + length : mmap.PAGESIZE].max())
 
     def _block(self, index: int) -> np.ndarray:
         t0, t1, offset = self._ranges[index]

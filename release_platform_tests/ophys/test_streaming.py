@@ -569,3 +569,16 @@ def test_mapped_blocks_are_faulted_in_ahead_and_unmapped_once_swept(tmp_path, mo
         monkeypatch.setattr(streaming, "open_blocks", lambda *a, **k: opened.append(open_blocks(*a, **k)) or opened[-1])
         list(iter_mask_sums(h5movie, masks, block_frames=8))
         assert isinstance(opened[0], streaming.MappedBlocks) and opened[0]._map.closed  # no view outlives the pass
+
+
+def test_mapped_blocks_are_touched_in_where_the_kernel_cannot_populate(tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "MADV_POPULATE_READ", 10_000)  # an advice the kernel refuses (EINVAL)
+    rng = np.random.default_rng(61)
+    movie = rng.integers(0, 2**16, size=(30, 12, 9)).astype(np.uint16)
+    masks = random_masks(rng, 4, (12, 9), 0.4)
+    expected = masks @ movie.reshape(30, -1).astype(np.float64).T
+    with open_movie(write_layout(tmp_path / "movie.h5", movie, "chunked")) as h5movie:
+        blocks = streaming.open_blocks(h5movie, (0, 12, 0, 9), 4)
+        got = np.concatenate([s for _, _, s in iter_mask_sums(h5movie, masks, reader=blocks)], axis=1)
+        assert isinstance(blocks, streaming.MappedBlocks) and not blocks._populate
+    assert np.array_equal(got, expected)
