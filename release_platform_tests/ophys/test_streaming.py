@@ -526,9 +526,16 @@ def test_the_mapping_switch_comes_from_the_argument_or_the_environment(tmp_path,
         monkeypatch.setenv(streaming.MOVIE_MMAP_ENV, "maybe")
         with pytest.raises(InputError, match="RELEASE_PLATFORM_MOVIE_MMAP must be 0 or 1"):
             streaming.open_blocks(h5movie, (0, 4, 0, 4), 2)
-    # arrays are always read
+    monkeypatch.delenv(streaming.MOVIE_MMAP_ENV)
+    # arrays, and files opened with another driver than sec2, are always read
     with streaming.open_blocks(np.ones((6, 4, 4), np.uint16), (0, 4, 0, 4), 2, movie_mmap=True) as blocks:
         assert isinstance(blocks, streaming.BlockReader)
+    with open(path, "rb") as raw, h5py.File(raw, "r") as handle:
+        assert handle.driver == "fileobj" and streaming.mapped_extents(handle["data"]) is None
+    with h5py.File(path, "r", driver="core") as handle:
+        assert streaming.mapped_extents(handle["data"]) is None
+        sums = np.concatenate([s for _, _, s in iter_mask_sums(handle["data"], sparse.csr_matrix(np.ones((1, 16))))], axis=1)
+        assert np.array_equal(sums, np.full((1, 6), 16.0))
 
 
 def test_mapped_blocks_are_faulted_in_ahead_and_unmapped_once_swept(tmp_path, monkeypatch):
