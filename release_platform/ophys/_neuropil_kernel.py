@@ -1,0 +1,205 @@
+"""Compiled fold statistics and grid search of :mod:`release_platform.ophys.neuropil` (imported on
+first use: numba is heavy).
+
+:func:`fold_sums` smooths the folds of the ROI and neuropil traces of one ROI at a time with the
+LDL^T factor of M = I + lambda D^T D (LAPACK ``dpttrf``, computed once per fold length): the
+2 x folds right-hand sides of a ROI run side by side through the forward and backward sweeps of
+``dpttrs`` (same operations, in the same order), and the residuals M^-1 y - y are reduced to the
+sums a.a, a.b, b.b on the backward sweep, so nothing of size T is written. Threads take disjoint
+ROIs (the kernels release the GIL).
+
+:func:`grid_search` runs the coarse-to-fine search of :func:`release_platform.neuropil.grid_search_r`
+for many ROIs with the same floating-point operations: numpy's ``arange`` fill (start + i * delta
+with delta = (start + step) - start), the error expression evaluated left to right, the fold mean
+summed in order and divided by the fold count, the first minimum.
+"""
+
+import numba
+import numpy as np
+
+
+@numba.njit(nogil=True, cache=True)
+def tridiagonal_factor(lower, diagonal, upper):  # pragma: no cover - compiled by numba
+    """Elimination factors and pivots of LAPACK ``dgtsv`` without row interchanges (none occur for a
+    diagonally dominant matrix): ``factor[i] = lower[i] / pivot[i]``, ``pivot[i + 1] = diagonal[i + 1]
+    - factor[i] * upper[i]``."""
+    n = diagonal.size
+    pivot = diagonal.copy()
+    factor = np.empty(max(n - 1, 0))
+    for i in range(n - 1):
+        factor[i] = lower[i] / pivot[i]
+        pivot[i + 1] = pivot[i + 1] - factor[i] * upper[i]
+    return factor, pivot
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _dot_order(x, c1, c2, n):  # pragma: no cover - compiled by numba
+    """Sum over i < n of x[i, c1] * x[i, c2] in the order of numpy's contiguous ``einsum`` reduction
+    (two lanes, 8 values per step taken as pairs (6, 7), (4, 5), (2, 3), (0, 1), a zero-padded pair
+    for the tail, then lane 0 + lane 1 added to the zeroed output); no fused multiply-add."""
+    lane0 = 0.0
+    lane1 = 0.0
+    whole = n - n % 8
+    for i in range(0, whole, 8):
+        for j in (6, 4, 2, 0):
+            lane0 = x[i + j, c1] * x[i + j, c2] + lane0
+            lane1 = x[i + j + 1, c1] * x[i + j + 1, c2] + lane1
+    for i in range(whole, n, 2):
+        lane0 = x[i, c1] * x[i, c2] + lane0
+        if i + 1 < n:
+            lane1 = x[i + 1, c1] * x[i + 1, c2] + lane1
+        else:
+            lane1 = 0.0 * 0.0 + lane1
+    return 0.0 + (lane0 + lane1)
+
+
+@numba.njit(nogil=True, cache=True)
+def fold_sums(fm, fn, rows, alt_fm, alt_fn, alt, folds, t_fold, factor, pivot, upper, aa, ab, bb, first, stop):  # pragma: no cover
+    """Sums a.a, a.b, b.b (rows ``first`` .. ``stop`` - 1 of the N x folds outputs) of ROI k = row
+    ``rows[k]`` of ``fm``/``fn`` (or row ``alt[k]`` of ``alt_fm``/``alt_fn`` when ``alt[k] >= 0``);
+    ``factor``, ``pivot``, ``upper`` from :func:`tridiagonal_factor` of the fold matrix."""
+    chains = 2 * folds
+    y = np.empty((t_fold, chains))
+    x = np.empty((t_fold, chains))
+    acc = np.empty(chains)
+    cross = np.empty(folds)
+    last = t_fold - 1
+    for k in range(first, stop):
+        if alt[k] >= 0:
+            m = alt_fm[alt[k]]
+            n = alt_fn[alt[k]]
+        else:
+            m = fm[rows[k]]
+            n = fn[rows[k]]
+        for f in range(folds):
+            off = f * t_fold
+            for i in range(t_fold):
+                y[i, f] = m[off + i]
+                y[i, folds + f] = n[off + i]
+        # forward elimination
+        for c in range(chains):
+            x[0, c] = y[0, c]
+        for i in range(1, t_fold):
+            g = factor[i - 1]
+            for c in range(chains):
+                x[i, c] = y[i, c] - g * x[i - 1, c]
+        # back substitution
+        p = pivot[last]
+        for c in range(chains):
+            x[last, c] = x[last, c] / p
+        for i in range(last - 1, -1, -1):
+            p = pivot[i]
+            u = upper[i]
+            for c in range(chains):
+                x[i, c] = (x[i, c] - u * x[i + 1, c]) / p
+        # residuals, and their sums in numpy's einsum order (see _dot_order)
+        for i in range(t_fold):
+            for c in range(chains):
+                x[i, c] = x[i, c] - y[i, c]
+        for c in range(chains):
+            acc[c] = _dot_order(x, c, c, t_fold)
+        for f in range(folds):
+            cross[f] = _dot_order(x, f, folds + f, t_fold)
+        for f in range(folds):
+            aa[k, f] = acc[f]
+            bb[k, f] = acc[folds + f]
+            ab[k, f] = cross[f]
+
+
+@numba.njit(cache=True)
+def _arange(start, stop, step):  # pragma: no cover - compiled by numba
+    """``np.arange(start, stop, step)`` for floats, value for value (numpy's length and fill rule)."""
+    span = (stop - start) / step
+    if span == 0.0 and stop - start != 0.0:
+        length = 0 if np.signbit(span) else 1
+    elif np.isnan(span):
+        length = 0
+    else:
+        length = int(np.ceil(span)) if span > 0 else 0
+    out = np.empty(length)
+    if length > 0:
+        out[0] = start
+    if length > 1:
+        out[1] = start + step
+        delta = out[1] - out[0]
+        for i in range(2, length):
+            out[i] = start + i * delta
+    return out
+
+
+@numba.njit(cache=True)
+def _error(aa, ab, bb, mean, k, folds, t_fold, r):  # pragma: no cover - compiled by numba
+    """``FoldStatistics.error`` of ROI k at one r (same operations and order)."""
+    total = 0.0
+    for f in range(folds):
+        squared = aa[k, f] - 2.0 * r * ab[k, f] + r * r * bb[k, f]
+        if squared < 0.0:
+            squared = 0.0
+        total += np.abs(np.sqrt(squared / t_fold) / mean[k, f])
+    return total / folds
+
+
+@numba.njit(cache=True)
+def grid_search(aa, ab, bb, mean, t_fold, lo0, hi0, dr, dr_factor, iterations, r_max, cap_tolerance):  # pragma: no cover
+    """The coarse-to-fine search of ``grid_search_r`` for every ROI of the N x folds statistics.
+
+    Returns r, error (inf when none is finite), at_cap (N each), and the evaluated r and errors of
+    ROI k at ``offsets[k]`` .. ``offsets[k + 1]`` - 1 of two flat arrays.
+    """
+    n, folds = aa.shape
+    best = np.full(n, np.nan)
+    best_error = np.full(n, np.inf)
+    at_cap = np.zeros(n, dtype=np.bool_)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    r_vals = np.empty(64 * max(n, 1))
+    err_vals = np.empty(64 * max(n, 1))
+    used = 0
+    cap = r_max + cap_tolerance
+    for k in range(n):
+        lo, hi, step = lo0, hi0, dr
+        counted = 0
+        while counted < iterations:
+            grid = _arange(lo, hi, step)
+            kept = 0
+            for i in range(grid.size):
+                if grid[i] <= cap:
+                    grid[kept] = grid[i]
+                    kept += 1
+            if kept == 0:
+                at_cap[k] = True
+                break
+            if used + kept > r_vals.size:
+                grown = max(2 * r_vals.size, used + kept)
+                r_new = np.empty(grown)
+                e_new = np.empty(grown)
+                r_new[:used] = r_vals[:used]
+                e_new[:used] = err_vals[:used]
+                r_vals, err_vals = r_new, e_new
+            i_min = 0
+            for i in range(kept):
+                err = _error(aa, ab, bb, mean, k, folds, t_fold, grid[i])
+                if not np.isfinite(err):
+                    err = np.inf
+                r_vals[used + i] = grid[i]
+                err_vals[used + i] = err
+                if err < err_vals[used + i_min]:
+                    i_min = i
+            min_err = err_vals[used + i_min]
+            used += kept
+            if min_err < best_error[k]:
+                best_error[k] = min_err
+                best[k] = grid[i_min]
+            if i_min == kept - 1:
+                if grid[kept - 1] >= r_max - cap_tolerance or not np.isfinite(min_err):
+                    at_cap[k] = np.isfinite(min_err)
+                    break
+                width = grid[kept - 1] - grid[0] if kept > 1 else step
+                lo, hi = grid[kept - 1], grid[kept - 1] + width
+            else:
+                lo, hi = grid[max(i_min - 1, 0)], grid[min(i_min + 1, kept - 1)]
+                step *= dr_factor
+                counted += 1
+        if np.isfinite(best[k]) and best[k] < 0:
+            best[k] = 0.0
+        offsets[k + 1] = used
+    return best, best_error, at_cap, offsets, r_vals[:used], err_vals[:used]
