@@ -203,3 +203,23 @@ def grid_search(aa, ab, bb, mean, t_fold, lo0, hi0, dr, dr_factor, iterations, r
             best[k] = 0.0
         offsets[k + 1] = used
     return best, best_error, at_cap, offsets, r_vals[:used], err_vals[:used]
+
+
+@numba.njit(nogil=True, cache=True)
+def bad_counts(fm, fn, out, first, stop):  # pragma: no cover - compiled by numba
+    """out[i] = number of frames of row i where ``fm`` or ``fn`` is not finite (rows ``first`` .. ``stop`` - 1)."""
+    for i in range(first, stop):
+        count = 0
+        for t in range(fm.shape[1]):
+            if not (np.isfinite(fm[i, t]) and np.isfinite(fn[i, t])):
+                count += 1
+        out[i] = count
+
+
+@numba.njit(nogil=True, cache=True)
+def subtract_scaled(fm, fn, r, out, first, stop):  # pragma: no cover - compiled by numba
+    """out[i] = fm[i] - r[i] * fn[i] for rows ``first`` .. ``stop`` - 1 (numpy's rounding: product, then difference)."""
+    for i in range(first, stop):
+        ri = r[i]
+        for t in range(fm.shape[1]):
+            out[i, t] = fm[i, t] - ri * fn[i, t]

@@ -484,8 +484,13 @@ def correct_neuropil(
         raise InputError(f"fixed_r must be finite and >= 0, got {fixed_r}", entity=entity, path=path)
     compiled = _engine(engine) == "compiled"
     n, t = fm.shape
-    bad_frames = ~(np.isfinite(fm) & np.isfinite(fn))
-    bad_count = np.count_nonzero(bad_frames, axis=1)
+    if compiled:
+        kernels = _kernels()
+        bad_count = np.zeros(n, dtype=np.int64)
+        _by_row_chunks(kernels.bad_counts, n, fm, fn, bad_count)
+    else:
+        bad_frames = ~(np.isfinite(fm) & np.isfinite(fn))
+        bad_count = np.count_nonzero(bad_frames, axis=1)
     nan_fraction = bad_count / t if t else np.ones(n)
     skipped = (nan_fraction > max_nan_fraction) | (bad_count == t)
     usable = np.flatnonzero(~skipped)
@@ -504,8 +509,9 @@ def correct_neuropil(
             picked = usable[with_bad]
             alt = np.full(usable.size, -1)
             alt[with_bad] = np.arange(with_bad.size)
-            fm_alt = fill_nan_linear(np.where(bad_frames[picked], np.nan, fm[picked]))
-            fn_alt = fill_nan_linear(np.where(bad_frames[picked], np.nan, fn[picked]))
+            bad_picked = ~(np.isfinite(fm[picked]) & np.isfinite(fn[picked]))
+            fm_alt = fill_nan_linear(np.where(bad_picked, np.nan, fm[picked]))
+            fn_alt = fill_nan_linear(np.where(bad_picked, np.nan, fn[picked]))
             stats = _fold_statistics_rows(fm, fn, usable, alt, fm_alt, fn_alt, lam=lam, folds=folds, dt=1.0)
         else:
             fm_fill = filled_rows(fm, bad_frames, usable)
@@ -527,8 +533,8 @@ def correct_neuropil(
             r[usable] = fixed_r
             status[usable] = STATUS_FIXED
         if compiled:  # the means of the corrected rows themselves (same values as corrected_means)
-            corrected = np.multiply(r[:, None], fn)
-            np.subtract(fm, corrected, out=corrected)
+            corrected = np.empty((n, t))
+            _by_row_chunks(kernels.subtract_scaled, n, fm, fn, r, corrected)
             with np.errstate(invalid="ignore"):
                 mean_fc = corrected.mean(axis=1)[usable]
                 if with_bad.size:
