@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def tridiagonal_factor(lower, diagonal, upper):  # pragma: no cover - compiled by numba
     """Elimination factors and pivots of LAPACK ``dgtsv`` without row interchanges (none occur for a
     diagonally dominant matrix): ``factor[i] = lower[i] / pivot[i]``, ``pivot[i + 1] = diagonal[i + 1]
@@ -53,7 +53,7 @@ def _dot_order(x, c1, c2, n):  # pragma: no cover - compiled by numba
     return 0.0 + (lane0 + lane1)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def fold_sums(fm, fn, rows, alt_fm, alt_fn, alt, folds, t_fold, factor, pivot, upper, aa, ab, bb, first, stop):  # pragma: no cover
     """Sums a.a, a.b, b.b (rows ``first`` .. ``stop`` - 1 of the N x folds outputs) of ROI k = row
     ``rows[k]`` of ``fm``/``fn`` (or row ``alt[k]`` of ``alt_fm``/``alt_fn`` when ``alt[k] >= 0``);
@@ -106,7 +106,7 @@ def fold_sums(fm, fn, rows, alt_fm, alt_fn, alt, folds, t_fold, factor, pivot, u
             ab[k, f] = cross[f]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _arange(start, stop, step):  # pragma: no cover - compiled by numba
     """``np.arange(start, stop, step)`` for floats, value for value (numpy's length and fill rule)."""
     span = (stop - start) / step
@@ -127,7 +127,7 @@ def _arange(start, stop, step):  # pragma: no cover - compiled by numba
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _error(aa, ab, bb, mean, k, folds, t_fold, r):  # pragma: no cover - compiled by numba
     """``FoldStatistics.error`` of ROI k at one r (same operations and order)."""
     total = 0.0
@@ -139,7 +139,7 @@ def _error(aa, ab, bb, mean, k, folds, t_fold, r):  # pragma: no cover - compile
     return total / folds
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def grid_search(aa, ab, bb, mean, t_fold, lo0, hi0, dr, dr_factor, iterations, r_max, cap_tolerance):  # pragma: no cover
     """The coarse-to-fine search of ``grid_search_r`` for every ROI of the N x folds statistics.
 
@@ -190,10 +190,12 @@ def grid_search(aa, ab, bb, mean, t_fold, lo0, hi0, dr, dr_factor, iterations, r
                 best_error[k] = min_err
                 best[k] = grid[i_min]
             if i_min == kept - 1:
-                if grid[kept - 1] >= r_max - cap_tolerance or not np.isfinite(min_err):
+                if grid[kept - 1] >= r_max - cap_tolerance or kept < grid.size or not np.isfinite(min_err):
                     at_cap[k] = np.isfinite(min_err)
                     break
                 width = grid[kept - 1] - grid[0] if kept > 1 else step
+                if grid[kept - 1] == lo and grid[kept - 1] + width == hi:
+                    width = 2.0 * width
                 lo, hi = grid[kept - 1], grid[kept - 1] + width
             else:
                 lo, hi = grid[max(i_min - 1, 0)], grid[min(i_min + 1, kept - 1)]
@@ -205,7 +207,7 @@ def grid_search(aa, ab, bb, mean, t_fold, lo0, hi0, dr, dr_factor, iterations, r
     return best, best_error, at_cap, offsets, r_vals[:used], err_vals[:used]
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def bad_counts(fm, fn, out, first, stop):  # pragma: no cover - compiled by numba
     """out[i] = number of frames of row i where ``fm`` or ``fn`` is not finite (rows ``first`` .. ``stop`` - 1)."""
     for i in range(first, stop):
@@ -216,7 +218,7 @@ def bad_counts(fm, fn, out, first, stop):  # pragma: no cover - compiled by numb
         out[i] = count
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def subtract_scaled(fm, fn, r, out, first, stop):  # pragma: no cover - compiled by numba
     """out[i] = fm[i] - r[i] * fn[i] for rows ``first`` .. ``stop`` - 1 (numpy's rounding: product, then difference)."""
     for i in range(first, stop):

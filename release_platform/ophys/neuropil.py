@@ -12,9 +12,15 @@ is |sqrt(mean((M^-1 y - y)^2)) / mean(F_M)| with y = F_M - r F_N; error(r) is th
 Because M^-1 y - y is linear in y, it equals a - r b with a = (M^-1 - I) F_M and b = (M^-1 - I) F_N,
 so each fold costs two tridiagonal solves in total (done for all ROIs at once) and error(r) is a
 closed form for every r. The grid search is the legacy one: r in arange(0, 2, 0.1); if the minimum
-is on the last grid point the range is extended (pass not counted), otherwise it is narrowed to the
-neighbours of the minimum with the step times 0.1; 3 counted passes. Unlike the legacy, the search
-never evaluates r above ``r_max`` (an explicit cap); a minimum at the cap is "unconverged".
+is on the last grid point the range is extended (pass not counted; a one-point pass that would
+repeat itself is extended by twice its width, where the legacy loops forever), otherwise it is
+narrowed to the neighbours of the minimum with the step times 0.1; 3 counted passes. Unlike the
+legacy, the search never evaluates r above ``r_max`` (an explicit cap); a minimum at the cap, or on
+the last grid point below it when the cap cut the grid, is "unconverged".
+
+Engines (:data:`NEUROPIL_ENGINES`): "compiled" (default) and "reference" give bit-identical results;
+the compiled one reproduces the reference's floating-point operations in numba kernels (see
+:mod:`release_platform.ophys._neuropil_kernel`).
 
 Fallbacks (ophys_etl, AllenSDK#1790)
 ------------------------------------
@@ -286,8 +292,9 @@ def grid_search_r(
     at_cap = False
     counted = 0
     while counted < iterations:
-        rs = np.arange(lo, hi, step)
-        rs = rs[rs <= r_max + _CAP_TOLERANCE]
+        grid = np.arange(lo, hi, step)
+        rs = grid[grid <= r_max + _CAP_TOLERANCE]
+        cut = rs.size < grid.size  # the cap cut the grid: extending it would evaluate rs[-1] again
         if rs.size == 0:
             at_cap = True
             break
@@ -299,10 +306,12 @@ def grid_search_r(
         if errs[i_min] < best_err:
             best_err, best_r = float(errs[i_min]), float(rs[i_min])
         if i_min == rs.size - 1:
-            if rs[-1] >= r_max - _CAP_TOLERANCE or not np.isfinite(errs[i_min]):
+            if rs[-1] >= r_max - _CAP_TOLERANCE or cut or not np.isfinite(errs[i_min]):
                 at_cap = bool(np.isfinite(errs[i_min]))
                 break
             width = rs[-1] - rs[0] if rs.size > 1 else step
+            if float(rs[-1]) == lo and float(rs[-1] + width) == hi:  # the same one-point pass again: widen it
+                width = 2.0 * width
             lo, hi = float(rs[-1]), float(rs[-1] + width)
         else:
             lo, hi = float(rs[max(i_min - 1, 0)]), float(rs[min(i_min + 1, rs.size - 1)])
@@ -547,8 +556,9 @@ def correct_neuropil(
         rmse[usable] = stats.error_per_row(r[usable])
 
     if corrected is None:
-        corrected = np.multiply(r[:, None], fn)  # fm - r fn, one full-size array
-        np.subtract(fm, corrected, out=corrected)
+        with np.errstate(invalid="ignore"):  # r = NaN (skipped) times an infinite frame
+            corrected = np.multiply(r[:, None], fn)  # fm - r fn, one full-size array
+            np.subtract(fm, corrected, out=corrected)
     negative_rows = status == STATUS_NEGATIVE_BASELINE
     corrected[negative_rows] = fm[negative_rows]
     corrected[skipped] = np.nan
