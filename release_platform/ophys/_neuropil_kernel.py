@@ -225,3 +225,76 @@ def subtract_scaled(fm, fn, r, out, first, stop):  # pragma: no cover - compiled
         ri = r[i]
         for t in range(fm.shape[1]):
             out[i, t] = fm[i, t] - ri * fn[i, t]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _interpolate_run(values, out, before, after, first, stop):  # pragma: no cover - compiled by numba
+    """out[first:stop] from the good frames ``before`` and ``after`` (-1 / n: none) as ``np.interp``
+    computes them (slope from the left point; from the right one if that gives NaN)."""
+    if before < 0:
+        for t in range(first, stop):
+            out[t] = values[after]
+        return
+    if after >= values.size:
+        for t in range(first, stop):
+            out[t] = values[before]
+        return
+    left = values[before]
+    right = values[after]
+    slope = (right - left) / (float(after) - float(before))
+    for t in range(first, stop):
+        value = slope * (float(t) - float(before)) + left
+        if np.isnan(value):
+            value = slope * (float(t) - float(after)) + right
+            if np.isnan(value) and left == right:
+                value = left
+        out[t] = value
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def fill_rows(fm, fn, picked, fm_out, fn_out, first, stop):  # pragma: no cover - compiled by numba
+    """Rows ``picked[k]`` of ``fm`` and ``fn`` into row k of the outputs with the frames where either is
+    not finite linearly interpolated from the frames where both are (``fill_nan_linear`` of the rows
+    with those frames set to NaN); k = ``first`` .. ``stop`` - 1; a row without a good frame is NaN."""
+    n = fm.shape[1]
+    for k in range(first, stop):
+        m = fm[picked[k]]
+        v = fn[picked[k]]
+        mo = fm_out[k]
+        vo = fn_out[k]
+        previous = -1  # last good frame
+        t = 0
+        while t < n:
+            if np.isfinite(m[t]) and np.isfinite(v[t]):
+                mo[t] = m[t]
+                vo[t] = v[t]
+                previous = t
+                t += 1
+                continue
+            run_end = t + 1
+            while run_end < n and not (np.isfinite(m[run_end]) and np.isfinite(v[run_end])):
+                run_end += 1
+            if previous < 0 and run_end >= n:  # no good frame at all
+                for s in range(n):
+                    mo[s] = np.nan
+                    vo[s] = np.nan
+                break
+            _interpolate_run(m, mo, previous, run_end, t, run_end)
+            _interpolate_run(v, vo, previous, run_end, t, run_end)
+            t = run_end
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def zero_nan_rows(values, picked, out, counts, first, stop):  # pragma: no cover - compiled by numba
+    """Row ``picked[k]`` of ``values`` into row k of ``out`` with NaN as 0, and its number of non-NaN
+    values in ``counts[k]`` (what ``np.nanmean`` sums and divides by)."""
+    for k in range(first, stop):
+        row = values[picked[k]]
+        count = 0
+        for t in range(row.size):
+            if np.isnan(row[t]):
+                out[k, t] = 0.0
+            else:
+                out[k, t] = row[t]
+                count += 1
+        counts[k] = count

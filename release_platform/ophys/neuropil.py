@@ -518,9 +518,8 @@ def correct_neuropil(
             picked = usable[with_bad]
             alt = np.full(usable.size, -1)
             alt[with_bad] = np.arange(with_bad.size)
-            bad_picked = ~(np.isfinite(fm[picked]) & np.isfinite(fn[picked]))
-            fm_alt = fill_nan_linear(np.where(bad_picked, np.nan, fm[picked]))
-            fn_alt = fill_nan_linear(np.where(bad_picked, np.nan, fn[picked]))
+            fm_alt, fn_alt = np.empty((picked.size, t)), np.empty((picked.size, t))
+            _by_row_chunks(kernels.fill_rows, picked.size, fm, fn, picked, fm_alt, fn_alt)
             stats = _fold_statistics_rows(fm, fn, usable, alt, fm_alt, fn_alt, lam=lam, folds=folds, dt=1.0)
         else:
             fm_fill = filled_rows(fm, bad_frames, usable)
@@ -546,8 +545,10 @@ def correct_neuropil(
             _by_row_chunks(kernels.subtract_scaled, n, fm, fn, r, corrected)
             with np.errstate(invalid="ignore"):
                 mean_fc = corrected.mean(axis=1)[usable]
-                if with_bad.size:
-                    mean_fc[with_bad] = np.nanmean(corrected[usable[with_bad]], axis=1)
+                if with_bad.size:  # np.nanmean: the sum with NaN as 0, divided by the count of the others
+                    zeroed, counts = fm_alt, np.empty(picked.size, dtype=np.intp)
+                    _by_row_chunks(kernels.zero_nan_rows, picked.size, corrected, picked, zeroed, counts)
+                    mean_fc[with_bad] = np.true_divide(np.sum(zeroed, axis=1), counts)
         else:
             mean_fc = corrected_means(fm, fn, r, usable)
         negative = ~(mean_fc > 0)

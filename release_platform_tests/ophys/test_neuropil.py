@@ -243,6 +243,11 @@ def test_engines_are_bit_identical_on_a_realistic_session(rng):
     fn[7, 100:130] = np.inf
     fn[9, : n_frames // 5] = np.nan  # too many NaN frames: skipped
     fm[11] *= 0.01  # negative baseline with the fitted r
+    fm[13, 50:60] = np.nan  # overlapping runs in the two traces
+    fn[13, 55:70] = np.nan
+    fn[15, -5:] = -np.inf
+    fm[17, :3] = np.nan
+    fm[19, 4000:4100] = np.inf
     for kwargs in ({}, {"r_max": np.inf}, {"r_max": 1.2}, {"method": "fixed"}, {"folds": 3, "lam": 0.2}):
         results = [correct_neuropil(fm, fn, engine=engine, **kwargs) for engine in NEUROPIL_ENGINES]
         assert_same_results(*results)
@@ -311,6 +316,28 @@ def test_grid_search_ends_when_the_cap_cuts_the_grid_or_a_one_point_pass_repeats
         assert fit.at_cap and fit.r == pytest.approx(1.0) and fit.r_vals.max() <= 1.05
         (fit,) = grid_search_all(one(0.72), r_range=(0.3, 0.35), dr=0.1, engine=engine)
         assert not fit.at_cap and fit.r == pytest.approx(0.72)
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 7, 1000])
+def test_compiled_fill_equals_fill_nan_linear(rng, n_frames):
+    from release_platform.ophys._neuropil_kernel import fill_rows
+
+    n = 12
+    fm = rng.normal(300.0, 20.0, (n, n_frames)) * 10.0 ** rng.integers(-3, 4, (n, 1))
+    fn = rng.normal(200.0, 10.0, (n, n_frames))
+    for row in range(1, n):
+        picks = rng.choice(n_frames, rng.integers(1, n_frames + 1), replace=False)
+        target = fm if row % 2 else fn
+        target[row, picks] = rng.choice([np.nan, np.inf, -np.inf], picks.size)
+    fm[2, : n_frames // 2] = np.nan
+    fn[3, -(n_frames // 2) :] = np.nan
+    fm[4] = np.nan  # no good frame
+    bad = ~(np.isfinite(fm) & np.isfinite(fn))
+    rows = np.arange(n)
+    out_m, out_n = np.empty((n, n_frames)), np.empty((n, n_frames))
+    fill_rows(fm, fn, rows, out_m, out_n, 0, n)
+    assert np.array_equal(out_m, fill_nan_linear(np.where(bad, np.nan, fm)), equal_nan=True)
+    assert np.array_equal(out_n, fill_nan_linear(np.where(bad, np.nan, fn)), equal_nan=True)
 
 
 def test_unknown_engine_is_refused(rng):
