@@ -54,23 +54,28 @@ def _dot_order(x, c1, c2, n):  # pragma: no cover - compiled by numba
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def fold_sums(fm, fn, rows, alt_fm, alt_fn, alt, folds, t_fold, factor, pivot, upper, aa, ab, bb, first, stop):  # pragma: no cover
-    """Sums a.a, a.b, b.b (rows ``first`` .. ``stop`` - 1 of the N x folds outputs) of ROI k = row
-    ``rows[k]`` of ``fm``/``fn`` (or row ``alt[k]`` of ``alt_fm``/``alt_fn`` when ``alt[k] >= 0``);
-    ``factor``, ``pivot``, ``upper`` from :func:`tridiagonal_factor` of the fold matrix."""
+def fold_sums(fm, fn, rows, fill, folds, t_fold, factor, pivot, upper, aa, ab, bb, mean_fm, first, stop):  # pragma: no cover
+    """Sums a.a, a.b, b.b and the fold means of F_M (rows ``first`` .. ``stop`` - 1 of the N x folds
+    outputs) of ROI k = row ``rows[k]`` of ``fm``/``fn``, interpolated by :func:`fill_row` first where
+    ``fill[k]``; ``factor``, ``pivot``, ``upper`` from :func:`tridiagonal_factor` of the fold matrix.
+    The means are numpy's (pairwise sum divided by the fold length)."""
     chains = 2 * folds
     y = np.empty((t_fold, chains))
     x = np.empty((t_fold, chains))
     acc = np.empty(chains)
     cross = np.empty(folds)
     last = t_fold - 1
+    filled_m = np.empty(fm.shape[1])
+    filled_n = np.empty(fm.shape[1])
     for k in range(first, stop):
-        if alt[k] >= 0:
-            m = alt_fm[alt[k]]
-            n = alt_fn[alt[k]]
-        else:
-            m = fm[rows[k]]
-            n = fn[rows[k]]
+        m = fm[rows[k]]
+        n = fn[rows[k]]
+        if fill[k]:
+            fill_row(m, n, filled_m, filled_n)
+            m = filled_m
+            n = filled_n
+        for f in range(folds):
+            mean_fm[k, f] = (0.0 + pairwise_sum(m, f * t_fold, t_fold, False)) / t_fold
         for f in range(folds):
             off = f * t_fold
             for i in range(t_fold):
@@ -219,12 +224,98 @@ def bad_counts(fm, fn, out, first, stop):  # pragma: no cover - compiled by numb
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def subtract_scaled(fm, fn, r, out, first, stop):  # pragma: no cover - compiled by numba
-    """out[i] = fm[i] - r[i] * fn[i] for rows ``first`` .. ``stop`` - 1 (numpy's rounding: product, then difference)."""
+def corrected_rows(fm, fn, r, out, means, first, stop):  # pragma: no cover - compiled by numba
+    """out[i] = fm[i] - r[i] * fn[i] (numpy's rounding: product, then difference) and means[i] =
+    ``np.nanmean(out[i])`` (pairwise sum with NaN as 0, divided by the count of the others) for rows
+    ``first`` .. ``stop`` - 1."""
+    n = fm.shape[1]
     for i in range(first, stop):
         ri = r[i]
-        for t in range(fm.shape[1]):
-            out[i, t] = fm[i, t] - ri * fn[i, t]
+        row = out[i]
+        count = 0
+        for t in range(n):
+            value = fm[i, t] - ri * fn[i, t]
+            row[t] = value
+            if not np.isnan(value):
+                count += 1
+        means[i] = (0.0 + pairwise_sum(row, 0, n, True)) / count
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _pairwise_leaf(a, start, n, nan_as_zero):  # pragma: no cover - compiled by numba
+    """numpy's pairwise sum of at most 128 values: sequential below 8, else 8 accumulators."""
+    if n < 8:
+        res = 0.0
+        for i in range(start, start + n):
+            res += _value(a[i], nan_as_zero)
+        return res
+    r0 = _value(a[start], nan_as_zero)
+    r1 = _value(a[start + 1], nan_as_zero)
+    r2 = _value(a[start + 2], nan_as_zero)
+    r3 = _value(a[start + 3], nan_as_zero)
+    r4 = _value(a[start + 4], nan_as_zero)
+    r5 = _value(a[start + 5], nan_as_zero)
+    r6 = _value(a[start + 6], nan_as_zero)
+    r7 = _value(a[start + 7], nan_as_zero)
+    whole = n - n % 8
+    for i in range(start + 8, start + whole, 8):
+        r0 += _value(a[i], nan_as_zero)
+        r1 += _value(a[i + 1], nan_as_zero)
+        r2 += _value(a[i + 2], nan_as_zero)
+        r3 += _value(a[i + 3], nan_as_zero)
+        r4 += _value(a[i + 4], nan_as_zero)
+        r5 += _value(a[i + 5], nan_as_zero)
+        r6 += _value(a[i + 6], nan_as_zero)
+        r7 += _value(a[i + 7], nan_as_zero)
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(start + whole, start + n):
+        res += _value(a[i], nan_as_zero)
+    return res
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def pairwise_sum(a, start, n, nan_as_zero):  # pragma: no cover - compiled by numba
+    """Sum of a[start:start + n] in the order of numpy's pairwise summation (``np.add.reduce`` of a
+    contiguous float64 row): blocks of at most 128 values (:func:`_pairwise_leaf`), larger ranges split
+    in two at half the length rounded down to a multiple of 8, the halves' sums added; NaN counts as 0
+    with ``nan_as_zero``. The recursion runs on explicit stacks (numba's cache and recursion do not mix)."""
+    if n <= 128:
+        return _pairwise_leaf(a, start, n, nan_as_zero)
+    depth = 64
+    starts = np.empty(depth, dtype=np.int64)
+    lengths = np.empty(depth, dtype=np.int64)
+    stages = np.empty(depth, dtype=np.int64)
+    sums = np.empty(depth)
+    top = 0
+    values = 0
+    starts[0], lengths[0], stages[0] = start, n, 0
+    while top >= 0:
+        length = lengths[top]
+        if length <= 128:
+            sums[values] = _pairwise_leaf(a, starts[top], length, nan_as_zero)
+            values += 1
+            top -= 1
+            continue
+        half = length // 2
+        half -= half % 8
+        if stages[top] == 0:
+            stages[top] = 1
+            top += 1
+            starts[top], lengths[top], stages[top] = starts[top - 1], half, 0
+        elif stages[top] == 1:
+            stages[top] = 2
+            top += 1
+            starts[top], lengths[top], stages[top] = starts[top - 1] + half, length - half, 0
+        else:
+            values -= 1
+            sums[values - 1] = sums[values - 1] + sums[values]
+            top -= 1
+    return sums[0]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _value(x, nan_as_zero):  # pragma: no cover - compiled by numba
+    return 0.0 if nan_as_zero and np.isnan(x) else x
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -252,49 +343,37 @@ def _interpolate_run(values, out, before, after, first, stop):  # pragma: no cov
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def fill_rows(fm, fn, picked, fm_out, fn_out, first, stop):  # pragma: no cover - compiled by numba
-    """Rows ``picked[k]`` of ``fm`` and ``fn`` into row k of the outputs with the frames where either is
-    not finite linearly interpolated from the frames where both are (``fill_nan_linear`` of the rows
-    with those frames set to NaN); k = ``first`` .. ``stop`` - 1; a row without a good frame is NaN."""
-    n = fm.shape[1]
-    for k in range(first, stop):
-        m = fm[picked[k]]
-        v = fn[picked[k]]
-        mo = fm_out[k]
-        vo = fn_out[k]
-        previous = -1  # last good frame
-        t = 0
-        while t < n:
-            if np.isfinite(m[t]) and np.isfinite(v[t]):
-                mo[t] = m[t]
-                vo[t] = v[t]
-                previous = t
-                t += 1
-                continue
-            run_end = t + 1
-            while run_end < n and not (np.isfinite(m[run_end]) and np.isfinite(v[run_end])):
-                run_end += 1
-            if previous < 0 and run_end >= n:  # no good frame at all
-                for s in range(n):
-                    mo[s] = np.nan
-                    vo[s] = np.nan
-                break
-            _interpolate_run(m, mo, previous, run_end, t, run_end)
-            _interpolate_run(v, vo, previous, run_end, t, run_end)
-            t = run_end
+def fill_row(m, v, mo, vo):  # pragma: no cover - compiled by numba
+    """``m`` and ``v`` into ``mo`` and ``vo`` with the frames where either is not finite linearly
+    interpolated from the frames where both are (``fill_nan_linear`` of the rows with those frames set
+    to NaN: np.interp's values, the end values held); all NaN without a good frame."""
+    n = m.size
+    previous = -1  # last good frame
+    t = 0
+    while t < n:
+        if np.isfinite(m[t]) and np.isfinite(v[t]):
+            mo[t] = m[t]
+            vo[t] = v[t]
+            previous = t
+            t += 1
+            continue
+        run_end = t + 1
+        while run_end < n and not (np.isfinite(m[run_end]) and np.isfinite(v[run_end])):
+            run_end += 1
+        if previous < 0 and run_end >= n:  # no good frame at all
+            for s in range(n):
+                mo[s] = np.nan
+                vo[s] = np.nan
+            return
+        _interpolate_run(m, mo, previous, run_end, t, run_end)
+        _interpolate_run(v, vo, previous, run_end, t, run_end)
+        t = run_end
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def zero_nan_rows(values, picked, out, counts, first, stop):  # pragma: no cover - compiled by numba
-    """Row ``picked[k]`` of ``values`` into row k of ``out`` with NaN as 0, and its number of non-NaN
-    values in ``counts[k]`` (what ``np.nanmean`` sums and divides by)."""
+def fill_rows(fm, fn, picked, fm_out, fn_out, first, stop):  # pragma: no cover - compiled by numba
+    """:func:`fill_row` of rows ``picked[k]`` of ``fm``, ``fn`` into row k of the outputs, k = ``first`` .. ``stop`` - 1."""
     for k in range(first, stop):
-        row = values[picked[k]]
-        count = 0
-        for t in range(row.size):
-            if np.isnan(row[t]):
-                out[k, t] = 0.0
-            else:
-                out[k, t] = row[t]
-                count += 1
-        counts[k] = count
+        fill_row(fm[picked[k]], fn[picked[k]], fm_out[k], fn_out[k])
+
+

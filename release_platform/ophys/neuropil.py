@@ -190,7 +190,7 @@ def fold_statistics(
     if _engine(engine) == "reference":
         return _fold_statistics_reference(fm, fn, lam=lam, folds=folds, dt=dt)
     rows = np.arange(fm.shape[0])
-    return _fold_statistics_rows(fm, fn, rows, np.full(rows.size, -1), fm[:0], fn[:0], lam=lam, folds=folds, dt=dt)
+    return _fold_statistics_rows(fm, fn, rows, np.zeros(rows.size, dtype=bool), lam=lam, folds=folds, dt=dt)
 
 
 def _fold_length(t: int, folds: int) -> int:
@@ -225,38 +225,22 @@ def _fold_statistics_reference(fm: np.ndarray, fn: np.ndarray, *, lam: float, fo
 
 
 def _fold_statistics_rows(
-    fm: np.ndarray,
-    fn: np.ndarray,
-    rows: np.ndarray,
-    alt: np.ndarray,
-    fm_alt: np.ndarray,
-    fn_alt: np.ndarray,
-    *,
-    lam: float,
-    folds: int,
-    dt: float,
+    fm: np.ndarray, fn: np.ndarray, rows: np.ndarray, fill: np.ndarray, *, lam: float, folds: int, dt: float
 ) -> FoldStatistics:
-    """Compiled engine: statistics of ROI k = row ``rows[k]`` of ``fm``/``fn``, or row ``alt[k]`` of
-    ``fm_alt``/``fn_alt`` where ``alt[k] >= 0`` (interpolated copies of the rows with NaN frames), without
-    copying the other rows. The fold means are numpy's (bit-identical to the reference engine)."""
+    """Compiled engine: statistics of ROI k = row ``rows[k]`` of ``fm``/``fn``, the rows with ``fill[k]``
+    linearly interpolated over their non-finite frames first (as :func:`filled_rows`), without copying
+    any row. Bit-identical to the reference engine on the filled rows."""
     t = fm.shape[1]
     t_fold = _fold_length(t, folds)
-    usable = folds * t_fold
     banded = smoothing_matrix_banded(t_fold, lam, dt)
     kernels = _kernels()
     factor, pivot = kernels.tridiagonal_factor(banded[2, :-1], banded[1], banded[0, 1:])
     n = rows.size
-    aa, ab, bb = (np.zeros((n, folds)) for _ in range(3))
-    mean_fm = np.empty((n, folds))
-    direct = alt < 0
-    if direct.any():  # a view of all rows where possible: no copy of the traces
-        mean_fm[direct] = fm[:, :usable].reshape(fm.shape[0], folds, t_fold).mean(axis=2)[rows[direct]]
-    if not direct.all():
-        mean_fm[~direct] = fm_alt[alt[~direct], :usable].reshape(-1, folds, t_fold).mean(axis=2)
+    aa, ab, bb, mean_fm = (np.zeros((n, folds)) for _ in range(4))
     if n:
         _by_row_chunks(
-            kernels.fold_sums, n, fm, fn, rows.astype(np.int64), fm_alt, fn_alt, alt.astype(np.int64),
-            folds, t_fold, factor, pivot, np.ascontiguousarray(banded[0, 1:]), aa, ab, bb,
+            kernels.fold_sums, n, np.ascontiguousarray(fm), np.ascontiguousarray(fn), rows.astype(np.int64),
+            fill.astype(np.bool_), folds, t_fold, factor, pivot, np.ascontiguousarray(banded[0, 1:]), aa, ab, bb, mean_fm,
         )
     return FoldStatistics(aa, ab, bb, mean_fm, t_fold)
 
@@ -494,6 +478,7 @@ def correct_neuropil(
     compiled = _engine(engine) == "compiled"
     n, t = fm.shape
     if compiled:
+        fm, fn = np.ascontiguousarray(fm), np.ascontiguousarray(fn)
         kernels = _kernels()
         bad_count = np.zeros(n, dtype=np.int64)
         _by_row_chunks(kernels.bad_counts, n, fm, fn, bad_count)
@@ -503,7 +488,6 @@ def correct_neuropil(
     nan_fraction = bad_count / t if t else np.ones(n)
     skipped = (nan_fraction > max_nan_fraction) | (bad_count == t)
     usable = np.flatnonzero(~skipped)
-    with_bad = np.flatnonzero(bad_count[usable] > 0)  # positions in usable of the rows to interpolate
 
     r = np.full(n, np.nan)
     r_fit = np.full(n, np.nan)
@@ -515,12 +499,7 @@ def correct_neuropil(
 
     if usable.size:
         if compiled:
-            picked = usable[with_bad]
-            alt = np.full(usable.size, -1)
-            alt[with_bad] = np.arange(with_bad.size)
-            fm_alt, fn_alt = np.empty((picked.size, t)), np.empty((picked.size, t))
-            _by_row_chunks(kernels.fill_rows, picked.size, fm, fn, picked, fm_alt, fn_alt)
-            stats = _fold_statistics_rows(fm, fn, usable, alt, fm_alt, fn_alt, lam=lam, folds=folds, dt=1.0)
+            stats = _fold_statistics_rows(fm, fn, usable, bad_count[usable] > 0, lam=lam, folds=folds, dt=1.0)
         else:
             fm_fill = filled_rows(fm, bad_frames, usable)
             fn_fill = filled_rows(fn, bad_frames, usable)
@@ -540,15 +519,10 @@ def correct_neuropil(
         else:
             r[usable] = fixed_r
             status[usable] = STATUS_FIXED
-        if compiled:  # the means of the corrected rows themselves (same values as corrected_means)
-            corrected = np.empty((n, t))
-            _by_row_chunks(kernels.subtract_scaled, n, fm, fn, r, corrected)
-            with np.errstate(invalid="ignore"):
-                mean_fc = corrected.mean(axis=1)[usable]
-                if with_bad.size:  # np.nanmean: the sum with NaN as 0, divided by the count of the others
-                    zeroed, counts = fm_alt, np.empty(picked.size, dtype=np.intp)
-                    _by_row_chunks(kernels.zero_nan_rows, picked.size, corrected, picked, zeroed, counts)
-                    mean_fc[with_bad] = np.true_divide(np.sum(zeroed, axis=1), counts)
+        if compiled:  # the corrected rows and their means (the values of corrected_means) in one pass
+            corrected, means = np.empty((n, t)), np.empty(n)
+            _by_row_chunks(kernels.corrected_rows, n, fm, fn, r, corrected, means)
+            mean_fc = means[usable]
         else:
             mean_fc = corrected_means(fm, fn, r, usable)
         negative = ~(mean_fc > 0)

@@ -340,6 +340,22 @@ def test_compiled_fill_equals_fill_nan_linear(rng, n_frames):
     assert np.array_equal(out_n, fill_nan_linear(np.where(bad, np.nan, fn)), equal_nan=True)
 
 
+def test_compiled_pairwise_sum_equals_numpy(rng):
+    from release_platform.ophys._neuropil_kernel import pairwise_sum
+
+    for n in [0, 1, 7, 8, 9, 127, 128, 129, 255, 256, 1000, 4500, 4501, 15003, 60000]:
+        x = rng.normal(300.0, 50.0, n + 5) * 10.0 ** rng.integers(-5, 6)
+        assert pairwise_sum(x, 3, n, False) == np.add.reduce(x[3 : 3 + n])
+        x[rng.choice(n + 5, (n + 5) // 10, replace=False)] = np.nan
+        zeroed = np.where(np.isnan(x), 0.0, x)
+        assert pairwise_sum(x, 2, n, True) == np.add.reduce(zeroed[2 : 2 + n])
+        sequential = 0.0
+        for value in zeroed[2 : 2 + n]:  # another order gives other bits: the test can fail
+            sequential += value
+        if n >= 1000:
+            assert sequential != np.add.reduce(zeroed[2 : 2 + n])
+
+
 def test_unknown_engine_is_refused(rng):
     fm, fn = contaminated(rng, 2, 100, np.array([0.5, 0.5]))
     with pytest.raises(ValueError, match="unknown neuropil engine"):
