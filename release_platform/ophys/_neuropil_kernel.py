@@ -1,17 +1,26 @@
-"""Compiled fold statistics and grid search of :mod:`release_platform.ophys.neuropil` (imported on
-first use: numba is heavy).
+"""Compiled engine of :mod:`release_platform.ophys.neuropil` (imported on first use: numba is heavy).
 
-:func:`fold_sums` smooths the folds of the ROI and neuropil traces of one ROI at a time with the
-LDL^T factor of M = I + lambda D^T D (LAPACK ``dpttrf``, computed once per fold length): the
-2 x folds right-hand sides of a ROI run side by side through the forward and backward sweeps of
-``dpttrs`` (same operations, in the same order), and the residuals M^-1 y - y are reduced to the
-sums a.a, a.b, b.b on the backward sweep, so nothing of size T is written. Threads take disjoint
-ROIs (the kernels release the GIL).
+Every kernel repeats the floating-point operations of the reference engine in the same order, so the
+two engines give bit-identical results (no fused multiply-add: numba does not contract ``a * b + c``):
 
-:func:`grid_search` runs the coarse-to-fine search of :func:`release_platform.neuropil.grid_search_r`
-for many ROIs with the same floating-point operations: numpy's ``arange`` fill (start + i * delta
-with delta = (start + step) - start), the error expression evaluated left to right, the fold mean
-summed in order and divided by the fold count, the first minimum.
+* :func:`fold_sums` smooths the folds of one ROI at a time: the 2 x folds right-hand sides (F_M and
+  F_N of each fold) run side by side through the elimination of LAPACK ``dgtsv`` (what scipy's
+  ``solve_banded((1, 1), ...)`` calls; no row interchange occurs, the matrix being diagonally
+  dominant; factors from :func:`tridiagonal_factor`, once per fold length) and its back
+  substitution; the residuals M^-1 y - y are summed as numpy's ``einsum`` sums a contiguous row
+  (:func:`_dot_order`: two lanes, 8 values a step, as numpy's x86-64 baseline build does) and the
+  fold means as numpy's ``mean`` (:func:`pairwise_sum`). Rows with non-finite frames are
+  interpolated first (:func:`fill_row`, the values of ``np.interp``) into a per-thread row buffer:
+  no N x T temporaries. Threads take disjoint ROIs (the kernels release the GIL).
+* :func:`grid_search` runs the coarse-to-fine search of ``grid_search_r`` for all ROIs: numpy's
+  ``arange`` values (start + i * delta with delta = (start + step) - start), the error expression
+  evaluated left to right, the fold errors added in order and divided by the fold count, the first
+  minimum.
+* :func:`bad_counts` counts the non-finite frames per row; :func:`corrected_rows` writes
+  F_M - r F_N and each row's ``np.nanmean``.
+
+A numpy build that sums in another order (e.g. an ``einsum`` compiled for wider vectors) would change
+the reference's last bits, not these kernels': the engine-equality tests would show it.
 """
 
 import numba

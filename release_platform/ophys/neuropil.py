@@ -72,13 +72,13 @@ _CAP_TOLERANCE = 1e-9
 #: Values per batch of tridiagonal right-hand sides (bounds the memory of fold_statistics: 32 MB).
 _BATCH_VALUES = 4_000_000
 
-#: engine of the fold statistics and the grid search: "compiled" (numba kernels of
-#: :mod:`release_platform.ophys._neuropil_kernel`: the LAPACK ``dpttrf`` factor of the fold matrix
-#: applied to each ROI's folds with the residual sums reduced on the fly, one thread per CPU over the
-#: ROIs; a grid search over all ROIs with the reference's operations) or "reference" (scipy
-#: ``solve_banded`` on batches of folds, ``einsum`` sums, the grid search a ROI at a time). The fold
-#: sums of the two differ in the last bits (summation order), the grid search and the corrected
-#: traces do not, for equal sums.
+#: engine of :func:`correct_neuropil`, :func:`fold_statistics` and :func:`grid_search_all`: "compiled"
+#: (numba kernels of :mod:`release_platform.ophys._neuropil_kernel`: each ROI's folds smoothed and
+#: reduced to their sums in one pass, one thread per CPU over the ROIs, the grid search over all ROIs,
+#: the corrected traces and their means in one pass) or "reference" (scipy ``solve_banded`` on batches
+#: of folds, ``einsum`` sums, the grid search a ROI at a time, numpy for the rest). The compiled
+#: kernels repeat the reference's floating-point operations in the same order: the results are
+#: bit-identical.
 NEUROPIL_ENGINES = ("compiled", "reference")
 NEUROPIL_ENGINE = "compiled"
 
