@@ -69,7 +69,6 @@ def fold_sums(fm, fn, rows, fill, folds, t_fold, factor, pivot, upper, aa, ab, b
     ``fill[k]``; ``factor``, ``pivot``, ``upper`` from :func:`tridiagonal_factor` of the fold matrix.
     The means are numpy's (pairwise sum divided by the fold length)."""
     chains = 2 * folds
-    y = np.empty((t_fold, chains))
     x = np.empty((t_fold, chains))
     acc = np.empty(chains)
     cross = np.empty(folds)
@@ -85,18 +84,16 @@ def fold_sums(fm, fn, rows, fill, folds, t_fold, factor, pivot, upper, aa, ab, b
             n = filled_n
         for f in range(folds):
             mean_fm[k, f] = (0.0 + pairwise_sum(m, f * t_fold, t_fold, False)) / t_fold
+        # forward elimination (chain f: fold f of F_M; chain folds + f: fold f of F_N)
         for f in range(folds):
-            off = f * t_fold
-            for i in range(t_fold):
-                y[i, f] = m[off + i]
-                y[i, folds + f] = n[off + i]
-        # forward elimination
-        for c in range(chains):
-            x[0, c] = y[0, c]
+            x[0, f] = m[f * t_fold]
+            x[0, folds + f] = n[f * t_fold]
         for i in range(1, t_fold):
             g = factor[i - 1]
-            for c in range(chains):
-                x[i, c] = y[i, c] - g * x[i - 1, c]
+            for f in range(folds):
+                x[i, f] = m[f * t_fold + i] - g * x[i - 1, f]
+            for f in range(folds):
+                x[i, folds + f] = n[f * t_fold + i] - g * x[i - 1, folds + f]
         # back substitution
         p = pivot[last]
         for c in range(chains):
@@ -108,8 +105,10 @@ def fold_sums(fm, fn, rows, fill, folds, t_fold, factor, pivot, upper, aa, ab, b
                 x[i, c] = (x[i, c] - u * x[i + 1, c]) / p
         # residuals, and their sums in numpy's einsum order (see _dot_order)
         for i in range(t_fold):
-            for c in range(chains):
-                x[i, c] = x[i, c] - y[i, c]
+            for f in range(folds):
+                x[i, f] = x[i, f] - m[f * t_fold + i]
+            for f in range(folds):
+                x[i, folds + f] = x[i, folds + f] - n[f * t_fold + i]
         for c in range(chains):
             acc[c] = _dot_order(x, c, c, t_fold)
         for f in range(folds):
