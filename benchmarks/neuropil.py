@@ -8,8 +8,8 @@ Usage::
 For each trace length, ``correct_neuropil`` (fit r per ROI by the cross-validated smoothness criterion, the
 fallbacks and the corrected traces FC) runs on two synthetic sessions with engine="reference" (scipy
 ``solve_banded``, ``einsum``, a grid search per ROI) and engine="compiled" (numba kernels), alternating
-the two for ``--rounds`` rounds after a warm-up; printed: median and best time of each, the ratio of the
-medians, peak traced memory (``tracemalloc``; the numba kernels' scratch of a few hundred kB is not
+the two for ``--rounds`` rounds after a warm-up; printed: median and best wall time of each, the ratio
+of the medians, the median CPU time of all threads (what a loaded machine waits for), peak traced memory (``tracemalloc``; the numba kernels' scratch of a few hundred kB is not
 traced), and the agreement of the two (r, r_fit, RMSE, FC: bit-identical or the max |difference|, and
 the number of ROIs whose chosen r differs). The load average is printed before and after.
 
@@ -73,9 +73,10 @@ def random_session(rng: np.random.Generator, n_rois: int, frames: int) -> tuple[
 
 
 def run(engine: str, fm: np.ndarray, fn: np.ndarray):
-    t0 = time.perf_counter()
+    """(wall seconds, CPU seconds of all threads, result) of one ``correct_neuropil``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     result = neuropil.correct_neuropil(fm, fn, engine=engine)
-    return time.perf_counter() - t0, result
+    return time.perf_counter() - t0, time.process_time() - c0, result
 
 
 def peak_mb(engine: str, fm: np.ndarray, fn: np.ndarray) -> float:
@@ -122,18 +123,22 @@ def main() -> None:
         for name, make in (("realistic", realistic_session), ("random", random_session)):
             fm, fn = make(rng, args.rois, frames)
             times = {"reference": [], "compiled": []}
+            cpu = {"reference": [], "compiled": []}
             results = {}
             for engine in times:  # warm-up (page faults of the first large allocations, thread start)
                 run(engine, fm, fn)
             for _ in range(args.rounds):
                 for engine in times:
-                    seconds, results[engine] = run(engine, fm, fn)
+                    seconds, cpu_seconds, results[engine] = run(engine, fm, fn)
                     times[engine].append(seconds)
+                    cpu[engine].append(cpu_seconds)
             ref, comp = np.median(times["reference"]), np.median(times["compiled"])
+            ref_cpu, comp_cpu = np.median(cpu["reference"]), np.median(cpu["compiled"])
             print(f"{name:>10} {frames:>7} {args.rois:>5} | {ref:>11.3f} {comp:>10.3f} {ref / comp:>5.1f}x | "
                   f"{peak_mb('reference', fm, fn):>7.0f} {peak_mb('compiled', fm, fn):>7.0f} | "
                   f"{agreement(results['reference'], results['compiled'])}")
-            print(f"{'':>10} {'':>7} {'':>5} | best {min(times['reference']):.3f} / {min(times['compiled']):.3f} s; "
+            print(f"{'':>10} {'':>7} {'':>5} | CPU (all threads) {ref_cpu:.3f} / {comp_cpu:.3f} s = {ref_cpu / comp_cpu:.1f}x; "
+                  f"best wall {min(times['reference']):.3f} / {min(times['compiled']):.3f} s; "
                   f"fits: {int((results['compiled'].status == 'fit').sum())} fit, "
                   f"{int(results['compiled'].fallback_used.sum())} fallbacks, "
                   f"{int((results['compiled'].status == 'skipped').sum())} skipped")
