@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 from scipy.linalg import solve_banded
@@ -189,6 +191,17 @@ def test_filled_rows_and_corrected_means_equal_the_whole_array_formulation(rng, 
 
 # ------------------------------------------------------------------------ compiled vs reference engine
 
+#: The compiled fold sums follow the summation order of numpy's x86-64 baseline ``einsum`` (two
+#: lanes, no fused multiply-add); elsewhere (e.g. aarch64, where numpy fuses) the engines agree to
+#: rounding only.
+BIT_IDENTICAL = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def same(x, y) -> bool:
+    if BIT_IDENTICAL:
+        return np.array_equal(x, y, equal_nan=True)
+    return np.shape(x) == np.shape(y) and np.allclose(x, y, rtol=1e-9, atol=0.0, equal_nan=True)
+
 
 def assert_same_fits(a, b):
     assert len(a) == len(b)
@@ -196,16 +209,16 @@ def assert_same_fits(a, b):
         if fa is None or fb is None:
             assert fa is None and fb is None
             continue
-        assert np.array_equal([fa.r, fa.error], [fb.r, fb.error], equal_nan=True)
-        assert np.array_equal(fa.r_vals, fb.r_vals) and np.array_equal(fa.err_vals, fb.err_vals)
+        assert same([fa.r, fa.error], [fb.r, fb.error])
+        assert same(fa.r_vals, fb.r_vals) and same(fa.err_vals, fb.err_vals)
         assert fa.at_cap == fb.at_cap
 
 
 def assert_same_results(a, b):
     for name in ("corrected", "r", "r_fit", "rmse"):
-        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+        assert same(getattr(a, name), getattr(b, name)), name
     assert list(a.status) == list(b.status) and list(a.fallback_used) == list(b.fallback_used)
-    assert a.fallback_r == b.fallback_r
+    assert same(a.fallback_r, b.fallback_r)
     assert_same_fits(a.fits, b.fits)
 
 
@@ -221,7 +234,7 @@ def test_fold_statistics_of_the_engines_are_bit_identical(rng, n_frames):
         ref = fold_statistics(fm, fn, folds=folds, lam=lam, engine="reference")
         new = fold_statistics(fm, fn, folds=folds, lam=lam, engine="compiled")
         for name in ("aa", "ab", "bb", "mean_fm"):
-            assert np.array_equal(getattr(ref, name), getattr(new, name)), (name, folds, lam)
+            assert same(getattr(ref, name), getattr(new, name)), (name, folds, lam)
         assert ref.fold_length == new.fold_length
     if n_frames >= 801:  # the data are sensitive to the summation order: another order changes bits
         t_f = n_frames // 4
