@@ -12,9 +12,15 @@ is |sqrt(mean((M^-1 y - y)^2)) / mean(F_M)| with y = F_M - r F_N; error(r) is th
 Because M^-1 y - y is linear in y, it equals a - r b with a = (M^-1 - I) F_M and b = (M^-1 - I) F_N,
 so each fold costs two tridiagonal solves in total (done for all ROIs at once) and error(r) is a
 closed form for every r. The grid search is the legacy one: r in arange(0, 2, 0.1); if the minimum
-is on the last grid point the range is extended (pass not counted), otherwise it is narrowed to the
-neighbours of the minimum with the step times 0.1; 3 counted passes. Unlike the legacy, the search
-never evaluates r above ``r_max`` (an explicit cap); a minimum at the cap is "unconverged".
+is on the last grid point the range is extended (pass not counted; a one-point pass that would
+repeat itself is extended by twice its width, where the legacy loops forever), otherwise it is
+narrowed to the neighbours of the minimum with the step times 0.1; 3 counted passes. Unlike the
+legacy, the search never evaluates r above ``r_max`` (an explicit cap); a minimum at the cap, or on
+the last grid point below it when the cap cut the grid, is "unconverged".
+
+Engines (:data:`NEUROPIL_ENGINES`): "compiled" (default) and "reference" give bit-identical results;
+the compiled one reproduces the reference's floating-point operations in numba kernels (see
+:mod:`release_platform.ophys._neuropil_kernel`).
 
 Fallbacks (ophys_etl, AllenSDK#1790)
 ------------------------------------
@@ -30,6 +36,7 @@ RMSE is the error(r) of the final r for every fitted ROI (ophys_etl recomputes i
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +71,58 @@ STATUS_SKIPPED = "skipped"
 _CAP_TOLERANCE = 1e-9
 #: Values per batch of tridiagonal right-hand sides (bounds the memory of fold_statistics: 32 MB).
 _BATCH_VALUES = 4_000_000
+
+#: engine of :func:`correct_neuropil`, :func:`fold_statistics` and :func:`grid_search_all`: "compiled"
+#: (numba kernels of :mod:`release_platform.ophys._neuropil_kernel`: each ROI's folds smoothed and
+#: reduced to their sums in one pass, one thread per CPU over the ROIs, the grid search over all ROIs,
+#: the corrected traces and their means in one pass) or "reference" (scipy ``solve_banded`` on batches
+#: of folds, ``einsum`` sums, the grid search a ROI at a time, numpy for the rest). The compiled
+#: kernels repeat the reference's floating-point operations in the same order: the results are
+#: bit-identical.
+NEUROPIL_ENGINES = ("compiled", "reference")
+NEUROPIL_ENGINE = "compiled"
+
+
+def _engine(engine: str | None) -> str:
+    chosen = NEUROPIL_ENGINE if engine is None else engine
+    if chosen not in NEUROPIL_ENGINES:
+        raise ValueError(f"unknown neuropil engine {chosen!r}; available: {', '.join(NEUROPIL_ENGINES)}")
+    return chosen
+
+
+def _kernels():
+    """The compiled kernels (numba is imported, and the kernels loaded from its cache or compiled, on first use)."""
+    from release_platform.ophys import _neuropil_kernel
+
+    return _neuropil_kernel
+
+
+def load_kernels() -> None:
+    """Import numba and load (or compile) the compiled neuropil kernels now: a once-per-process cost
+    (compiled code is cached on disk) that benchmarks keep out of their timings."""
+    t = np.arange(16.0)
+    correct_neuropil(np.vstack([10.0 + np.sin(t), 10.0 + np.cos(t)]), np.vstack([np.cos(t), np.sin(t)]), engine="compiled")
+
+
+#: ROIs per thread below which the compiled fold sums run on the calling thread only
+_MIN_ROWS_PER_THREAD = 8
+
+
+def _by_row_chunks(kernel, n_rows: int, *args) -> None:
+    """Run ``kernel(*args, first, stop)`` over rows 0 .. n_rows - 1, one contiguous chunk per available
+    CPU (the kernel releases the GIL and writes disjoint rows of its outputs)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without affinity masks
+        cpus = os.cpu_count() or 1
+    n_threads = max(1, min(cpus, n_rows // _MIN_ROWS_PER_THREAD))
+    if n_threads == 1:
+        kernel(*args, 0, n_rows)
+        return
+    bounds = np.linspace(0, n_rows, n_threads + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for done in [pool.submit(kernel, *args, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+            done.result()
 
 
 def smoothing_matrix_banded(n_frames: int, lam: float = DEFAULT_LAMBDA, dt: float = 1.0) -> np.ndarray:
@@ -120,14 +179,31 @@ def fold_statistics(
     lam: float = DEFAULT_LAMBDA,
     folds: int = DEFAULT_FOLDS,
     dt: float = 1.0,
+    engine: str | None = None,
 ) -> FoldStatistics:
-    """Compute :class:`FoldStatistics` for finite N x T traces (tridiagonal solves, all ROIs batched)."""
+    """Compute :class:`FoldStatistics` for finite N x T traces (tridiagonal solves, all ROIs batched).
+
+    ``engine`` (default :data:`NEUROPIL_ENGINE`): see :data:`NEUROPIL_ENGINES`.
+    """
     fm = np.atleast_2d(np.asarray(roi_traces, dtype=np.float64))
     fn = np.atleast_2d(np.asarray(neuropil_traces, dtype=np.float64))
-    n, t = fm.shape
-    t_fold = t // folds
+    if _engine(engine) == "reference":
+        return _fold_statistics_reference(fm, fn, lam=lam, folds=folds, dt=dt)
+    rows = np.arange(fm.shape[0])
+    return _fold_statistics_rows(fm, fn, rows, np.zeros(rows.size, dtype=bool), lam=lam, folds=folds, dt=dt)
+
+
+def _fold_length(t: int, folds: int) -> int:
+    t_fold = t // folds if folds >= 1 else 0
     if folds < 1 or t_fold < 2:
         raise InputError(f"traces of {t} frames are too short for {folds} folds of at least 2 frames")
+    return t_fold
+
+
+def _fold_statistics_reference(fm: np.ndarray, fn: np.ndarray, *, lam: float, folds: int, dt: float) -> FoldStatistics:
+    """Reference engine: ``solve_banded`` on batches of T_f x (2 k folds) right-hand sides, ``einsum`` sums."""
+    n, t = fm.shape
+    t_fold = _fold_length(t, folds)
     ab_matrix = smoothing_matrix_banded(t_fold, lam, dt)
     out = {k: np.zeros((n, folds)) for k in ("aa", "ab", "bb")}
     usable = folds * t_fold
@@ -146,6 +222,27 @@ def fold_statistics(
         out["ab"][start:stop] = np.einsum("kft,kft->kf", a, b)
         out["bb"][start:stop] = np.einsum("kft,kft->kf", b, b)
     return FoldStatistics(out["aa"], out["ab"], out["bb"], mean_fm, t_fold)
+
+
+def _fold_statistics_rows(
+    fm: np.ndarray, fn: np.ndarray, rows: np.ndarray, fill: np.ndarray, *, lam: float, folds: int, dt: float
+) -> FoldStatistics:
+    """Compiled engine: statistics of ROI k = row ``rows[k]`` of ``fm``/``fn``, the rows with ``fill[k]``
+    linearly interpolated over their non-finite frames first (as :func:`filled_rows`), without copying
+    any row. Bit-identical to the reference engine on the filled rows."""
+    t = fm.shape[1]
+    t_fold = _fold_length(t, folds)
+    banded = smoothing_matrix_banded(t_fold, lam, dt)
+    kernels = _kernels()
+    factor, pivot = kernels.tridiagonal_factor(banded[2, :-1], banded[1], banded[0, 1:])
+    n = rows.size
+    aa, ab, bb, mean_fm = (np.zeros((n, folds)) for _ in range(4))
+    if n:
+        _by_row_chunks(
+            kernels.fold_sums, n, np.ascontiguousarray(fm), np.ascontiguousarray(fn), rows.astype(np.int64),
+            fill.astype(np.bool_), folds, t_fold, factor, pivot, np.ascontiguousarray(banded[0, 1:]), aa, ab, bb, mean_fm,
+        )
+    return FoldStatistics(aa, ab, bb, mean_fm, t_fold)
 
 
 @dataclass
@@ -179,8 +276,9 @@ def grid_search_r(
     at_cap = False
     counted = 0
     while counted < iterations:
-        rs = np.arange(lo, hi, step)
-        rs = rs[rs <= r_max + _CAP_TOLERANCE]
+        grid = np.arange(lo, hi, step)
+        rs = grid[grid <= r_max + _CAP_TOLERANCE]
+        cut = rs.size < grid.size  # the cap cut the grid: extending it would evaluate rs[-1] again
         if rs.size == 0:
             at_cap = True
             break
@@ -192,10 +290,12 @@ def grid_search_r(
         if errs[i_min] < best_err:
             best_err, best_r = float(errs[i_min]), float(rs[i_min])
         if i_min == rs.size - 1:
-            if rs[-1] >= r_max - _CAP_TOLERANCE or not np.isfinite(errs[i_min]):
+            if rs[-1] >= r_max - _CAP_TOLERANCE or cut or not np.isfinite(errs[i_min]):
                 at_cap = bool(np.isfinite(errs[i_min]))
                 break
             width = rs[-1] - rs[0] if rs.size > 1 else step
+            if float(rs[-1]) == lo and float(rs[-1] + width) == hi:  # the same one-point pass again: widen it
+                width = 2.0 * width
             lo, hi = float(rs[-1]), float(rs[-1] + width)
         else:
             lo, hi = float(rs[max(i_min - 1, 0)]), float(rs[min(i_min + 1, rs.size - 1)])
@@ -212,6 +312,40 @@ def grid_search_r(
     )
 
 
+def grid_search_all(
+    stats: FoldStatistics,
+    *,
+    r_range: tuple[float, float] = DEFAULT_R_RANGE,
+    dr: float = DEFAULT_DR,
+    dr_factor: float = DEFAULT_DR_FACTOR,
+    iterations: int = DEFAULT_ITERATIONS,
+    r_max: float = DEFAULT_R_MAX,
+    engine: str | None = None,
+) -> list[RatioFit]:
+    """:func:`grid_search_r` for every ROI of ``stats``; the compiled engine evaluates the same grid
+    points with the same operations (equal fits for equal statistics)."""
+    n = stats.aa.shape[0]
+    if _engine(engine) == "reference":
+        return [
+            grid_search_r(stats, i, r_range=r_range, dr=dr, dr_factor=dr_factor, iterations=iterations, r_max=r_max)
+            for i in range(n)
+        ]
+    best, best_error, at_cap, offsets, r_vals, err_vals = _kernels().grid_search(
+        stats.aa, stats.ab, stats.bb, stats.mean_fm, stats.fold_length, float(r_range[0]), float(r_range[1]),
+        float(dr), float(dr_factor), int(iterations), float(r_max), _CAP_TOLERANCE,
+    )
+    return [
+        RatioFit(
+            r=float(best[i]),
+            error=float(best_error[i]) if np.isfinite(best_error[i]) else np.nan,
+            r_vals=r_vals[offsets[i] : offsets[i + 1]].copy(),
+            err_vals=err_vals[offsets[i] : offsets[i + 1]].copy(),
+            at_cap=bool(at_cap[i]),
+        )
+        for i in range(n)
+    ]
+
+
 def estimate_contamination_ratios(
     roi_traces: np.ndarray,
     neuropil_traces: np.ndarray,
@@ -224,13 +358,13 @@ def estimate_contamination_ratios(
     dr_factor: float = DEFAULT_DR_FACTOR,
     r_max: float = DEFAULT_R_MAX,
     dt: float = 1.0,
+    engine: str | None = None,
 ) -> tuple[list[RatioFit], FoldStatistics]:
     """Fit r per ROI by the smoothness criterion for finite N x T traces (no fallbacks applied)."""
-    stats = fold_statistics(roi_traces, neuropil_traces, lam=lam, folds=folds, dt=dt)
-    fits = [
-        grid_search_r(stats, i, r_range=r_range, dr=dr, dr_factor=dr_factor, iterations=iterations, r_max=r_max)
-        for i in range(stats.aa.shape[0])
-    ]
+    stats = fold_statistics(roi_traces, neuropil_traces, lam=lam, folds=folds, dt=dt, engine=engine)
+    fits = grid_search_all(
+        stats, r_range=r_range, dr=dr, dr_factor=dr_factor, iterations=iterations, r_max=r_max, engine=engine
+    )
     return fits, stats
 
 
@@ -313,6 +447,7 @@ def correct_neuropil(
     max_nan_fraction: float = DEFAULT_MAX_NAN_FRACTION,
     entity: str | None = None,
     path: str | os.PathLike | None = None,
+    engine: str | None = None,
 ) -> NeuropilResult:
     """Estimate r per ROI (``method="fit"``) or use ``fixed_r`` (``method="fixed"``) and correct.
 
@@ -327,6 +462,8 @@ def correct_neuropil(
         Upper cap of the r search; must be larger than 1.
     max_nan_fraction
         ROIs with a larger fraction of NaN frames (in either trace) are skipped.
+    engine
+        Default :data:`NEUROPIL_ENGINE`; see :data:`NEUROPIL_ENGINES`.
     """
     fm = np.asarray(roi_traces, dtype=np.float64)
     fn = np.asarray(neuropil_traces, dtype=np.float64)
@@ -338,10 +475,18 @@ def correct_neuropil(
         raise InputError(f"r_max must be larger than {UNCONVERGED_R}, got {r_max}", entity=entity, path=path)
     if method == "fixed" and not (np.isfinite(fixed_r) and fixed_r >= 0):
         raise InputError(f"fixed_r must be finite and >= 0, got {fixed_r}", entity=entity, path=path)
+    compiled = _engine(engine) == "compiled"
     n, t = fm.shape
-    bad_frames = ~(np.isfinite(fm) & np.isfinite(fn))
-    nan_fraction = bad_frames.mean(axis=1) if t else np.ones(n)
-    skipped = (nan_fraction > max_nan_fraction) | (bad_frames.all(axis=1))
+    if compiled:
+        fm, fn = np.ascontiguousarray(fm), np.ascontiguousarray(fn)
+        kernels = _kernels()
+        bad_count = np.zeros(n, dtype=np.int64)
+        _by_row_chunks(kernels.bad_counts, n, fm, fn, bad_count)
+    else:
+        bad_frames = ~(np.isfinite(fm) & np.isfinite(fn))
+        bad_count = np.count_nonzero(bad_frames, axis=1)
+    nan_fraction = bad_count / t if t else np.ones(n)
+    skipped = (nan_fraction > max_nan_fraction) | (bad_count == t)
     usable = np.flatnonzero(~skipped)
 
     r = np.full(n, np.nan)
@@ -350,15 +495,21 @@ def correct_neuropil(
     status = np.full(n, STATUS_SKIPPED, dtype=object)
     fits: list[RatioFit | None] = [None] * n
     fallback_r = float(fixed_r) if method == "fixed" else float(default_fallback_r)
+    corrected = None
 
     if usable.size:
-        fm_fill = filled_rows(fm, bad_frames, usable)
-        fn_fill = filled_rows(fn, bad_frames, usable)
-        stats = fold_statistics(fm_fill, fn_fill, lam=lam, folds=folds)
+        if compiled:
+            stats = _fold_statistics_rows(fm, fn, usable, bad_count[usable] > 0, lam=lam, folds=folds, dt=1.0)
+        else:
+            fm_fill = filled_rows(fm, bad_frames, usable)
+            fn_fill = filled_rows(fn, bad_frames, usable)
+            stats = _fold_statistics_reference(fm_fill, fn_fill, lam=lam, folds=folds, dt=1.0)
         if method == "fit":
+            found = grid_search_all(
+                stats, r_range=r_range, dr=dr, dr_factor=dr_factor, iterations=iterations, r_max=r_max, engine=engine
+            )
             unconverged = np.zeros(usable.size, dtype=bool)
-            for k, row in enumerate(usable):
-                fit = grid_search_r(stats, k, r_range=r_range, dr=dr, dr_factor=dr_factor, iterations=iterations, r_max=r_max)
+            for k, (row, fit) in enumerate(zip(usable, found)):
                 fits[row] = fit
                 r_fit[row] = fit.r
                 unconverged[k] = fit.at_cap or not np.isfinite(fit.r) or fit.r > UNCONVERGED_R
@@ -368,14 +519,21 @@ def correct_neuropil(
         else:
             r[usable] = fixed_r
             status[usable] = STATUS_FIXED
-        mean_fc = corrected_means(fm, fn, r, usable)
+        if compiled:  # the corrected rows and their means (the values of corrected_means) in one pass
+            corrected, means = np.empty((n, t)), np.empty(n)
+            _by_row_chunks(kernels.corrected_rows, n, fm, fn, r, corrected, means)
+            mean_fc = means[usable]
+        else:
+            mean_fc = corrected_means(fm, fn, r, usable)
         negative = ~(mean_fc > 0)
         r[usable[negative]] = 0.0
         status[usable[negative]] = STATUS_NEGATIVE_BASELINE
         rmse[usable] = stats.error_per_row(r[usable])
 
-    corrected = np.multiply(r[:, None], fn)  # fm - r fn, one full-size array
-    np.subtract(fm, corrected, out=corrected)
+    if corrected is None:
+        with np.errstate(invalid="ignore"):  # r = NaN (skipped) times an infinite frame
+            corrected = np.multiply(r[:, None], fn)  # fm - r fn, one full-size array
+            np.subtract(fm, corrected, out=corrected)
     negative_rows = status == STATUS_NEGATIVE_BASELINE
     corrected[negative_rows] = fm[negative_rows]
     corrected[skipped] = np.nan
