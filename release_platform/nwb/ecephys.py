@@ -691,7 +691,7 @@ def build_session_nwbfile(inputs: EcephysNwbInputs, *, config: BackendConfigurat
         if pu.grouping.unknown_clusters:
             msg = (f"{probe_entity(inputs, pu.probe)}: {pu.grouping.n_unknown_spikes} spikes of clusters "
                    f"{sorted(pu.grouping.unknown_clusters)} that no unit claims were dropped")
-            log.warning(msg)
+            log.info(msg)  # reported in the file's report; the units step already warns in the run's log
             report.warnings.append(msg)
         if pu.grouping.n_dropped_negative:
             msg = f"{probe_entity(inputs, pu.probe)}: {pu.grouping.n_dropped_negative} spikes with negative times were dropped"
