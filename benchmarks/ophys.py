@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import _allensdk_port as port  # noqa: E402
 from release_platform.ophys.demixing import demix_traces, load_solver, overlap_pairs  # noqa: E402
 from release_platform.ophys.dff import compute_dff, load_kernels  # noqa: E402
+from release_platform.ophys.neuropil import load_kernels as load_neuropil_kernels  # noqa: E402
 from release_platform.ophys.extraction import (  # noqa: E402
     MotionBorder, exclusion_labels_for, extract_traces, neuropil_mask_matrix, parse_roi_records, roi_mask_matrix,
 )
@@ -491,6 +492,7 @@ def main(argv=None) -> int:
         # --- neuropil correction
         demixed_all = np.full_like(extraction.roi_traces, np.nan)
         demixed_all[valid] = demix.demixed
+        load_neuropil_kernels()  # numba: load (or compile) the neuropil kernels outside the timings
         with Stage() as m_np:
             npc = correct_neuropil(demixed_all, extraction.neuropil_traces)
         fitted = np.isfinite(npc.r)
