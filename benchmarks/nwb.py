@@ -145,6 +145,10 @@ def _layout(nwb_path: Path) -> dict[str, dict]:
     return out
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and of its finished children (a large NWB file is written in a child process)."""
     t = os.times()
@@ -226,7 +230,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         inputs = make_plane(tmp / "src", args.rois, args.frames, args.size)
         print(f"plane: {args.rois} ROIs x {args.frames} frames, {args.size} x {args.size} px "
-              f"(inputs made in {time.perf_counter() - t0:.1f} s); best of {args.repeat}")
+              f"(inputs made in {time.perf_counter() - t0:.1f} s); best of {args.repeat}; load average {_load()}")
         rows = []
         for tier in args.tiers:
             if tier == "internal" and not codec_available("blosc_zstd"):
@@ -256,7 +260,7 @@ def main(argv=None) -> int:
                 size = path.stat().st_size
                 rows.append((tier, label, wall, cpu, n_bytes / wall / 1e6, raw_wall / wall, raw_cpu / cpu, wall - raw_wall,
                              cpu - raw_cpu, size / 1e6, n_bytes / size))
-        print(f"uncompressed numeric data: {n_bytes / 1e6:.1f} MB")
+        print(f"uncompressed numeric data: {n_bytes / 1e6:.1f} MB; load average {_load()}")
         print("| tier | writer | wall s | CPU s | MB/s (wall) | h5py/this (wall) | h5py/this (CPU) | overhead wall s | "
               "overhead CPU s | file MB | compression ratio |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
