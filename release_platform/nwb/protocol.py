@@ -510,6 +510,8 @@ OVERHEAD_BYTES = 2 << 20
 #: Leading bytes of a dataset compressed for the size estimate (zlib level 1 on 1 MB costs ~15 ms per dataset on a
 #: busy core; 64 KB gives the same ratio on homogeneous data).
 _SAMPLE_BYTES = 64 << 10
+#: Datasets smaller than this count at their raw size in the size estimate (sampling them costs more than it tells).
+_SAMPLED_MIN_BYTES = 1 << 20
 
 
 def keep_failed_files_default() -> bool:
@@ -556,8 +558,9 @@ def _sample(value: Any) -> Optional[bytes]:
 
 
 def estimate_nwb_bytes(nwbfile, locations: Mapping[str, DatasetIOConfiguration]) -> int:
-    """An estimate of the written size of ``nwbfile``: every dataset's raw size, scaled for a compressed dataset by
-    the zlib (level 1) ratio of a leading sample of it, plus the schema and metadata overhead, plus 5%."""
+    """An estimate of the written size of ``nwbfile``: every dataset's raw size, scaled for a compressed dataset of
+    1 MB or more by the zlib (level 1) ratio of a leading sample of it, plus the schema and metadata overhead, plus
+    5%."""
     return _size_bounds(nwbfile, locations)[0]
 
 
@@ -572,7 +575,7 @@ def _size_bounds(nwbfile, locations: Mapping[str, DatasetIOConfiguration]) -> tu
         raw = _raw_nbytes(value)
         worst += raw
         cfg = locations.get(location)
-        if raw and cfg is not None and cfg.compression != "none":
+        if raw >= _SAMPLED_MIN_BYTES and cfg is not None and cfg.compression != "none":
             sample = _sample(value)
             if sample:
                 raw = int(raw * min(1.0, max(0.02, len(zlib.compress(sample, 1)) / len(sample))))

@@ -379,7 +379,6 @@ def test_a_write_with_room_to_spare_runs_in_this_process_and_a_tight_disk_in_a_c
     monkeypatch.delenv("RELEASE_PLATFORM_WRITER_PROCESS", raising=False)
     nwb = _builder(src)()
     estimate, worst = P._size_bounds(nwb, C.apply_backend_configuration(nwb, C.BackendConfiguration()))
-    assert estimate < worst  # the random int16 source compresses a little
     roomy = max(atomic.ISOLATE_FACTOR * estimate, worst) + atomic.ISOLATE_RESERVE_BYTES
     children = _record_children(monkeypatch)
     written = {}
