@@ -543,8 +543,11 @@ def _sample(value: Any) -> Optional[bytes]:
     """Up to 64 KB of a dataset's leading bytes (read from the source for a streamed dataset)."""
     try:
         if isinstance(value, GenericDataChunkIterator):
-            sel = tuple(slice(0, min(int(c), int(s))) for c, s in zip(value.chunk_shape, value.maxshape))
-            block = np.asarray(value._get_data(sel))
+            # the leading rows of the first chunk that hold the sample (its first bytes in C order), not the whole chunk
+            shape = [min(int(c), int(s)) for c, s in zip(value.chunk_shape, value.maxshape)]
+            row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * max(np.dtype(value.dtype).itemsize, 1)
+            shape[0] = max(1, min(shape[0], -(-_SAMPLE_BYTES // max(row_bytes, 1))))
+            block = np.asarray(value._get_data(tuple(slice(0, n) for n in shape)))
         elif isinstance(value, np.ndarray):
             block = value
         else:
