@@ -163,11 +163,11 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
-def nwb_write(inputs: O.OphysNwbInputs, tier: str, path: Path) -> None:
+def nwb_write(inputs: O.OphysNwbInputs, tier: str, path: Path, isolate: bool | None = None) -> None:
     config = backend_configuration(tier)
     with quiet_codec_warnings():
         write_nwb(path, lambda: O.build_behavior_ophys_nwbfile(inputs, config=config), entity="bench", config=config,
-                  validate=False, round_trip=False)
+                  validate=False, round_trip=False, isolate=isolate)
 
 
 def nwb_full(inputs: O.OphysNwbInputs, tier: str, out_dir: Path) -> Path:
@@ -237,12 +237,14 @@ def main(argv=None) -> int:
                 print(f"tier {tier}: skipped (hdf5plugin is not installed)")
                 continue
             nwb_path, mem_path, raw_path, full_dir = tmp / f"{tier}.nwb", tmp / f"{tier}_mem.nwb", tmp / f"{tier}.h5", tmp / f"{tier}_full"
+            child_path = tmp / f"{tier}_child.nwb"
             nwb_write(inputs, tier, nwb_path)  # warm-up, and the layout the h5py copy reproduces
             layout = _layout(nwb_path)
             n_bytes = sum(int(np.prod(s["shape"])) * s["dtype"].itemsize for s in layout.values())
             runs = {
                 "h5py (same arrays, chunks, codec)": (h5py_writer(inputs, layout, nwb_path, raw_path), raw_path),
                 "nwb write (streamed traces)": (lambda: nwb_write(inputs, tier, nwb_path), nwb_path),
+                "nwb write (streamed, child process)": (lambda: nwb_write(inputs, tier, child_path, isolate=True), child_path),
                 "nwb write (in-memory traces)": (lambda: nwb_write(inputs.model_copy(update={"stream_traces": False}), tier, mem_path),
                                                  mem_path),
                 "nwb full protocol (write+validate+round trip)": (lambda: nwb_full(inputs, tier, full_dir),
