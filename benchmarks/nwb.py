@@ -145,6 +145,10 @@ def _layout(nwb_path: Path) -> dict[str, dict]:
     return out
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and of its finished children (a large NWB file is written in a child process)."""
     t = os.times()
@@ -159,11 +163,11 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
-def nwb_write(inputs: O.OphysNwbInputs, tier: str, path: Path) -> None:
+def nwb_write(inputs: O.OphysNwbInputs, tier: str, path: Path, isolate: bool | None = None) -> None:
     config = backend_configuration(tier)
     with quiet_codec_warnings():
         write_nwb(path, lambda: O.build_behavior_ophys_nwbfile(inputs, config=config), entity="bench", config=config,
-                  validate=False, round_trip=False)
+                  validate=False, round_trip=False, isolate=isolate)
 
 
 def nwb_full(inputs: O.OphysNwbInputs, tier: str, out_dir: Path) -> Path:
@@ -226,19 +230,21 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         inputs = make_plane(tmp / "src", args.rois, args.frames, args.size)
         print(f"plane: {args.rois} ROIs x {args.frames} frames, {args.size} x {args.size} px "
-              f"(inputs made in {time.perf_counter() - t0:.1f} s); best of {args.repeat}")
+              f"(inputs made in {time.perf_counter() - t0:.1f} s); best of {args.repeat}; load average {_load()}")
         rows = []
         for tier in args.tiers:
             if tier == "internal" and not codec_available("blosc_zstd"):
                 print(f"tier {tier}: skipped (hdf5plugin is not installed)")
                 continue
             nwb_path, mem_path, raw_path, full_dir = tmp / f"{tier}.nwb", tmp / f"{tier}_mem.nwb", tmp / f"{tier}.h5", tmp / f"{tier}_full"
+            child_path = tmp / f"{tier}_child.nwb"
             nwb_write(inputs, tier, nwb_path)  # warm-up, and the layout the h5py copy reproduces
             layout = _layout(nwb_path)
             n_bytes = sum(int(np.prod(s["shape"])) * s["dtype"].itemsize for s in layout.values())
             runs = {
                 "h5py (same arrays, chunks, codec)": (h5py_writer(inputs, layout, nwb_path, raw_path), raw_path),
                 "nwb write (streamed traces)": (lambda: nwb_write(inputs, tier, nwb_path), nwb_path),
+                "nwb write (streamed, child process)": (lambda: nwb_write(inputs, tier, child_path, isolate=True), child_path),
                 "nwb write (in-memory traces)": (lambda: nwb_write(inputs.model_copy(update={"stream_traces": False}), tier, mem_path),
                                                  mem_path),
                 "nwb full protocol (write+validate+round trip)": (lambda: nwb_full(inputs, tier, full_dir),
@@ -256,7 +262,7 @@ def main(argv=None) -> int:
                 size = path.stat().st_size
                 rows.append((tier, label, wall, cpu, n_bytes / wall / 1e6, raw_wall / wall, raw_cpu / cpu, wall - raw_wall,
                              cpu - raw_cpu, size / 1e6, n_bytes / size))
-        print(f"uncompressed numeric data: {n_bytes / 1e6:.1f} MB")
+        print(f"uncompressed numeric data: {n_bytes / 1e6:.1f} MB; load average {_load()}")
         print("| tier | writer | wall s | CPU s | MB/s (wall) | h5py/this (wall) | h5py/this (CPU) | overhead wall s | "
               "overhead CPU s | file MB | compression ratio |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

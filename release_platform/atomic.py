@@ -65,7 +65,8 @@ __all__ = [
     "shared_lock",
     "atomic_write",
     "should_isolate",
-    "ISOLATE_BYTES",
+    "ISOLATE_FACTOR",
+    "ISOLATE_RESERVE_BYTES",
     "ChildWriterFailed",
     "run_in_child",
     "format_bytes",
@@ -346,9 +347,12 @@ def run_in_child(fn: Callable[[], Any], *, what: str) -> Any:
     raise ChildWriterFailed(payload[1], disk_full=payload[2])
 
 
-#: A write of at least this many bytes, or on a disk with less than twice its size plus this free, runs in a child
-#: process (:func:`atomic_write`).
-ISOLATE_BYTES = 64 << 20
+#: A write runs in this process only when the disk keeps room to spare: at least ``ISOLATE_FACTOR`` times the write's
+#: expected size (and its worst-case size) plus ``ISOLATE_RESERVE_BYTES`` free. Any tighter disk gets a child process
+#: (:func:`run_in_child`), so HDF5 crashing on ENOSPC can only take the child down. The margin covers an estimate
+#: that is off by the factor and other processes writing the reserve to the same disk meanwhile.
+ISOLATE_FACTOR = 4
+ISOLATE_RESERVE_BYTES = 4 << 30
 
 
 def isolate_mode() -> Optional[bool]:
@@ -357,13 +361,19 @@ def isolate_mode() -> Optional[bool]:
     return {"always": True, "never": False}.get(mode)
 
 
-def should_isolate(expected_bytes: int, free: int, isolate: Optional[bool] = None) -> bool:
-    """Whether a write of ``expected_bytes`` with ``free`` bytes free runs in a child process."""
+def should_isolate(expected_bytes: int, free: int, isolate: Optional[bool] = None, *,
+                   worst_bytes: Optional[int] = None) -> bool:
+    """Whether a write of ``expected_bytes`` (at most ``worst_bytes``, e.g. its uncompressed size) with ``free`` bytes
+    free runs in a child process: unless forced (``isolate``, else :func:`isolate_mode`), when the disk is tighter than
+    ``ISOLATE_FACTOR`` x ``expected_bytes`` + ``ISOLATE_RESERVE_BYTES``, or than ``worst_bytes`` + that reserve."""
     if isolate is None:
         isolate = isolate_mode()
     if isolate is not None:
         return isolate
-    return expected_bytes >= ISOLATE_BYTES or free < 2 * expected_bytes + ISOLATE_BYTES
+    needed = ISOLATE_FACTOR * max(int(expected_bytes), 0)
+    if worst_bytes is not None:
+        needed = max(needed, int(worst_bytes))
+    return free < needed + ISOLATE_RESERVE_BYTES
 
 
 def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expected_bytes: int,
@@ -372,8 +382,8 @@ def atomic_write(final: str | os.PathLike, write: Callable[[Path], Any], *, expe
     writers.
 
     Refuses first, in one line, when less than ``expected_bytes`` are free; runs ``write`` in a child process
-    (:func:`run_in_child`) when the write is large or the disk is tight (:func:`should_isolate`), so a full disk
-    never crashes the calling process. Returns what ``write`` returns (it must be picklable when isolated).
+    (:func:`run_in_child`) unless the disk has room to spare (:func:`should_isolate`), so a disk filling during the
+    write crashes no more than that child. Returns what ``write`` returns (it must be picklable when isolated).
     """
     final = Path(final)
     free = check_free_space(final, expected_bytes, entity=entity, what=final.name)

@@ -88,6 +88,37 @@ def test_traces_on_a_real_full_disk_fail_cleanly_in_a_child_process(small_tmpfs,
         assert fh["data"].shape == (10, 10_000)
 
 
+def test_a_write_runs_in_this_process_only_with_room_to_spare(monkeypatch):
+    monkeypatch.delenv("RELEASE_PLATFORM_WRITER_PROCESS", raising=False)
+    reserve, factor = atomic.ISOLATE_RESERVE_BYTES, atomic.ISOLATE_FACTOR
+    size = 200 << 20
+    assert not atomic.should_isolate(size, factor * size + reserve)
+    assert atomic.should_isolate(size, factor * size + reserve - 1)
+    assert atomic.should_isolate(1, reserve - 1)  # a tight disk isolates even a tiny write
+    # the worst case counts when it exceeds the factor times the estimate (a sample that compressed too well)
+    assert not atomic.should_isolate(size, factor * size + reserve, worst_bytes=factor * size)
+    assert atomic.should_isolate(size, factor * size + reserve, worst_bytes=factor * size + 1)
+    assert atomic.should_isolate(size, 10 * reserve, isolate=True)
+    assert not atomic.should_isolate(size, 0, isolate=False)
+    monkeypatch.setenv("RELEASE_PLATFORM_WRITER_PROCESS", "always")
+    assert atomic.should_isolate(size, 10 * reserve)
+    monkeypatch.setenv("RELEASE_PLATFORM_WRITER_PROCESS", "never")
+    assert not atomic.should_isolate(size, 0)
+
+
+def test_traces_with_room_to_spare_are_written_in_this_process(tmp_path, monkeypatch):
+    monkeypatch.delenv("RELEASE_PLATFORM_WRITER_PROCESS", raising=False)
+    children = []
+    monkeypatch.setattr(atomic, "run_in_child", lambda fn, *, what: children.append(what) or fn())
+    traces = np.random.default_rng(0).normal(size=(10, 1000))
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: atomic.ISOLATE_RESERVE_BYTES + (1 << 30))
+    write_traces(tmp_path / "roomy.h5", traces, list(range(10)))
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: atomic.ISOLATE_RESERVE_BYTES - 1)
+    write_traces(tmp_path / "tight.h5", traces, list(range(10)))
+    assert children == ["tight.h5"]
+    np.testing.assert_array_equal(read_traces(tmp_path / "roomy.h5").traces, read_traces(tmp_path / "tight.h5").traces)
+
+
 # --- digests recorded at commit ---------------------------------------------------------------------------------
 
 

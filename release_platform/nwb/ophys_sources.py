@@ -179,8 +179,9 @@ class _TraceSource:
 def _trace_source(path: str, dataset: str, table_ids: list[str], n_frames: int, *, entity: str, what: str) -> _TraceSource:
     layout = ophys_io.read_trace_layout(path, dataset=dataset, entity=entity)
     ids, shape = layout.roi_ids, layout.shape
-    missing = [i for i in table_ids if i not in set(ids)]
-    extra = [i for i in ids if i not in set(table_ids)]
+    in_file, in_table = set(ids), set(table_ids)
+    missing = [i for i in table_ids if i not in in_file]
+    extra = [i for i in ids if i not in in_table]
     if missing or extra:
         parts = ([f"ROIs of the plane missing from the file: {missing[:10]}"] if missing else []) + (
             [f"ROIs in the file that the plane does not have: {extra[:10]}"] if extra else [])

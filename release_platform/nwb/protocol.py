@@ -10,7 +10,8 @@
 3. estimates the file's size (:func:`estimate_nwb_bytes`) and refuses, in one line (needed, free, directory), when
    the destination has less free space;
 4. writes a temporary name unique to this writer (``<name>.<pid>-<random>.inprogress``,
-   :mod:`release_platform.atomic`) — in a child process when the file is large or the disk is tight, because
+   :mod:`release_platform.atomic`) — in a child process unless the disk has room to spare (several times the
+   estimate, and the uncompressed size, plus a reserve: :func:`release_platform.atomic.should_isolate`), because
    HDF5 crashes the process (SIGSEGV) after a write fails with ENOSPC; a crash of the child is reported, never
    inherited;
 5. validates it: PyNWB schema validation, then a round trip: the file is read back and every dataset
@@ -509,6 +510,8 @@ OVERHEAD_BYTES = 2 << 20
 #: Leading bytes of a dataset compressed for the size estimate (zlib level 1 on 1 MB costs ~15 ms per dataset on a
 #: busy core; 64 KB gives the same ratio on homogeneous data).
 _SAMPLE_BYTES = 64 << 10
+#: Datasets smaller than this count at their raw size in the size estimate (sampling them costs more than it tells).
+_SAMPLED_MIN_BYTES = 1 << 20
 
 
 def keep_failed_files_default() -> bool:
@@ -540,8 +543,11 @@ def _sample(value: Any) -> Optional[bytes]:
     """Up to 64 KB of a dataset's leading bytes (read from the source for a streamed dataset)."""
     try:
         if isinstance(value, GenericDataChunkIterator):
-            sel = tuple(slice(0, min(int(c), int(s))) for c, s in zip(value.chunk_shape, value.maxshape))
-            block = np.asarray(value._get_data(sel))
+            # the leading rows of the first chunk that hold the sample (its first bytes in C order), not the whole chunk
+            shape = [min(int(c), int(s)) for c, s in zip(value.chunk_shape, value.maxshape)]
+            row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * max(np.dtype(value.dtype).itemsize, 1)
+            shape[0] = max(1, min(shape[0], -(-_SAMPLE_BYTES // max(row_bytes, 1))))
+            block = np.asarray(value._get_data(tuple(slice(0, n) for n in shape)))
         elif isinstance(value, np.ndarray):
             block = value
         else:
@@ -555,21 +561,29 @@ def _sample(value: Any) -> Optional[bytes]:
 
 
 def estimate_nwb_bytes(nwbfile, locations: Mapping[str, DatasetIOConfiguration]) -> int:
-    """An estimate of the written size of ``nwbfile``: every dataset's raw size, scaled for a compressed dataset by
-    the zlib (level 1) ratio of a leading sample of it, plus the schema and metadata overhead, plus 5%."""
+    """An estimate of the written size of ``nwbfile``: every dataset's raw size, scaled for a compressed dataset of
+    1 MB or more by the zlib (level 1) ratio of a leading sample of it, plus the schema and metadata overhead, plus
+    5%."""
+    return _size_bounds(nwbfile, locations)[0]
+
+
+def _size_bounds(nwbfile, locations: Mapping[str, DatasetIOConfiguration]) -> tuple[int, int]:
+    """``(estimate, worst case)`` of the written size: :func:`estimate_nwb_bytes`, and the same without any
+    compression (a dataset whose leading sample compresses well may compress worse further on)."""
     import zlib
 
-    total = 0
+    total = worst = 0
     for location, _, _, value in iter_datasets(nwbfile):
         value = _unwrap(value)
         raw = _raw_nbytes(value)
+        worst += raw
         cfg = locations.get(location)
-        if raw and cfg is not None and cfg.compression != "none":
+        if raw >= _SAMPLED_MIN_BYTES and cfg is not None and cfg.compression != "none":
             sample = _sample(value)
             if sample:
                 raw = int(raw * min(1.0, max(0.02, len(zlib.compress(sample, 1)) / len(sample))))
         total += raw
-    return int((total + OVERHEAD_BYTES) * 1.05)
+    return int((total + OVERHEAD_BYTES) * 1.05), int((worst + OVERHEAD_BYTES) * 1.05)
 
 
 #: Schema validators of this process's namespaces, built once per namespace (building one costs ~0.4 s).
@@ -696,8 +710,9 @@ def write_nwb(
 
     ``keep_failed_files`` (default: ``RELEASE_PLATFORM_KEEP_FAILED_FILES``) keeps a failed write's partial file as
     ``<name>.error``; otherwise ``<name>.error`` holds only the message. ``isolate`` writes in a child process
-    (default: ``RELEASE_PLATFORM_WRITER_PROCESS`` = ``always`` / ``never`` / ``auto``; auto = when the file is
-    estimated at ``atomic.ISOLATE_BYTES`` or more, or the free space is less than twice the estimate plus that).
+    (default: ``RELEASE_PLATFORM_WRITER_PROCESS`` = ``always`` / ``never`` / ``auto``; auto = unless the disk has
+    room to spare: ``atomic.ISOLATE_FACTOR`` times the size estimate, and the uncompressed size, plus
+    ``atomic.ISOLATE_RESERVE_BYTES`` free, :func:`release_platform.atomic.should_isolate`).
     """
     final = Path(path)
     tmp = temp_path(final)
@@ -716,9 +731,9 @@ def write_nwb(
         if deterministic_ids:
             _set_deterministic_object_ids(nwbfile, nwbfile.identifier)
         locations = apply_backend_configuration(nwbfile, config)
-        estimate = estimate_nwb_bytes(nwbfile, locations)
+        estimate, worst = _size_bounds(nwbfile, locations)
         free = atomic.check_free_space(final, estimate, entity=entity, what=final.name)
-        if atomic.should_isolate(estimate, free, isolate):
+        if atomic.should_isolate(estimate, free, isolate, worst_bytes=worst):
             _prepare_mappers(nwbfile)
             n_checked = atomic.run_in_child(
                 lambda: _write_and_check(nwbfile, tmp, validate=validate, round_trip=round_trip), what=final.name)

@@ -345,7 +345,7 @@ def test_real_full_disk_during_an_nwb_write(tmp_path, small_tmpfs, monkeypatch):
     fails (HDF5 would take this process down with SIGSEGV), the error is one line, the tmpfs is left empty."""
     src = tmp_path / "src.h5"
     _random_source(src, 800_000)  # 6.4 MB, incompressible
-    monkeypatch.setattr(P, "estimate_nwb_bytes", lambda nwbfile, locations: 1_000_000)
+    monkeypatch.setattr(P, "_size_bounds", lambda nwbfile, locations: (1_000_000, 1_000_000))
     out = small_tmpfs / "lfp_probe_4101.nwb"
     with pytest.raises(P.NwbDiskFullError) as exc:
         P.write_nwb(out, _builder(src), entity="ecephys_session 4001 (probeA)")
@@ -356,6 +356,48 @@ def test_real_full_disk_during_an_nwb_write(tmp_path, small_tmpfs, monkeypatch):
     # with room to spare the same write succeeds in place
     ok = P.write_nwb(tmp_path / "ok.nwb", _builder(src), entity="e")
     assert ok.path.exists()
+
+
+def _record_children(monkeypatch) -> list[str]:
+    """Names of the files written in a child process from now on (the writes still run there)."""
+    children = []
+    real = atomic.run_in_child
+
+    def record(fn, *, what):
+        children.append(what)
+        return real(fn, what=what)
+
+    monkeypatch.setattr(atomic, "run_in_child", record)
+    return children
+
+
+def test_a_write_with_room_to_spare_runs_in_this_process_and_a_tight_disk_in_a_child(tmp_path, monkeypatch):
+    """The writer process is chosen from the free space: room to spare (the reserve plus four times the estimate,
+    and the uncompressed size) -> this process; one byte less -> a child process. Both write the same file."""
+    src = tmp_path / "src.h5"
+    _random_source(src, 100_000)
+    monkeypatch.delenv("RELEASE_PLATFORM_WRITER_PROCESS", raising=False)
+    nwb = _builder(src)()
+    estimate, worst = P._size_bounds(nwb, C.apply_backend_configuration(nwb, C.BackendConfiguration()))
+    roomy = max(atomic.ISOLATE_FACTOR * estimate, worst) + atomic.ISOLATE_RESERVE_BYTES
+    children = _record_children(monkeypatch)
+    written = {}
+    for free in (roomy, roomy - 1):
+        monkeypatch.setattr(atomic, "free_bytes", lambda path, free=free: free)
+        out = tmp_path / f"free_{free}.nwb"
+        P.write_nwb(out, _builder(src), entity="e")
+        with h5py.File(out, "r") as fh:
+            written[free] = fh["acquisition/streamed/data"][()]
+    assert children == [f"free_{roomy - 1}.nwb"]
+    np.testing.assert_array_equal(written[roomy], written[roomy - 1])
+    # the environment overrides the free-space rule both ways
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: roomy)
+    monkeypatch.setenv("RELEASE_PLATFORM_WRITER_PROCESS", "always")
+    P.write_nwb(tmp_path / "always.nwb", _builder(src), entity="e")
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: roomy - 1)
+    monkeypatch.setenv("RELEASE_PLATFORM_WRITER_PROCESS", "never")
+    P.write_nwb(tmp_path / "never.nwb", _builder(src), entity="e")
+    assert children == [f"free_{roomy - 1}.nwb", "always.nwb"]
 
 
 def test_validation_with_the_process_validators_finds_what_pynwb_validate_finds(tmp_path):
