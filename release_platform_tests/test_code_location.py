@@ -71,8 +71,10 @@ def test_step_processes_start_from_a_preloaded_fork_server(monkeypatch):
     executor = execution.select_executor()
     assert executor.name == "multiprocess"
     config = execution.multiprocess_executor_config()
-    preload = config["start_method"]["forkserver"]["preload_modules"]
-    assert preload[0] == "release_platform.definitions" and len(preload) == len(set(preload))
+    assert "forkserver" in config["start_method"]
+    preload = execution.FORKSERVER_PRELOAD
+    assert preload[0] == "release_platform.definitions" and preload[-1] == "release_platform.assets.step_preload"
+    assert len(preload) == len(set(preload))
     for module in preload:  # every preloaded module exists (the fork server would skip a missing one silently)
         __import__(module)
     # the configuration is valid for Dagster's multiprocess executor
@@ -81,9 +83,36 @@ def test_step_processes_start_from_a_preloaded_fork_server(monkeypatch):
     assert execution.select_executor().name == "release_platform_celery"  # the Celery path is unchanged
 
 
+def test_the_fork_server_preloads_the_libraries_of_the_runs_job():
+    from release_platform import execution
+    from release_platform.definitions import defs
+
+    jobs = {job.name for job in defs.get_repository_def().get_all_jobs()}
+    assert set(execution.SESSION_JOB_NAMES) <= jobs and set(execution.JOB_STEP_LIBRARIES) <= jobs
+    ophys = execution.forkserver_preload("ophys_session_job")
+    assert "release_platform.ophys.pipeline" in ophys
+    for job in ("behavior_session_job", "ecephys_session_job", "icephys_cell_job"):
+        assert "release_platform.ophys.pipeline" not in execution.forkserver_preload(job)
+        assert set(execution.forkserver_preload(job)) < set(ophys)
+    for job in ("release_metadata_job", "experiment_backfill_job", None):  # any other job: every step library
+        assert execution.forkserver_preload(job) == execution.FORKSERVER_PRELOAD
+    assert set(ophys) == set(execution.FORKSERVER_PRELOAD)
+
+
+def test_loading_and_resolving_the_code_location_starts_no_fork_server():
+    """Webserver, daemon and code server load the code location and resolve its jobs; only a run's process,
+    creating the executor, starts a fork server."""
+    code = ("import multiprocessing.forkserver as f\nimport release_platform.definitions as d\n"
+            "repo = d.defs.get_repository_def()\n[j.executor_def for j in repo.get_all_jobs()]\n"
+            "print(f._forkserver._forkserver_pid)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "None"
+
+
 def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server(seeded_demo, tmp_path, monkeypatch):
     """A behavior session through the code location's own executor (as a run launched from the UI executes):
-    every step succeeds in a process forked from a server that preloaded ``FORKSERVER_PRELOAD``."""
+    the fork server is started when the executor is created, before the first step, with the behavior job's
+    preload, and every step succeeds in a process forked from it."""
     import multiprocessing.forkserver as mp_forkserver
     import shutil
 
@@ -100,6 +129,14 @@ def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server
     monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
     server = mp_forkserver._forkserver
     server._stop()  # a server started earlier in this process would carry another environment
+    started_at_creation = []
+    create = execution.start_fork_server
+
+    def record_start(preload):
+        create(preload)
+        started_at_creation.append(server._forkserver_pid)
+
+    monkeypatch.setattr(execution, "start_fork_server", record_start)
     try:
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("behavior_session", ["3001"])
@@ -110,8 +147,9 @@ def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server
             assert set(workers) == {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
             assert len(workers) >= 6 and str(os.getpid()) not in workers.values()
             assert instance.get_materialized_partitions(dg.AssetKey("behavior_nwb")) == {"3001"}
-        assert server._forkserver_pid is not None  # the steps were started by the fork server, with our preload
+        # started once, when the executor was created, and used by every step
+        assert started_at_creation and started_at_creation == [server._forkserver_pid]
         assert [m for m in server._preload_modules if m.startswith("release_platform")] == [
-            m for m in execution.FORKSERVER_PRELOAD if m.startswith("release_platform")]
+            m for m in execution.forkserver_preload("behavior_session_job") if m.startswith("release_platform")]
     finally:
         server._stop()
