@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from typing import Sequence
 
@@ -193,16 +194,95 @@ def multiprocess_executor_config() -> dict:
     return {"max_concurrent": 2, "start_method": {"forkserver": {}}}
 
 
-def start_fork_server(preload: Sequence[str]) -> None:
-    """Start this process's fork server with ``preload`` now (no-op if it is running). Dagster's executor
-    preloads its own module first; the list here is the one it sets, so the server started here is the one
-    it uses."""
+def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
+    """Start this process's fork server with ``preload`` now (no-op if one is running). Dagster's executor preloads
+    its own module first; the list here is the one it sets, so the server started here is the one it uses.
+
+    In a run worker (``fork`` None: :func:`in_run_worker`) the server is forked from this process, which has already
+    imported Dagster, the code location and the instance's storage: the server only imports the libraries of the
+    steps. Elsewhere (a test, the CLI orchestrating a run in its own process, whose threads are not known) it is
+    the standard library's server, a fresh interpreter importing the whole preload.
+    """
     import multiprocessing
     import multiprocessing.forkserver
 
     modules = list(dict.fromkeys(["dagster._core.executor.multiprocess", *preload]))
     multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
-    multiprocessing.forkserver.ensure_running()
+    if fork is None:
+        fork = in_run_worker()
+    if fork and _FORKED_SERVER_SUPPORTED:
+        _fork_server(modules)
+    multiprocessing.forkserver.ensure_running()  # no-op when the forked server runs; else the standard one
+
+
+# The forked server drives the standard library's fork-server loop (multiprocessing.forkserver.main) and registers
+# itself where the module's client looks (its _forkserver object), as ensure_running() does for the server it
+# spawns; that interface is the one of Python 3.10 and 3.11 (3.12 deprecates forking a threaded process, and later
+# versions authenticate the server), so other versions use the standard server.
+_FORKED_SERVER_SUPPORTED = sys.version_info < (3, 12)
+
+
+def in_run_worker() -> bool:
+    """True when called under Dagster's ``core_execute_run``: this process was started by the run launcher to
+    execute one run (the code server's run subprocess, or ``dagster api execute_run``). Its only other threads are
+    Dagster's termination handler and its event queue's feeder, which the forked server and steps never use."""
+    try:
+        from dagster._grpc.impl import core_execute_run
+    except ImportError:
+        return False
+    target = getattr(core_execute_run, "__code__", None)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _fork_server(modules: list[str]) -> None:
+    """Fork this process into the fork server of ``multiprocessing.forkserver`` (see :func:`start_fork_server`).
+
+    The child resets SIGINT/SIGTERM to the interpreter's defaults (as in a fresh server), imports ``modules`` and
+    serves fork requests until this process exits (its end of the "alive" pipe closes). It leaves with
+    ``os._exit``, like the step processes it forks, so nothing it inherited (database connections, queues, the
+    run's temporary files) is closed or finalized by it.
+    """
+    import signal
+    import socket
+    from multiprocessing import connection, forkserver, resource_tracker, util
+
+    server = forkserver._forkserver
+    if server._forkserver_pid is not None:
+        return  # running (or dead: ensure_running() reaps it and starts the standard one)
+    resource_tracker.ensure_running()  # before the fork: the server hands its fd to each step, as the standard one
+    address = connection.arbitrary_address("AF_UNIX")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(alive_w)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                forkserver.main(listener.fileno(), alive_r, modules)
+            except SystemExit:
+                pass  # the parent exited: main()'s normal end
+            except BaseException:  # noqa: BLE001 - report, and let the client fall back to the standard server
+                code = 1
+                sys.excepthook(*sys.exc_info())
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
+    server._preload_modules = modules
 
 
 def _job_name(init_context) -> str | None:

@@ -109,11 +109,7 @@ def test_loading_and_resolving_the_code_location_starts_no_fork_server():
     assert done.stdout.strip().splitlines()[-1] == "None"
 
 
-def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server(seeded_demo, tmp_path, monkeypatch):
-    """A behavior session through the code location's own executor (as a run launched from the UI executes):
-    the fork server is started when the executor is created, before the first step, with the behavior job's
-    preload, and every step succeeds in a process forked from it."""
-    import multiprocessing.forkserver as mp_forkserver
+def _demo_instance_env(seeded_demo, tmp_path, monkeypatch):
     import shutil
 
     from release_platform import execution
@@ -127,29 +123,97 @@ def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server
                         ("RELEASE_PLATFORM_STORAGE", tmp_path / "storage"), ("DAGSTER_HOME", dagster_home)):
         monkeypatch.setenv(name, str(value))
     monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+
+
+def _record_server_starts(monkeypatch) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the fork server each time the executor starts one."""
+    import multiprocessing.forkserver as mp_forkserver
+    from pathlib import Path
+
+    from release_platform import execution
+
+    started = []
+    start = execution.start_fork_server
+
+    def record(preload, fork=None):
+        start(preload, fork)
+        pid = mp_forkserver._forkserver._forkserver_pid
+        started.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()))
+
+    monkeypatch.setattr(execution, "start_fork_server", record)
+    return started
+
+
+def _step_workers(events) -> dict[str, str]:
+    workers = {e.step_key: e.event_specific_data.metadata["pid"].value for e in events
+               if e.event_type_value == "STEP_WORKER_STARTED"}
+    assert set(workers) == {e.step_key for e in events if e.event_type_value == "STEP_SUCCESS"}
+    assert len(workers) >= 6 and str(os.getpid()) not in workers.values()
+    return workers
+
+
+def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server(seeded_demo, tmp_path, monkeypatch):
+    """A behavior session orchestrated in this process (as the CLI does): the fork server is the standard
+    library's (a fresh interpreter: this process is not a run worker), started when the executor is created,
+    before the first step, with the behavior job's preload; every step succeeds in a process forked from it."""
+    import multiprocessing.forkserver as mp_forkserver
+
+    from release_platform import execution
+
+    _demo_instance_env(seeded_demo, tmp_path, monkeypatch)
     server = mp_forkserver._forkserver
     server._stop()  # a server started earlier in this process would carry another environment
-    started_at_creation = []
-    create = execution.start_fork_server
-
-    def record_start(preload):
-        create(preload)
-        started_at_creation.append(server._forkserver_pid)
-
-    monkeypatch.setattr(execution, "start_fork_server", record_start)
+    started = _record_server_starts(monkeypatch)
     try:
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("behavior_session", ["3001"])
             result = execution.execute_partition(instance, "behavior_session", "3001")
             assert result.success
-            workers = {e.step_key: e.event_specific_data.metadata["pid"].value for e in result.all_events
-                       if e.event_type_value == "STEP_WORKER_STARTED"}
-            assert set(workers) == {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-            assert len(workers) >= 6 and str(os.getpid()) not in workers.values()
+            _step_workers(result.all_events)
             assert instance.get_materialized_partitions(dg.AssetKey("behavior_nwb")) == {"3001"}
         # started once, when the executor was created, and used by every step
-        assert started_at_creation and started_at_creation == [server._forkserver_pid]
+        assert [pid for pid, _ in started] == [server._forkserver_pid]
+        assert b"multiprocessing.forkserver" in started[0][1]  # a fresh interpreter running the stdlib server
         assert [m for m in server._preload_modules if m.startswith("release_platform")] == [
             m for m in execution.forkserver_preload("behavior_session_job") if m.startswith("release_platform")]
     finally:
         server._stop()
+
+
+def test_a_run_worker_forks_its_fork_server_from_itself(seeded_demo, tmp_path, monkeypatch):
+    """A run executed the way a run worker executes it (Dagster's core_execute_run): the fork server is a fork of
+    this process (same command line, no second import of Dagster, the code location and the storage), the
+    steps are forked from it, and a second run in the same process reuses it."""
+    import multiprocessing.forkserver as mp_forkserver
+    from pathlib import Path
+
+    from dagster._grpc.impl import core_execute_run
+
+    from release_platform import execution
+
+    _demo_instance_env(seeded_demo, tmp_path, monkeypatch)
+    server = mp_forkserver._forkserver
+    server._stop()
+    started = _record_server_starts(monkeypatch)
+    recon_job = dg.reconstructable(execution.behavior_session_job)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("behavior_session", ["3001"])
+            for attempt in range(2):
+                run = instance.create_run_for_job(job_def=recon_job.get_definition(), tags={"dagster/partition": "3001"})
+                events = list(core_execute_run(recon_job, run, instance, inject_env_vars=False))
+                assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS, [
+                    e.message for e in events if e.is_failure]
+                _step_workers([r.dagster_event for r in instance.all_logs(run.run_id) if r.dagster_event])
+        assert len(started) == 2 and started[0] == started[1]  # the second run reused the server
+        pid, cmdline = started[0]
+        assert cmdline == Path("/proc/self/cmdline").read_bytes()  # forked from this process, not a new interpreter
+        assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    finally:
+        server._stop()
+
+
+def test_only_a_run_worker_forks_its_fork_server():
+    from release_platform import execution
+
+    assert execution.in_run_worker() is False  # a test, the CLI, a code server: the standard server
