@@ -157,7 +157,8 @@ def celery_executor_config() -> dict:
 # again. Loading the code location itself (webserver, code server, run process, sensors) imports none of them.
 # The server is started when the run's process creates the executor, before the plan's first step is ready, and
 # inherits that process's environment (a run's environment does not change while it runs); a module missing from
-# the preload is imported by the step using it.
+# the preload is imported by the step using it. In a run worker the server is a fork of the run's process
+# (start_fork_server), so only the steps' libraries are imported while the run starts.
 SESSION_STEP_LIBRARIES = (
     "release_platform.nwb",
     "nwbinspector",
@@ -211,7 +212,8 @@ def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
     if fork is None:
         fork = in_run_worker()
     if fork and _FORKED_SERVER_SUPPORTED:
-        _fork_server(modules)
+        # the run worker resolved the job and opened the instance already: the warm-up module has nothing to add
+        _fork_server([m for m in modules if m != FORKSERVER_LAST])
     multiprocessing.forkserver.ensure_running()  # no-op when the forked server runs; else the standard one
 
 

@@ -125,8 +125,9 @@ def _demo_instance_env(seeded_demo, tmp_path, monkeypatch):
     monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
 
 
-def _record_server_starts(monkeypatch) -> list[tuple[int, bytes]]:
-    """(pid, command line) of the fork server each time the executor starts one."""
+def _record_server_starts(monkeypatch) -> list[tuple[int, bytes, list[str]]]:
+    """(pid, command line, preloaded modules of the platform) of the fork server each time the executor starts
+    one (the executor sets the module's preload list again when it runs: only its value at the start counts)."""
     import multiprocessing.forkserver as mp_forkserver
     from pathlib import Path
 
@@ -138,7 +139,8 @@ def _record_server_starts(monkeypatch) -> list[tuple[int, bytes]]:
     def record(preload, fork=None):
         start(preload, fork)
         pid = mp_forkserver._forkserver._forkserver_pid
-        started.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()))
+        preload = [m for m in mp_forkserver._forkserver._preload_modules if m.startswith("release_platform")]
+        started.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes(), preload))
 
     monkeypatch.setattr(execution, "start_fork_server", record)
     return started
@@ -172,10 +174,10 @@ def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server
             _step_workers(result.all_events)
             assert instance.get_materialized_partitions(dg.AssetKey("behavior_nwb")) == {"3001"}
         # started once, when the executor was created, and used by every step
-        assert [pid for pid, _ in started] == [server._forkserver_pid]
+        assert [pid for pid, _, _ in started] == [server._forkserver_pid]
         assert b"multiprocessing.forkserver" in started[0][1]  # a fresh interpreter running the stdlib server
-        assert [m for m in server._preload_modules if m.startswith("release_platform")] == [
-            m for m in execution.forkserver_preload("behavior_session_job") if m.startswith("release_platform")]
+        assert started[0][2] == [m for m in execution.forkserver_preload("behavior_session_job")
+                                 if m.startswith("release_platform")]
     finally:
         server._stop()
 
@@ -205,10 +207,13 @@ def test_a_run_worker_forks_its_fork_server_from_itself(seeded_demo, tmp_path, m
                 assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS, [
                     e.message for e in events if e.is_failure]
                 _step_workers([r.dagster_event for r in instance.all_logs(run.run_id) if r.dagster_event])
-        assert len(started) == 2 and started[0] == started[1]  # the second run reused the server
-        pid, cmdline = started[0]
+        assert len(started) == 2 and started[0][:2] == started[1][:2]  # the second run reused the server
+        pid, cmdline, preload = started[0]
         assert cmdline == Path("/proc/self/cmdline").read_bytes()  # forked from this process, not a new interpreter
         assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+        # the steps' libraries only: the run worker has resolved the job and opened the instance itself
+        assert preload == [m for m in execution.forkserver_preload("behavior_session_job")[:-1]
+                           if m.startswith("release_platform")]
     finally:
         server._stop()
 
