@@ -219,8 +219,8 @@ def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
 
 # The forked server drives the standard library's fork-server loop (multiprocessing.forkserver.main) and registers
 # itself where the module's client looks (its _forkserver object), as ensure_running() does for the server it
-# spawns; that interface is the one of Python 3.10 and 3.11 (3.12 deprecates forking a threaded process, and later
-# versions authenticate the server), so other versions use the standard server.
+# spawns; that interface is the one of Python 3.10 and 3.11 (3.12 deprecates forking a threaded process, and newer
+# versions change the server's protocol), so other versions use the standard server.
 _FORKED_SERVER_SUPPORTED = sys.version_info < (3, 12)
 
 
