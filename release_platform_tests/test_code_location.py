@@ -222,3 +222,62 @@ def test_only_a_run_worker_forks_its_fork_server():
     from release_platform import execution
 
     assert execution.in_run_worker() is False  # a test, the CLI, a code server: the standard server
+
+
+@dg.op
+def _step_that_dies():
+    os._exit(3)  # the step's process ends without a word, as on a segfault or the OOM killer
+
+
+@dg.op
+def _step_that_succeeds():
+    return 1
+
+
+def _crashing_job() -> dg.JobDefinition:
+    from release_platform import execution
+
+    @dg.job(executor_def=execution.select_executor())
+    def crashing_job():
+        _step_that_dies()
+        _step_that_succeeds()
+
+    return crashing_job
+
+
+def test_a_step_process_dying_fails_its_step_not_the_run_worker_or_its_fork_server(tmp_path, monkeypatch):
+    """Executed as a run worker executes a run (the fork server forked from this process): a step whose process
+    dies fails alone, the other step succeeds, and the run ends as failed instead of hanging or taking the run's
+    process down."""
+    import multiprocessing.forkserver as mp_forkserver
+    import shutil
+    from pathlib import Path
+
+    from dagster._grpc.impl import core_execute_run
+
+    from release_platform import execution
+    from release_platform.dagster_home import CONFIG_DIR
+
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copyfile(CONFIG_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+    server = mp_forkserver._forkserver
+    server._stop()
+    started = _record_server_starts(monkeypatch)
+    recon_job = dg.reconstructable(_crashing_job)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            run = instance.create_run_for_job(job_def=recon_job.get_definition())
+            list(core_execute_run(recon_job, run, instance, inject_env_vars=False))
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+            events = [r.dagster_event for r in instance.all_logs(run.run_id) if r.dagster_event]
+            outcome = {e.step_key: e.event_type_value for e in events
+                       if e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+            assert outcome == {"_step_that_succeeds": "STEP_SUCCESS", "_step_that_dies": "STEP_FAILURE"}
+        (pid, cmdline, _), = started
+        assert cmdline == Path("/proc/self/cmdline").read_bytes()  # the server forked from this process
+        assert server._forkserver_pid == pid and os.waitpid(pid, os.WNOHANG) == (0, 0)  # and still serving
+    finally:
+        server._stop()
