@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from typing import Sequence
 
@@ -149,35 +150,177 @@ def celery_executor_config() -> dict:
     return {"broker": broker_url(), "backend": backend_url(), "config_source": celery_settings()}
 
 
-# The multiprocess executor starts each step's process from a fork server that imported these modules once per
-# run: a step process is a fork with Dagster, the code location, the libraries the session steps use (PyNWB and
-# the platform's NWB extension, NWB Inspector, pandas/pandera tables, the QC figures, the ophys pipeline) and
+# The multiprocess executor starts each step's process from a fork server that imported a run's libraries once:
+# a step process is a fork with Dagster, the code location, the libraries its steps use (PyNWB and the platform's
+# NWB extension, NWB Inspector, pandas/pandera tables, the QC figures, for ophys runs the ophys pipeline) and
 # Dagster's storage for the run's instance already loaded, instead of a fresh interpreter importing them all
 # again. Loading the code location itself (webserver, code server, run process, sensors) imports none of them.
-# The server is started by the run's process at its first step and inherits that process's environment (a run's
-# environment does not change while it runs); a module missing from the preload is imported by the step using it.
-FORKSERVER_PRELOAD = (
-    "release_platform.definitions",
+# The server is started when the run's process creates the executor, before the plan's first step is ready, and
+# inherits that process's environment (a run's environment does not change while it runs); a module missing from
+# the preload is imported by the step using it. In a run worker the server is a fork of the run's process
+# (start_fork_server), so only the steps' libraries are imported while the run starts.
+SESSION_STEP_LIBRARIES = (
     "release_platform.nwb",
     "nwbinspector",
     "release_platform.metadata.schemas",
     "release_platform.metadata.io",
     "release_platform.qc.session_figures",
-    "release_platform.ophys.pipeline",
-    "release_platform.assets.step_preload",  # last: resolves the repository, opens and closes the run's instance
 )
+# Modules of one job's steps beyond SESSION_STEP_LIBRARIES (the ophys pipeline brings SciPy and Numba: only the
+# ophys job's steps use it).
+JOB_STEP_LIBRARIES = {"ophys_session_job": ("release_platform.ophys.pipeline",)}
+FORKSERVER_FIRST = "release_platform.definitions"
+FORKSERVER_LAST = "release_platform.assets.step_preload"  # resolves the repository, opens and closes the instance
+# Every library any step imports: the preload of a job the code location does not know ahead (e.g. a backfill).
+FORKSERVER_PRELOAD = (
+    FORKSERVER_FIRST,
+    *SESSION_STEP_LIBRARIES,
+    *dict.fromkeys(m for modules in JOB_STEP_LIBRARIES.values() for m in modules),
+    FORKSERVER_LAST,
+)
+SESSION_JOB_NAMES = tuple(f"{kind}_job" for kind in ("ophys_session", "behavior_session", "ecephys_session", "icephys_cell"))
+
+
+def forkserver_preload(job_name: str | None) -> tuple[str, ...]:
+    """The modules the fork server imports for a run of ``job_name``: the code location, the libraries of the job's
+    steps and the run's storage; every step library for a job that is not a session job."""
+    if job_name not in SESSION_JOB_NAMES:
+        return FORKSERVER_PRELOAD
+    return (FORKSERVER_FIRST, *SESSION_STEP_LIBRARIES, *JOB_STEP_LIBRARIES.get(job_name, ()), FORKSERVER_LAST)
 
 
 def multiprocess_executor_config() -> dict:
-    """Config of the one-machine executor: two steps at a time, step processes forked from a preloaded server."""
-    return {"max_concurrent": 2, "start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}}
+    """Config of the one-machine executor: two steps at a time, step processes forked from a preloaded server (the
+    preload is chosen per job when the executor is created, see :func:`forkserver_preload`)."""
+    return {"max_concurrent": 2, "start_method": {"forkserver": {}}}
+
+
+def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
+    """Start this process's fork server with ``preload`` now (no-op if one is running). Dagster's executor preloads
+    its own module first; the list here is the one it sets, so the server started here is the one it uses.
+
+    In a run worker (``fork`` None: :func:`in_run_worker`) the server is forked from this process, which has already
+    imported Dagster, the code location and the instance's storage: the server only imports the libraries of the
+    steps. Elsewhere (a test, the CLI orchestrating a run in its own process, whose threads are not known) it is
+    the standard library's server, a fresh interpreter importing the whole preload.
+    """
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    modules = list(dict.fromkeys(["dagster._core.executor.multiprocess", *preload]))
+    multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
+    if fork is None:
+        fork = in_run_worker()
+    if fork and _FORKED_SERVER_SUPPORTED:
+        # the run worker resolved the job and opened the instance already: the warm-up module has nothing to add
+        _fork_server([m for m in modules if m != FORKSERVER_LAST])
+    multiprocessing.forkserver.ensure_running()  # no-op when the forked server runs; else the standard one
+
+
+# The forked server drives the standard library's fork-server loop (multiprocessing.forkserver.main) and registers
+# itself where the module's client looks (its _forkserver object), as ensure_running() does for the server it
+# spawns; that interface is the one of Python 3.10 and 3.11 (3.12 deprecates forking a threaded process, and newer
+# versions change the server's protocol), so other versions use the standard server.
+_FORKED_SERVER_SUPPORTED = sys.version_info < (3, 12)
+
+
+def in_run_worker() -> bool:
+    """True when called under Dagster's ``core_execute_run``: this process was started by the run launcher to
+    execute one run (the code server's run subprocess, or ``dagster api execute_run``). Its only other threads are
+    Dagster's termination handler and its event queue's feeder, which the forked server and steps never use."""
+    try:
+        from dagster._grpc.impl import core_execute_run
+    except ImportError:
+        return False
+    target = getattr(core_execute_run, "__code__", None)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _fork_server(modules: list[str]) -> None:
+    """Fork this process into the fork server of ``multiprocessing.forkserver`` (see :func:`start_fork_server`).
+
+    The child resets SIGINT/SIGTERM to the interpreter's defaults (as in a fresh server), imports ``modules`` and
+    serves fork requests until this process exits (its end of the "alive" pipe closes). It leaves with
+    ``os._exit``, like the step processes it forks, so nothing it inherited (database connections, queues, the
+    run's temporary files) is closed or finalized by it.
+    """
+    import signal
+    import socket
+    from multiprocessing import connection, forkserver, resource_tracker, util
+
+    server = forkserver._forkserver
+    if server._forkserver_pid is not None:
+        return  # running (or dead: ensure_running() reaps it and starts the standard one)
+    resource_tracker.ensure_running()  # before the fork: the server hands its fd to each step, as the standard one
+    address = connection.arbitrary_address("AF_UNIX")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(alive_w)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                forkserver.main(listener.fileno(), alive_r, modules)
+            except SystemExit:
+                pass  # the parent exited: main()'s normal end
+            except BaseException:  # noqa: BLE001 - report, and let the client fall back to the standard server
+                code = 1
+                sys.excepthook(*sys.exc_info())
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
+    server._preload_modules = modules
+
+
+def _job_name(init_context) -> str | None:
+    try:
+        return init_context.job.get_definition().name
+    except Exception:  # noqa: BLE001 - the preload is an optimisation: any job still runs with the full one
+        return None
+
+
+@dg.executor(name="multiprocess", config_schema=dg.multiprocess_executor.config_schema,
+             requirements=dg.multiple_process_executor_requirements())
+def preloading_multiprocess_executor(init_context):
+    """Dagster's multiprocess executor whose fork server preloads the libraries of the run's job
+    (:func:`forkserver_preload`) and is started as soon as the executor is created, so its imports overlap the
+    run process's remaining start-up instead of delaying the first step."""
+    config = dict(init_context.executor_config)
+    start = dict(config.get("start_method") or {})
+    preload = None
+    if "forkserver" in start:
+        forkserver = dict(start["forkserver"] or {})
+        if not forkserver.get("preload_modules"):
+            forkserver["preload_modules"] = list(forkserver_preload(_job_name(init_context)))
+        preload = forkserver["preload_modules"]
+        start["forkserver"] = forkserver
+        config["start_method"] = start
+    executor = dg.multiprocess_executor.executor_creation_fn(init_context._replace(executor_config=config))
+    if preload is not None:
+        start_fork_server(preload)
+    return executor
 
 
 def select_executor() -> dg.ExecutorDefinition:
     """The executor of the code location, chosen by ``RELEASE_PLATFORM_EXECUTOR``."""
     if executor_name() == "celery":
         return _make_celery_executor_def().configured(celery_executor_config())
-    return dg.multiprocess_executor.configured(multiprocess_executor_config())
+    return preloading_multiprocess_executor.configured(multiprocess_executor_config())
 
 
 def worker_app():

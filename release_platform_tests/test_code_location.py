@@ -71,8 +71,10 @@ def test_step_processes_start_from_a_preloaded_fork_server(monkeypatch):
     executor = execution.select_executor()
     assert executor.name == "multiprocess"
     config = execution.multiprocess_executor_config()
-    preload = config["start_method"]["forkserver"]["preload_modules"]
-    assert preload[0] == "release_platform.definitions" and len(preload) == len(set(preload))
+    assert "forkserver" in config["start_method"]
+    preload = execution.FORKSERVER_PRELOAD
+    assert preload[0] == "release_platform.definitions" and preload[-1] == "release_platform.assets.step_preload"
+    assert len(preload) == len(set(preload))
     for module in preload:  # every preloaded module exists (the fork server would skip a missing one silently)
         __import__(module)
     # the configuration is valid for Dagster's multiprocess executor
@@ -81,10 +83,33 @@ def test_step_processes_start_from_a_preloaded_fork_server(monkeypatch):
     assert execution.select_executor().name == "release_platform_celery"  # the Celery path is unchanged
 
 
-def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server(seeded_demo, tmp_path, monkeypatch):
-    """A behavior session through the code location's own executor (as a run launched from the UI executes):
-    every step succeeds in a process forked from a server that preloaded ``FORKSERVER_PRELOAD``."""
-    import multiprocessing.forkserver as mp_forkserver
+def test_the_fork_server_preloads_the_libraries_of_the_runs_job():
+    from release_platform import execution
+    from release_platform.definitions import defs
+
+    jobs = {job.name for job in defs.get_repository_def().get_all_jobs()}
+    assert set(execution.SESSION_JOB_NAMES) <= jobs and set(execution.JOB_STEP_LIBRARIES) <= jobs
+    ophys = execution.forkserver_preload("ophys_session_job")
+    assert "release_platform.ophys.pipeline" in ophys
+    for job in ("behavior_session_job", "ecephys_session_job", "icephys_cell_job"):
+        assert "release_platform.ophys.pipeline" not in execution.forkserver_preload(job)
+        assert set(execution.forkserver_preload(job)) < set(ophys)
+    for job in ("release_metadata_job", "experiment_backfill_job", None):  # any other job: every step library
+        assert execution.forkserver_preload(job) == execution.FORKSERVER_PRELOAD
+    assert set(ophys) == set(execution.FORKSERVER_PRELOAD)
+
+
+def test_loading_and_resolving_the_code_location_starts_no_fork_server():
+    """Webserver, daemon and code server load the code location and resolve its jobs; only a run's process,
+    creating the executor, starts a fork server."""
+    code = ("import multiprocessing.forkserver as f\nimport release_platform.definitions as d\n"
+            "repo = d.defs.get_repository_def()\n[j.executor_def for j in repo.get_all_jobs()]\n"
+            "print(f._forkserver._forkserver_pid)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "None"
+
+
+def _demo_instance_env(seeded_demo, tmp_path, monkeypatch):
     import shutil
 
     from release_platform import execution
@@ -98,20 +123,161 @@ def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server
                         ("RELEASE_PLATFORM_STORAGE", tmp_path / "storage"), ("DAGSTER_HOME", dagster_home)):
         monkeypatch.setenv(name, str(value))
     monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+
+
+def _record_server_starts(monkeypatch) -> list[tuple[int, bytes, list[str]]]:
+    """(pid, command line, preloaded modules of the platform) of the fork server each time the executor starts
+    one (the executor sets the module's preload list again when it runs: only its value at the start counts)."""
+    import multiprocessing.forkserver as mp_forkserver
+    from pathlib import Path
+
+    from release_platform import execution
+
+    started = []
+    start = execution.start_fork_server
+
+    def record(preload, fork=None):
+        start(preload, fork)
+        pid = mp_forkserver._forkserver._forkserver_pid
+        preload = [m for m in mp_forkserver._forkserver._preload_modules if m.startswith("release_platform")]
+        started.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes(), preload))
+
+    monkeypatch.setattr(execution, "start_fork_server", record)
+    return started
+
+
+def _step_workers(events) -> dict[str, str]:
+    workers = {e.step_key: e.event_specific_data.metadata["pid"].value for e in events
+               if e.event_type_value == "STEP_WORKER_STARTED"}
+    assert set(workers) == {e.step_key for e in events if e.event_type_value == "STEP_SUCCESS"}
+    assert len(workers) >= 6 and str(os.getpid()) not in workers.values()
+    return workers
+
+
+def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server(seeded_demo, tmp_path, monkeypatch):
+    """A behavior session orchestrated in this process (as the CLI does): the fork server is the standard
+    library's (a fresh interpreter: this process is not a run worker), started when the executor is created,
+    before the first step, with the behavior job's preload; every step succeeds in a process forked from it."""
+    import multiprocessing.forkserver as mp_forkserver
+
+    from release_platform import execution
+
+    _demo_instance_env(seeded_demo, tmp_path, monkeypatch)
     server = mp_forkserver._forkserver
     server._stop()  # a server started earlier in this process would carry another environment
+    started = _record_server_starts(monkeypatch)
     try:
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("behavior_session", ["3001"])
             result = execution.execute_partition(instance, "behavior_session", "3001")
             assert result.success
-            workers = {e.step_key: e.event_specific_data.metadata["pid"].value for e in result.all_events
-                       if e.event_type_value == "STEP_WORKER_STARTED"}
-            assert set(workers) == {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-            assert len(workers) >= 6 and str(os.getpid()) not in workers.values()
+            _step_workers(result.all_events)
             assert instance.get_materialized_partitions(dg.AssetKey("behavior_nwb")) == {"3001"}
-        assert server._forkserver_pid is not None  # the steps were started by the fork server, with our preload
-        assert [m for m in server._preload_modules if m.startswith("release_platform")] == [
-            m for m in execution.FORKSERVER_PRELOAD if m.startswith("release_platform")]
+        # started once, when the executor was created, and used by every step
+        assert [pid for pid, _, _ in started] == [server._forkserver_pid]
+        assert b"multiprocessing.forkserver" in started[0][1]  # a fresh interpreter running the stdlib server
+        assert started[0][2] == [m for m in execution.forkserver_preload("behavior_session_job")
+                                 if m.startswith("release_platform")]
+    finally:
+        server._stop()
+
+
+def test_a_run_worker_forks_its_fork_server_from_itself(seeded_demo, tmp_path, monkeypatch):
+    """A run executed the way a run worker executes it (Dagster's core_execute_run): the fork server is a fork of
+    this process (same command line, no second import of Dagster, the code location and the storage), the
+    steps are forked from it, and a second run in the same process reuses it."""
+    import multiprocessing.forkserver as mp_forkserver
+    from pathlib import Path
+
+    from dagster._grpc.impl import core_execute_run
+
+    from release_platform import execution
+
+    _demo_instance_env(seeded_demo, tmp_path, monkeypatch)
+    server = mp_forkserver._forkserver
+    server._stop()
+    started = _record_server_starts(monkeypatch)
+    recon_job = dg.reconstructable(execution.behavior_session_job)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("behavior_session", ["3001"])
+            for attempt in range(2):
+                run = instance.create_run_for_job(job_def=recon_job.get_definition(), tags={"dagster/partition": "3001"})
+                events = list(core_execute_run(recon_job, run, instance, inject_env_vars=False))
+                assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS, [
+                    e.message for e in events if e.is_failure]
+                _step_workers([r.dagster_event for r in instance.all_logs(run.run_id) if r.dagster_event])
+        assert len(started) == 2 and started[0][:2] == started[1][:2]  # the second run reused the server
+        pid, cmdline, preload = started[0]
+        assert cmdline == Path("/proc/self/cmdline").read_bytes()  # forked from this process, not a new interpreter
+        assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+        # the steps' libraries only: the run worker has resolved the job and opened the instance itself
+        assert preload == [m for m in execution.forkserver_preload("behavior_session_job")[:-1]
+                           if m.startswith("release_platform")]
+    finally:
+        server._stop()
+
+
+def test_only_a_run_worker_forks_its_fork_server():
+    from release_platform import execution
+
+    assert execution.in_run_worker() is False  # a test, the CLI, a code server: the standard server
+
+
+@dg.op
+def _step_that_dies():
+    os._exit(3)  # the step's process ends without a word, as on a segfault or the OOM killer
+
+
+@dg.op
+def _step_that_succeeds():
+    return 1
+
+
+def _crashing_job() -> dg.JobDefinition:
+    from release_platform import execution
+
+    @dg.job(executor_def=execution.select_executor())
+    def crashing_job():
+        _step_that_dies()
+        _step_that_succeeds()
+
+    return crashing_job
+
+
+def test_a_step_process_dying_fails_its_step_not_the_run_worker_or_its_fork_server(tmp_path, monkeypatch):
+    """Executed as a run worker executes a run (the fork server forked from this process): a step whose process
+    dies fails alone, the other step succeeds, and the run ends as failed instead of hanging or taking the run's
+    process down."""
+    import multiprocessing.forkserver as mp_forkserver
+    import shutil
+    from pathlib import Path
+
+    from dagster._grpc.impl import core_execute_run
+
+    from release_platform import execution
+    from release_platform.dagster_home import CONFIG_DIR
+
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copyfile(CONFIG_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+    server = mp_forkserver._forkserver
+    server._stop()
+    started = _record_server_starts(monkeypatch)
+    recon_job = dg.reconstructable(_crashing_job)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            run = instance.create_run_for_job(job_def=recon_job.get_definition())
+            list(core_execute_run(recon_job, run, instance, inject_env_vars=False))
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+            events = [r.dagster_event for r in instance.all_logs(run.run_id) if r.dagster_event]
+            outcome = {e.step_key: e.event_type_value for e in events
+                       if e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+            assert outcome == {"_step_that_succeeds": "STEP_SUCCESS", "_step_that_dies": "STEP_FAILURE"}
+        (pid, cmdline, _), = started
+        assert cmdline == Path("/proc/self/cmdline").read_bytes()  # the server forked from this process
+        assert server._forkserver_pid == pid and os.waitpid(pid, os.WNOHANG) == (0, 0)  # and still serving
     finally:
         server._stop()
