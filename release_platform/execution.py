@@ -210,7 +210,7 @@ def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
     modules = list(dict.fromkeys(["dagster._core.executor.multiprocess", *preload]))
     multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
     if fork is None:
-        fork = in_run_worker()
+        fork = in_run_worker() and forked_server_enabled()
     if fork and _FORKED_SERVER_SUPPORTED:
         # the run worker resolved the job and opened the instance already: the warm-up module has nothing to add
         _fork_server([m for m in modules if m != FORKSERVER_LAST])
@@ -222,6 +222,16 @@ def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
 # spawns; that interface is the one of Python 3.10 and 3.11 (3.12 deprecates forking a threaded process, and newer
 # versions change the server's protocol), so other versions use the standard server.
 _FORKED_SERVER_SUPPORTED = sys.version_info < (3, 12)
+
+
+FORKED_SERVER_ENV = "RELEASE_PLATFORM_FORKED_SERVER"
+"""Environment variable: ``0`` makes a run worker start the standard library's fork server (a fresh interpreter)
+instead of forking the server from itself."""
+
+
+def forked_server_enabled() -> bool:
+    """Whether a run worker may fork its fork server from itself (``RELEASE_PLATFORM_FORKED_SERVER``, default yes)."""
+    return os.environ.get(FORKED_SERVER_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def in_run_worker() -> bool:

@@ -224,6 +224,22 @@ def test_only_a_run_worker_forks_its_fork_server():
     assert execution.in_run_worker() is False  # a test, the CLI, a code server: the standard server
 
 
+def test_the_forked_server_can_be_switched_off(monkeypatch):
+    """``RELEASE_PLATFORM_FORKED_SERVER=0``: even a run worker starts the standard library's server."""
+    from release_platform import execution
+
+    forked = []
+    monkeypatch.setattr(execution, "in_run_worker", lambda: True)
+    monkeypatch.setattr(execution, "_fork_server", lambda modules: forked.append(modules))
+    monkeypatch.setattr("multiprocessing.forkserver.ensure_running", lambda: None)
+    monkeypatch.setenv(execution.FORKED_SERVER_ENV, "0")
+    execution.start_fork_server(["release_platform.definitions"])
+    assert forked == []
+    monkeypatch.delenv(execution.FORKED_SERVER_ENV)
+    execution.start_fork_server(["release_platform.definitions"])
+    assert len(forked) == (1 if execution._FORKED_SERVER_SUPPORTED else 0)
+
+
 @dg.op
 def _step_that_dies():
     os._exit(3)  # the step's process ends without a word, as on a segfault or the OOM killer
