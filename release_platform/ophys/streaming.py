@@ -179,7 +179,33 @@ def exact_integer_kernel(dtype: Any) -> bool:
     return dtype.kind in "iu" and dtype.itemsize <= 2
 
 
-class BlockReader:
+class _BlocksAhead:
+    """What :class:`BlockReader` and :class:`MappedBlocks` share: a one-thread pool working ahead of the consumer
+    (``self._pool``, futures by block index in ``self._pending``), stopped by :meth:`_stop` and on leaving a
+    ``with`` block."""
+
+    _pool: ThreadPoolExecutor
+    _pending: dict
+
+    def _stop(self) -> None:
+        """Drop the work not started and wait for the work in progress."""
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Stop working ahead."""
+        self._stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BlockReader(_BlocksAhead):
     """Consecutive blocks of ``step`` frames of ``movie[:, r0:r1, c0:c1]``, read ahead by a thread.
 
     Reading starts when the reader is made (so the caller can prepare while the first blocks arrive)
@@ -246,16 +272,7 @@ class BlockReader:
 
     def close(self) -> None:
         """Stop reading: reads not started are dropped, one in progress is waited for (it owns a buffer)."""
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
-        self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> "BlockReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._stop()
 
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
@@ -358,7 +375,7 @@ def _chunk_infos(dataset_id: Any) -> list[Any]:
     return [dataset_id.get_chunk_info(i) for i in range(dataset_id.get_num_chunks())]
 
 
-class MappedBlocks:
+class MappedBlocks(_BlocksAhead):
     """Blocks of whole frames of an uncompressed h5 movie, mapped read-only from its file (see :func:`mapped_extents`).
 
     The same interface as :class:`BlockReader`, but a yielded block is a read-only view of whole frames
@@ -446,21 +463,12 @@ class MappedBlocks:
 
     def close(self) -> None:
         """Stop faulting blocks in and unmap the file once no yielded block refers to it any more."""
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
-        self._pool.shutdown(wait=True)
+        self._stop()
         self._bytes = np.empty(0, np.uint8)
         try:
             self._map.close()
         except BufferError:  # a yielded block is still in use: the mapping goes with the last view of it
             pass
-
-    def __enter__(self) -> "MappedBlocks":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def open_blocks(
