@@ -238,17 +238,9 @@ def in_run_worker() -> bool:
     """True when called under Dagster's ``core_execute_run``: this process was started by the run launcher to
     execute one run (the code server's run subprocess, or ``dagster api execute_run``). Its only other threads are
     Dagster's termination handler and its event queue's feeder, which the forked server and steps never use."""
-    try:
-        from dagster._grpc.impl import core_execute_run
-    except ImportError:
-        return False
-    target = getattr(core_execute_run, "__code__", None)
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is target:
-            return True
-        frame = frame.f_back
-    return False
+    from release_platform.assets.dagster_internals import under_core_execute_run
+
+    return under_core_execute_run()
 
 
 def _fork_server(modules: list[str]) -> None:

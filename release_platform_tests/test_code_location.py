@@ -125,9 +125,10 @@ def _demo_instance_env(seeded_demo, tmp_path, monkeypatch):
     monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
 
 
-def _record_server_starts(monkeypatch) -> list[tuple[int, bytes, list[str]]]:
-    """(pid, command line, preloaded modules of the platform) of the fork server each time the executor starts
-    one (the executor sets the module's preload list again when it runs: only its value at the start counts)."""
+def _record_server_starts(monkeypatch) -> list[tuple[int, list[str]]]:
+    """(pid, preloaded modules of the platform) of the fork server each time the executor starts one (the executor
+    sets the module's preload list again when it runs: only its value at the start counts). Read a server's command
+    line with :func:`_cmdline` once it serves: just after the start it may still be exec'ing."""
     import multiprocessing.forkserver as mp_forkserver
     from pathlib import Path
 
@@ -140,10 +141,16 @@ def _record_server_starts(monkeypatch) -> list[tuple[int, bytes, list[str]]]:
         start(preload, fork)
         pid = mp_forkserver._forkserver._forkserver_pid
         preload = [m for m in mp_forkserver._forkserver._preload_modules if m.startswith("release_platform")]
-        started.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes(), preload))
+        started.append((pid, preload))
 
     monkeypatch.setattr(execution, "start_fork_server", record)
     return started
+
+
+def _cmdline(pid: int) -> bytes:
+    from pathlib import Path
+
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def _step_workers(events) -> dict[str, str]:
@@ -174,9 +181,9 @@ def test_a_session_runs_with_its_step_processes_forked_from_the_preloaded_server
             _step_workers(result.all_events)
             assert instance.get_materialized_partitions(dg.AssetKey("behavior_nwb")) == {"3001"}
         # started once, when the executor was created, and used by every step
-        assert [pid for pid, _, _ in started] == [server._forkserver_pid]
-        assert b"multiprocessing.forkserver" in started[0][1]  # a fresh interpreter running the stdlib server
-        assert started[0][2] == [m for m in execution.forkserver_preload("behavior_session_job")
+        assert [pid for pid, _ in started] == [server._forkserver_pid]
+        assert b"multiprocessing.forkserver" in _cmdline(started[0][0])  # a fresh interpreter running the stdlib server
+        assert started[0][1] == [m for m in execution.forkserver_preload("behavior_session_job")
                                  if m.startswith("release_platform")]
     finally:
         server._stop()
@@ -207,9 +214,9 @@ def test_a_run_worker_forks_its_fork_server_from_itself(seeded_demo, tmp_path, m
                 assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS, [
                     e.message for e in events if e.is_failure]
                 _step_workers([r.dagster_event for r in instance.all_logs(run.run_id) if r.dagster_event])
-        assert len(started) == 2 and started[0][:2] == started[1][:2]  # the second run reused the server
-        pid, cmdline, preload = started[0]
-        assert cmdline == Path("/proc/self/cmdline").read_bytes()  # forked from this process, not a new interpreter
+        assert len(started) == 2 and started[0][0] == started[1][0]  # the second run reused the server
+        pid, preload = started[0]
+        assert _cmdline(pid) == Path("/proc/self/cmdline").read_bytes()  # forked from this process, not a new interpreter
         assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
         # the steps' libraries only: the run worker has resolved the job and opened the instance itself
         assert preload == [m for m in execution.forkserver_preload("behavior_session_job")[:-1]
@@ -292,8 +299,8 @@ def test_a_step_process_dying_fails_its_step_not_the_run_worker_or_its_fork_serv
             outcome = {e.step_key: e.event_type_value for e in events
                        if e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
             assert outcome == {"_step_that_succeeds": "STEP_SUCCESS", "_step_that_dies": "STEP_FAILURE"}
-        (pid, cmdline, _), = started
-        assert cmdline == Path("/proc/self/cmdline").read_bytes()  # the server forked from this process
+        (pid, _), = started
+        assert _cmdline(pid) == Path("/proc/self/cmdline").read_bytes()  # the server forked from this process
         assert server._forkserver_pid == pid and os.waitpid(pid, os.WNOHANG) == (0, 0)  # and still serving
     finally:
         server._stop()

@@ -8,16 +8,18 @@ public Dagster API only.
 * :func:`new_partition_backfill`: a backfill over named partitions of an asset selection (what the UI's
   backfill dialog submits);
 * :func:`backfill_state`: whether a backfill is finished and whether it succeeded;
-* :func:`step_retry_mode`: the executor-level retry mode dagster-celery's executor and worker app take.
+* :func:`step_retry_mode`: the executor-level retry mode dagster-celery's executor and worker app take;
+* :func:`under_core_execute_run`: whether the caller runs under the run worker's entry point.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["interrupt_captured", "sleep_while_waiting_for_slots", "current_asset_names", "new_partition_backfill",
-           "backfill_state", "step_retry_mode"]
+           "backfill_state", "step_retry_mode", "under_core_execute_run"]
 
 
 def interrupt_captured() -> bool:
@@ -106,3 +108,19 @@ def step_retry_mode(config: Any = None):
     from dagster._core.execution.retries import RetryMode
 
     return RetryMode(RetryMode.ENABLED) if config is None else RetryMode.from_config(config)
+
+
+def under_core_execute_run() -> bool:
+    """True when called (at any depth) under Dagster's ``core_execute_run``, the entry point of a process the run
+    launcher started to execute one run (the code server's run subprocess, or ``dagster api execute_run``)."""
+    try:
+        from dagster._grpc.impl import core_execute_run
+    except ImportError:
+        return False
+    target = getattr(core_execute_run, "__code__", None)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is target:
+            return True
+        frame = frame.f_back
+    return False

@@ -45,3 +45,16 @@ def test_a_partition_backfill_is_submitted_for_exactly_the_named_partitions(tmp_
 def test_step_retry_mode_reads_the_executor_config():
     assert internals.step_retry_mode().name == "ENABLED"
     assert internals.step_retry_mode({"disabled": {}}).name == "DISABLED"
+
+
+def test_under_core_execute_run_finds_the_run_workers_entry_point_on_the_stack(monkeypatch):
+    import dagster._grpc.impl as impl
+
+    assert internals.under_core_execute_run() is False
+
+    def core_execute_run():  # stands in for Dagster's: the stack walk compares code objects
+        return internals.under_core_execute_run()
+
+    monkeypatch.setattr(impl, "core_execute_run", core_execute_run)
+    assert core_execute_run() is True
+    assert internals.under_core_execute_run() is False
