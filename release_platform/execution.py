@@ -214,8 +214,9 @@ def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
 
     In a run worker (``fork`` None: :func:`in_run_worker`) the server is forked from this process, which has already
     imported Dagster, the code location and the instance's storage: the server only imports the libraries of the
-    steps and warms their caches (the last preload module skips what the run worker did). Elsewhere (a test, the CLI orchestrating a run in its own process, whose threads are not known) it is
-    the standard library's server, a fresh interpreter importing the whole preload.
+    steps and warms their caches (the last preload module skips what the run worker did). Elsewhere (a test, the
+    CLI orchestrating a run in its own process, whose threads are not known) it is the standard library's server, a
+    fresh interpreter importing the whole preload.
     """
     import multiprocessing
     import multiprocessing.forkserver

@@ -213,7 +213,7 @@ def validate_tables(
 
 def warm_validation(table: str = "behavior_session_table") -> None:
     """Validate a zero-row frame of ``table``: pandera registers its pandas backends and checks on the first
-    validation of a process (~0.1 s), so a process that calls this once, e.g. a fork server before it forks step
+    validation of a process (0.1-0.3 s), so a process that calls this once, e.g. a fork server before it forks step
     processes, passes them on. Reads no file (the frame has no row) and writes nothing."""
     from release_platform.metadata.schemas import empty_table
 
