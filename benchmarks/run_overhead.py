@@ -17,7 +17,9 @@
    events: submit -> RUN_STARTING (queue, daemon, code server), run worker start (RUN_STARTING -> RUN_START: a process importing
    Dagster and the code location), steps (RUN_START -> last step end, of which RUN_START -> the first STEP_START is
    the wait for the executor's fork server and the first step process) and the end (-> RUN_SUCCESS); and the
-   per-step process start cost (STEP_WORKER_STARTING -> STEP_START, mean over steps).
+   per-step process start cost (STEP_WORKER_STARTING -> STEP_START, mean over steps). A last table gives, per step,
+   its own work, its duration in the run and its process start: a step slower in the run than in the warm process
+   pays first-use costs (imports, caches) its fork server did not pay, or shares the CPU with the step beside it.
 
 Both Dagster instances are measured: SQLite under the scratch ``DAGSTER_HOME``, and PostgreSQL in a scratch
 database created on ``--pg-server`` (default ``RELEASE_PLATFORM_TEST_PG_URL`` or the local server) and dropped at
@@ -296,11 +298,13 @@ def measure_runs(trees: list[Path], backend: str, pg_server: str, runs: int, kin
             own_total = sum(own.values())
             print(f"  [{tree} {backend}] steps' own work (warm, in-process): {own_total:6.2f} s over {len(own)} steps"
                   f"   load {loadavg()}", flush=True)
-            servers.append((tree, env, own_total, stack.enter_context(dagster_dev(home, env))))
+            servers.append((tree, env, own, stack.enter_context(dagster_dev(home, env))))
         for i in range(runs + 1):
-            for tree, env, own_total, url in servers:
+            for tree, env, own, url in servers:
+                own_total = sum(own.values())
                 r = launch_and_wait(url, env, kind, key)
-                r.update(own_total=own_total, overhead=r["wall"] - own_total, load=loadavg(), warmup=(i == 0))
+                r.update(own_total=own_total, own_steps=own, overhead=r["wall"] - own_total, load=loadavg(),
+                         warmup=(i == 0))
                 ps = list(r["process_start"].values())
                 print(f"  [{tree} {backend}] run {i}{' (first, warms the code server)' if i == 0 else ''}: wall {r['wall']:6.2f} s"
                       f"  overhead {r['overhead']:6.2f} s  (submit to RUN_STARTING {r['to_starting']:.2f}, run worker start {r['worker_start']:.2f},"
@@ -342,7 +346,7 @@ def main(argv=None) -> int:
     if not args.skip_runs:
         print(f"== a {args.kind} {args.partition} run launched through the webserver's GraphQL API", flush=True)
         scratch = Path(tempfile.mkdtemp(prefix="rp_overhead_"))
-        summary = []
+        summary, per_step = [], []
         try:
             for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
                 by_tree = measure_runs(trees, backend, args.pg_server, args.runs, args.kind, args.partition, scratch,
@@ -353,6 +357,7 @@ def main(argv=None) -> int:
                               for k in ("to_starting", "worker_start", "first_step", "steps_phase", "end")}
                     summary.append((backend, tree, statistics.median(r["overhead"] for r in measured),
                                     statistics.median(r["wall"] for r in measured), measured[0]["own_total"], splits))
+                    per_step.append((backend, tree, measured))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         print("== summary (median of the measured runs)")
@@ -360,6 +365,17 @@ def main(argv=None) -> int:
             print(f"  {backend:8s} [{tree}] wall {wall:6.2f} s   own work {own:6.2f} s   overhead {overhead:6.2f} s   "
                   f"(queue {splits['to_starting']:.2f}, run worker start {splits['worker_start']:.2f}, to the first step "
                   f"{splits['first_step']:.2f}, steps phase {splits['steps_phase']:.2f}, end {splits['end']:.2f})   load {loadavg()}")
+        print("== per step (median of the measured runs): own work (warm, in-process) / duration in the run (STEP_START"
+              " -> STEP_SUCCESS) / process start (STEP_WORKER_STARTING -> STEP_START), s")
+        for backend, tree, measured in per_step:
+            own = measured[0]["own_steps"]
+            cells = []
+            for step in sorted(own):
+                ran = [r["step_durations"][step] for r in measured if step in r["step_durations"]]
+                started = [r["process_start"][step] for r in measured if step in r["process_start"]]
+                cells.append(f"{step}: {own[step]:.2f}/{statistics.median(ran) if ran else float('nan'):.2f}/"
+                             f"{statistics.median(started) if started else float('nan'):.2f}")
+            print(f"  {backend:8s} [{tree}] " + "  ".join(cells))
     return 0
 
 

@@ -158,19 +158,32 @@ def celery_executor_config() -> dict:
 # The server is started when the run's process creates the executor, before the plan's first step is ready, and
 # inherits that process's environment (a run's environment does not change while it runs); a module missing from
 # the preload is imported by the step using it. In a run worker the server is a fork of the run's process
-# (start_fork_server), so only the steps' libraries are imported while the run starts.
+# (start_fork_server), so only the steps' libraries are imported while the run starts. The last preload module
+# (FORKSERVER_LAST) then builds, once in the server, the caches the steps would each build on first use (NWB schema
+# validators, NWB Inspector's check selection, pandera's backends, Dagster's storage migration scripts).
 SESSION_STEP_LIBRARIES = (
     "release_platform.nwb",
     "nwbinspector",
     "release_platform.metadata.schemas",
     "release_platform.metadata.io",
-    "release_platform.qc.session_figures",
+    # used by several steps of every session job (inputs, metadata, release files)
+    "release_platform.lims.client",
+    "release_platform.metadata.builders",
+    "pyarrow.parquet",
 )
+QC_FIGURES = "release_platform.qc.session_figures"  # matplotlib (~0.35 s): only the QC report step draws
 # Modules of one job's steps beyond SESSION_STEP_LIBRARIES (the ophys pipeline brings SciPy and Numba: only the
-# ophys job's steps use it).
-JOB_STEP_LIBRARIES = {"ophys_session_job": ("release_platform.ophys.pipeline",)}
+# ophys job's steps use it). The behavior job's QC report is a last step beside the metadata steps, which take
+# longer: it imports matplotlib itself, and the server, which every step waits for, does not.
+JOB_STEP_LIBRARIES = {
+    "ophys_session_job": ("release_platform.ophys.pipeline", QC_FIGURES),
+    "ecephys_session_job": (QC_FIGURES,),
+    "icephys_cell_job": (QC_FIGURES,),
+}
 FORKSERVER_FIRST = "release_platform.definitions"
-FORKSERVER_LAST = "release_platform.assets.step_preload"  # resolves the repository, opens and closes the instance
+# Resolves the repository and opens/closes the instance (not in a server forked from a run worker, which has done
+# both), then warms the steps' caches.
+FORKSERVER_LAST = "release_platform.assets.step_preload"
 # Every library any step imports: the preload of a job the code location does not know ahead (e.g. a backfill).
 FORKSERVER_PRELOAD = (
     FORKSERVER_FIRST,
@@ -201,8 +214,9 @@ def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
 
     In a run worker (``fork`` None: :func:`in_run_worker`) the server is forked from this process, which has already
     imported Dagster, the code location and the instance's storage: the server only imports the libraries of the
-    steps. Elsewhere (a test, the CLI orchestrating a run in its own process, whose threads are not known) it is
-    the standard library's server, a fresh interpreter importing the whole preload.
+    steps and warms their caches (the last preload module skips what the run worker did). Elsewhere (a test, the
+    CLI orchestrating a run in its own process, whose threads are not known) it is the standard library's server, a
+    fresh interpreter importing the whole preload.
     """
     import multiprocessing
     import multiprocessing.forkserver
@@ -212,8 +226,7 @@ def start_fork_server(preload: Sequence[str], fork: bool | None = None) -> None:
     if fork is None:
         fork = in_run_worker() and forked_server_enabled()
     if fork and _FORKED_SERVER_SUPPORTED:
-        # the run worker resolved the job and opened the instance already: the warm-up module has nothing to add
-        _fork_server([m for m in modules if m != FORKSERVER_LAST])
+        _fork_server(modules)
     multiprocessing.forkserver.ensure_running()  # no-op when the forked server runs; else the standard one
 
 
@@ -243,14 +256,25 @@ def in_run_worker() -> bool:
     return under_core_execute_run()
 
 
+_IN_FORKED_SERVER = False
+
+
+def in_forked_server() -> bool:
+    """True in a fork server forked from a run worker (:func:`_fork_server`) and in the step processes it forks: the
+    run worker resolved the job and opened the instance before, so the server's warm-up skips both."""
+    return _IN_FORKED_SERVER
+
+
 def _fork_server(modules: list[str]) -> None:
     """Fork this process into the fork server of ``multiprocessing.forkserver`` (see :func:`start_fork_server`).
 
-    The child resets SIGINT/SIGTERM to the interpreter's defaults (as in a fresh server), imports ``modules`` and
+    The child resets SIGINT/SIGTERM to the interpreter's defaults (as in a fresh server), marks itself as a
+    forked server (:func:`in_forked_server`), imports ``modules`` and
     serves fork requests until this process exits (its end of the "alive" pipe closes). It leaves with
     ``os._exit``, like the step processes it forks, so nothing it inherited (database connections, queues, the
     run's temporary files) is closed or finalized by it.
     """
+    global _IN_FORKED_SERVER
     import signal
     import socket
     from multiprocessing import connection, forkserver, resource_tracker, util
@@ -268,6 +292,8 @@ def _fork_server(modules: list[str]) -> None:
         alive_r, alive_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            _IN_FORKED_SERVER = True
+            sys.modules.pop(FORKSERVER_LAST, None)  # imported again below: it warms what this server preloads
             code = 0
             try:
                 os.close(alive_w)

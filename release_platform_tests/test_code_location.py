@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 #: Libraries a step may need but loading the code location must not import.
 HEAVY = ("numpy", "numba", "scipy", "pandas", "pandera", "pyarrow", "pynwb", "hdmf", "h5py", "nwbinspector", "matplotlib",
@@ -97,6 +98,9 @@ def test_the_fork_server_preloads_the_libraries_of_the_runs_job():
     for job in ("release_metadata_job", "experiment_backfill_job", None):  # any other job: every step library
         assert execution.forkserver_preload(job) == execution.FORKSERVER_PRELOAD
     assert set(ophys) == set(execution.FORKSERVER_PRELOAD)
+    # the behavior job's QC report step imports matplotlib itself: the server every step waits for does not
+    assert execution.QC_FIGURES not in execution.forkserver_preload("behavior_session_job")
+    assert execution.QC_FIGURES in ophys
 
 
 def test_loading_and_resolving_the_code_location_starts_no_fork_server():
@@ -218,8 +222,9 @@ def test_a_run_worker_forks_its_fork_server_from_itself(seeded_demo, tmp_path, m
         pid, preload = started[0]
         assert _cmdline(pid) == Path("/proc/self/cmdline").read_bytes()  # forked from this process, not a new interpreter
         assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
-        # the steps' libraries only: the run worker has resolved the job and opened the instance itself
-        assert preload == [m for m in execution.forkserver_preload("behavior_session_job")[:-1]
+        # the job's preload, whose last module only warms the steps' caches here (the run worker has resolved the
+        # job and opened the instance itself)
+        assert preload == [m for m in execution.forkserver_preload("behavior_session_job")
                            if m.startswith("release_platform")]
     finally:
         server._stop()
@@ -304,3 +309,168 @@ def test_a_step_process_dying_fails_its_step_not_the_run_worker_or_its_fork_serv
         assert server._forkserver_pid == pid and os.waitpid(pid, os.WNOHANG) == (0, 0)  # and still serving
     finally:
         server._stop()
+
+
+# --- the fork server warms the steps' caches --------------------------------------------------------------------
+
+WARM_REPORT_ENV = "RELEASE_PLATFORM_TEST_WARM_REPORT"
+WARM_UPS_ENV = "RELEASE_PLATFORM_STEP_WARM_UPS"  # step_preload's; importing that module here would warm this process
+
+
+@dg.op
+def _report_warm_caches():
+    """Writes what this step process finds built before it uses anything (it was forked from the fork server)."""
+    from alembic.script import ScriptDirectory
+
+    from release_platform.assets import step_preload
+    from release_platform.nwb import protocol
+
+    report = {"pid": os.getpid(), "warmed": list(step_preload.WARMED), "validators": sorted(protocol._VALIDATORS),
+              "validator_ids": {name: id(v) for name, v in protocol._VALIDATORS.items()},
+              "migration_scripts": bool(getattr(ScriptDirectory.from_config, "caches_dagster_scripts", False)),
+              "matplotlib": "matplotlib" in sys.modules}
+    with open(os.path.join(os.environ[WARM_REPORT_ENV], f"{os.getpid()}.json"), "w") as f:
+        json.dump(report, f)
+
+
+def _behavior_named_job() -> dg.JobDefinition:
+    """A job named like the behavior session job, so the executor preloads (and warms) what behavior steps use."""
+    from release_platform import execution
+
+    @dg.job(name="behavior_session_job", executor_def=execution.select_executor())
+    def behavior_session_job():
+        _report_warm_caches()
+        _report_warm_caches.alias("second")()
+
+    return behavior_session_job
+
+
+def _warm_reports(tmp_path, monkeypatch, run_worker: bool, warm_ups: str | None = None) -> tuple[list[dict], int]:
+    """Runs :func:`_behavior_named_job` (as a run worker runs it, or orchestrated in this process); the steps'
+    reports and the fork server's pid (the server is left running: the caller stops it)."""
+    import multiprocessing.forkserver as mp_forkserver
+    import shutil
+
+    from dagster._grpc.impl import core_execute_run
+
+    from release_platform import execution
+    from release_platform.dagster_home import CONFIG_DIR
+
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copyfile(CONFIG_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.setenv(WARM_REPORT_ENV, str(reports))
+    monkeypatch.delenv(execution.EXECUTOR_ENV, raising=False)
+    if warm_ups is None:
+        monkeypatch.delenv(WARM_UPS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(WARM_UPS_ENV, warm_ups)
+    mp_forkserver._forkserver._stop()
+    recon_job = dg.reconstructable(_behavior_named_job)
+    with dg.DagsterInstance.get() as instance:
+        if run_worker:
+            run = instance.create_run_for_job(job_def=recon_job.get_definition())
+            list(core_execute_run(recon_job, run, instance, inject_env_vars=False))
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        else:
+            assert dg.execute_job(recon_job, instance=instance).success
+    found = [json.loads(p.read_text()) for p in sorted(reports.glob("*.json"))]
+    assert len(found) == 2 and os.getpid() not in {r["pid"] for r in found}
+    return found, mp_forkserver._forkserver._forkserver_pid
+
+
+def _server_holds(pid: int) -> dict:
+    """What process ``pid`` holds open: its threads, the paths of its file descriptors, its TCP sockets."""
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+    tcp_inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = open(f"/proc/{pid}/net/{table}").read().splitlines()[1:]
+        except OSError:
+            continue
+        tcp_inodes |= {line.split()[9] for line in lines}
+    sockets = {t[len("socket:["):-1] for t in fds.values() if t.startswith("socket:[")}
+    return {"threads": len(os.listdir(f"/proc/{pid}/task")), "fds": fds, "tcp": sockets & tcp_inodes}
+
+
+
+@pytest.mark.parametrize("run_worker", [False, True], ids=["standard_server", "forked_server"])
+def test_the_fork_server_warms_the_caches_of_the_jobs_steps_once(tmp_path, monkeypatch, run_worker):
+    """Both fork servers (the standard one, and the one forked from a run worker) build the steps' caches before
+    they fork any step: a step finds the NWB validators, NWB Inspector's selection, pandera's backends and Dagster's
+    migration scripts built, inherited, not rebuilt (the same objects in both steps). The behavior job's preload
+    leaves matplotlib to the step drawing figures."""
+    import multiprocessing.forkserver as mp_forkserver
+
+    try:
+        reports, _ = _warm_reports(tmp_path, monkeypatch, run_worker)
+        for report in reports:
+            assert report["warmed"] == ["dagster_migration_scripts", "nwb_validators", "nwb_inspector", "table_validation"]
+            assert report["migration_scripts"]
+            assert "ndx-release-platform" in report["validators"] and "hdmf-experimental" not in report["validators"]
+            # (a forked server has whatever its run worker imported: only the fresh interpreter shows the preload)
+            assert report["matplotlib"] is False or run_worker
+        assert reports[0]["validator_ids"] == reports[1]["validator_ids"]  # built once, in the server
+    finally:
+        mp_forkserver._forkserver._stop()
+
+
+def test_without_the_warm_up_the_steps_find_nothing_built(tmp_path, monkeypatch):
+    """``RELEASE_PLATFORM_STEP_WARM_UPS=none``: the server warms nothing, and a step finds no cache built (what the
+    test above observes is the server's warm-up)."""
+    import multiprocessing.forkserver as mp_forkserver
+
+    try:
+        # the standard server: a fresh interpreter, which has nothing built unless it builds it
+        reports, _ = _warm_reports(tmp_path, monkeypatch, run_worker=False, warm_ups="none")
+        for report in reports:
+            assert report["warmed"] == [] and report["validators"] == [] and not report["migration_scripts"]
+    finally:
+        mp_forkserver._forkserver._stop()
+
+
+def test_the_standard_fork_server_holds_no_file_connection_or_thread_after_warming(tmp_path, monkeypatch):
+    """After the run (the server resolved the repository, opened and closed the SQLite instance, warmed the caches
+    and forked the steps), the standard server has no TCP socket and no file of the instance, the storage or any
+    data file open (its threads: see the next test)."""
+    import multiprocessing.forkserver as mp_forkserver
+
+    try:
+        _, pid = _warm_reports(tmp_path, monkeypatch, run_worker=False)
+        holds = _server_holds(pid)
+        assert holds["tcp"] == set()
+        opened = [t for t in holds["fds"].values() if t.startswith("/")]
+        assert not [t for t in opened if t.startswith(str(tmp_path)) or t.endswith((".db", ".sqlite", ".nwb", ".h5",
+                                                                                     ".parquet", ".yaml", ".ttf"))], opened
+    finally:
+        mp_forkserver._forkserver._stop()
+
+
+def test_warming_the_step_caches_opens_nothing_it_leaves_open(tmp_path):
+    """In a fresh process with the behavior job's libraries imported, the warm-ups leave no file descriptor and no
+    thread behind (Python's, or the process's: NumPy's BLAS starts its own threads at import, before)."""
+    code = (
+        "import importlib, json, os, threading\n"
+        "import release_platform.execution as ex\n"
+        "for m in ex.forkserver_preload('behavior_session_job')[:-1]:\n    importlib.import_module(m)\n"
+        "before = sorted(os.listdir('/proc/self/fd')); threads = [threading.active_count(), len(os.listdir('/proc/self/task'))]\n"
+        "ex._IN_FORKED_SERVER = True  # the instance part is another matter: only the warm-ups here\n"
+        "from release_platform.assets import step_preload\n"
+        "print(json.dumps({'warmed': step_preload.WARMED, 'before': before, 'after': sorted(os.listdir('/proc/self/fd')),"
+        " 'threads': [threads, [threading.active_count(), len(os.listdir('/proc/self/task'))]]}))\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    env.pop("RELEASE_PLATFORM_STEP_WARM_UPS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["warmed"] == ["dagster_migration_scripts", "nwb_validators", "nwb_inspector", "table_validation"]
+    assert out["after"] == out["before"]
+    assert out["threads"][0] == out["threads"][1] and out["threads"][0][0] == 1

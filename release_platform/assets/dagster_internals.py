@@ -9,7 +9,8 @@ public Dagster API only.
   backfill dialog submits);
 * :func:`backfill_state`: whether a backfill is finished and whether it succeeded;
 * :func:`step_retry_mode`: the executor-level retry mode dagster-celery's executor and worker app take;
-* :func:`under_core_execute_run`: whether the caller runs under the run worker's entry point.
+* :func:`under_core_execute_run`: whether the caller runs under the run worker's entry point;
+* :func:`cache_storage_migration_scripts`: read Dagster's storage migration scripts once per process tree.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["interrupt_captured", "sleep_while_waiting_for_slots", "current_asset_names", "new_partition_backfill",
-           "backfill_state", "step_retry_mode", "under_core_execute_run"]
+           "backfill_state", "step_retry_mode", "under_core_execute_run", "cache_storage_migration_scripts"]
 
 
 def interrupt_captured() -> bool:
@@ -124,3 +125,46 @@ def under_core_execute_run() -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+_DAGSTER_SCRIPT_LOCATION_PREFIX = "dagster:"
+
+
+def cache_storage_migration_scripts() -> None:
+    """Make Alembic read Dagster's storage migration scripts once in this process and the processes it forks.
+
+    Every SQLite storage Dagster opens (run, event log index and each run's event log shard, schedules) compares the
+    database's revision with the head of Dagster's migration scripts (``dagster._core.storage.sql.
+    check_alembic_revision``), and Alembic reads every script again for each comparison (~10 ms, four times in
+    every step process). This keeps one ``ScriptDirectory`` per Dagster migration configuration file (the scripts
+    are those of the installed Dagster and do not change while a process runs) and reads the scripts of the SQLite
+    storages already imported now, so a process forked afterwards (a step process forked from the fork server)
+    finds them read. Other Alembic configurations are not affected. Idempotent. Private Dagster API, kept here."""
+    from alembic.script import ScriptDirectory
+
+    if getattr(ScriptDirectory.from_config, "caches_dagster_scripts", False):
+        return
+
+    uncached = ScriptDirectory.from_config.__func__
+    scripts: dict = {}
+
+    def from_config(cls, config):
+        location = config.get_main_option("script_location") or ""
+        if cls is not ScriptDirectory or not location.startswith(_DAGSTER_SCRIPT_LOCATION_PREFIX):
+            return uncached(cls, config)
+        key = (config.config_file_name, location)
+        if key not in scripts:
+            scripts[key] = uncached(cls, config)
+        return scripts[key]
+
+    from_config.caches_dagster_scripts = True
+    ScriptDirectory.from_config = classmethod(from_config)
+
+    from dagster._core.storage.sql import get_alembic_config
+
+    for name in ("dagster._core.storage.runs.sqlite.sqlite_run_storage",
+                 "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+                 "dagster._core.storage.schedules.sqlite.sqlite_schedule_storage"):
+        module = sys.modules.get(name)
+        if module is not None:  # the storages' own configuration objects (get_alembic_config caches them)
+            ScriptDirectory.from_config(get_alembic_config(module.__file__)).as_revision_number("head")

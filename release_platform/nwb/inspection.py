@@ -109,6 +109,17 @@ def gate_threshold() -> str:
     return blocking[-1] if blocking else _INSPECTOR_THRESHOLDS[0]
 
 
+def warm_inspector(config: Optional[str] = "dandi") -> None:
+    """Load ``config`` and select NWB Inspector's checks for :func:`inspect_nwb_gate` once (the first selection of
+    a process validates the configuration against the Inspector's schema), so that a process forked from this
+    one, e.g. a step process forked from the fork server, finds that work done. Reads the packaged
+    configuration only; opens no NWB file."""
+    from nwbinspector import Importance, available_checks, configure_checks, load_config
+
+    configure_checks(checks=available_checks, config=load_config(config) if config else None,
+                     importance_threshold=Importance[gate_threshold()])
+
+
 def inspect_nwb_gate(path: str | os.PathLike, *, config: Optional[str] = "dandi") -> InspectionReport:
     """NWB Inspector as a publication gate: one pass over the file on the smallest configuration that keeps every
     blocking check, i.e. the checks at or above :func:`gate_threshold` and without the Inspector's own PyNWB

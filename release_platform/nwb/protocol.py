@@ -631,6 +631,24 @@ def _validator(name: str) -> Any:
     return _VALIDATORS[name]
 
 
+def warm_process_caches() -> None:
+    """Build this process's schema validators (:func:`_validator`) for the namespaces a file written from PyNWB's
+    global type map is validated against: the catalog's namespaces no other one includes, without
+    hdmf-experimental (:func:`_process_namespaces` chooses the same for such a file). A process that calls this
+    once, e.g. a fork server before it forks step processes, passes the validators on; nothing is read or opened."""
+    catalog = _process_catalog()
+    names = list(catalog.namespaces)
+    included = {
+        entry["namespace"]
+        for name in names
+        for entry in catalog.get_namespace(name)["schema"]
+        if entry.get("namespace") and entry["namespace"] != name
+    }
+    for name in names:
+        if name not in included and name != "hdmf-experimental":
+            _validator(name)
+
+
 def _process_namespaces(path: Path) -> Optional[list[str]]:
     """The namespaces to validate ``path`` against when every namespace it caches is this process's own (the
     file was written here from the global type map): the cached ones no other cached one includes, without

@@ -58,3 +58,29 @@ def test_under_core_execute_run_finds_the_run_workers_entry_point_on_the_stack(m
     monkeypatch.setattr(impl, "core_execute_run", core_execute_run)
     assert core_execute_run() is True
     assert internals.under_core_execute_run() is False
+
+
+def test_dagster_migration_scripts_are_read_once_per_process_and_other_alembic_configs_are_not_cached(tmp_path):
+    """After ``cache_storage_migration_scripts`` Alembic returns one script directory per Dagster storage
+    configuration (read at the call for the SQLite storages already imported), with the same head revision as a
+    fresh read; any other Alembic configuration still gets a new one. In a fresh process: the patch is global."""
+    import subprocess
+    import sys
+
+    code = (
+        "import dagster._core.storage.runs.sqlite.sqlite_run_storage as runs\n"
+        "from alembic.config import Config\n"
+        "from alembic.script import ScriptDirectory\n"
+        "from dagster._core.storage.sql import get_alembic_config\n"
+        "config = get_alembic_config(runs.__file__)\n"
+        "fresh = ScriptDirectory.from_config(config).as_revision_number('head')\n"
+        "from release_platform.assets.dagster_internals import cache_storage_migration_scripts\n"
+        "cache_storage_migration_scripts(); cache_storage_migration_scripts()\n"
+        "a, b = ScriptDirectory.from_config(config), ScriptDirectory.from_config(config)\n"
+        "assert a is b and a.as_revision_number('head') == fresh, (a, b)\n"
+        f"other = Config(); other.set_main_option('script_location', {str(tmp_path)!r})\n"
+        "assert ScriptDirectory.from_config(other) is not ScriptDirectory.from_config(other)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
