@@ -210,7 +210,8 @@ def test_block_reader_starts_reading_at_once_and_closes_early():
     assert len(source.reads) <= 3
 
 
-def test_mask_sums_through_a_reader_of_a_larger_box(tmp_path):
+def _three_masks_movie():
+    """A 30 x 15 x 18 uint16 movie, three masks inside different boxes, and their exact per-frame sums."""
     rng = np.random.default_rng(43)
     shape = (15, 18)
     movie = rng.integers(0, 2**16, size=(30, *shape)).astype(np.uint16)
@@ -219,7 +220,11 @@ def test_mask_sums_through_a_reader_of_a_larger_box(tmp_path):
     dense[1, 6, 3:12] = True
     dense[2, 10:12, 11] = True
     masks = sparse.csr_matrix(dense.reshape(3, -1).astype(np.float64))
-    expected = masks @ movie.reshape(30, -1).astype(np.float64).T
+    return movie, masks, masks @ movie.reshape(30, -1).astype(np.float64).T
+
+
+def test_mask_sums_through_a_reader_of_a_larger_box(tmp_path):
+    movie, masks, expected = _three_masks_movie()
     for box in [(0, 15, 0, 18), (2, 13, 3, 14), (4, 12, 3, 12)]:
         reader = streaming.BlockReader(movie, box, 7)
         got = np.concatenate([s for _, _, s in iter_mask_sums(movie, masks, reader=reader)], axis=1)
@@ -367,15 +372,7 @@ def test_mapped_and_read_movies_give_the_same_exact_sums(tmp_path, layout, dtype
 
 @pytest.mark.parametrize("layout", ["contiguous", "partial-chunk", "userblock-chunked"])
 def test_mapped_blocks_of_any_box_equal_the_read_blocks(tmp_path, layout):
-    rng = np.random.default_rng(43)
-    shape = (15, 18)
-    movie = rng.integers(0, 2**16, size=(30, *shape)).astype(np.uint16)
-    dense = np.zeros((3, *shape), bool)
-    dense[0, 4:9, 5:7] = True
-    dense[1, 6, 3:12] = True
-    dense[2, 10:12, 11] = True
-    masks = sparse.csr_matrix(dense.reshape(3, -1).astype(np.float64))
-    expected = masks @ movie.reshape(30, -1).astype(np.float64).T
+    movie, masks, expected = _three_masks_movie()
     path = write_layout(tmp_path / "movie.h5", movie, layout)
     with open_movie(path) as h5movie:
         for box in [(0, 15, 0, 18), (2, 13, 3, 14), (4, 12, 3, 12)]:
