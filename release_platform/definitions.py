@@ -24,6 +24,7 @@ from release_platform.assets.sensors import make_session_sensor
 from release_platform.assets.stimulus import STIMULUS_ASSETS, STIMULUS_CHECKS
 from release_platform.execution import select_executor, step_retry_policy
 from release_platform.lims.resource import LimsResource
+from release_platform.run_workers import serve_run_workers
 
 ASSETS = [
     *INPUT_ASSETS, *OPHYS_ASSETS, *STIMULUS_ASSETS, *NWB_OPHYS_ASSETS, *ECEPHYS_ASSETS, *ICEPHYS_ASSETS,
@@ -64,3 +65,7 @@ defs = dg.Definitions(
     # Multiprocess on one machine, or Celery workers with RELEASE_PLATFORM_EXECUTOR=celery (release_platform/execution.py).
     executor=select_executor(),
 )
+
+# In a Dagster code server: run workers are forked from a server that preloaded all of the above and every step
+# library (release_platform/run_workers.py); elsewhere nothing happens.
+serve_run_workers()

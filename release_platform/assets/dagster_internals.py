@@ -10,7 +10,9 @@ public Dagster API only.
 * :func:`backfill_state`: whether a backfill is finished and whether it succeeded;
 * :func:`step_retry_mode`: the executor-level retry mode dagster-celery's executor and worker app take;
 * :func:`under_core_execute_run`: whether the caller runs under the run worker's entry point;
-* :func:`cache_storage_migration_scripts`: read Dagster's storage migration scripts once per process tree.
+* :func:`cache_storage_migration_scripts`: read Dagster's storage migration scripts once per process tree;
+* :func:`code_server_being_loaded`, :func:`code_server_instance`, :func:`start_run_workers_with`: the code server
+  that is loading the code location, its instance, and the ``multiprocessing`` context it starts run workers with.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["interrupt_captured", "sleep_while_waiting_for_slots", "current_asset_names", "new_partition_backfill",
-           "backfill_state", "step_retry_mode", "under_core_execute_run", "cache_storage_migration_scripts"]
+           "backfill_state", "step_retry_mode", "under_core_execute_run", "cache_storage_migration_scripts", "code_server_being_loaded",
+           "code_server_instance", "start_run_workers_with"]
 
 
 def interrupt_captured() -> bool:
@@ -168,3 +171,37 @@ def cache_storage_migration_scripts() -> None:
         module = sys.modules.get(name)
         if module is not None:  # the storages' own configuration objects (get_alembic_config caches them)
             ScriptDirectory.from_config(get_alembic_config(module.__file__)).as_revision_number("head")
+
+
+def code_server_being_loaded():
+    """The Dagster code server (``DagsterApiServer``, the gRPC server of ``dagster api grpc``, which ``dagster dev``
+    and ``dagster code-server start`` run) whose constructor is loading the code location in this call stack, or
+    None (any other process: a run worker, a step, the CLI, a test). The code server loads the code location
+    synchronously in its constructor, lazily loaded or not."""
+    server_module = sys.modules.get("dagster._grpc.server")
+    server_class = getattr(server_module, "DagsterApiServer", None)
+    target = getattr(getattr(server_class, "__init__", None), "__code__", None)
+    if target is None:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is target:
+            server = frame.f_locals.get("self")
+            return server if isinstance(server, server_class) else None
+        frame = frame.f_back
+    return None
+
+
+def code_server_instance(server):
+    """The Dagster instance the code server opened (from its ``--instance-ref``), or None."""
+    return getattr(server, "_instance", None)
+
+
+def start_run_workers_with(server, context) -> None:
+    """Make the code server start the process of each run it is asked to start (``StartRun``: the run worker,
+    its event queue and termination event) with the ``multiprocessing`` context ``context`` instead of "spawn".
+    Dagster sets the context in the server's constructor, before it loads the code location, and uses it for
+    nothing else."""
+    if not hasattr(server, "_mp_ctx"):
+        raise RuntimeError("this Dagster code server has no run-worker start context to replace")
+    server._mp_ctx = context

@@ -1,0 +1,83 @@
+"""A code server loading the code location forks its run workers from a preloaded server; nothing else does.
+
+The whole path (a run launched through the webserver, forked from that server, and terminated) is in
+``e2e/test_run_workers.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from release_platform import execution, run_workers
+
+# A Dagster code server (the gRPC API server ``dagster api grpc`` runs) constructed in this process loads the code
+# location; print the start method it will start run workers with and the fork server's preload.
+CODE_SERVER = r"""
+import json, logging, sys, threading
+import multiprocessing.forkserver as mp_forkserver
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import FuturesAwareThreadPoolExecutor
+from dagster._grpc.server import DagsterApiServer
+
+server = DagsterApiServer(threading.Event(), logging.getLogger("test"), FuturesAwareThreadPoolExecutor(max_workers=1),
+                          loadable_target_origin=LoadableTargetOrigin(executable_path=sys.executable,
+                                                                      module_name="release_platform.definitions"))
+fork_server = mp_forkserver._forkserver
+print(json.dumps({"method": server._mp_ctx.get_start_method(), "preload": list(fork_server._preload_modules),
+                  "server_pid": fork_server._forkserver_pid}))
+server._shutdown_once_executions_finish_event.set()
+server.cleanup()
+"""
+
+
+def _code_server(tmp_path, **env) -> dict:
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir(exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    full_env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **env}
+    full_env.pop(execution.EXECUTOR_ENV, None)
+    done = subprocess.run([sys.executable, "-c", CODE_SERVER], env=full_env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_code_server_loading_the_location_forks_run_workers_from_a_server_that_preloaded_everything(tmp_path):
+    loaded = _code_server(tmp_path)
+    assert loaded["method"] == "forkserver"
+    assert loaded["server_pid"] is not None
+    preload = loaded["preload"]
+    assert preload[0] == run_workers.RUN_ENTRY_MODULE
+    assert "dagster._core.storage.runs.sqlite.sqlite_run_storage" in preload  # the instance's storage
+    assert set(execution.FORKSERVER_PRELOAD) <= set(preload)  # the code location and every step library
+    assert preload[-1] == execution.FORKSERVER_LAST  # the warm-ups, after what they warm
+
+
+def test_the_switch_keeps_dagsters_spawned_run_workers(tmp_path):
+    loaded = _code_server(tmp_path, **{run_workers.RUN_WORKER_SERVER_ENV: "0"})
+    assert loaded["method"] == "spawn" and loaded["server_pid"] is None
+
+
+def test_outside_a_code_server_importing_the_location_starts_nothing():
+    """Run workers, step processes, the CLI and tests import the code location too: no server is started there."""
+    assert run_workers.serve_run_workers() is False
+    code = "import multiprocessing.forkserver as f\nimport release_platform.definitions\nprint(f._forkserver._forkserver_pid)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "None"
+
+
+def test_the_preload_follows_the_instances_storage(tmp_path, monkeypatch):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        preload = run_workers.run_worker_preload(instance)
+        storages = run_workers.instance_storage_modules(instance)
+    assert storages and all(module.startswith("dagster._core.storage.") for module in storages)
+    assert preload[:1 + len(storages)] == [run_workers.RUN_ENTRY_MODULE, *storages]
+    assert run_workers.run_worker_preload() == [run_workers.RUN_ENTRY_MODULE, *execution.FORKSERVER_PRELOAD]
+    monkeypatch.setenv(run_workers.RUN_WORKER_SERVER_ENV, "off")
+    assert not run_workers.run_worker_server_enabled()
+    monkeypatch.setenv(run_workers.RUN_WORKER_SERVER_ENV, "1")
+    assert run_workers.run_worker_server_enabled()
