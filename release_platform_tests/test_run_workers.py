@@ -81,3 +81,24 @@ def test_the_preload_follows_the_instances_storage(tmp_path, monkeypatch):
     assert not run_workers.run_worker_server_enabled()
     monkeypatch.setenv(run_workers.RUN_WORKER_SERVER_ENV, "1")
     assert run_workers.run_worker_server_enabled()
+
+
+def test_the_run_queue_is_looked_at_twice_a_second_and_keeps_its_limits(tmp_path):
+    """The instance configs name the platform's coordinator; the daemon's interval is the fraction configured."""
+    import shutil
+
+    import pytest
+
+    from release_platform import run_queue
+    from release_platform.dagster_home import CONFIG_DIR
+
+    shutil.copyfile(CONFIG_DIR / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, run_queue.QueuedRunCoordinator)
+        assert coordinator.dequeue_interval_seconds == 0.5
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2  # what the daemon reads
+    assert "module: release_platform.run_queue" in (CONFIG_DIR / "dagster.postgres.yaml").read_text()
+    assert run_queue.QueuedRunCoordinator(dequeue_interval_seconds=2).dequeue_interval_seconds == 2.0
+    with pytest.raises(ValueError, match="positive"):
+        run_queue.QueuedRunCoordinator(dequeue_interval_seconds=0)

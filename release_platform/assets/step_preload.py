@@ -10,6 +10,9 @@
    behavior steps use): Dagster's storage migration scripts, the NWB schema validators of the platform's
    namespaces, NWB Inspector's check selection, pandera's pandas backends. Every step process forked from the
    server inherits them.
+3. The PostgreSQL storages the processes forked from the server create (a run worker's, a step process's: each
+   opens the instance once and keeps it until it exits) keep their connections open in a small pool instead of
+   connecting once per statement (:func:`pool_connections`); the server's own instance, above, does not.
 
 Nothing stays open: no file, socket, thread or database connection is left in the server (the instance is closed
 before any step process is forked; the warm-ups only compute in memory). Warming is only an optimisation: if a
@@ -108,6 +111,22 @@ def _in_forked_server() -> bool:
     return in_forked_server()
 
 
+PG_POOL_ENV = "RELEASE_PLATFORM_PG_CONNECTION_POOL"
+"""Environment variable: ``0`` keeps dagster-postgres's one connection per statement in run workers and step
+processes."""
+
+
+def pool_connections() -> list[str]:
+    """Pool the PostgreSQL storage connections of the processes forked from here (unless ``RELEASE_PLATFORM_PG_
+    CONNECTION_POOL`` is 0); the storage modules patched (none on a SQLite instance)."""
+    if os.environ.get(PG_POOL_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return []
+    from release_platform.assets.dagster_internals import pool_postgres_connections
+
+    return pool_postgres_connections()
+
+
 if not _in_forked_server():
     warm_up()
 warm_step_caches()
+pool_connections()

@@ -84,3 +84,62 @@ def test_dagster_migration_scripts_are_read_once_per_process_and_other_alembic_c
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# In a fresh interpreter (the patch is process-wide): a PostgreSQL storage created after pool_postgres_connections()
+# reuses one connection per storage; a forked child gets its own connections and leaves the parent's working.
+POOLED = r"""
+import json, os, sys
+import sqlalchemy as sa
+from dagster_postgres import DagsterPostgresStorage
+from release_platform.assets.dagster_internals import pool_postgres_connections
+
+url = sys.argv[1]
+patched = pool_postgres_connections()
+assert pool_postgres_connections() == patched  # idempotent
+storage = DagsterPostgresStorage(url)
+engine = storage.event_log_storage._engine
+
+def backend_pid():
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+
+first = backend_pid()
+for _ in range(30):
+    storage.run_storage.get_runs(limit=1)
+    storage.event_log_storage.get_logs_for_run("no-such-run")
+    storage.schedule_storage.all_instigator_state()
+admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+with admin.connect() as conn:
+    open_ = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND pid <> pg_backend_pid()")).scalar()
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    try:
+        os.write(write, str(backend_pid()).encode())
+    finally:
+        os._exit(0)
+os.waitpid(child, 0)
+in_child = int(os.read(read, 64))
+print(json.dumps({"patched": patched, "pool": type(engine.pool).__name__, "same": backend_pid() == first,
+                  "open": open_, "child_differs": in_child != first, "after_child": backend_pid() == first}))
+"""
+
+
+def test_pooled_postgres_storages_reuse_their_connections_and_forked_children_take_their_own():
+    import json
+    import subprocess
+    import sys
+
+    from release_platform_tests.pg import fresh_database
+
+    with fresh_database("rp_pool") as url:
+        done = subprocess.run([sys.executable, "-c", POOLED, url], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["patched"]) == 3
+    assert result["pool"] == "QueuePool"
+    assert result["same"] and result["after_child"]  # one connection reused, still the parent's after the fork
+    assert result["open"] <= 3  # one per storage, not one per statement left behind
+    assert result["child_differs"]
