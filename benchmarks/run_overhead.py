@@ -11,7 +11,8 @@
 
    The run's wall time is from the GraphQL call to the run's RUN_SUCCESS event. The steps' own work is measured
    separately on the same partition, in one warm process (``execute_in_process`` run four times; each step's
-   shortest STEP_START..STEP_SUCCESS duration over the last three runs), so that library imports and process start-up, which a step process
+   shortest STEP_START..STEP_SUCCESS duration over the last three runs; with the PostgreSQL connection pool of the
+   tree's run workers and steps when it has one), so that library imports and process start-up, which a step process
    pays before or after STEP_START depending on where its imports are, count as overhead in both trees alike.
    ``overhead = wall - sum(own work of the steps)``. The report also splits the wall time by the run's
    events: submit -> RUN_STARTING (queue, daemon, code server), run worker start (RUN_STARTING -> RUN_START: a process importing
@@ -79,6 +80,13 @@ import json, sys
 import dagster as dg
 from release_platform.assets.runs import materialize_partition
 kind, key = sys.argv[1], sys.argv[2]
+try:  # a tree whose run workers and steps pool their PostgreSQL connections: the own work is measured pooled too
+    import dagster_postgres  # noqa: F401 - the storage modules the pool patches
+    from release_platform.assets.dagster_internals import pool_postgres_connections
+except ImportError:
+    pass
+else:
+    pool_postgres_connections()
 with dg.DagsterInstance.get() as instance:
     best = {}
     for attempt in range(4):  # the first run imports every library its steps use; the others are the own work

@@ -180,6 +180,10 @@ JOB_STEP_LIBRARIES = {
     "ecephys_session_job": (QC_FIGURES,),
     "icephys_cell_job": (QC_FIGURES,),
 }
+# The names of the step caches warmed in this process (release_platform.assets.step_preload.WARMED): kept here,
+# because a fork server forked from a run worker imports that module again (to warm the libraries it adds), and a
+# cache its parent warmed is not warmed twice.
+WARMED_STEP_CACHES: list[str] = []
 FORKSERVER_FIRST = "release_platform.definitions"
 # Resolves the repository and opens/closes the instance (not in a server forked from a run worker, which has done
 # both), then warms the steps' caches.

@@ -412,8 +412,12 @@ def test_the_fork_server_warms_the_caches_of_the_jobs_steps_once(tmp_path, monke
 
     try:
         reports, _ = _warm_reports(tmp_path, monkeypatch, run_worker)
+        behavior_warm_ups = ["dagster_migration_scripts", "nwb_validators", "nwb_inspector", "table_validation"]
         for report in reports:
-            assert report["warmed"] == ["dagster_migration_scripts", "nwb_validators", "nwb_inspector", "table_validation"]
+            if run_worker:  # and what the run worker had imported (matplotlib, if this process drew a figure before)
+                assert report["warmed"][:4] == behavior_warm_ups and set(report["warmed"][4:]) <= {"qc_figures"}
+            else:
+                assert report["warmed"] == behavior_warm_ups
             assert report["migration_scripts"]
             assert "ndx-release-platform" in report["validators"] and "hdmf-experimental" not in report["validators"]
             # (a forked server has whatever its run worker imported: only the fresh interpreter shows the preload)

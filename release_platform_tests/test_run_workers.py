@@ -102,3 +102,29 @@ def test_the_run_queue_is_looked_at_twice_a_second_and_keeps_its_limits(tmp_path
     assert run_queue.QueuedRunCoordinator(dequeue_interval_seconds=2).dequeue_interval_seconds == 2.0
     with pytest.raises(ValueError, match="positive"):
         run_queue.QueuedRunCoordinator(dequeue_interval_seconds=0)
+
+
+def test_a_server_forked_from_a_warm_process_does_not_warm_again(tmp_path):
+    """The run worker's step server imports the warm-up module again (for the libraries it adds): a cache its parent
+    built, e.g. matplotlib's fonts drawn once by the run workers' server, is not built twice."""
+    code = (
+        "import importlib, json, sys\n"
+        "import release_platform.execution as ex\n"
+        "ex._IN_FORKED_SERVER = True  # the warm-ups only, no instance\n"
+        "import release_platform.qc.session_figures\n"
+        "from release_platform.assets import step_preload\n"
+        "first = list(step_preload.WARMED)\n"
+        "import release_platform.qc.figures as figures\n"
+        "calls = []\n"
+        "figures.warm_figures = lambda: calls.append(1)\n"
+        "sys.modules.pop('release_platform.assets.step_preload')\n"
+        "again = importlib.import_module('release_platform.assets.step_preload')\n"
+        "print(json.dumps({'first': first, 'calls': len(calls), 'again': list(again.WARMED)}))\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    env.pop("RELEASE_PLATFORM_STEP_WARM_UPS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "qc_figures" in out["first"]
+    assert out["calls"] == 0 and out["again"] == out["first"]

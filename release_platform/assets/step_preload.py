@@ -8,8 +8,8 @@
 2. The caches the steps would otherwise each build on first use are built once, here (:func:`warm_step_caches`),
    for the libraries the server preloaded (the preload is chosen per job, so a behavior run warms only what
    behavior steps use): Dagster's storage migration scripts, the NWB schema validators of the platform's
-   namespaces, NWB Inspector's check selection, pandera's pandas backends. Every step process forked from the
-   server inherits them.
+   namespaces, NWB Inspector's check selection, pandera's pandas backends, matplotlib's fonts and text caches (when
+   the QC figures are preloaded). Every step process forked from the server inherits them.
 3. The PostgreSQL storages the processes forked from the server create (a run worker's, a step process's: each
    opens the instance once and keeps it until it exits) keep their connections open in a small pool instead of
    connecting once per statement (:func:`pool_connections`); the server's own instance, above, does not.
@@ -28,8 +28,11 @@ import dagster as dg
 
 from release_platform.definitions import defs
 
-#: What :func:`warm_step_caches` warmed in this process (the names of the warm-ups that ran without error).
-WARMED: list[str] = []
+from release_platform.execution import WARMED_STEP_CACHES
+
+#: What :func:`warm_step_caches` warmed in this process (the names of the warm-ups that ran without error), including
+#: in the process this one was forked from: it survives this module being imported again.
+WARMED: list[str] = WARMED_STEP_CACHES
 
 
 def warm_up() -> None:
@@ -68,12 +71,19 @@ def _table_validation() -> None:
     warm_validation()
 
 
+def _qc_figures() -> None:
+    from release_platform.qc.figures import warm_figures
+
+    warm_figures()
+
+
 #: (name, module whose presence in the preload asks for it, warm-up); None: every run.
 STEP_WARM_UPS = (
     ("dagster_migration_scripts", None, _migration_scripts),
     ("nwb_validators", "release_platform.nwb", _nwb_validators),
     ("nwb_inspector", "nwbinspector", _inspector),
     ("table_validation", "release_platform.metadata.schemas", _table_validation),
+    ("qc_figures", "release_platform.qc.session_figures", _qc_figures),
 )
 
 
