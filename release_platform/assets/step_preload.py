@@ -14,6 +14,9 @@
    opens the instance once and keeps it until it exits) keep their connections open in a small pool instead of
    connecting once per statement (:func:`pool_connections`); the server's own instance, above, does not.
 
+4. Everything the server holds is frozen for the garbage collector (:func:`freeze_for_forks`), so the processes it
+   forks do not walk (and copy) the preloaded objects in their collections.
+
 Nothing stays open: no file, socket, thread or database connection is left in the server (the instance is closed
 before any step process is forked; the warm-ups only compute in memory). Warming is only an optimisation: if a
 warm-up fails here, each step builds what it needs itself and reports its own errors.
@@ -136,7 +139,18 @@ def pool_connections() -> list[str]:
     return pool_postgres_connections()
 
 
+def freeze_for_forks() -> None:
+    """Move every object of this process to the collector's permanent generation (``gc.freeze``): a process forked
+    afterwards never traverses them in a full collection (one such collection walks the ~400,000 objects of the
+    preloaded libraries, 0.25 s, and writes to every page holding them, which the fork then copies). Called last in
+    a server, just before it forks."""
+    import gc
+
+    gc.freeze()
+
+
 if not _in_forked_server():
     warm_up()
 warm_step_caches()
 pool_connections()
+freeze_for_forks()
