@@ -13,7 +13,9 @@ public Dagster API only.
 * :func:`cache_storage_migration_scripts`: read Dagster's storage migration scripts once per process tree;
 * :func:`code_server_being_loaded`, :func:`code_server_instance`, :func:`start_run_workers_with`: the code server
   that is loading the code location, its instance, and the ``multiprocessing`` context it starts run workers with;
-* :func:`pool_postgres_connections`: PostgreSQL storages created afterwards keep their connections open.
+* :func:`pool_postgres_connections`: PostgreSQL storages created afterwards keep their connections open;
+* :func:`cache_postgres_schema_checks`: the PostgreSQL event log asks the catalog once per process which of its
+  tables and columns exist.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["interrupt_captured", "sleep_while_waiting_for_slots", "current_asset_names", "new_partition_backfill",
            "backfill_state", "step_retry_mode", "under_core_execute_run", "cache_storage_migration_scripts", "code_server_being_loaded",
-           "code_server_instance", "start_run_workers_with", "pool_postgres_connections"]
+           "code_server_instance", "start_run_workers_with", "pool_postgres_connections",
+           "cache_postgres_schema_checks"]
 
 
 def interrupt_captured() -> bool:
@@ -266,3 +269,37 @@ def _empty_pools_in_child() -> None:
     for engine in list(_POOLED_ENGINES or ()):
         _INHERITED_POOLS.append(engine.pool)  # never collected here: collecting would close the parent's connections
         engine.dispose(close=False)
+
+
+def cache_postgres_schema_checks() -> bool:
+    """Make the PostgreSQL event log storages of this process remember the tables and ``asset_keys`` columns they
+    found. Dagster asks the database catalog whether the ``dynamic_partitions`` table exists before every read of a
+    dynamic partition (``has_table``: each input and output of a step on a session partition) and which columns
+    ``asset_keys`` has before every asset event (``has_asset_key_col``): catalog queries, several per step, each a
+    few milliseconds on a connection the step has just opened. A table or column found stays found (nothing drops
+    them while a run executes); one not found is asked again, so a migration run meanwhile is seen. Idempotent;
+    False when dagster-postgres is not imported. Private dagster-postgres API, kept here."""
+    module = sys.modules.get("dagster_postgres.event_log.event_log")
+    storage_class = getattr(module, "PostgresEventLogStorage", None)
+    if storage_class is None:
+        return False
+    if getattr(storage_class.has_table, "remembers_found", False):
+        return True
+
+    def remembering(ask, attribute: str):
+        def remembered(self, name: str) -> bool:
+            found = self.__dict__.setdefault(attribute, set())
+            if name in found:
+                return True
+            present = bool(ask(self, name))
+            if present:
+                found.add(name)
+            return present
+
+        remembered.remembers_found = True
+        remembered.__doc__ = ask.__doc__
+        return remembered
+
+    storage_class.has_table = remembering(storage_class.has_table, "_found_tables")
+    storage_class.has_asset_key_col = remembering(storage_class.has_asset_key_col, "_found_asset_key_columns")
+    return True

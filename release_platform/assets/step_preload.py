@@ -12,7 +12,8 @@
    the QC figures are preloaded). Every step process forked from the server inherits them.
 3. The PostgreSQL storages the processes forked from the server create (a run worker's, a step process's: each
    opens the instance once and keeps it until it exits) keep their connections open in a small pool instead of
-   connecting once per statement (:func:`pool_connections`); the server's own instance, above, does not.
+   connecting once per statement, and ask the database catalog once which tables and columns they have
+   (:func:`pool_connections`); the server's own instance, above, does not.
 
 4. Everything the server holds is frozen for the garbage collector (:func:`freeze_for_forks`), so the processes it
    forks do not walk (and copy) the preloaded objects in their collections.
@@ -125,8 +126,8 @@ def _in_forked_server() -> bool:
 
 
 PG_POOL_ENV = "RELEASE_PLATFORM_PG_CONNECTION_POOL"
-"""Environment variable: ``0`` keeps dagster-postgres's one connection per statement in run workers and step
-processes."""
+"""Environment variable: ``0`` keeps dagster-postgres's own behaviour in run workers and step processes (one
+connection per statement, the catalog asked before each dynamic-partition read and asset event)."""
 
 
 def pool_connections() -> list[str]:
@@ -134,9 +135,11 @@ def pool_connections() -> list[str]:
     CONNECTION_POOL`` is 0); the storage modules patched (none on a SQLite instance)."""
     if os.environ.get(PG_POOL_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return []
-    from release_platform.assets.dagster_internals import pool_postgres_connections
+    from release_platform.assets.dagster_internals import cache_postgres_schema_checks, pool_postgres_connections
 
-    return pool_postgres_connections()
+    patched = pool_postgres_connections()
+    cache_postgres_schema_checks()
+    return patched
 
 
 def freeze_for_forks() -> None:

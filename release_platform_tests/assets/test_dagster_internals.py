@@ -122,12 +122,26 @@ if child == 0:
         os._exit(0)
 os.waitpid(child, 0)
 in_child = int(os.read(read, 64))
+from release_platform.assets.dagster_internals import cache_postgres_schema_checks
+assert cache_postgres_schema_checks() and cache_postgres_schema_checks()  # idempotent
+catalog = []
+sa.event.listen(engine, "before_cursor_execute",
+                lambda conn, cursor, statement, *rest: catalog.append(statement) if "pg_catalog" in statement else None)
+events = storage.event_log_storage
+first_asked = None
+for _ in range(10):
+    events.has_dynamic_partition("sessions", "1")
+    events.has_asset_key_col("last_materialization_timestamp")
+    first_asked = len(catalog) if first_asked is None else first_asked
+found = len(catalog)
+missing = [events.has_table("no_such_table") for _ in range(3)]
 print(json.dumps({"patched": patched, "pool": type(engine.pool).__name__, "same": backend_pid() == first,
-                  "open": open_, "child_differs": in_child != first, "after_child": backend_pid() == first}))
+                  "open": open_, "child_differs": in_child != first, "after_child": backend_pid() == first,
+                  "catalog_queries_for_found": found, "first_asked": first_asked, "missing": missing, "catalog_queries": len(catalog)}))
 """
 
 
-def test_pooled_postgres_storages_reuse_their_connections_and_forked_children_take_their_own():
+def test_pooled_postgres_storages_reuse_their_connections_and_ask_the_catalog_once():
     import json
     import subprocess
     import sys
@@ -143,3 +157,6 @@ def test_pooled_postgres_storages_reuse_their_connections_and_forked_children_ta
     assert result["same"] and result["after_child"]  # one connection reused, still the parent's after the fork
     assert result["open"] <= 3  # one per storage, not one per statement left behind
     assert result["child_differs"]
+    # the partitions table and the asset_keys columns, asked once each; a missing table is asked every time
+    assert result["first_asked"] >= 2 and result["catalog_queries_for_found"] == result["first_asked"], result
+    assert result["missing"] == [False] * 3 and result["catalog_queries"] >= result["catalog_queries_for_found"] + 3
