@@ -212,8 +212,9 @@ class BlockReader(_BlocksAhead):
     and keeps two buffers filled ahead of the consumer: while block k is in use, block k+1 is read,
     and block k+2 is read into block k's buffer as soon as the next block is requested. Iterate once
     for ``(t0, t1, block)``; a yielded block is valid until the next one is requested. A read error
-    becomes an InputError naming the frames. Use as a context manager (or call :meth:`close`), so a
-    reader that is not iterated to the end stops its thread.
+    becomes an InputError naming the frames, and so does a file that shrank after the reader started (HDF5's
+    ``sec2`` driver reads the bytes past the end of a file as zeros, which would pass for frames). Use as a
+    context manager (or call :meth:`close`), so a reader that is not iterated to the end stops its thread.
     """
 
     origin = (0, 0)
@@ -232,12 +233,16 @@ class BlockReader(_BlocksAhead):
         self.box = tuple(int(v) for v in box)
         r0, r1, c0, c1 = self.box
         self.step = max(1, min(int(step), n_frames))
-        self._movie, self._entity, self._path = movie, entity, path
         self._is_h5 = isinstance(movie, h5py.Dataset)
+        if path is None and self._is_h5:  # errors name the file
+            path = movie.file.filename
+        self._movie, self._entity, self._path = movie, entity, path
         self._ranges = [(t0, min(n_frames, t0 + self.step)) for t0 in range(0, n_frames, self.step)]
         count = min(2, len(self._ranges))
         dtype = np.dtype(movie.dtype).newbyteorder("=")  # the kernel takes native byte order; reads convert
         self._buffers = [np.empty((self.step, r1 - r0, c1 - c0), dtype=dtype) for _ in range(count)]
+        self._fd = _file_descriptor(movie) if self._is_h5 else None
+        self._file_size = os.fstat(self._fd).st_size if self._fd is not None else None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="movie-reader")
         self._pending = {index: self._pool.submit(self._read, index) for index in range(count)}
 
@@ -258,6 +263,14 @@ class BlockReader(_BlocksAhead):
             raise InputError(
                 f"movie frames {t0}-{t1 - 1} cannot be read ({exc})", entity=self._entity, path=self._path
             ) from None
+        if self._file_size is not None:  # checked after the read: the bytes it took were in the file
+            size = os.fstat(self._fd).st_size
+            if size < self._file_size:
+                raise InputError(
+                    f"movie frames {t0}-{t1 - 1} cannot be read: the file shrank from {self._file_size} to {size} "
+                    "bytes while it was being read (truncated or overwritten)",
+                    entity=self._entity, path=self._path,
+                )
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
         try:
@@ -273,6 +286,16 @@ class BlockReader(_BlocksAhead):
     def close(self) -> None:
         """Stop reading: reads not started are dropped, one in progress is waited for (it owns a buffer)."""
         self._stop()
+
+
+def _file_descriptor(movie: h5py.Dataset) -> int | None:
+    """The descriptor of the file ``movie`` is read from, when HDF5 reads it through one (the ``sec2`` driver)."""
+    if movie.file.driver != "sec2":
+        return None
+    try:
+        return int(movie.file.id.get_vfd_handle())
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)

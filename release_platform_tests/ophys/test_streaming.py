@@ -507,6 +507,30 @@ def test_a_file_cut_short_while_mapped_gives_an_input_error_not_a_crash(tmp_path
         assert seen and max(seen) <= 32
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "compressed"])
+def test_a_file_cut_short_while_read_gives_an_input_error_not_zeros(tmp_path, layout):
+    """HDF5 reads the bytes past the end of a file as zeros: a movie truncated while the reader works through it
+    is refused at the first block read after the cut, and no block of zeros is passed on as frames."""
+    import os
+
+    movie = np.ones((40, 64, 64), np.uint16)
+    path = write_layout(tmp_path / "movie.h5", movie, layout)
+    with open_movie(path) as h5movie:
+        blocks = streaming.open_blocks(h5movie, (0, 64, 0, 64), 4, movie_mmap=False)
+        assert isinstance(blocks, streaming.BlockReader)
+        for future in list(blocks._pending.values()):
+            future.result()  # the first two blocks are in
+        os.truncate(path, os.path.getsize(path) // 2)
+        seen = []
+        # uncompressed: the bytes would read as zeros; compressed: the zeros fail to decompress
+        reason = "the file shrank from \\d+ to \\d+ bytes" if layout == "contiguous" else "filter returned failure"
+        with pytest.raises(InputError, match=rf"movie frames 8-11 cannot be read.*{reason}") as err:
+            for t0, t1, frames in blocks:
+                seen.append(t0)
+                assert frames.min() == 1  # every frame passed on is a real one
+        assert seen == [0, 4] and str(path) in str(err.value)
+
+
 def test_the_mapping_switch_comes_from_the_argument_or_the_environment(tmp_path, monkeypatch):
     path = write_layout(tmp_path / "movie.h5", np.ones((6, 4, 4), np.uint16), "contiguous")
     with open_movie(path) as h5movie:
