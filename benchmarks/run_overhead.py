@@ -80,13 +80,13 @@ import json, sys
 import dagster as dg
 from release_platform.assets.runs import materialize_partition
 kind, key = sys.argv[1], sys.argv[2]
-try:  # a tree whose run workers and steps pool their PostgreSQL connections: the own work is measured pooled too
-    import dagster_postgres  # noqa: F401 - the storage modules the pool patches
-    from release_platform.assets.dagster_internals import pool_postgres_connections
+try:  # a tree whose run workers and steps tune their PostgreSQL storage: the own work is measured with it too
+    import dagster_postgres  # noqa: F401 - the storage modules it patches
+    from release_platform.execution import pool_postgres_storage
 except ImportError:
     pass
 else:
-    pool_postgres_connections()
+    pool_postgres_storage()
 with dg.DagsterInstance.get() as instance:
     best = {}
     for attempt in range(4):  # the first run imports every library its steps use; the others are the own work

@@ -246,9 +246,33 @@ FORKED_SERVER_ENV = "RELEASE_PLATFORM_FORKED_SERVER"
 instead of forking the server from itself."""
 
 
+def switched_on(name: str) -> bool:
+    """An on/off environment switch that is on unless set to ``0``, ``false``, ``no`` or ``off``."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def forked_server_enabled() -> bool:
     """Whether a run worker may fork its fork server from itself (``RELEASE_PLATFORM_FORKED_SERVER``, default yes)."""
-    return os.environ.get(FORKED_SERVER_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(FORKED_SERVER_ENV)
+
+
+PG_POOL_ENV = "RELEASE_PLATFORM_PG_CONNECTION_POOL"
+"""Environment variable: ``0`` keeps dagster-postgres's own behaviour in run workers and step processes (one
+connection per statement, the catalog asked before each dynamic-partition read and asset event)."""
+
+
+def pool_postgres_storage() -> list[str]:
+    """Make the PostgreSQL storages this process creates from now on keep their connections in a small pool and ask
+    the database catalog once which tables and columns they have (unless ``RELEASE_PLATFORM_PG_CONNECTION_POOL`` is
+    0): what the processes forked from the preloaded servers (run workers, step processes) get. The storage modules
+    patched (none on a SQLite instance)."""
+    if not switched_on(PG_POOL_ENV):
+        return []
+    from release_platform.assets.dagster_internals import cache_postgres_schema_checks, pool_postgres_connections
+
+    patched = pool_postgres_connections()
+    cache_postgres_schema_checks()
+    return patched
 
 
 def in_run_worker() -> bool:

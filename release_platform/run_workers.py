@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
-import os
 import sys
 
 RUN_WORKER_SERVER_ENV = "RELEASE_PLATFORM_RUN_WORKER_SERVER"
@@ -38,9 +37,9 @@ RUN_ENTRY_MODULE = "dagster._grpc.impl"
 def run_worker_server_enabled() -> bool:
     """Whether a code server forks its run workers from a preloaded server (``RELEASE_PLATFORM_RUN_WORKER_SERVER``,
     default yes; Linux and macOS, where the "forkserver" start method exists)."""
-    if os.environ.get(RUN_WORKER_SERVER_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    return "forkserver" in multiprocessing.get_all_start_methods()
+    from release_platform.execution import switched_on
+
+    return switched_on(RUN_WORKER_SERVER_ENV) and "forkserver" in multiprocessing.get_all_start_methods()
 
 
 def instance_storage_modules(instance) -> list[str]:

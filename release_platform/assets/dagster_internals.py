@@ -25,8 +25,8 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["interrupt_captured", "sleep_while_waiting_for_slots", "current_asset_names", "new_partition_backfill",
-           "backfill_state", "step_retry_mode", "under_core_execute_run", "cache_storage_migration_scripts", "code_server_being_loaded",
-           "code_server_instance", "start_run_workers_with", "pool_postgres_connections",
+           "backfill_state", "step_retry_mode", "under_core_execute_run", "cache_storage_migration_scripts",
+           "code_server_being_loaded", "code_server_instance", "start_run_workers_with", "pool_postgres_connections",
            "cache_postgres_schema_checks"]
 
 

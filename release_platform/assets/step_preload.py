@@ -13,8 +13,7 @@
 3. The PostgreSQL storages the processes forked from the server create (a run worker's, a step process's: each
    opens the instance once and keeps it until it exits) keep their connections open in a small pool instead of
    connecting once per statement, and ask the database catalog once which tables and columns they have
-   (:func:`pool_connections`); the server's own instance, above, does not.
-
+   (:func:`release_platform.execution.pool_postgres_storage`); the server's own instance, above, does not.
 4. Everything the server holds is frozen for the garbage collector (:func:`freeze_for_forks`), so the processes it
    forks do not walk (and copy) the preloaded objects in their collections.
 
@@ -31,8 +30,7 @@ import sys
 import dagster as dg
 
 from release_platform.definitions import defs
-
-from release_platform.execution import WARMED_STEP_CACHES
+from release_platform.execution import WARMED_STEP_CACHES, in_forked_server, pool_postgres_storage
 
 #: What :func:`warm_step_caches` warmed in this process (the names of the warm-ups that ran without error), including
 #: in the process this one was forked from: it survives this module being imported again.
@@ -119,29 +117,6 @@ def warm_step_caches() -> list[str]:
     return list(WARMED)
 
 
-def _in_forked_server() -> bool:
-    from release_platform.execution import in_forked_server
-
-    return in_forked_server()
-
-
-PG_POOL_ENV = "RELEASE_PLATFORM_PG_CONNECTION_POOL"
-"""Environment variable: ``0`` keeps dagster-postgres's own behaviour in run workers and step processes (one
-connection per statement, the catalog asked before each dynamic-partition read and asset event)."""
-
-
-def pool_connections() -> list[str]:
-    """Pool the PostgreSQL storage connections of the processes forked from here (unless ``RELEASE_PLATFORM_PG_
-    CONNECTION_POOL`` is 0); the storage modules patched (none on a SQLite instance)."""
-    if os.environ.get(PG_POOL_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return []
-    from release_platform.assets.dagster_internals import cache_postgres_schema_checks, pool_postgres_connections
-
-    patched = pool_postgres_connections()
-    cache_postgres_schema_checks()
-    return patched
-
-
 def freeze_for_forks() -> None:
     """Move every object of this process to the collector's permanent generation (``gc.freeze``): a process forked
     afterwards never traverses them in a full collection (one such collection walks the ~400,000 objects of the
@@ -152,8 +127,8 @@ def freeze_for_forks() -> None:
     gc.freeze()
 
 
-if not _in_forked_server():
+if not in_forked_server():
     warm_up()
 warm_step_caches()
-pool_connections()
+pool_postgres_storage()
 freeze_for_forks()

@@ -111,14 +111,13 @@ def _save(fig: Figure, name: str, path: str | os.PathLike, items: int, caption: 
 
 
 def warm_figures() -> None:
-    """Draw one small figure (a title, tick labels, a line, event ticks, bars) into memory and throw it away: the
+    """Draw one figure (a title, tick labels, a line, event ticks, bars) into memory and throw it away: the
     first figure of a process loads the font, builds the text-layout and glyph caches and imports the PNG encoder
     (0.2-0.4 s), so a process that calls this once, e.g. a fork server before it forks step processes, passes them on.
     Writes no file."""
     import io
 
-    fig = Figure(figsize=(2, 1.5), dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig = _figure("trial_outcomes")
     line_ax, bar_ax = fig.subplots(1, 2)
     line_ax.plot([0.0, 1.0, 2.0], [0.0, 1.0, 0.5], lw=0.5)
     line_ax.eventplot([[0.5, 1.5]], lineoffsets=[0.2], linelengths=0.1, linewidths=0.6)
